@@ -1,0 +1,3 @@
+module github.com/vild/vild
+
+go 1.26

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages: PyTorch stack for training (with OpenBLAS: without
+# libopenblas0-pthread PyTorch links the reference BLAS and runs ~25x slower),
+# librsvg2-bin to rasterise OpenMoji SVGs, pytest, and Chromium for the web test.
+set -euo pipefail
+pkgs=(python3-torch python3-torchvision python3-onnx python3-pil python3-numpy
+      python3-pytest libopenblas0-pthread librsvg2-bin chromium)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  echo "setup: apt-get install ${missing[*]}" >&2
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
