@@ -1,0 +1,109 @@
+// Package detector runs vild's two-stage open-vocabulary detector: it turns an
+// image into region proposals with region embeddings (Regions, which do not
+// depend on the vocabulary) and scores them against a vocabulary of text
+// embeddings (Detect = Regions + Score).
+package detector
+
+import (
+	"context"
+	"errors"
+	"image"
+	"time"
+)
+
+// Head selects which embedding head classifies regions (ViLD section 3).
+type Head string
+
+const (
+	// HeadEnsemble is ViLD-ensemble: the geometric mean of the text and image heads'
+	// probabilities, weighted towards the text head for base categories and towards
+	// the image head for novel ones.
+	HeadEnsemble Head = "ensemble"
+	// HeadText is ViLD-text: softmax over the background plus the vocabulary.
+	HeadText Head = "text"
+	// HeadImage is ViLD-image: the distilled image head alone.
+	HeadImage Head = "image"
+)
+
+// Class is one entry of a vocabulary: a text embedding and the label it reports.
+// Several classes may share a label (synonyms); their probabilities are summed.
+type Class struct {
+	Label     string    // label reported for detections of this class
+	Text      string    // the name that was embedded (equal to Label unless a synonym)
+	Embedding []float32 // L2-normalised prompt-ensemble text embedding
+	Base      bool      // a category the detector was trained on with boxes
+	Negative  bool      // absorbs look-alikes; never reported
+	Threshold float32   // per-class score threshold; 0 means Options.ScoreThreshold
+}
+
+// Vocabulary is the set of classes a request scores regions against.
+type Vocabulary struct {
+	Classes []Class
+	Digest  string // content digest of the classes, for caching and responses
+}
+
+// Options control scoring and post-processing.
+type Options struct {
+	Head           Head    // default HeadEnsemble
+	ScoreThreshold float32 // minimum score of a reported detection
+	NMSIoU         float32 // IoU above which the lower-scored box of a label is suppressed
+	MaxDetections  int     // cap on reported detections
+	RunnersUp      int     // how many runner-up labels to report per detection
+}
+
+// Candidate is a label with its score.
+type Candidate struct {
+	Label string  `json:"label"`
+	Score float32 `json:"score"`
+}
+
+// Detection is one reported object.
+type Detection struct {
+	Label     string      `json:"label"`
+	Score     float32     `json:"score"`
+	Box       [4]float32  `json:"box"` // x1, y1, x2, y2 in the original image's pixels
+	RunnersUp []Candidate `json:"runners_up,omitempty"`
+}
+
+// Timings are per-stage wall times of one request.
+type Timings struct {
+	Preprocess time.Duration
+	Backbone   time.Duration
+	Proposals  time.Duration
+	RoIAlign   time.Duration
+	BoxHead    time.Duration
+	Scoring    time.Duration
+}
+
+// Regions are an image's proposals and region embeddings: everything that does
+// not depend on the vocabulary, so an image can be re-scored against new
+// vocabularies without running the backbone again.
+type Regions struct {
+	Width, Height   int          // original image size in pixels
+	Boxes           [][4]float32 // per region: class-agnostic refined box, original pixels
+	TextEmbeddings  [][]float32  // per region: text-head embedding, L2-normalised
+	ImageEmbeddings [][]float32  // per region: image-head embedding, L2-normalised
+	Timings         Timings
+}
+
+// Result is the outcome of scoring regions against a vocabulary.
+type Result struct {
+	Width, Height int
+	Detections    []Detection
+	Timings       Timings
+}
+
+// Detector is what the HTTP layer needs from a detector.
+type Detector interface {
+	// Regions runs the vocabulary-independent part of the pipeline.
+	Regions(ctx context.Context, img image.Image) (*Regions, error)
+	// Score classifies regions against a vocabulary.
+	Score(ctx context.Context, r *Regions, vocab *Vocabulary, opts Options) (*Result, error)
+}
+
+// Errors returned by detectors; the HTTP layer maps them to status codes.
+var (
+	ErrEmptyVocabulary = errors.New("detector: empty vocabulary")
+	ErrEmbeddingDim    = errors.New("detector: embedding dimension does not match the model")
+	ErrCanceled        = errors.New("detector: canceled")
+)
