@@ -61,6 +61,7 @@ class ArtLibrary:
         self._images: dict[tuple[str, str], Image.Image] = {}
         self._distractor_lists: dict[str, list[Image.Image]] = {}
         self._lock = threading.Lock()
+        self.memo: dict = {}  # derived data other modules cache per library (e.g. eligible categories)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
