@@ -1,0 +1,335 @@
+// Package scoring classifies region embeddings against a vocabulary of text
+// embeddings and post-processes the result into detections, following the
+// "scoring" rules of docs/bundle.md (ViLD section 3):
+//
+//   - text head: softmax over [background, vocabulary] of cosine similarity /
+//     temperature, the background entry dropped;
+//   - image head: softmax over the vocabulary alone;
+//   - ensemble with λ: base classes p_text^λ·p_image^(1−λ), other classes
+//     p_text^(1−λ)·p_image^λ;
+//   - classes sharing a label sum their probabilities;
+//   - each region keeps its best label; when that label belongs to a negative
+//     class the region is dropped (negatives absorb look-alikes and are never
+//     reported, not even as runners-up);
+//   - a detection is kept when its score is at least its label's threshold
+//     (the largest non-zero Threshold of the label's classes, else
+//     Options.ScoreThreshold);
+//   - NMS among detections of the same label, then the top MaxDetections.
+package scoring
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/vild/vild/boxes"
+	"github.com/vild/vild/detector"
+)
+
+// Model holds the scoring constants of a bundle.
+type Model struct {
+	Background  []float32 // learned background embedding [D], L2-normalised
+	Temperature float32   // τ: similarities are divided by it
+	Lambda      float32   // ensemble weight λ of the head a class is "native" to
+	Workers     int       // goroutines over regions; ≤ 0 means GOMAXPROCS
+}
+
+// Prepared is a vocabulary packed for scoring: embeddings in one [K, D]
+// matrix and classes grouped by label. Prepare it once per vocabulary.
+type Prepared struct {
+	dim       int
+	k         int
+	matrix    []float32 // [K, D]
+	base      []bool    // per class
+	labelOf   []int     // per class: index into labels
+	labels    []string
+	negative  []bool    // per label
+	threshold []float32 // per label: explicit threshold, 0 when none
+}
+
+// Prepare packs v for scoring.
+func Prepare(v *detector.Vocabulary) (*Prepared, error) {
+	if v == nil || len(v.Classes) == 0 {
+		return nil, detector.ErrEmptyVocabulary
+	}
+	dim := len(v.Classes[0].Embedding)
+	p := &Prepared{dim: dim, k: len(v.Classes), matrix: make([]float32, 0, dim*len(v.Classes)),
+		base: make([]bool, len(v.Classes)), labelOf: make([]int, len(v.Classes))}
+	index := map[string]int{}
+	for i, c := range v.Classes {
+		if len(c.Embedding) != dim || dim == 0 {
+			return nil, fmt.Errorf("scoring: class %q has %d dimensions, class 0 %d: %w",
+				c.Text, len(c.Embedding), dim, detector.ErrEmbeddingDim)
+		}
+		p.matrix = append(p.matrix, c.Embedding...)
+		p.base[i] = c.Base
+		l, ok := index[c.Label]
+		if !ok {
+			l = len(p.labels)
+			index[c.Label] = l
+			p.labels = append(p.labels, c.Label)
+			p.negative = append(p.negative, false)
+			p.threshold = append(p.threshold, 0)
+		}
+		p.labelOf[i] = l
+		p.negative[l] = p.negative[l] || c.Negative
+		p.threshold[l] = max(p.threshold[l], c.Threshold)
+	}
+	return p, nil
+}
+
+// Score classifies every region of r against v and returns the detections in
+// decreasing score order. opts is used as given, except that an empty Head
+// means HeadEnsemble and MaxDetections ≤ 0 means no cap.
+func (m *Model) Score(r *detector.Regions, v *detector.Vocabulary, opts detector.Options) ([]detector.Detection, error) {
+	p, err := Prepare(v)
+	if err != nil {
+		return nil, err
+	}
+	return m.ScorePrepared(r, p, opts)
+}
+
+// region is one region's best label before NMS.
+type region struct {
+	index     int
+	label     int
+	score     float32
+	runnersUp []detector.Candidate
+}
+
+// ScorePrepared is Score with a prepared vocabulary.
+func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Options) ([]detector.Detection, error) {
+	probs, err := m.Probabilities(r, p, opts.Head)
+	if err != nil {
+		return nil, err
+	}
+	n := len(r.Boxes)
+	nl := len(p.labels)
+	labelScore := make([]float64, nl)
+	order := make([]int, nl)
+	var kept []region
+	for i := range n {
+		clear(labelScore)
+		for k, pr := range probs[i*p.k : (i+1)*p.k] {
+			labelScore[p.labelOf[k]] += float64(pr)
+		}
+		best := 0
+		for l := 1; l < nl; l++ {
+			if labelScore[l] > labelScore[best] {
+				best = l
+			}
+		}
+		if p.negative[best] {
+			continue
+		}
+		score := float32(labelScore[best])
+		thr := opts.ScoreThreshold
+		if p.threshold[best] > 0 {
+			thr = p.threshold[best]
+		}
+		if !(score >= thr) {
+			continue
+		}
+		reg := region{index: i, label: best, score: score}
+		if opts.RunnersUp > 0 {
+			reg.runnersUp = runnersUp(labelScore, best, p, opts.RunnersUp, order[:0])
+		}
+		kept = append(kept, reg)
+	}
+
+	bx := make([][4]float32, len(kept))
+	sc := make([]float32, len(kept))
+	cl := make([]int, len(kept))
+	for j, reg := range kept {
+		bx[j], sc[j], cl[j] = r.Boxes[reg.index], reg.score, reg.label
+	}
+	keep := boxes.BatchedNMS(bx, sc, cl, opts.NMSIoU)
+	if opts.MaxDetections > 0 {
+		keep = keep[:min(len(keep), opts.MaxDetections)]
+	}
+	dets := make([]detector.Detection, len(keep))
+	for d, j := range keep {
+		reg := kept[j]
+		dets[d] = detector.Detection{Label: p.labels[reg.label], Score: reg.score,
+			Box: r.Boxes[reg.index], RunnersUp: reg.runnersUp}
+	}
+	return dets, nil
+}
+
+// runnersUp returns the r best non-negative labels other than best, by
+// decreasing score (ties in label order): a partial insertion sort, O(L·r).
+func runnersUp(labelScore []float64, best int, p *Prepared, r int, top []int) []detector.Candidate {
+	for l, s := range labelScore {
+		if l == best || p.negative[l] {
+			continue
+		}
+		if len(top) == r && !(s > labelScore[top[r-1]]) {
+			continue
+		}
+		if len(top) < r {
+			top = append(top, l)
+		} else {
+			top[r-1] = l
+		}
+		for j := len(top) - 1; j > 0 && labelScore[top[j]] > labelScore[top[j-1]]; j-- {
+			top[j], top[j-1] = top[j-1], top[j]
+		}
+	}
+	out := make([]detector.Candidate, len(top))
+	for j, l := range top {
+		out[j] = detector.Candidate{Label: p.labels[l], Score: float32(labelScore[l])}
+	}
+	return out
+}
+
+// Probabilities returns the per-class probabilities [N, K] (N regions, K
+// classes of p, before labels are merged) for the given head.
+func (m *Model) Probabilities(r *detector.Regions, p *Prepared, head detector.Head) ([]float32, error) {
+	if head == "" {
+		head = detector.HeadEnsemble
+	}
+	switch head {
+	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
+	default:
+		return nil, fmt.Errorf("scoring: unknown head %q", head)
+	}
+	if !(m.Temperature > 0) {
+		return nil, fmt.Errorf("scoring: temperature %v must be positive", m.Temperature)
+	}
+	n := len(r.Boxes)
+	useText := head != detector.HeadImage
+	useImage := head != detector.HeadText
+	if useText {
+		if len(m.Background) != p.dim {
+			return nil, fmt.Errorf("scoring: background has %d dimensions, vocabulary %d: %w", len(m.Background), p.dim, detector.ErrEmbeddingDim)
+		}
+		if err := checkEmbeddings("text", r.TextEmbeddings, n, p.dim); err != nil {
+			return nil, err
+		}
+	}
+	if useImage {
+		if err := checkEmbeddings("image", r.ImageEmbeddings, n, p.dim); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]float32, n*p.k)
+	workers := m.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = max(1, min(workers, n))
+	chunk := (n + workers - 1) / max(workers, 1)
+	var wg sync.WaitGroup
+	for start := 0; start < n; start += chunk {
+		end := min(start+chunk, n)
+		wg.Go(func() {
+			text := make([]float64, p.k)
+			image := make([]float64, p.k)
+			for i := start; i < end; i++ {
+				if useText {
+					m.logSoftmax(text, r.TextEmbeddings[i], p, true)
+				}
+				if useImage {
+					m.logSoftmax(image, r.ImageEmbeddings[i], p, false)
+				}
+				row := out[i*p.k : (i+1)*p.k]
+				lam := float64(m.Lambda)
+				for k := range row {
+					var lp float64
+					switch {
+					case head == detector.HeadText:
+						lp = text[k]
+					case head == detector.HeadImage:
+						lp = image[k]
+					case p.base[k]:
+						lp = lam*text[k] + (1-lam)*image[k]
+					default:
+						lp = (1-lam)*text[k] + lam*image[k]
+					}
+					row[k] = float32(math.Exp(lp))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+func checkEmbeddings(head string, e [][]float32, n, dim int) error {
+	if len(e) != n {
+		return fmt.Errorf("scoring: %d %s embeddings for %d boxes: %w", len(e), head, n, detector.ErrEmbeddingDim)
+	}
+	for i, v := range e {
+		if len(v) != dim {
+			return fmt.Errorf("scoring: region %d %s embedding has %d dimensions, vocabulary %d: %w", i, head, len(v), dim, detector.ErrEmbeddingDim)
+		}
+	}
+	return nil
+}
+
+// logSoftmax writes the log-probabilities of the K classes for embedding e into
+// dst; withBackground adds the background to the normalisation (text head).
+func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackground bool) {
+	inv := 1 / float64(m.Temperature)
+	similarities(dst, e, p.matrix, p.dim)
+	hi := math.Inf(-1)
+	for k := range dst {
+		dst[k] *= inv
+		hi = max(hi, dst[k])
+	}
+	bg := math.Inf(-1)
+	if withBackground {
+		bg = float64(dot(e, m.Background)) * inv
+		hi = max(hi, bg)
+	}
+	sum := math.Exp(bg - hi)
+	for _, l := range dst {
+		sum += math.Exp(l - hi)
+	}
+	norm := hi + math.Log(sum)
+	for k := range dst {
+		dst[k] -= norm
+	}
+}
+
+// similarities writes e·row_k for every row of the [len(dst), dim] matrix,
+// four rows at a time so each load of e serves four products.
+func similarities(dst []float64, e, matrix []float32, dim int) {
+	e = e[:dim]
+	k := 0
+	for ; k+4 <= len(dst); k += 4 {
+		r0 := matrix[k*dim : (k+1)*dim]
+		r1 := matrix[(k+1)*dim : (k+2)*dim]
+		r2 := matrix[(k+2)*dim : (k+3)*dim]
+		r3 := matrix[(k+3)*dim : (k+4)*dim]
+		var s0, s1, s2, s3 float32
+		for i, v := range e {
+			s0 += v * r0[i]
+			s1 += v * r1[i]
+			s2 += v * r2[i]
+			s3 += v * r3[i]
+		}
+		dst[k], dst[k+1], dst[k+2], dst[k+3] = float64(s0), float64(s1), float64(s2), float64(s3)
+	}
+	for ; k < len(dst); k++ {
+		dst[k] = float64(dot(e, matrix[k*dim:(k+1)*dim]))
+	}
+}
+
+// dot is the inner product with four independent accumulators.
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
