@@ -186,17 +186,21 @@ class TextEncoder(nn.Module):
 # The inference semantics of docs/bundle.md, with torchvision's components.
 
 def preprocess(img: Image.Image) -> tuple[torch.Tensor, dict]:
-    """RGB -> resize longer side to MAX_SIDE (bilinear) -> [0,1] -> normalise -> pad."""
-    img = img.convert("RGB")
-    w, h = img.size
-    s = MAX_SIDE / max(w, h)
-    rw, rh = max(1, round(w * s)), max(1, round(h * s))
-    if (rw, rh) != (w, h):
-        img = img.resize((rw, rh), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    """docs/bundle.md "input": RGB -> [0,1] -> resize the longer side to MAX_SIDE
+    (F.interpolate bilinear, align_corners=False, no antialias; the shorter side
+    rounds half up) -> normalise -> zero-pad to multiples of DIVISIBLE."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255.0)[None]
+    h, w = x.shape[-2:]
+    if h >= w:
+        rh, rw = MAX_SIDE, max(1, int(math.floor(w * MAX_SIDE / h + 0.5)))
+    else:
+        rh, rw = max(1, int(math.floor(h * MAX_SIDE / w + 0.5))), MAX_SIDE
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False)
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     pw, ph = math.ceil(rw / DIVISIBLE) * DIVISIBLE, math.ceil(rh / DIVISIBLE) * DIVISIBLE
-    x = F.pad(x, (0, pw - rw, 0, ph - rh))[None]
+    x = F.pad(x, (0, pw - rw, 0, ph - rh))
     meta = {"width": w, "height": h, "resized_width": rw, "resized_height": rh,
             "padded_width": pw, "padded_height": ph, "scale_x": rw / w, "scale_y": rh / h}
     return x.contiguous(), meta
