@@ -102,6 +102,9 @@ func isSpace(r rune) bool {
 
 // collapseSpace strips s and turns each run of whitespace into one space.
 func collapseSpace(s string) string {
+	if tidySpace(s) {
+		return s
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	pending := false
@@ -117,6 +120,23 @@ func collapseSpace(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// tidySpace reports whether collapseSpace would leave ASCII s as it is.
+func tidySpace(s string) bool {
+	prevSpace := true // no leading space
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return false
+		}
+		sp := isSpace(rune(c))
+		if sp && (c != ' ' || prevSpace) {
+			return false
+		}
+		prevSpace = sp
+	}
+	return !prevSpace || len(s) == 0
 }
 
 // lowerPython is Python's str.lower(): full lower-case mapping (U+0130 becomes

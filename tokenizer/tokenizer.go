@@ -34,9 +34,9 @@ const (
 	// MaxInputBytes is how much of a text is tokenised: longer input is cut at
 	// the last UTF-8 boundary at or before this many bytes, before cleaning.
 	// It is far above any caption or category name (CLIP's context holds 75
-	// tokens, a few hundred bytes) and keeps the work per call to about a
-	// millisecond.
-	MaxInputBytes = 64 << 10
+	// tokens, a few hundred bytes of text) and bounds the work per call to
+	// about 2 ms of one core (BenchmarkEncodeMaxInput).
+	MaxInputBytes = 16 << 10
 	// DefaultContext is CLIP's context length.
 	DefaultContext = 77
 	// MaxFileBytes caps vocab.json and merges.txt (decompressed); CLIP's are
