@@ -11,7 +11,8 @@ import (
 // FuzzEncode: any input encodes without panicking; ids are in range;
 // EncodeContext always returns contextLen ids with the start token first, the
 // end token at eot, zeros after it unless truncated, and the same ids as
-// Encode; every piece's BPE equals CLIP's loop. Seeded from the golden inputs.
+// Encode; pieces equal RE2's with CLIP's pattern; every piece's BPE equals
+// CLIP's loop. Seeded from the golden inputs.
 func FuzzEncode(f *testing.F) {
 	for _, c := range readGoldens(f, "goldens.json").Cases {
 		f.Add(c.input(f), uint8(77))
@@ -52,7 +53,11 @@ func FuzzEncode(f *testing.F) {
 			}
 		}
 		if len(text) <= 1024 {
-			pretokenize(clean(text), func(piece string) bool {
+			cleaned := clean(text)
+			if got, want := piecesOf(cleaned), clipRE2.FindAllString(cleaned, -1); !slices.Equal(got, want) {
+				t.Fatalf("pieces of %q: scanner %q, RE2 %q", cleaned, got, want)
+			}
+			pretokenize(cleaned, func(piece string) bool {
 				if piece == startToken || piece == endToken {
 					return true
 				}
