@@ -67,33 +67,24 @@ func Preprocess(img image.Image, cfg PreprocessConfig) ([]float32, [4]int64, Res
 		ScaleX: float64(w) / float64(w0), ScaleY: float64(h) / float64(h0)}
 	out := make([]float32, 3*hp*wp)
 	plane := hp * wp
-
-	rows := newRowCache(img)
+	// An axis that keeps its size gets weights (1, 0) at each index, which is
+	// PyTorch's copy exactly (fma(a, 1, b·0) = a).
 	xs := linearTaps(w0, w)
 	ys := linearTaps(h0, h)
-	resize := w != w0 || h != h0
+	rows := newRowCache(img, xs)
+	m0, m1, m2 := cfg.Mean[0], cfg.Mean[1], cfg.Mean[2]
+	s0, s1, s2 := cfg.Std[0], cfg.Std[1], cfg.Std[2]
 	for oy := range h {
 		o0 := out[oy*wp : oy*wp+w]
 		o1 := out[plane+oy*wp : plane+oy*wp+w]
 		o2 := out[2*plane+oy*wp : 2*plane+oy*wp+w]
-		if !resize {
-			r := rows.get(oy)
-			for ox := range w {
-				o0[ox] = normalize(r[3*ox], cfg, 0)
-				o1[ox] = normalize(r[3*ox+1], cfg, 1)
-				o2[ox] = normalize(r[3*ox+2], cfg, 2)
-			}
-			continue
-		}
 		ty := ys[oy]
 		r0, r1 := rows.get(ty.i0), rows.get(ty.i1)
-		for ox := range w {
-			tx := xs[ox]
-			for c, o := range [3][]float32{o0, o1, o2} {
-				a0 := lerp(r0[3*tx.i0+c], tx.w0, r0[3*tx.i1+c], tx.w1)
-				a1 := lerp(r1[3*tx.i0+c], tx.w0, r1[3*tx.i1+c], tx.w1)
-				o[ox] = normalize(lerp(a0, ty.w0, a1, ty.w1), cfg, c)
-			}
+		for ox, tx := range xs {
+			a, b := 3*tx.i0, 3*tx.i1
+			o0[ox] = (lerp(lerp(r0[a], tx.w0, r0[b], tx.w1), ty.w0, lerp(r1[a], tx.w0, r1[b], tx.w1), ty.w1) - m0) / s0
+			o1[ox] = (lerp(lerp(r0[a+1], tx.w0, r0[b+1], tx.w1), ty.w0, lerp(r1[a+1], tx.w0, r1[b+1], tx.w1), ty.w1) - m1) / s1
+			o2[ox] = (lerp(lerp(r0[a+2], tx.w0, r0[b+2], tx.w1), ty.w0, lerp(r1[a+2], tx.w0, r1[b+2], tx.w1), ty.w1) - m2) / s2
 		}
 	}
 	return out, [4]int64{1, 3, int64(hp), int64(wp)}, info, nil
@@ -106,10 +97,6 @@ func Preprocess(img image.Image, cfg PreprocessConfig) ([]float32, [4]int64, Res
 // differs by at most one float32 ulp.)
 func lerp(a, wa, b, wb float32) float32 {
 	return float32(math.FMA(float64(a), float64(wa), float64(b*wb)))
-}
-
-func normalize(v float32, cfg PreprocessConfig, c int) float32 {
-	return (v - cfg.Mean[c]) / cfg.Std[c]
 }
 
 // tap is one output coordinate's two source samples and weights.
@@ -140,10 +127,13 @@ func linearTaps(in, out int) []tap {
 }
 
 // rowCache converts source rows to RGB in [0, 1] (as PIL's convert("RGB") and
-// x/255 in float32), keeping the two most recent rows.
+// x/255 in float32), keeping the two most recent rows. Only the columns the
+// horizontal taps read are converted.
 type rowCache struct {
 	img  image.Image
 	b    image.Rectangle
+	cols []int // source columns read, relative to b.Min.X, increasing
+	cCol []int // YCbCr only: chroma offset of each column relative to column 0
 	y    [2]int
 	rows [2][]float32
 	next int
@@ -157,9 +147,26 @@ func init() {
 	}
 }
 
-func newRowCache(img image.Image) *rowCache {
+func newRowCache(img image.Image, xs []tap) *rowCache {
 	b := img.Bounds()
 	c := &rowCache{img: img, b: b, y: [2]int{-1, -1}}
+	seen := make([]bool, b.Dx())
+	for _, t := range xs {
+		seen[t.i0], seen[t.i1] = true, true
+	}
+	for x, ok := range seen {
+		if ok {
+			c.cols = append(c.cols, x)
+		}
+	}
+	if m, ok := img.(*image.YCbCr); ok {
+		// COffset is separable: column part + row part.
+		base := m.COffset(b.Min.X, b.Min.Y)
+		c.cCol = make([]int, b.Dx())
+		for _, x := range c.cols {
+			c.cCol[x] = m.COffset(b.Min.X+x, b.Min.Y) - base
+		}
+	}
 	c.rows[0] = make([]float32, 3*b.Dx())
 	c.rows[1] = make([]float32, 3*b.Dx())
 	return c
@@ -174,36 +181,38 @@ func (c *rowCache) get(y int) []float32 {
 	k := c.next
 	c.next ^= 1
 	c.y[k] = y
-	fillRow(c.rows[k], c.img, c.b, c.b.Min.Y+y)
+	c.fill(c.rows[k], c.b.Min.Y+y)
 	return c.rows[k]
 }
 
-// fillRow writes row y of img as RGB in [0, 1]: colour values without alpha,
-// un-premultiplied, as PIL's convert("RGB") keeps them.
-func fillRow(dst []float32, img image.Image, b image.Rectangle, y int) {
-	w := b.Dx()
-	switch m := img.(type) {
+// fill writes row y's needed columns as RGB in [0, 1]: colour values without
+// alpha, un-premultiplied, as PIL's convert("RGB") keeps them.
+func (c *rowCache) fill(dst []float32, y int) {
+	b := c.b
+	switch m := c.img.(type) {
 	case *image.NRGBA:
 		p := m.Pix[m.PixOffset(b.Min.X, y):]
-		for x := range w {
+		for _, x := range c.cols {
 			dst[3*x], dst[3*x+1], dst[3*x+2] = unit[p[4*x]], unit[p[4*x+1]], unit[p[4*x+2]]
 		}
 	case *image.YCbCr:
-		for x := range w {
-			yi, ci := m.YOffset(b.Min.X+x, y), m.COffset(b.Min.X+x, y)
-			r, g, bl := color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
+		yp := m.Y[m.YOffset(b.Min.X, y):]
+		cp := m.COffset(b.Min.X, y)
+		for _, x := range c.cols {
+			ci := cp + c.cCol[x]
+			r, g, bl := color.YCbCrToRGB(yp[x], m.Cb[ci], m.Cr[ci])
 			dst[3*x], dst[3*x+1], dst[3*x+2] = unit[r], unit[g], unit[bl]
 		}
 	case *image.Gray:
 		p := m.Pix[m.PixOffset(b.Min.X, y):]
-		for x := range w {
+		for _, x := range c.cols {
 			v := unit[p[x]]
 			dst[3*x], dst[3*x+1], dst[3*x+2] = v, v, v
 		}
 	case *image.RGBA:
 		p := m.Pix[m.PixOffset(b.Min.X, y):]
-		for x := range w {
-			if a := p[4*x+3]; a == 0xff {
+		for _, x := range c.cols {
+			if p[4*x+3] == 0xff {
 				dst[3*x], dst[3*x+1], dst[3*x+2] = unit[p[4*x]], unit[p[4*x+1]], unit[p[4*x+2]]
 				continue
 			}
@@ -211,8 +220,8 @@ func fillRow(dst []float32, img image.Image, b image.Rectangle, y int) {
 			dst[3*x], dst[3*x+1], dst[3*x+2] = unit[n.R], unit[n.G], unit[n.B]
 		}
 	default:
-		for x := range w {
-			n := color.NRGBAModel.Convert(img.At(b.Min.X+x, y)).(color.NRGBA)
+		for _, x := range c.cols {
+			n := color.NRGBAModel.Convert(c.img.At(b.Min.X+x, y)).(color.NRGBA)
 			dst[3*x], dst[3*x+1], dst[3*x+2] = unit[n.R], unit[n.G], unit[n.B]
 		}
 	}

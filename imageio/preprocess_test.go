@@ -197,7 +197,8 @@ func TestFillRowPaths(t *testing.T) {
 	rgba := image.NewRGBA(b)
 	gray := image.NewGray(b)
 	ycc := image.NewYCbCr(b, image.YCbCrSubsampleRatio420)
-	for _, p := range [][]uint8{nrgba.Pix, gray.Pix, ycc.Y, ycc.Cb, ycc.Cr} {
+	ycc411 := image.NewYCbCr(b, image.YCbCrSubsampleRatio411)
+	for _, p := range [][]uint8{nrgba.Pix, gray.Pix, ycc.Y, ycc.Cb, ycc.Cr, ycc411.Y, ycc411.Cb, ycc411.Cr} {
 		for i := range p {
 			p[i] = uint8(r.IntN(256))
 		}
@@ -209,10 +210,12 @@ func TestFillRowPaths(t *testing.T) {
 			rgba.Pix[i+c] = uint8(r.IntN(int(a) + 1))
 		}
 	}
-	for _, img := range []image.Image{nrgba, rgba, gray, ycc} {
+	all := linearTaps(b.Dx(), b.Dx()) // every column
+	for _, img := range []image.Image{nrgba, rgba, gray, ycc, ycc411, image.NewPaletted(b, color.Palette{color.RGBA{10, 20, 30, 255}})} {
 		got := make([]float32, 3*b.Dx())
+		rc := newRowCache(img, all)
 		for y := b.Min.Y; y < b.Max.Y; y++ {
-			fillRow(got, img, b, y)
+			rc.fill(got, y)
 			for x := range b.Dx() {
 				n := color.NRGBAModel.Convert(img.At(b.Min.X+x, y)).(color.NRGBA)
 				want := [3]float32{unit[n.R], unit[n.G], unit[n.B]}
