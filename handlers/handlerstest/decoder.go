@@ -1,0 +1,50 @@
+package handlerstest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/gif" // registered formats of Decoder
+	_ "image/jpeg"
+	_ "image/png"
+)
+
+// Errors of Decoder, to wire into handlers.DecodeErrors.
+var (
+	ErrUnsupported = errors.New("handlerstest: unsupported image format")
+	ErrTooLarge    = errors.New("handlerstest: image too large")
+	ErrCorrupt     = errors.New("handlerstest: corrupt image")
+)
+
+// Decoder is a standard-library decoder with the same contract as the
+// project's image package: formats by magic bytes (PNG, JPEG, GIF), size
+// checked with DecodeConfig before Decode, first frame only, panics contained.
+type Decoder struct {
+	MaxSide, MaxPixels int
+}
+
+// Decode decodes data.
+func (d Decoder) Decode(ctx context.Context, data []byte) (img image.Image, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			img, err = nil, fmt.Errorf("%w: decoder panic: %v", ErrCorrupt, v)
+		}
+	}()
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if errors.Is(err, image.ErrFormat) {
+		return nil, ErrUnsupported
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > d.MaxSide || cfg.Height > d.MaxSide || cfg.Width*cfg.Height > d.MaxPixels {
+		return nil, ErrTooLarge
+	}
+	img, _, err = image.Decode(bytes.NewReader(data)) // image/gif's Decode reads the first frame only
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return img, nil
+}

@@ -1,0 +1,432 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Base64Image is image bytes carried in JSON as standard base64; a data URL
+// prefix ("data:image/png;base64,") is accepted and dropped.
+type Base64Image []byte
+
+// UnmarshalJSON decodes a base64 string.
+func (b *Base64Image) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return &imageFieldError{"image must be a base64 string"}
+	}
+	if strings.HasPrefix(s, "data:") {
+		i := strings.Index(s, ",")
+		if i < 0 || !strings.HasSuffix(s[:i], ";base64") {
+			return &imageFieldError{"image data URL must be base64"}
+		}
+		s = s[i+1:]
+	}
+	out, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return &imageFieldError{"image is not valid base64"}
+	}
+	*b = out
+	return nil
+}
+
+// imageFieldError says what is wrong with an image field, naming no input.
+type imageFieldError struct{ msg string }
+
+func (e *imageFieldError) Error() string { return e.msg }
+
+// DetectOptions choose the vocabulary and post-processing of a detection.
+type DetectOptions struct {
+	// Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary.
+	Categories []string `json:"categories,omitempty" example:"dog,red umbrella,mug"`
+	// Vocabulary names a stored vocabulary (PUT /v1/vocabularies/{name}).
+	Vocabulary string `json:"vocabulary,omitempty" example:"kitchen"`
+	// Synonyms: several names reported under one label; keys must be categories.
+	Synonyms map[string][]string `json:"synonyms,omitempty"`
+	// Negatives absorb look-alikes and are never reported.
+	Negatives []string `json:"negatives,omitempty" example:"bowl"`
+	// Thresholds are per-category score thresholds; keys must be categories.
+	Thresholds map[string]float32 `json:"thresholds,omitempty"`
+	// ScoreThreshold is the minimum score of a reported detection (default: the model's).
+	ScoreThreshold *float32 `json:"score_threshold,omitempty" example:"0.3" minimum:"0" maximum:"1"`
+	// MaxDetections per image (default: the model's; at most the server's cap, 300 by default).
+	MaxDetections *int `json:"max_detections,omitempty" example:"100" minimum:"1"`
+	// NMSIoU is the IoU above which the lower-scored box of a label is dropped.
+	NMSIoU *float32 `json:"nms_iou,omitempty" example:"0.5" minimum:"0" maximum:"1"`
+	// Head chooses the classifier: ensemble (default), text or image.
+	Head string `json:"head,omitempty" enums:"ensemble,text,image" example:"ensemble"`
+	// RunnersUp is how many runner-up labels to report per detection (default 3, at most 5).
+	RunnersUp *int `json:"runners_up,omitempty" example:"3" minimum:"0"`
+}
+
+// DetectRequest is the JSON body of POST /v1/detect: one image or a batch.
+type DetectRequest struct {
+	// Image is one base64-encoded image (JPEG, PNG, GIF or WebP).
+	Image Base64Image `json:"image,omitempty" swaggertype:"string" format:"byte"`
+	// Images is a batch of base64-encoded images; the answer has one result each.
+	Images []Base64Image `json:"images,omitempty" swaggertype:"array,string" format:"byte"`
+	DetectOptions
+}
+
+// ImageRequest is the JSON body of POST /v1/images.
+type ImageRequest struct {
+	Image Base64Image `json:"image" swaggertype:"string" format:"byte"`
+}
+
+// imageInput is what an image-carrying request was parsed into.
+type imageInput struct {
+	images [][]byte
+	opts   DetectOptions
+	batch  bool
+}
+
+// capBody rejects by Content-Length before reading, then caps the reader.
+func capBody(w http.ResponseWriter, r *http.Request, limit int64) error {
+	if r.ContentLength > limit {
+		return &http.MaxBytesError{Limit: limit}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	return nil
+}
+
+// decodeJSON decodes exactly one JSON value, rejecting unknown fields and trailing data.
+func decodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return badRequest("invalid-json", "the request body is empty", err)
+		}
+		return badRequest("invalid-json", "invalid JSON body: "+jsonMessage(err), err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badRequest("invalid-json", "invalid JSON body: trailing data after the JSON value", err)
+	}
+	return nil
+}
+
+// jsonMessage says what was wrong without echoing input values.
+func jsonMessage(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var ie *imageFieldError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type (want %s)", te.Field, te.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case strings.Contains(err.Error(), "exceeded max depth"):
+		return "nested too deeply"
+	case errors.As(err, &ie):
+		return ie.msg
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	}
+	return "malformed"
+}
+
+// mediaType returns the request's media type, lower case, without parameters.
+func mediaType(r *http.Request) (string, map[string]string) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return "", nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "invalid", nil
+	}
+	return mt, params
+}
+
+// readImageInput parses an image-carrying body: JSON with base64, multipart
+// (streamed, few parts, exactly one image) or a raw image body with options in
+// the query string. withOptions allows detection options (POST /v1/detect).
+func (h *api) readImageInput(w http.ResponseWriter, r *http.Request, withOptions bool) (*imageInput, error) {
+	mt, _ := mediaType(r)
+	switch {
+	case mt == "application/json":
+		if err := capBody(w, r, h.cfg.MaxJSONImageBytes); err != nil {
+			return nil, err
+		}
+		if withOptions {
+			var req DetectRequest
+			if err := decodeJSON(r.Body, &req); err != nil {
+				return nil, err
+			}
+			in := &imageInput{opts: req.DetectOptions}
+			switch {
+			case req.Image != nil && req.Images != nil:
+				return nil, badRequest("invalid-request", "give image or images, not both", nil)
+			case req.Image != nil:
+				in.images = [][]byte{req.Image}
+			case req.Images != nil:
+				if len(req.Images) == 0 || len(req.Images) > h.cfg.MaxBatch {
+					return nil, badRequest("invalid-request", fmt.Sprintf("images must hold 1 to %d images", h.cfg.MaxBatch), nil)
+				}
+				in.batch = true
+				for _, im := range req.Images {
+					in.images = append(in.images, im)
+				}
+			}
+			return in.check()
+		}
+		var req ImageRequest
+		if err := decodeJSON(r.Body, &req); err != nil {
+			return nil, err
+		}
+		return (&imageInput{images: [][]byte{req.Image}}).check()
+	case mt == "multipart/form-data":
+		if err := capBody(w, r, h.cfg.MaxBodyBytes); err != nil {
+			return nil, err
+		}
+		return h.readMultipart(r, withOptions)
+	case strings.HasPrefix(mt, "image/") || mt == "application/octet-stream":
+		if err := capBody(w, r, h.cfg.MaxBodyBytes); err != nil {
+			return nil, err
+		}
+		in := &imageInput{}
+		if withOptions {
+			opts, err := optionsFromValues(r.URL.Query(), nil)
+			if err != nil {
+				return nil, err
+			}
+			in.opts = *opts
+		} else if len(r.URL.Query()) > 0 {
+			return nil, badRequest("invalid-request", "this route takes no query parameters", nil)
+		}
+		data, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		in.images = [][]byte{data}
+		return in.check()
+	case mt == "":
+		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported-content-type",
+			"set Content-Type: application/json, multipart/form-data or the image's type")
+	default:
+		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported-content-type",
+			"unsupported Content-Type: use application/json, multipart/form-data or the image's type")
+	}
+}
+
+func (in *imageInput) check() (*imageInput, error) {
+	if len(in.images) == 0 {
+		return nil, badRequest("missing-image", "the request carries no image", nil)
+	}
+	for _, im := range in.images {
+		if len(im) == 0 {
+			return nil, badRequest("missing-image", "an image is empty", nil)
+		}
+	}
+	return in, nil
+}
+
+// readMultipart streams the parts: no temporary files, at most MaxParts parts,
+// exactly one part named "image", small text fields.
+func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, error) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, badRequest("invalid-multipart", "invalid multipart body", err)
+	}
+	in := &imageInput{}
+	fields := url.Values{}
+	var optionsJSON []byte
+	for n := 0; ; n++ {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, err
+			}
+			return nil, badRequest("invalid-multipart", "invalid multipart body", err)
+		}
+		if n >= h.cfg.MaxParts {
+			part.Close()
+			return nil, badRequest("too-many-parts", fmt.Sprintf("a multipart body may have at most %d parts", h.cfg.MaxParts), nil)
+		}
+		if hb := headerBytes(part.Header); hb > h.cfg.MaxPartHeaderBytes {
+			part.Close()
+			return nil, badRequest("invalid-multipart", fmt.Sprintf("a part's headers exceed %d bytes", h.cfg.MaxPartHeaderBytes), nil)
+		}
+		name := part.FormName()
+		switch {
+		case name == "image":
+			if len(in.images) > 0 {
+				part.Close()
+				return nil, badRequest("invalid-multipart", "send exactly one part named image", nil)
+			}
+			data, err := io.ReadAll(part)
+			if err != nil {
+				return nil, multipartErr(err)
+			}
+			in.images = append(in.images, data)
+		case withOptions && (name == "options" || knownOptionField[name]):
+			data, err := io.ReadAll(io.LimitReader(part, h.cfg.MaxJSONBytes+1))
+			if err != nil {
+				return nil, multipartErr(err)
+			}
+			if int64(len(data)) > h.cfg.MaxJSONBytes {
+				return nil, badRequest("invalid-multipart", fmt.Sprintf("field %s exceeds %d bytes", name, h.cfg.MaxJSONBytes), nil)
+			}
+			if name == "options" {
+				if optionsJSON != nil {
+					return nil, badRequest("invalid-multipart", "send at most one options field", nil)
+				}
+				optionsJSON = data
+			} else {
+				fields.Add(name, string(data))
+			}
+		default:
+			part.Close()
+			return nil, badRequest("invalid-multipart", "unknown multipart field (want image"+
+				map[bool]string{true: ", categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up or options", false: ""}[withOptions]+")", nil)
+		}
+		part.Close()
+	}
+	if withOptions {
+		var base *DetectOptions
+		if optionsJSON != nil {
+			base = &DetectOptions{}
+			if err := decodeJSON(bytes.NewReader(optionsJSON), base); err != nil {
+				return nil, err
+			}
+		}
+		opts, err := optionsFromValues(fields, base)
+		if err != nil {
+			return nil, err
+		}
+		in.opts = *opts
+	}
+	return in.check()
+}
+
+func multipartErr(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return badRequest("invalid-multipart", "invalid multipart body", err)
+}
+
+func headerBytes(h map[string][]string) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+var knownOptionField = map[string]bool{
+	"categories": true, "vocabulary": true, "negatives": true, "score_threshold": true,
+	"max_detections": true, "nms_iou": true, "head": true, "runners_up": true,
+}
+
+// optionsFromValues reads options from query parameters or multipart text
+// fields; list fields are comma-separated or repeated. base holds options
+// already read from an "options" JSON field.
+func optionsFromValues(v url.Values, base *DetectOptions) (*DetectOptions, error) {
+	o := &DetectOptions{}
+	if base != nil {
+		o = base
+	}
+	for k := range v {
+		if !knownOptionField[k] {
+			return nil, badRequest("invalid-request", "unknown parameter (want categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head or runners_up)", nil)
+		}
+	}
+	list := func(key string) []string {
+		var out []string
+		for _, s := range v[key] {
+			for _, p := range strings.Split(s, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					out = append(out, p)
+				}
+			}
+		}
+		return out
+	}
+	single := func(key string) (string, bool, error) {
+		vs := v[key]
+		if len(vs) == 0 {
+			return "", false, nil
+		}
+		if len(vs) > 1 {
+			return "", false, badRequest("invalid-request", key+" given more than once", nil)
+		}
+		return strings.TrimSpace(vs[0]), true, nil
+	}
+	if c := list("categories"); c != nil {
+		o.Categories = append(o.Categories, c...)
+	}
+	if n := list("negatives"); n != nil {
+		o.Negatives = append(o.Negatives, n...)
+	}
+	if s, ok, err := single("vocabulary"); err != nil {
+		return nil, err
+	} else if ok {
+		o.Vocabulary = s
+	}
+	if s, ok, err := single("head"); err != nil {
+		return nil, err
+	} else if ok {
+		o.Head = s
+	}
+	for _, f := range []struct {
+		key string
+		dst **float32
+	}{{"score_threshold", &o.ScoreThreshold}, {"nms_iou", &o.NMSIoU}} {
+		s, ok, err := single(f.key)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			x, err := strconv.ParseFloat(s, 32)
+			if err != nil {
+				return nil, badRequest("invalid-request", f.key+" must be a number", err)
+			}
+			x32 := float32(x)
+			*f.dst = &x32
+		}
+	}
+	for _, f := range []struct {
+		key string
+		dst **int
+	}{{"max_detections", &o.MaxDetections}, {"runners_up", &o.RunnersUp}} {
+		s, ok, err := single(f.key)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			x, err := strconv.Atoi(s)
+			if err != nil {
+				return nil, badRequest("invalid-request", f.key+" must be an integer", err)
+			}
+			*f.dst = &x
+		}
+	}
+	return o, nil
+}

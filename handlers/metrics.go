@@ -1,0 +1,86 @@
+package handlers
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the server's Prometheus collectors.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	stages     *prometheus.HistogramVec
+	inflight   prometheus.Gauge
+	queueDepth prometheus.Gauge
+	rejections *prometheus.CounterVec
+	sessions   prometheus.GaugeFunc
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vild_http_requests_total", Help: "HTTP requests by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vild_stage_seconds",
+			Help:    "Per-stage latency: queue, decode, preprocess, backbone, proposals, roi_align, box_head, scoring, encode.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"stage"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vild_inflight_inferences", Help: "Inferences running on a worker.",
+		}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vild_queue_depth", Help: "Requests waiting for a worker.",
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vild_rejections_total", Help: "Requests answered with an error, by problem type.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.stages, m.inflight, m.queueDepth, m.rejections)
+	}
+	return m
+}
+
+func (m *Metrics) stage(name string, d time.Duration) {
+	m.stages.WithLabelValues(name).Observe(d.Seconds())
+}
+
+func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+
+// instrument counts requests by route pattern and status.
+func (h *api) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		h.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,8 @@
+package openapi
+
+// The spec is generated from the annotations in package handlers by the
+// pinned swag CLI; TestSpecUpToDate fails when the committed files drift.
+//go:generate go run github.com/swaggo/swag/cmd/swag@v1.16.6 init --quiet -g handlers.go -d ../handlers,../detector -o . --packageName openapi --outputTypes go,json,yaml
+
+// SwagVersion is the swag release the spec is generated with.
+const SwagVersion = "v1.16.6"
