@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/draw"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -122,6 +123,13 @@ func Decode(data []byte, lim Limits) (*Image, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if format == GIF && img.Bounds() != image.Rect(0, 0, cfg.Width, cfg.Height) {
+		// A first frame smaller than the logical screen (the decoder checks
+		// that it lies inside) is placed on a transparent screen-sized canvas.
+		canvas := image.NewNRGBA(image.Rect(0, 0, cfg.Width, cfg.Height))
+		draw.Draw(canvas, img.Bounds(), img, img.Bounds().Min, draw.Src)
+		img = canvas
 	}
 	if b := img.Bounds(); b.Dx() != cfg.Width || b.Dy() != cfg.Height {
 		return nil, fmt.Errorf("imageio: %s header says %dx%d, pixels are %dx%d: %w",

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"hash/crc32"
 	"image"
+	"image/color"
+	"image/gif"
 	"os"
 	"runtime"
 	"testing"
@@ -155,6 +157,33 @@ func TestFirstFrameOnly(t *testing.T) {
 	// The frames are grey 40 and 200 (quantised by the palette).
 	if r, _, _, _ := img.At(3, 3).RGBA(); r>>8 > 100 {
 		t.Fatalf("pixel red = %d: not the first frame", r>>8)
+	}
+}
+
+func TestGIFFrameSmallerThanScreen(t *testing.T) {
+	pal := color.Palette{color.NRGBA{0, 0, 0, 255}, color.NRGBA{250, 10, 10, 255}}
+	frame := image.NewPaletted(image.Rect(1, 1, 3, 3), pal)
+	for i := range frame.Pix {
+		frame.Pix[i] = 1
+	}
+	var buf bytes.Buffer
+	err := gif.EncodeAll(&buf, &gif.GIF{Image: []*image.Paletted{frame}, Delay: []int{0},
+		Config: image.Config{ColorModel: pal, Width: 4, Height: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := Decode(buf.Bytes(), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Bounds() != image.Rect(0, 0, 4, 5) {
+		t.Fatalf("bounds %v, want the 4x5 screen", img.Bounds())
+	}
+	if r, _, _, a := img.At(2, 2).RGBA(); r>>8 != 250 || a>>8 != 255 {
+		t.Fatalf("inside the frame: r=%d a=%d", r>>8, a>>8)
+	}
+	if _, _, _, a := img.At(0, 4).RGBA(); a != 0 {
+		t.Fatalf("outside the frame: alpha %d, want transparent", a)
 	}
 }
 
