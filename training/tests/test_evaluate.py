@@ -1,0 +1,82 @@
+"""COCO-style AP on hand-made cases whose values are worked out by hand."""
+import math
+
+import numpy as np
+
+from vildtrain.evaluate import IOU_THRESHOLDS, evaluate_detections, iou_xywh, markdown, summarize
+
+
+def test_iou_xywh():
+    dt = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 1, 1]], float)
+    gt = np.array([[0, 0, 10, 10]], float)
+    np.testing.assert_allclose(iou_xywh(dt, gt)[:, 0], [1.0, 50 / 150, 0.0])
+    assert iou_xywh(dt[:0], gt).shape == (0, 1)
+
+
+def test_hand_made_ap():
+    gts = {
+        1: [(1, [0, 0, 10, 10]), (1, [20, 20, 10, 10]), (2, [0, 0, 10, 10]), (3, [0, 0, 10, 10])],
+        2: [(4, [0, 0, 10, 10])],
+    }
+    dts = {
+        1: [
+            # category 1: TP, FP, TP in score order -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+            (1, [0, 0, 10, 10], 0.9), (1, [100, 100, 10, 10], 0.8), (1, [20, 20, 10, 10], 0.7),
+            # category 2: IoU 0.77 -> a match for thresholds 0.50..0.75 only
+            (2, [0, 0, 10, 7.7], 0.9),
+            # category 3: a higher-scored false positive, then the true positive
+            (3, [50, 50, 10, 10], 0.9), (3, [0, 0, 10, 10], 0.8),
+            # category 5: detections but no ground truth anywhere
+            (5, [0, 0, 10, 10], 0.5),
+        ],
+        # category 4: ground truth, no detection
+    }
+    ap = evaluate_detections(gts, dts, [1, 2, 3, 4, 5])
+    # category 1: recall points 0..0.50 (51 of them) read precision 1, the other 50 read 2/3
+    want1 = (51 * 1.0 + 50 * 2 / 3) / 101
+    np.testing.assert_allclose(ap[1], np.full(10, want1))
+    np.testing.assert_allclose(ap[2], [1.0 if t < 0.77 else 0.0 for t in IOU_THRESHOLDS])
+    np.testing.assert_allclose(ap[3], np.full(10, 0.5))
+    np.testing.assert_allclose(ap[4], np.zeros(10))
+    assert np.isnan(ap[5]).all()
+
+    s = summarize(ap, {"novel": [1, 2], "base": [3, 4, 5], "all": [1, 2, 3, 4, 5]})
+    assert math.isclose(s["novel"]["AP50"], (want1 + 1.0) / 2)
+    assert math.isclose(s["novel"]["AP"], (want1 + 0.6) / 2)
+    assert math.isclose(s["base"]["AP50"], 0.25)  # category 5 has no ground truth: left out
+    assert s["base"]["categories"] == 2
+    assert math.isclose(s["all"]["AP"], (want1 + 0.6 + 0.5 + 0.0) / 4)
+
+
+def test_greedy_matching_takes_best_iou_and_duplicates_are_false_positives():
+    gts = {1: [(1, [0, 0, 10, 10]), (1, [4, 0, 10, 10])]}
+    # the first detection overlaps both ground truths (IoU 0.43 and 1) and takes the
+    # better one; a later duplicate of it overlaps only the other ground truth at
+    # IoU 0.43 < 0.5 and is a false positive.
+    dts = {1: [(1, [4, 0, 10, 10], 0.9), (1, [0, 0, 10, 10], 0.8), (1, [4, 0, 10, 10], 0.7)]}
+    ap = evaluate_detections(gts, dts, [1])
+    # scores .9 (TP), .8 (TP: IoU 1 with the first ground truth), .7 (duplicate, FP)
+    np.testing.assert_allclose(ap[1], np.ones(10))
+    dts = {1: [(1, [4, 0, 10, 10], 0.9), (1, [4, 0, 10, 10], 0.8), (1, [0, 0, 10, 10], 0.7)]}
+    ap = evaluate_detections(gts, dts, [1])
+    # TP, FP (duplicate), TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    np.testing.assert_allclose(ap[1], np.full(10, (51 + 50 * 2 / 3) / 101))
+
+
+def test_max_dets_per_image_and_category():
+    gts = {1: [(1, [0, 0, 10, 10])]}
+    # 100 higher-scored false positives push the true positive past maxDets
+    dts = {1: [(1, [50 + i, 50, 5, 5], 1.0 - i * 1e-3) for i in range(100)] + [(1, [0, 0, 10, 10], 0.01)]}
+    assert evaluate_detections(gts, dts, [1])[1].max() == 0.0
+    dts[1] = dts[1][1:]
+    assert evaluate_detections(gts, dts, [1])[1][0] > 0.0
+
+
+def test_markdown_table_has_every_method_and_set():
+    row = {"novel": {"AP": 0.1, "AP50": 0.2, "categories": 3}, "base": {"AP": 0.3, "AP50": 0.4, "categories": 5},
+           "all": {"AP": 0.25, "AP50": 0.35, "categories": 8}}
+    methods = [("ViLD-text", "text"), ("ViLD-ensemble", "ensemble")]
+    sets = [("seen", "seen styles"), ("openmoji", "OpenMoji")]
+    md = markdown({s: {m: row for _, m in methods} for s, _ in sets}, sets, methods)
+    assert "| ViLD-text | 0.200 | 0.400 | 0.200 | 0.400 |" in md
+    assert md.count("| ViLD-ensemble |") == 3

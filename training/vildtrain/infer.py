@@ -1,0 +1,301 @@
+"""PyTorch inference with exactly the semantics of docs/bundle.md ("Semantics").
+
+The stages mirror the Go pipeline one for one, so every intermediate tensor can
+be written as a golden file (:mod:`vildtrain.export`) and compared:
+
+    preprocess -> backbone graph -> anchors -> propose (torchvision
+    filter_proposals, keeping logits) -> MultiScaleRoIAlign -> box-head graph ->
+    decode + clip -> score (text / image / ensemble) -> per-region best label ->
+    threshold -> per-label NMS -> top-k -> map to the original image.
+
+A fourth scorer, "clip" (mini-CLIP on cropped proposals, the paper's baseline),
+classifies each proposal's 1x + 1.5x crop with the mini-CLIP image encoder; its
+score is the geometric mean of the class probability and the RPN objectness
+(sigmoid of the proposal logit), and its boxes are the proposals themselves.
+
+    python3 -m vildtrain infer --checkpoint training/runs/detector/detector.pt IMAGE [--head ensemble]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import boxes as box_ops
+
+from vildtrain.detector import BackboneGraph, DetectorConfig, VildDetector, backbone_output_names
+from vildtrain.losses import crop_embeddings
+
+HEADS: tuple[str, ...] = ("text", "image", "ensemble", "clip")
+
+
+# ---------------------------------------------------------------- preprocess
+
+@dataclass
+class Prepared:
+    image: Tensor            # [1,3,Hp,Wp] normalised, zero-padded to size_divisible
+    image01: Tensor          # [1,3,h,w] resized RGB in [0,1], unpadded
+    original: tuple[int, int]  # (height, width) of the input image
+    resized: tuple[int, int]   # (height, width) after resizing
+    scale: tuple[float, float]  # resize factor (y, x) = resized / original
+
+
+def resized_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Longer side = max_side; the shorter rounds half up, at least 1."""
+    if height >= width:
+        return max_side, max(1, int(math.floor(width * max_side / height + 0.5)))
+    return max(1, int(math.floor(height * max_side / width + 0.5))), max_side
+
+
+def to_tensor01(img: Image.Image) -> Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255.0)
+
+
+def preprocess(img: Image.Image, cfg: DetectorConfig) -> Prepared:
+    """docs/bundle.md "input". Resizing is bilinear with half-pixel centres and edge
+    clamping, no antialiasing (``F.interpolate(mode="bilinear", align_corners=False)``)."""
+    x = to_tensor01(img).unsqueeze(0)
+    h0, w0 = x.shape[-2:]
+    h, w = resized_size(h0, w0, cfg.max_side)
+    if (h, w) != (h0, w0):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    norm = (x - mean) / std
+    d = cfg.size_divisible
+    hp, wp = int(math.ceil(h / d) * d), int(math.ceil(w / d) * d)
+    padded = F.pad(norm, (0, wp - w, 0, hp - h))
+    return Prepared(padded, x, (int(h0), int(w0)), (h, w), (h / h0, w / w0))
+
+
+# ---------------------------------------------------------------- regions
+
+@dataclass
+class Regions:
+    """Everything of one image that does not depend on the vocabulary."""
+    prepared: Prepared
+    outputs: dict[str, Tensor]        # backbone graph outputs by name
+    anchors: dict[str, Tensor]        # per RPN level [h*w*A, 4]
+    proposals: Tensor                 # [N,4] resized-image pixels
+    proposal_logits: Tensor           # [N] (sigmoid = filter_proposals' scores)
+    rois: Tensor                      # [N,C,S,S]
+    text_embeddings: Tensor           # [N,D]
+    image_embeddings: Tensor          # [N,D]
+    box_deltas: Tensor                # [N,4]
+    boxes: Tensor                     # [N,4] decoded, clipped, original-image pixels
+    extra: dict = field(default_factory=dict)
+
+
+def propose(model: VildDetector, logits: list[Tensor], deltas: list[Tensor], anchors: Tensor,
+            image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """torchvision ``RegionProposalNetwork`` (eval) for one image, returning the
+    kept proposals and their logits (torchvision returns sigmoid scores)."""
+    rpn = model.rpn
+    num_per_level = [int(o.shape[1] * o.shape[2] * o.shape[3]) for o in logits]
+    obj, pred = concat_box_prediction_layers(logits, deltas)
+    boxes = rpn.box_coder.decode(pred.detach(), [anchors]).view(-1, 4)
+    obj = obj.detach().view(-1)
+    pre = rpn.pre_nms_top_n()
+    idx, levels, offset = [], [], 0
+    for lvl, n in enumerate(num_per_level):
+        k = min(pre, n)
+        _, top = obj[offset:offset + n].topk(k)
+        idx.append(top + offset)
+        levels.append(torch.full((k,), lvl, dtype=torch.int64))
+        offset += n
+    idx_t = torch.cat(idx)
+    lvl_t = torch.cat(levels)
+    boxes, obj = boxes[idx_t], obj[idx_t]
+    boxes = box_ops.clip_boxes_to_image(boxes, image_size)
+    keep = box_ops.remove_small_boxes(boxes, rpn.min_size)
+    boxes, obj, lvl_t = boxes[keep], obj[keep], lvl_t[keep]
+    keep = torch.where(torch.sigmoid(obj) >= rpn.score_thresh)[0]
+    boxes, obj, lvl_t = boxes[keep], obj[keep], lvl_t[keep]
+    keep = box_ops.batched_nms(boxes, torch.sigmoid(obj), lvl_t, rpn.nms_thresh)
+    keep = keep[: rpn.post_nms_top_n()]
+    return boxes[keep], obj[keep]
+
+
+@torch.no_grad()
+def regions(model: VildDetector, img: Image.Image) -> Regions:
+    """Run the vocabulary-independent part of the pipeline on one image."""
+    model.eval()
+    cfg = model.cfg
+    prep = preprocess(img, cfg)
+    graph = BackboneGraph(model)
+    outs = dict(zip(backbone_output_names(cfg), graph(prep.image)))
+    names = cfg.level_names
+    logits = [outs[f"rpn_logits_{n}"] for n in names]
+    deltas = [outs[f"rpn_deltas_{n}"] for n in names]
+    image_list = model.image_list(prep.image, [prep.resized])
+    anchors = model.rpn.anchor_generator(image_list, logits)[0]
+    sizes = [int(lg.shape[2] * lg.shape[3] * lg.shape[1]) for lg in logits]
+    anchors_by_level = dict(zip(names, anchors.split(sizes)))
+    proposals, plogits = propose(model, logits, deltas, anchors, prep.resized)
+    feats = {n: outs[f"feat_{n}"] for n in cfg.roi_level_names}
+    rois = model.roi_pool(feats, [proposals], [prep.resized])
+    text, image, bd = model.box_head(rois)
+    coder = BoxCoder(tuple(cfg.box_coder_weights))
+    boxes = coder.decode_single(bd, proposals)
+    boxes = to_original(box_ops.clip_boxes_to_image(boxes, prep.resized), prep)
+    return Regions(prep, outs, anchors_by_level, proposals, plogits, rois, text, image, bd, boxes)
+
+
+# ---------------------------------------------------------------- scoring
+
+@dataclass
+class Vocabulary:
+    """Classes to score against: label per class (several classes may share one),
+    unit text embeddings [K,D] and whether each class is a base category."""
+    labels: list[str]
+    embeddings: Tensor
+    base: list[bool]
+
+    def unique_labels(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for lb in self.labels:
+            seen.setdefault(lb, None)
+        return list(seen)
+
+
+def class_probabilities(r: Regions, vocab: Vocabulary, background: Tensor, head: str,
+                        temperature: float, ensemble_lambda: float) -> Tensor:
+    """Per-region probability of every class [N,K] for head text, image or ensemble."""
+    t = vocab.embeddings
+    if head in ("text", "ensemble"):
+        logits = torch.cat([r.text_embeddings @ background.view(-1, 1), r.text_embeddings @ t.t()], 1)
+        p_text = torch.softmax(logits / temperature, dim=1)[:, 1:]
+        if head == "text":
+            return p_text
+    p_img = torch.softmax(r.image_embeddings @ t.t() / temperature, dim=1)
+    if head == "image":
+        return p_img
+    if head != "ensemble":
+        raise ValueError(f"infer: unknown head {head!r}")
+    lam = ensemble_lambda
+    base = torch.tensor(vocab.base, dtype=torch.bool).view(1, -1)
+    p_base = p_text.pow(lam) * p_img.pow(1 - lam)
+    p_other = p_text.pow(1 - lam) * p_img.pow(lam)
+    return torch.where(base, p_base, p_other)
+
+
+def label_probabilities(probs: Tensor, vocab: Vocabulary) -> tuple[Tensor, list[str]]:
+    """Sum the probabilities of classes sharing a label -> [N,L] in first-seen label order."""
+    labels = vocab.unique_labels()
+    if len(labels) == len(vocab.labels):
+        return probs, labels
+    index = {lb: i for i, lb in enumerate(labels)}
+    cols = torch.tensor([index[lb] for lb in vocab.labels])
+    out = probs.new_zeros((probs.shape[0], len(labels)))
+    out.index_add_(1, cols, probs)
+    return out, labels
+
+
+@dataclass
+class Detection:
+    label: str
+    score: float
+    box: list[float]                  # x1,y1,x2,y2 in original image pixels
+    runners_up: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d: dict = {"label": self.label, "score": self.score, "box": self.box}
+        if self.runners_up:
+            d["runners_up"] = [{"label": lb, "score": s} for lb, s in self.runners_up]
+        return d
+
+
+def to_original(boxes: Tensor, prep: Prepared) -> Tensor:
+    """Resized-image boxes -> original-image pixels: divide by the scale per axis, clip."""
+    sy, sx = prep.scale
+    out = boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
+    return box_ops.clip_boxes_to_image(out, prep.original)
+
+
+def postprocess(boxes: Tensor, probs: Tensor, labels: list[str], score_threshold: float, nms_iou: float,
+                max_detections: int, runners_up: int = 0) -> list[Detection]:
+    """Best label per region, threshold, per-label NMS, top-k. ``boxes`` are in
+    original-image pixels (NMS runs on them, as the Go pipeline does)."""
+    if probs.shape[0] == 0 or probs.shape[1] == 0:
+        return []
+    k = min(1 + runners_up, probs.shape[1])
+    top_s, top_i = probs.topk(k, dim=1)
+    score, label = top_s[:, 0], top_i[:, 0]
+    keep = torch.where(score >= score_threshold)[0]
+    keep = keep[box_ops.batched_nms(boxes[keep], score[keep], label[keep], nms_iou)]
+    keep = keep[:max_detections]
+    out = []
+    for i in keep.tolist():
+        ru = [(labels[int(top_i[i, j])], float(top_s[i, j])) for j in range(1, k)]
+        out.append(Detection(labels[int(label[i])], float(score[i]), [float(v) for v in boxes[i]], ru))
+    return out
+
+
+def clip_crop_scores(clip, r: Regions, vocab: Vocabulary, temperature: float) -> Tensor:
+    """Mini-CLIP on cropped proposals: sqrt(p_clip(class | 1x+1.5x crop) * sigmoid(logit))."""
+    emb = crop_embeddings(clip, r.prepared.image01, [r.proposals])
+    p = torch.softmax(emb @ vocab.embeddings.t() / temperature, dim=1)
+    return (p * torch.sigmoid(r.proposal_logits).view(-1, 1)).sqrt()
+
+
+@torch.no_grad()
+def detect(model: VildDetector, r: Regions, vocab: Vocabulary, head: str = "ensemble", clip=None,
+           score_threshold: float | None = None, nms_iou: float | None = None,
+           max_detections: int | None = None, runners_up: int = 0) -> list[Detection]:
+    """Score regions against a vocabulary and post-process (docs/bundle.md "scoring")."""
+    cfg = model.cfg
+    if head == "clip":
+        if clip is None:
+            raise ValueError("infer: head 'clip' needs the mini-CLIP")
+        probs, boxes = clip_crop_scores(clip, r, vocab, cfg.temperature), to_original(r.proposals, r.prepared)
+    else:
+        probs = class_probabilities(r, vocab, model.background_embedding(), head, cfg.temperature,
+                                    cfg.ensemble_lambda)
+        boxes = r.boxes
+    probs, labels = label_probabilities(probs, vocab)
+    return postprocess(boxes, probs, labels,
+                       cfg.score_threshold if score_threshold is None else score_threshold,
+                       cfg.nms_iou if nms_iou is None else nms_iou,
+                       cfg.max_detections if max_detections is None else max_detections, runners_up)
+
+
+def category_vocabulary(categories, embeddings: Tensor) -> Vocabulary:
+    """The whole category list as a vocabulary (one class per category name)."""
+    return Vocabulary([c.name for c in categories], embeddings, [c.split == "base" for c in categories])
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vildtrain infer", description=__doc__.split("\n\n")[0])
+    ap.add_argument("image")
+    ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
+    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--head", choices=HEADS, default="ensemble")
+    ap.add_argument("--vocabulary", default=None, help="comma-separated names (default: every category)")
+    ap.add_argument("--runners-up", type=int, default=0)
+    args = ap.parse_args(argv)
+    from vildtrain.categories import load_categories
+    from vildtrain.detector import load_checkpoint
+    from vildtrain.miniclip import load_miniclip
+    torch.set_num_threads(2)
+    model, _ = load_checkpoint(args.checkpoint)
+    clip = load_miniclip(args.miniclip)
+    cats = load_categories()
+    base_names = {c.name for c in cats if c.split == "base"}
+    base_names |= {s for c in cats if c.split == "base" for s in c.synonyms}
+    names = [n.strip() for n in args.vocabulary.split(",")] if args.vocabulary else [c.name for c in cats]
+    vocab = Vocabulary(names, clip.text_embeddings(names), [n in base_names for n in names])
+    r = regions(model, Image.open(args.image))
+    dets = detect(model, r, vocab, args.head, clip=clip, runners_up=args.runners_up)
+    json.dump([d.to_json() for d in dets], sys.stdout, indent=1)
+    print()
+    return 0

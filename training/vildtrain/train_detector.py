@@ -1,0 +1,384 @@
+"""Train the ViLD detector on pictogram world (Gu et al. 2022, section 3).
+
+    python3 -m vildtrain train_detector --out training/runs/detector [--time-budget 85] [--resume]
+
+Scenes are generated on the fly in DataLoader workers: sample i of the run is
+scene ``scenes.scene_rng(seed, i)`` with ``label_novel=False``, so novel objects
+are in the pictures but never annotated. Per step:
+
+* RPN losses (torchvision) on base boxes only;
+* ViLD-text: RoIs sampled as in Faster R-CNN (base boxes only; everything else,
+  unlabelled novel objects included, is background), cross-entropy over
+  [background + base categories] through the text head, plus class-agnostic
+  box regression;
+* ViLD-image: the top ``--distill-top`` RPN proposals of each image (plus
+  ``--distill-random`` random others) are cropped from the [0,1] image at 1x and
+  1.5x (square crops, torchvision roi_align at the mini-CLIP's input size); the
+  mini-CLIP's averaged, renormalised embeddings are the targets of an L1 loss on
+  the image head, weighted by ``--distill-weight``.
+
+The schedule (AdamW, linear warm-up, cosine decay) is fixed by the total step
+count. With ``--time-budget`` the trainer times the first ``--calibrate`` steps
+and, if ``--steps`` would overrun the budget, shrinks the total once to fit; the
+total is stored in the checkpoint, so a resumed run continues the same schedule
+and, because scene i depends only on (seed, i) and the RNG states are saved,
+reaches the same weights as an uninterrupted one. Checkpoints go to
+OUT/checkpoint.pt every ``--checkpoint-every`` seconds and at the end; the final
+model is OUT/detector.pt (read by ``export`` and ``evaluate``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.models.detection.roi_heads import RoIHeads
+
+from vildtrain.detector import DetectorConfig, VildDetector, build_detector, save_checkpoint
+from vildtrain.losses import (box_regression_loss, crop_embeddings, distillation_loss, vild_text_loss)
+
+LOSS_KEYS = ("rpn_objectness", "rpn_box", "text", "box", "image")
+
+
+# ---------------------------------------------------------------- data
+
+class SceneStream(Dataset):
+    """Training scenes by index: item i is scene ``scene_rng(seed, i)``.
+
+    Returns (uint8 image [3,S,S], boxes [n,4] x1y1x2y2, labels [n] in 1..K_base)
+    for the labelled (base) objects; ``base_index`` maps category id -> label.
+    """
+
+    def __init__(self, seed: int, length: int, base_index: dict[int, int], size: int = 384,
+                 categories=None, styles: tuple[str, ...] | None = None) -> None:
+        from vildtrain.categories import load_categories
+        from vildtrain.scenes import TRAIN_STYLES
+        self.seed, self.length, self.size = seed, length, size
+        self.base_index = base_index
+        self.categories = categories if categories is not None else load_categories()
+        self.styles = tuple(styles or TRAIN_STYLES)
+        self._art = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        from vildtrain.art import ArtLibrary
+        from vildtrain.scenes import generate_scene, scene_rng
+        if self._art is None:
+            self._art = ArtLibrary(styles=self.styles, categories=self.categories)
+        img, objs = generate_scene(scene_rng(self.seed, i), self._art, self.categories, self.styles,
+                                   size=self.size, label_novel=False)
+        boxes, labels = [], []
+        for o in objs:
+            if not o.labelled:
+                continue
+            if o.category_id not in self.base_index:
+                raise ValueError(f"train_detector: labelled object of non-base category {o.category_id}")
+            x, y, w, h = o.bbox
+            boxes.append([x, y, x + w, y + h])
+            labels.append(self.base_index[o.category_id])
+        arr = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+        return (arr, torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+                torch.tensor(labels, dtype=torch.int64))
+
+
+def collate(batch):
+    images = torch.stack([b[0] for b in batch])
+    targets = [{"boxes": b[1], "labels": b[2]} for b in batch]
+    return images, targets
+
+
+class IndexRange(torch.utils.data.Sampler):
+    """Indices start..stop-1 in order (resuming = starting later)."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+# ---------------------------------------------------------------- step
+
+@dataclass
+class LossWeights:
+    rpn: float = 1.0
+    text: float = 1.0
+    box: float = 1.0
+    image: float = 1.0
+
+
+def make_sampler(cfg: DetectorConfig) -> RoIHeads:
+    """torchvision's Fast R-CNN RoI sampler (only ``select_training_samples`` is used)."""
+    return RoIHeads(None, None, None, cfg.box_fg_iou, cfg.box_bg_iou, cfg.box_batch_per_image,
+                    cfg.box_positive_fraction, tuple(cfg.box_coder_weights), cfg.score_threshold,
+                    cfg.nms_iou, cfg.max_detections)
+
+
+def distill_boxes(proposals: list[Tensor], top: int, rand: int, g: torch.Generator) -> list[Tensor]:
+    """Per image the ``top`` best proposals (they come sorted by objectness) and
+    ``rand`` drawn uniformly from the rest."""
+    out = []
+    for p in proposals:
+        p = p.detach()
+        head = p[:top]
+        rest = p[top:]
+        if rand > 0 and rest.shape[0] > 0:
+            idx = torch.randperm(rest.shape[0], generator=g)[:rand]
+            head = torch.cat([head, rest[idx]])
+        out.append(head)
+    return out
+
+
+def train_step(model: VildDetector, clip, sampler: RoIHeads, images_u8: Tensor, targets: list[dict],
+               base_text: Tensor, weights: LossWeights, distill_top: int, distill_random: int,
+               g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    """Forward one batch and return (total loss, per-loss values)."""
+    cfg = model.cfg
+    images01 = images_u8.float().div_(255.0)
+    sizes = [(int(images01.shape[-2]), int(images01.shape[-1]))] * images01.shape[0]
+    x = model.normalize(images01)
+    feats = model.backbone(x)
+    proposals, rpn_losses = model.rpn(model.image_list(x, sizes), feats, targets)
+    roi_feats = {n: feats[n] for n in cfg.roi_level_names}
+
+    # ViLD-text + box regression on sampled RoIs.
+    props, _, labels, reg_targets = sampler.select_training_samples([p.detach() for p in proposals], targets)
+    rois = model.roi_pool(roi_feats, props, sizes)
+    text_emb, deltas = model.box_head.text(rois)
+    labels_t = torch.cat(labels)
+    l_text = vild_text_loss(text_emb, labels_t, base_text, model.background_embedding(), cfg.temperature)
+    l_box = box_regression_loss(deltas, torch.cat(reg_targets), labels_t)
+
+    # ViLD-image: distil mini-CLIP crop embeddings into the image head.
+    dboxes = distill_boxes(proposals, distill_top, distill_random, g)
+    teacher = crop_embeddings(clip, images01, dboxes)
+    image_emb = model.box_head.image(model.roi_pool(roi_feats, dboxes, sizes))
+    l_image = distillation_loss(image_emb, teacher)
+
+    total = (weights.rpn * (rpn_losses["loss_objectness"] + rpn_losses["loss_rpn_box_reg"])
+             + weights.text * l_text + weights.box * l_box + weights.image * l_image)
+    parts = {"rpn_objectness": float(rpn_losses["loss_objectness"]), "rpn_box": float(rpn_losses["loss_rpn_box_reg"]),
+             "text": float(l_text), "box": float(l_box), "image": float(l_image)}
+    return total, parts
+
+
+def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# ---------------------------------------------------------------- run
+
+def base_categories(categories) -> tuple[list, dict[int, int]]:
+    base = [c for c in categories if c.split == "base"]
+    return base, {c.id: i + 1 for i, c in enumerate(base)}
+
+
+def _rng_state(g: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "sampler": g.get_state(), "python": random.getstate(),
+            "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict, g: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    g.set_state(state["sampler"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vildtrain train_detector", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="training/runs/detector")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=4000, help="total steps (an upper bound with --time-budget)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=384, help="scene size (px)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--clip-grad", type=float, default=10.0)
+    ap.add_argument("--distill-weight", type=float, default=1.0, help="weight of the ViLD-image L1 loss")
+    ap.add_argument("--distill-top", type=int, default=8, help="top proposals per image distilled")
+    ap.add_argument("--distill-random", type=int, default=4, help="random other proposals per image distilled")
+    ap.add_argument("--text-weight", type=float, default=1.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="minutes for the whole run (0 = no budget); the step count shrinks to fit")
+    ap.add_argument("--calibrate", type=int, default=30, help="steps timed before fitting the budget")
+    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    ap.add_argument("--max-steps-now", type=int, default=0,
+                    help="stop (with a checkpoint) after this many steps in this process (0 = run to the end)")
+    return ap
+
+
+def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] | None = None,
+          cfg: DetectorConfig | None = None) -> dict:
+    """Run (or resume) training; returns a summary dict. ``clip`` and ``categories``
+    default to the committed mini-CLIP and category table, ``cfg`` to the default
+    architecture (its embedding size and input size are taken from the mini-CLIP and
+    ``--size``)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    if categories is None:
+        from vildtrain.categories import load_categories
+        categories = load_categories()
+    if clip is None:
+        from vildtrain.miniclip import load_miniclip
+        clip = load_miniclip(args.miniclip)
+    clip.eval()
+    for p in clip.parameters():
+        p.requires_grad_(False)
+    base, base_index = base_categories(categories)
+    with torch.no_grad():
+        base_text = clip.text_embeddings([c.name for c in base]).float()
+
+    cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size)
+    model = build_detector(cfg)
+    sampler = make_sampler(cfg)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    command = "python3 -m vildtrain train_detector " + " ".join(shlex.quote(a) for a in (argv or []))
+    step, total, elapsed_before = 0, args.steps, 0.0
+    history: list[dict] = []
+    if args.resume and os.path.exists(ckpt_path):
+        blob = torch.load(ckpt_path, map_location="cpu")
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        step, total = blob["step"], blob["total"]
+        elapsed_before = blob["elapsed"]
+        history = blob.get("history", [])
+        _set_rng_state(blob["rng"], g)
+        print(f"train_detector: resumed at step {step}/{total}", file=sys.stderr, flush=True)
+    weights = LossWeights(text=args.text_weight, image=args.distill_weight)
+    settings = {k: v for k, v in vars(args).items()}
+
+    def save(path: str) -> None:
+        tmp = path + ".tmp"
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "total": total,
+                    "elapsed": elapsed_before + (time.time() - t_start), "rng": _rng_state(g),
+                    "config": cfg.to_dict(), "settings": settings, "history": history}, tmp)
+        os.replace(tmp, path)
+
+    dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories)
+    # The loaders get their own generator so that creating one does not draw from the
+    # global RNG (which the RPN and RoI samplers use): resuming stays exact.
+    def make_loader(start: int, stop: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=args.batch, sampler=IndexRange(start * args.batch, stop * args.batch),
+                          num_workers=args.workers, collate_fn=collate, generator=torch.Generator(),
+                          prefetch_factor=4 if args.workers > 0 else 2)
+
+    loader = make_loader(step, total)
+    model.train()
+    t_start = time.time()
+    t_last_ckpt = t_start
+    ema: dict[str, float] = {}
+    steps_this_run = 0
+    budget_s = args.time_budget * 60.0
+    calibrated = step >= args.calibrate
+    t_calib = None
+    it = iter(loader)
+    while step < total:
+        try:
+            images, targets = next(it)
+        except StopIteration:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, args.lr, args.warmup)
+        loss, parts = train_step(model, clip, sampler, images, targets, base_text, weights,
+                                 args.distill_top, args.distill_random, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+        opt.step()
+        step += 1
+        steps_this_run += 1
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"train_detector: loss is {float(loss)} at step {step}")
+        for k, v in parts.items():
+            ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
+        now = time.time()
+        elapsed = elapsed_before + now - t_start
+        if steps_this_run == 3:
+            t_calib = (now, step)
+        if not calibrated and budget_s > 0 and t_calib is not None and step >= args.calibrate:
+            rate = (step - t_calib[1]) / max(1e-6, now - t_calib[0])
+            fit = step + int(rate * max(0.0, budget_s - elapsed) * 0.97)
+            if fit < total:
+                print(f"train_detector: {total} steps would overrun the {args.time_budget:.0f} min budget at "
+                      f"{rate:.2f} steps/s; training {fit} steps", file=sys.stderr, flush=True)
+                total = fit
+                it = None  # the loader's range is rebuilt for the shorter run
+                loader = make_loader(step, total)
+                it = iter(loader)
+            calibrated = True
+        if step % args.log_every == 0 or step == total:
+            rate = steps_this_run * args.batch / max(1e-6, now - t_start)
+            eta = (total - step) * args.batch / max(1e-6, rate)
+            row = {"step": step, "lr": opt.param_groups[0]["lr"], "images_per_s": rate, "elapsed_s": elapsed,
+                   **{k: round(v, 4) for k, v in ema.items()}}
+            history.append(row)
+            print(f"step {step}/{total} loss {float(loss):.3f} "
+                  + " ".join(f"{k} {ema[k]:.3f}" for k in LOSS_KEYS)
+                  + f" | {rate:.1f} img/s elapsed {elapsed / 60:.1f} min ETA {eta / 60:.1f} min",
+                  file=sys.stderr, flush=True)
+        if now - t_last_ckpt >= args.checkpoint_every:
+            save(ckpt_path)
+            t_last_ckpt = now
+        if budget_s > 0 and elapsed >= budget_s:
+            print(f"train_detector: time budget reached at step {step}/{total}", file=sys.stderr, flush=True)
+            total = step
+            break
+        if args.max_steps_now and steps_this_run >= args.max_steps_now:
+            break
+    save(ckpt_path)
+    done = step >= total
+    summary = {"step": step, "total": total, "done": done, "elapsed_s": elapsed_before + time.time() - t_start,
+               "final": {k: round(v, 4) for k, v in ema.items()}}
+    if done:
+        model.eval()
+        save_checkpoint(os.path.join(args.out, "detector.pt"), model, extra={
+            "command": command, "seed": args.seed, "settings": settings, "steps": step,
+            "images_seen": step * args.batch, "train_seconds": summary["elapsed_s"],
+            "distill_weight": args.distill_weight, "base_categories": [c.name for c in base],
+            "history": history})
+        with open(os.path.join(args.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    summary = train(args, argv=argv)
+    print(json.dumps(summary))
+    return 0
