@@ -90,6 +90,8 @@ type Deps struct {
 	Embedder     Embedder
 	Decoder      Decoder
 	DecodeErrors DecodeErrors
+	// NameError is the embedder's error for a name it cannot encode (400).
+	NameError error
 	Model        Model
 	Vocabularies *VocabularyStore // nil: vocabulary routes answer 404
 	Health       *Health
@@ -137,12 +139,9 @@ func New(deps Deps) (http.Handler, error) {
 		metrics:  deps.Metrics,
 		sessions: newLRU[string, *session](cfg.MaxSessions, cfg.SessionTTL),
 		vocabs:   newLRU[string, *detector.Vocabulary](cfg.VocabularyCacheSize, 0),
-		base:     make(map[string]bool),
+		base:     BaseNames(deps.Model.BaseCategories),
 	}
 	h.queue = newAdmission(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, h.metrics)
-	for _, c := range deps.Model.BaseCategories {
-		h.base[normName(c)] = true
-	}
 
 	r := chi.NewRouter()
 	r.Use(h.recoverer, h.instrument)

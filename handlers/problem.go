@@ -89,6 +89,9 @@ func (h *api) toError(err error) *Error {
 	case de.Corrupt != nil && errors.Is(err, de.Corrupt):
 		return &Error{Status: http.StatusBadRequest, Slug: "corrupt-image",
 			Msg: "the image could not be decoded", Err: err}
+	case h.deps.NameError != nil && errors.Is(err, h.deps.NameError):
+		return &Error{Status: http.StatusBadRequest, Slug: "invalid-category",
+			Msg: "a category name cannot be encoded by this model's tokenizer", Err: err}
 	case errors.Is(err, detector.ErrEmptyVocabulary):
 		return &Error{Status: http.StatusUnprocessableEntity, Slug: "empty-vocabulary",
 			Msg: "the vocabulary has no categories", Err: err}
@@ -108,6 +111,9 @@ func (h *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errWritten) {
 		h.log.Info("response write failed", "method", r.Method, "path", r.URL.Path, "cause", err)
 		return
+	}
+	if errors.Is(err, detector.ErrCanceled) && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err) // our deadline, not the client
 	}
 	e := h.toError(err)
 	level := slog.LevelInfo

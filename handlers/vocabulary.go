@@ -167,15 +167,37 @@ func digest(spec VocabularySpec) string {
 // embedVocabulary turns a canonical spec into a detector vocabulary, computing
 // its text embeddings once per digest.
 func (h *api) embedVocabulary(ctx context.Context, spec VocabularySpec) (*detector.Vocabulary, error) {
-	d := digest(spec)
-	if v, _, ok := h.vocabs.get(d); ok {
+	if v, _, ok := h.vocabs.get(digest(spec)); ok {
 		return v, nil
 	}
+	v, err := BuildVocabulary(ctx, h.deps.Embedder, h.base, spec)
+	if err != nil {
+		return nil, err
+	}
+	h.vocabs.put(v.Digest, v)
+	return v, nil
+}
+
+// BaseNames returns the set BuildVocabulary marks classes base by: the
+// model's base category names, compared case-insensitively.
+func BaseNames(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[normName(n)] = true
+	}
+	return m
+}
+
+// BuildVocabulary embeds a vocabulary spec (categories, their synonyms under
+// the category's label, negatives, per-category thresholds, templates) into
+// the detector's classes. base names the model's base categories (BaseNames).
+// The spec should be validated first; the HTTP layer does so.
+func BuildVocabulary(ctx context.Context, emb Embedder, base map[string]bool, spec VocabularySpec) (*detector.Vocabulary, error) {
 	var classes []detector.Class
 	add := func(label, text string, negative bool) {
 		classes = append(classes, detector.Class{
 			Label: label, Text: text, Negative: negative,
-			Base:      h.base[normName(text)] || h.base[normName(label)],
+			Base:      base[normName(text)] || base[normName(label)],
 			Threshold: spec.Thresholds[label],
 		})
 	}
@@ -188,6 +210,9 @@ func (h *api) embedVocabulary(ctx context.Context, spec VocabularySpec) (*detect
 	for _, n := range spec.Negatives {
 		add(n, n, true)
 	}
+	if len(classes) == 0 {
+		return nil, detector.ErrEmptyVocabulary
+	}
 	texts := make([]string, len(classes))
 	for i, c := range classes {
 		texts[i] = c.Text
@@ -195,13 +220,13 @@ func (h *api) embedVocabulary(ctx context.Context, spec VocabularySpec) (*detect
 	var embs [][]float32
 	var err error
 	if len(spec.Templates) > 0 {
-		te, ok := h.deps.Embedder.(TemplateEmbedder)
+		te, ok := emb.(TemplateEmbedder)
 		if !ok {
 			return nil, errorf(http.StatusUnprocessableEntity, "templates-unsupported", "this model's text encoder does not take custom templates")
 		}
 		embs, err = te.EmbedTemplates(ctx, texts, spec.Templates)
 	} else {
-		embs, err = h.deps.Embedder.Embed(ctx, texts)
+		embs, err = emb.Embed(ctx, texts)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("handlers: embed vocabulary: %w", err)
@@ -212,9 +237,7 @@ func (h *api) embedVocabulary(ctx context.Context, spec VocabularySpec) (*detect
 	for i := range classes {
 		classes[i].Embedding = embs[i]
 	}
-	v := &detector.Vocabulary{Classes: classes, Digest: d}
-	h.vocabs.put(d, v)
-	return v, nil
+	return &detector.Vocabulary{Classes: classes, Digest: digest(spec)}, nil
 }
 
 // resolveVocabulary picks the request's vocabulary: its categories, a stored

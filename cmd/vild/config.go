@@ -1,0 +1,165 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/ort"
+)
+
+// modelConfig selects and loads the model.
+type modelConfig struct {
+	ModelDir       string // empty: the embedded default bundle
+	ORTLib         string // ONNX Runtime library; empty: ort.DefaultLibraryPath()
+	IntraOpThreads int
+	DataDir        string // on-disk caches and vocabularies
+}
+
+// serveConfig is everything `vild serve` is told, validated.
+type serveConfig struct {
+	Addr        string
+	MetricsAddr string // empty: no metrics listener
+	Model       modelConfig
+	API         handlers.Config
+
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	ShutdownTimeout   time.Duration
+	LogLevel          string
+}
+
+// envSource reads defaults from the environment, collecting parse errors.
+type envSource struct {
+	get  func(string) string
+	errs []error
+}
+
+func (e *envSource) str(key, def string) string {
+	if v := e.get(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *envSource) int(key string, def int) int {
+	if v := e.get(key); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not an integer", key, v))
+			return def
+		}
+		return n
+	}
+	return def
+}
+
+func (e *envSource) dur(key string, def time.Duration) time.Duration {
+	if v := e.get(key); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not a duration", key, v))
+			return def
+		}
+		return d
+	}
+	return def
+}
+
+func defaultDataDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "vild")
+	}
+	return ".vild"
+}
+
+// parseServeConfig reads flags over environment variables over defaults.
+func parseServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
+	env := &envSource{get: getenv}
+	d := handlers.DefaultConfig()
+	var c serveConfig
+	fs := flag.NewFlagSet("vild serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Addr, "addr", env.str("VILD_ADDR", "127.0.0.1:8080"), "API listen address `HOST:PORT` (VILD_ADDR)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("VILD_METRICS_ADDR", "127.0.0.1:9090"), "listen address of /metrics and /debug/pprof; empty disables (VILD_METRICS_ADDR)")
+	addModelFlags(fs, env, &c.Model)
+	fs.IntVar(&c.API.Workers, "workers", env.int("VILD_WORKERS", 1), "concurrent inferences (VILD_WORKERS)")
+	fs.IntVar(&c.API.QueueLength, "queue", env.int("VILD_QUEUE", 0), "requests waiting for a worker; more get 503 (VILD_QUEUE; 0 = 4 × workers)")
+	fs.DurationVar(&c.API.MaxQueueWait, "max-queue-wait", env.dur("VILD_MAX_QUEUE_WAIT", d.MaxQueueWait), "longest wait for a worker before a 503 (VILD_MAX_QUEUE_WAIT)")
+	fs.DurationVar(&c.API.RequestTimeout, "request-timeout", env.dur("VILD_REQUEST_TIMEOUT", d.RequestTimeout), "deadline of an API request, queue time included (VILD_REQUEST_TIMEOUT)")
+	var maxBody, maxJSONImage, maxJSON int
+	fs.IntVar(&maxBody, "max-body-bytes", env.int("VILD_MAX_BODY_BYTES", int(d.MaxBodyBytes)), "cap of raw and multipart image bodies (VILD_MAX_BODY_BYTES)")
+	fs.IntVar(&maxJSONImage, "max-json-image-bytes", env.int("VILD_MAX_JSON_IMAGE_BYTES", int(d.MaxJSONImageBytes)), "cap of JSON bodies carrying base64 images (VILD_MAX_JSON_IMAGE_BYTES)")
+	fs.IntVar(&maxJSON, "max-json-bytes", env.int("VILD_MAX_JSON_BYTES", int(d.MaxJSONBytes)), "cap of other JSON bodies (VILD_MAX_JSON_BYTES)")
+	fs.IntVar(&c.API.MaxParts, "max-parts", env.int("VILD_MAX_PARTS", d.MaxParts), "parts of a multipart body (VILD_MAX_PARTS)")
+	fs.IntVar(&c.API.MaxCategories, "max-categories", env.int("VILD_MAX_CATEGORIES", d.MaxCategories), "names per request (VILD_MAX_CATEGORIES)")
+	fs.IntVar(&c.API.MaxVocabularyCategories, "max-vocabulary-categories", env.int("VILD_MAX_VOCABULARY_CATEGORIES", d.MaxVocabularyCategories), "names per stored vocabulary (VILD_MAX_VOCABULARY_CATEGORIES)")
+	fs.IntVar(&c.API.MaxCategoryLength, "max-category-length", env.int("VILD_MAX_CATEGORY_LENGTH", d.MaxCategoryLength), "characters per name (VILD_MAX_CATEGORY_LENGTH)")
+	fs.IntVar(&c.API.MaxBatch, "max-batch", env.int("VILD_MAX_BATCH", d.MaxBatch), "images per JSON request (VILD_MAX_BATCH)")
+	fs.IntVar(&c.API.MaxImageSide, "max-image-side", env.int("VILD_MAX_IMAGE_SIDE", d.MaxImageSide), "largest image width or height (VILD_MAX_IMAGE_SIDE)")
+	fs.IntVar(&c.API.MaxImagePixels, "max-image-pixels", env.int("VILD_MAX_IMAGE_PIXELS", d.MaxImagePixels), "largest width × height (VILD_MAX_IMAGE_PIXELS)")
+	fs.IntVar(&c.API.MaxDetections, "max-detections", env.int("VILD_MAX_DETECTIONS", d.MaxDetections), "detections per image, at most (VILD_MAX_DETECTIONS)")
+	fs.IntVar(&c.API.MaxSessions, "max-sessions", env.int("VILD_MAX_SESSIONS", d.MaxSessions), "image sessions kept (VILD_MAX_SESSIONS)")
+	fs.DurationVar(&c.API.SessionTTL, "session-ttl", env.dur("VILD_SESSION_TTL", d.SessionTTL), "image session lifetime (VILD_SESSION_TTL)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", env.dur("VILD_READ_HEADER_TIMEOUT", 5*time.Second), "(VILD_READ_HEADER_TIMEOUT)")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", env.dur("VILD_READ_TIMEOUT", 30*time.Second), "(VILD_READ_TIMEOUT)")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", env.dur("VILD_WRITE_TIMEOUT", 35*time.Second), "(VILD_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", env.dur("VILD_IDLE_TIMEOUT", 65*time.Second), "(VILD_IDLE_TIMEOUT)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", env.int("VILD_MAX_HEADER_BYTES", 1<<20), "(VILD_MAX_HEADER_BYTES)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", env.dur("VILD_SHUTDOWN_TIMEOUT", 25*time.Second), "how long SIGTERM waits for in-flight requests (VILD_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&c.LogLevel, "log-level", env.str("VILD_LOG_LEVEL", "info"), "debug, info, warn or error (VILD_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	c.API.MaxBodyBytes, c.API.MaxJSONImageBytes, c.API.MaxJSONBytes = int64(maxBody), int64(maxJSONImage), int64(maxJSON)
+	if c.Model.IntraOpThreads == 0 {
+		c.Model.IntraOpThreads = max(1, runtime.GOMAXPROCS(0)/max(1, c.API.Workers))
+	}
+	errs := env.errs
+	if c.Addr == "" {
+		errs = append(errs, errors.New("--addr must not be empty"))
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"read-header-timeout", c.ReadHeaderTimeout}, {"read-timeout", c.ReadTimeout}, {"write-timeout", c.WriteTimeout},
+		{"idle-timeout", c.IdleTimeout}, {"shutdown-timeout", c.ShutdownTimeout}} {
+		if t.d <= 0 {
+			errs = append(errs, fmt.Errorf("--%s must be positive", t.name))
+		}
+	}
+	if c.WriteTimeout <= c.API.RequestTimeout {
+		errs = append(errs, fmt.Errorf("--write-timeout (%s) must exceed --request-timeout (%s) so deadline errors reach the client", c.WriteTimeout, c.API.RequestTimeout))
+	}
+	if c.MaxHeaderBytes <= 0 {
+		errs = append(errs, errors.New("--max-header-bytes must be positive"))
+	}
+	if c.API.Workers <= 0 || c.API.QueueLength < 0 {
+		errs = append(errs, errors.New("--workers must be positive and --queue not negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("serve: %w", err)
+	}
+	return c, nil
+}
+
+// addModelFlags adds the flags that choose and load the model.
+func addModelFlags(fs *flag.FlagSet, env *envSource, m *modelConfig) {
+	fs.StringVar(&m.ModelDir, "model", env.str("VILD_MODEL", ""), "model bundle `DIR`; empty: the embedded default (VILD_MODEL)")
+	fs.StringVar(&m.ORTLib, "ort-lib", env.str(ort.LibraryEnv, ""), "ONNX Runtime shared library `PATH` (VILD_ORT_LIB; default "+ort.DefaultLibraryRel+")")
+	fs.IntVar(&m.IntraOpThreads, "intra-op-threads", env.int("VILD_INTRA_OP_THREADS", 0), "ONNX Runtime threads per inference (VILD_INTRA_OP_THREADS; 0 = cores / workers)")
+	fs.StringVar(&m.DataDir, "data-dir", env.str("VILD_DATA_DIR", defaultDataDir()), "vocabularies and the text-embedding cache (VILD_DATA_DIR)")
+}

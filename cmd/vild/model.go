@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vild/vild/bundle"
+	"github.com/vild/vild/detector"
+	"github.com/vild/vild/detector/pipeline"
+	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/models"
+	"github.com/vild/vild/ort"
+	"github.com/vild/vild/textbank"
+)
+
+// model is a loaded model: what the HTTP layer and `vild detect` need.
+type model struct {
+	Detector detector.Detector
+	Embedder handlers.Embedder
+	Info     handlers.Model
+	// NameError is the embedder's sentinel for names it cannot encode.
+	NameError error
+	// Warmup runs one inference end to end.
+	Warmup func(ctx context.Context) error
+	Close  func() error
+}
+
+// loader loads a model; tests substitute a fake.
+type loader func(ctx context.Context, cfg modelConfig) (*model, error)
+
+// loadModel opens the bundle (a directory, or the embedded default), the ONNX
+// Runtime, the detector pipeline and the text bank.
+func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
+	var b *bundle.Bundle
+	var err error
+	if cfg.ModelDir != "" {
+		b, err = bundle.Open(cfg.ModelDir)
+	} else {
+		b, err = models.Default()
+	}
+	if err != nil {
+		return nil, err
+	}
+	lib := cfg.ORTLib
+	if lib == "" {
+		lib = ort.DefaultLibraryPath()
+	}
+	rt, err := ort.Open(ort.Config{LibraryPath: lib, IntraOpThreads: cfg.IntraOpThreads})
+	if errors.Is(err, ort.ErrLibraryMissing) {
+		return nil, fmt.Errorf("%w (looked at %s): run `make serve` or `bash scripts/setup.d/30-onnxruntime.sh` to fetch it, or pass --ort-lib / VILD_ORT_LIB", err, lib)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p, err := pipeline.Open(b, rt, pipeline.Config{})
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	var cache string
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			p.Close()
+			rt.Close()
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		cache = filepath.Join(cfg.DataDir, "textbank.db")
+	}
+	bank, err := textbank.Open(b, rt, textbank.Options{CachePath: cache})
+	if err != nil {
+		p.Close()
+		rt.Close()
+		return nil, err
+	}
+	m := b.Manifest
+	info := handlers.Model{
+		ID:           m.Name + "@" + shortDigest(b.Digest),
+		Name:         m.Name,
+		Digest:       b.Digest,
+		EmbeddingDim: m.Embedding.Dim,
+		Templates:    m.Text.Templates,
+		Defaults:     p.DefaultOptions(),
+	}
+	for _, c := range m.Categories {
+		info.Categories = append(info.Categories, c.Name)
+		if c.Split == "base" {
+			info.BaseCategories = append(info.BaseCategories, c.Name)
+			info.BaseCategories = append(info.BaseCategories, c.Synonyms...)
+		}
+	}
+	warm := func(ctx context.Context) error {
+		if err := p.Warmup(ctx); err != nil {
+			return err
+		}
+		names := info.Categories
+		if len(names) > 8 {
+			names = names[:8]
+		}
+		if len(names) == 0 {
+			names = []string{"object"}
+		}
+		vocab, err := handlers.BuildVocabulary(ctx, bank, handlers.BaseNames(info.BaseCategories), handlers.VocabularySpec{Categories: names})
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		img := image.NewGray(image.Rect(0, 0, 64, 48))
+		r, err := p.Regions(ctx, img)
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if _, err := p.Score(ctx, r, vocab, p.DefaultOptions()); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		return nil
+	}
+	return &model{
+		Detector: p, Embedder: bank, Info: info, NameError: textbank.ErrName, Warmup: warm,
+		Close: func() error { return errors.Join(bank.Close(), p.Close(), rt.Close()) },
+	}, nil
+}
+
+func shortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	if len(d) > 12 {
+		d = d[:12]
+	}
+	return d
+}
+
+// imageDecoder is imageio.Decode with the configured limits.
+func imageDecoder(cfg handlers.Config) handlers.Decoder {
+	lim := imageio.Limits{MaxSide: cfg.MaxImageSide, MaxPixels: int64(cfg.MaxImagePixels)}
+	return handlers.DecoderFunc(func(ctx context.Context, data []byte) (image.Image, error) {
+		img, err := imageio.Decode(data, lim)
+		if err != nil {
+			return nil, err
+		}
+		return img.Image, nil
+	})
+}
+
+// decodeErrors maps imageio's sentinels for the HTTP layer.
+var decodeErrors = handlers.DecodeErrors{
+	Unsupported: imageio.ErrUnsupportedFormat,
+	TooLarge:    imageio.ErrTooLarge,
+	Corrupt:     imageio.ErrCorrupt,
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/web"
+)
+
+func runServe(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg, err := parseServeConfig(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("serve: --log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, cfg, log, loadModel, func(addr, metricsAddr string) {
+		fmt.Fprintf(stdout, "vild: listening on http://%s (web page at /, API docs at /docs)\n", addr)
+		if metricsAddr != "" {
+			fmt.Fprintf(stdout, "vild: metrics on http://%s/metrics\n", metricsAddr)
+		}
+	})
+}
+
+// newHTTPServer applies the configured timeouts and header cap.
+func newHTTPServer(cfg serveConfig, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// swapHandler serves a loading placeholder until the API is ready.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// loadingHandler answers while the model loads: alive, not ready.
+func loadingHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		json.NewEncoder(w).Encode(handlers.Problem{Type: "urn:vild:problem:not-ready", Title: "Service Unavailable",
+			Status: http.StatusServiceUnavailable, Detail: "the model is loading", Instance: r.URL.Path})
+	})
+	return mux
+}
+
+// serve listens at once (live, not ready), loads the model, warms it up, turns
+// ready and serves until ctx ends; then it drains: readiness 503, listeners
+// closed, in-flight requests finished within the shutdown timeout.
+func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, listening func(addr, metricsAddr string)) error {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := handlers.NewMetrics(reg)
+	health := &handlers.Health{}
+
+	swap := &swapHandler{}
+	swap.set(loadingHandler())
+	srv := newHTTPServer(cfg, swap, log)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+
+	var msrv *http.Server
+	metricsAddr := ""
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("serve: metrics: %w", err)
+		}
+		metricsAddr = mln.Addr().String()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		msrv = newHTTPServer(cfg, mux, log)
+		msrv.WriteTimeout = 0 // CPU profiles take as long as asked
+		go func() { errc <- msrv.Serve(mln) }()
+	}
+	shutdown := func() error {
+		health.SetDraining(true)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if msrv != nil {
+			err = errors.Join(err, msrv.Shutdown(sctx))
+		}
+		return err
+	}
+	if listening != nil {
+		listening(ln.Addr().String(), metricsAddr)
+	}
+
+	start := time.Now()
+	m, err := load(ctx, cfg.Model)
+	if err != nil {
+		shutdown()
+		return fmt.Errorf("serve: load model: %w", err)
+	}
+	defer func() {
+		if err := m.Close(); err != nil {
+			log.Error("closing the model", "cause", err)
+		}
+	}()
+	store, err := handlers.OpenVocabularyStore(filepath.Join(cfg.Model.DataDir, "vocabularies"))
+	if err != nil {
+		shutdown()
+		return fmt.Errorf("serve: %w", err)
+	}
+	api, err := handlers.New(handlers.Deps{
+		Detector: m.Detector, Embedder: m.Embedder,
+		Decoder: imageDecoder(cfg.API), DecodeErrors: decodeErrors, NameError: m.NameError,
+		Model: m.Info, Vocabularies: store, Health: health, Metrics: metrics, Logger: log,
+		Config: cfg.API, Web: web.FS(),
+	})
+	if err != nil {
+		shutdown()
+		return fmt.Errorf("serve: %w", err)
+	}
+	swap.set(api)
+	if err := m.Warmup(ctx); err != nil {
+		shutdown()
+		return fmt.Errorf("serve: model warm-up failed: %w", err)
+	}
+	health.SetReady(true)
+	log.Info("ready", "model", m.Info.ID, "addr", ln.Addr().String(), "load_seconds", time.Since(start).Seconds())
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
+	case err := <-errc:
+		shutdown()
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := shutdown(); err != nil {
+		return fmt.Errorf("serve: drain: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
