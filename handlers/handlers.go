@@ -91,7 +91,7 @@ type Deps struct {
 	Decoder      Decoder
 	DecodeErrors DecodeErrors
 	// NameError is the embedder's error for a name it cannot encode (400).
-	NameError error
+	NameError    error
 	Model        Model
 	Vocabularies *VocabularyStore // nil: vocabulary routes answer 404
 	Health       *Health
