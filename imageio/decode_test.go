@@ -36,6 +36,7 @@ func TestDecodeFormats(t *testing.T) {
 		{"two_frames.gif", GIF, 16, 12},
 		{"frames1000.gif", GIF, 1, 1},
 		{"orient6.jpg", JPEG, 16, 24}, // rotated: width and height swap
+		{"progressive.jpg", JPEG, 256, 256},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			img, err := Decode(read(t, tc.file), Limits{})
@@ -102,6 +103,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"truncated webp", webp[:len(webp)/2], Limits{}, ErrCorrupt},
 		{"truncated gif", gif[:40], Limits{}, ErrCorrupt},
 		{"signature only", []byte("\x89PNG\r\n\x1a\n"), Limits{}, ErrCorrupt},
+		{"jpeg with 310 scans", read(t, "many_scans.jpg"), Limits{}, ErrTooLarge},
+		{"progressive jpeg over a custom scan limit", read(t, "progressive.jpg"), Limits{MaxJPEGScans: 9}, ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img, err := Decode(tc.data, tc.lim)
@@ -212,6 +215,31 @@ func tiffWith(bo binary.ByteOrder, tag, typ uint16, count uint32, value uint16) 
 	return t
 }
 
+func TestJPEGScans(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want int
+	}{
+		{"photo.jpg", 1},
+		{"progressive.jpg", 10},
+		{"many_scans.jpg", 310},
+		{"rgb.png", 0},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			if got := JPEGScans(read(t, tc.file)); got != tc.want {
+				t.Fatalf("%d scans, want %d", got, tc.want)
+			}
+		})
+	}
+	// Truncations never panic and never count more than the whole file.
+	data := read(t, "progressive.jpg")
+	for n := range len(data) {
+		if got := JPEGScans(data[:n]); got > 10 {
+			t.Fatalf("prefix %d: %d scans", n, got)
+		}
+	}
+}
+
 func TestJPEGOrientation(t *testing.T) {
 	le, be := binary.LittleEndian, binary.BigEndian
 	for _, tc := range []struct {
@@ -297,7 +325,7 @@ func TestOrientGeometry(t *testing.T) {
 // FuzzDecode: no input panics, and whatever decodes respects the limits.
 func FuzzDecode(f *testing.F) {
 	for _, name := range []string{"rgb.png", "rgba.png", "gray.png", "photo.jpg", "lossless.webp",
-		"two_frames.gif", "frames1000.gif", "bomb.png", "orient6.jpg"} {
+		"two_frames.gif", "frames1000.gif", "bomb.png", "orient6.jpg", "progressive.jpg", "many_scans.jpg"} {
 		data := read(f, name)
 		f.Add(data)
 		f.Add(data[:len(data)/2]) // truncated
@@ -317,6 +345,18 @@ func FuzzDecode(f *testing.F) {
 		b := img.Bounds()
 		if b.Dx() <= 0 || b.Dy() <= 0 || b.Dx() > lim.MaxSide || b.Dy() > lim.MaxSide || int64(b.Dx())*int64(b.Dy()) > lim.MaxPixels {
 			t.Fatalf("decoded %v beyond the limits", b)
+		}
+	})
+}
+
+// FuzzJPEGScans: the scan counter never panics and counts at most one scan
+// per SOS marker present.
+func FuzzJPEGScans(f *testing.F) {
+	f.Add(read(f, "progressive.jpg"))
+	f.Add(read(f, "photo.jpg"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if n := JPEGScans(data); n < 0 || n > bytes.Count(data, []byte{0xff, 0xda}) {
+			t.Fatalf("%d scans", n)
 		}
 	})
 }

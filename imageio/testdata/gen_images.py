@@ -116,3 +116,37 @@ for name, max_side, div in [("rgb.png", 32, 32), ("rgb.png", 96, 32), ("rgb.png"
 with open(path("preprocess_golden.json"), "w") as f:
     json.dump({"mean": MEAN, "std": STD, "preprocess": pre, "orientation": orient}, f, separators=(",", ":"))
 print("wrote", sorted(os.listdir(HERE)))
+
+
+# Progressive JPEGs: a normal one, and one whose last scan is repeated 300
+# times (a small file that makes a decoder walk the whole image once per scan).
+def markers(data):
+    """Splits a JPEG into (marker, bytes) segments, SOS segments with their scan data."""
+    out, p = [], 2
+    while p < len(data):
+        assert data[p] == 0xFF
+        m = data[p + 1]
+        if m == 0xD9:
+            out.append((m, data[p:p + 2]))
+            break
+        n = struct.unpack(">H", data[p + 2:p + 4])[0]
+        q = p + 2 + n
+        if m == 0xDA:
+            while not (data[q] == 0xFF and data[q + 1] not in (0x00, *range(0xD0, 0xD8))):
+                q += 1
+        out.append((m, data[p:q]))
+        p = q
+    return out
+
+
+noise = np.kron(rng.integers(0, 256, size=(32, 32, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+buf = io.BytesIO()
+Image.fromarray(noise, "RGB").save(buf, "JPEG", quality=80, progressive=True)
+with open(path("progressive.jpg"), "wb") as f:
+    f.write(buf.getvalue())
+segs = markers(buf.getvalue())
+scans = [s for m, s in segs if m == 0xDA]
+many = b"\xff\xd8" + b"".join(s for m, s in segs if m != 0xD9) + scans[-1] * 300 + b"\xff\xd9"
+with open(path("many_scans.jpg"), "wb") as f:
+    f.write(many)
+print("progressive.jpg has", len(scans), "scans; many_scans.jpg", len(scans) + 300, len(many), "bytes")
