@@ -3,7 +3,7 @@ PY      ?= /usr/bin/python3
 export VILD_CACHE   ?= $(CURDIR)/.cache
 export VILD_ORT_LIB ?= $(VILD_CACHE)/onnxruntime/libonnxruntime.so
 
-.PHONY: setup serve test test-go test-python build
+.PHONY: setup serve test test-go test-python test-web build
 
 setup:
 	bash scripts/setup.sh
@@ -17,7 +17,7 @@ serve:
 	go run ./cmd/vild serve $(ARGS)
 
 # (2) Run every test.
-test: setup test-go test-python
+test: setup test-go test-python test-web
 
 test-go:
 	go vet ./...
@@ -25,3 +25,7 @@ test-go:
 
 test-python:
 	cd training && $(PY) -m pytest
+
+# The web page in headless Chromium (Debian's), driven by playwright-core.
+test-web:
+	cd web/e2e && node --test

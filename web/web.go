@@ -8,7 +8,7 @@ import (
 	"io/fs"
 )
 
-//go:embed static
+//go:embed static/*.html static/*.js static/*.css static/samples/*.png
 var static embed.FS
 
 // FS returns the page's files (index.html at the root).

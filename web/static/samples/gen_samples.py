@@ -1,0 +1,30 @@
+"""Writes the web page's sample scenes: flat shapes on plain backgrounds.
+
+Run from this directory with /usr/bin/python3 (Pillow); the PNGs are committed.
+They stand in until rendered pictogram scenes are added; the browser test and
+the colour detector of handlers/handlerstest find their shapes by colour.
+"""
+from PIL import Image, ImageDraw
+
+
+def scene(name, size, bg, shapes):
+    img = Image.new("RGB", size, bg)
+    d = ImageDraw.Draw(img)
+    for kind, box, fill in shapes:
+        (d.ellipse if kind == "circle" else d.rectangle)(box, fill=fill)
+    img.save(name, optimize=True)
+
+
+scene("shapes.png", (320, 240), (245, 245, 240), [
+    ("rect", (30, 40, 110, 120), (220, 30, 30)),
+    ("circle", (170, 60, 270, 160), (30, 60, 220)),
+])
+scene("garden.png", (320, 240), (250, 250, 250), [
+    ("circle", (20, 140, 90, 210), (40, 170, 60)),
+    ("rect", (130, 30, 200, 100), (240, 200, 20)),
+    ("circle", (230, 120, 300, 190), (220, 30, 30)),
+])
+scene("night.png", (320, 240), (20, 20, 30), [
+    ("rect", (40, 60, 140, 180), (230, 230, 40)),
+    ("circle", (190, 40, 290, 140), (240, 240, 250)),
+])
