@@ -1,0 +1,302 @@
+"""Train the mini-CLIP contrastively on synthetic crops of ALL categories.
+
+    python3 -m vildtrain train_clip                # full run (see training/README.md)
+    python3 -m vildtrain train_clip --steps 20 --batch 32 --out /tmp/clip-smoke   # smoke run
+
+Each step draws ``batch`` distinct categories, one crop and one caption each
+(a prompt template filled with the name or, sometimes, a synonym unique to that
+category), and minimises CLIP's symmetric InfoNCE with a learned temperature.
+Progress (step, loss, rate, ETA) goes to stderr and ``OUT/log.jsonl``; state
+is checkpointed to ``OUT/state.pt`` and a rerun resumes from it. Every step's
+randomness is derived from (seed, step), so a resumed run draws the same data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vildtrain import clipdata
+from vildtrain.miniclip import DEFAULT_CHECKPOINT, MiniClip, MiniClipConfig, save_miniclip
+from vildtrain.prompts import TEMPLATES
+
+EVAL_SEED = 20261125
+SYNONYM_P = 0.25
+PROTOTYPE_SCALE = 30.0
+
+
+def caption_table(categories, tokenizer, context_length: int) -> tuple[torch.Tensor, list[list[int]], list[list[int]]]:
+    """Token ids of every caption, and per category the rows built from its name
+    and the rows built from its synonyms (only synonyms no other category uses)."""
+    names = {c.name for c in categories}
+    counts = Counter(s for c in categories for s in set(c.synonyms))
+    texts: list[str] = []
+    by_name: list[list[int]] = []
+    by_synonym: list[list[int]] = []
+    for c in categories:
+        rows = []
+        for t in TEMPLATES:
+            rows.append(len(texts))
+            texts.append(t.format(c.name))
+        by_name.append(rows)
+        rows = []
+        for s in c.synonyms:
+            if counts[s] == 1 and s not in names and len(s) <= 40:
+                for t in TEMPLATES:
+                    rows.append(len(texts))
+                    texts.append(t.format(s))
+        by_synonym.append(rows)
+    ids = torch.from_numpy(tokenizer.encode_batch(texts, context_length))
+    return ids, by_name, by_synonym
+
+
+def trim(ids: torch.Tensor) -> torch.Tensor:
+    """Drop padding columns beyond the longest sequence (causal attention makes
+    the pooled output independent of them)."""
+    longest = int((ids != 0).sum(dim=1).max())
+    return ids[:, :max(2, longest)]
+
+
+@torch.no_grad()
+def zero_shot(model: MiniClip, bank: clipdata.ArtBank, backgrounds: torch.Tensor, text: torch.Tensor,
+              crops_per_tile: int, seed: int, size: int, batch: int = 512) -> float:
+    """Top-1 accuracy of crops of every art tile against all category embeddings."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    indices = torch.arange(len(bank)).repeat(crops_per_tile)
+    correct = 0
+    for start in range(0, len(indices), batch):
+        idx = indices[start:start + batch]
+        crops = clipdata.synthesize(bank, idx, backgrounds, g, clipdata.CropConfig(size=size))
+        pred = (model.encode_image(crops) @ text.T).argmax(dim=1)
+        correct += int((pred == bank.labels[idx]).sum())
+    model.train()
+    return correct / len(indices)
+
+
+@torch.no_grad()
+def fixed_batch_loss(model: MiniClip, bank: clipdata.ArtBank, backgrounds: torch.Tensor, ids: torch.Tensor,
+                     by_name: list[list[int]], size: int, count: int) -> float:
+    """Contrastive loss on a fixed, seeded batch: the first ``count`` categories,
+    their first art tile and their first name caption."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    by_label = bank.by_label()
+    classes = sorted(by_label)[:count]
+    crops = clipdata.synthesize(bank, torch.tensor([by_label[c][0] for c in classes]), backgrounds, g,
+                                clipdata.CropConfig(size=size))
+    text = model.encode_text(trim(ids[torch.tensor([by_name[c][0] for c in classes])]))
+    logits = model.logit_scale.exp().clamp(max=100) * model.encode_image(crops) @ text.T
+    target = torch.arange(len(classes))
+    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    model.train(was_training)
+    return float(loss)
+
+
+def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or "position" in name or "token" in name or "logit_scale" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m vildtrain train_clip", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="training/runs/miniclip", help="run directory (state, log)")
+    ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="where the final model is saved")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=192)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--widths", default="32,64,128,256")
+    ap.add_argument("--embed-dim", type=int, default=256)
+    ap.add_argument("--context-length", type=int, default=24)
+    ap.add_argument("--text-width", type=int, default=192)
+    ap.add_argument("--text-layers", type=int, default=3)
+    ap.add_argument("--backgrounds", type=int, default=1024)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-crops", type=int, default=2, help="held-out crops per art tile")
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--stop-after", type=int, default=0, help="exit after this step (resume later)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prototype-weight", type=float, default=1.0,
+                    help="weight of the auxiliary losses tying images and captions to per-category prototypes")
+    ap.add_argument("--max-categories", type=int, default=0, help="use only the first N categories (smoke tests)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+
+    from vildtrain import clip_tokenizer
+    from vildtrain.art import STYLES_HELDOUT, STYLES_TRAIN, ArtLibrary
+    from vildtrain.categories import load_categories
+
+    categories = load_categories()
+    if args.max_categories:
+        categories = categories[:args.max_categories]
+    tokenizer = clip_tokenizer.load()
+    art = ArtLibrary()
+    train_bank = clipdata.build_art_bank(art, categories, STYLES_TRAIN)
+    heldout_banks = {}
+    for style in STYLES_HELDOUT:
+        try:
+            heldout_banks[style] = clipdata.build_art_bank(art, categories, (style,))
+        except ValueError:
+            pass
+    backgrounds = clipdata.build_backgrounds(args.backgrounds, seed=args.seed)
+    eval_backgrounds = clipdata.build_backgrounds(256, seed=EVAL_SEED)
+    by_label = train_bank.by_label()
+    print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles, "
+          f"held-out tiles {({k: len(v) for k, v in heldout_banks.items()})}, "
+          f"setup {time.time() - t_start:.1f}s", file=sys.stderr)
+
+    cfg = MiniClipConfig(image_size=args.image_size, embed_dim=args.embed_dim,
+                         widths=tuple(int(w) for w in args.widths.split(",")),
+                         vocab_size=tokenizer.vocab_size, context_length=args.context_length,
+                         text_width=args.text_width, text_layers=args.text_layers)
+    model = MiniClip(cfg)
+    ids, by_name, by_synonym = caption_table(categories, tokenizer, cfg.context_length)
+    # Per-category prototypes (trainer-only, discarded after training): images and
+    # captions are both classified against them, which gives both towers a strong
+    # signal from the first step; the CLIP loss aligns the towers directly.
+    prototypes = torch.nn.Parameter(torch.randn(len(categories), cfg.embed_dim) * 0.02)
+    groups = param_groups(model, args.weight_decay) + [{"params": [prototypes], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    state_path = os.path.join(args.out, "state.pt")
+    step = 0
+    if os.path.exists(state_path):
+        state = torch.load(state_path, map_location="cpu")
+        if state["config"] != asdict(cfg) or state["args"]["steps"] != args.steps:
+            print(f"train_clip: {state_path} is from a different configuration; "
+                  f"delete it or use another --out", file=sys.stderr)
+            return 2
+        model.load_state_dict(state["model"])
+        prototypes.data.copy_(state["prototypes"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        print(f"train_clip: resuming at step {step}", file=sys.stderr)
+
+    log = open(os.path.join(args.out, "log.jsonl"), "a")
+    fixed_start = fixed_batch_loss(model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size,
+                                   min(args.batch, len(categories)))
+    crop_cfg = clipdata.CropConfig(size=cfg.image_size)
+    n_classes = len(categories)
+    batch = min(args.batch, n_classes)
+    t_last, s_last = time.time(), step
+    model.train()
+    while step < args.steps:
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        classes = torch.randperm(n_classes, generator=g)[:batch]
+        tiles, rows = [], []
+        for c in classes.tolist():
+            options = by_label[c]
+            tiles.append(options[int(torch.randint(0, len(options), (1,), generator=g))])
+            pool = by_synonym[c] if by_synonym[c] and float(torch.rand(1, generator=g)) < SYNONYM_P else by_name[c]
+            rows.append(pool[int(torch.randint(0, len(pool), (1,), generator=g))])
+        crops = clipdata.synthesize(train_bank, torch.tensor(tiles), backgrounds, g, crop_cfg)
+        text_ids = trim(ids[torch.tensor(rows)])
+
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        img = model.encode_image(crops)
+        txt = model.encode_text(text_ids)
+        scale = model.logit_scale.exp().clamp(max=100)
+        logits = scale * img @ txt.T
+        target = torch.arange(batch)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        if args.prototype_weight > 0:
+            p = F.normalize(prototypes, dim=-1)
+            img_proto = PROTOTYPE_SCALE * img @ p.T
+            txt_proto = PROTOTYPE_SCALE * txt @ p.T
+            loss = loss + args.prototype_weight * (F.cross_entropy(img_proto, classes) +
+                                                   F.cross_entropy(txt_proto, classes)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+
+        if step % args.log_every == 0 or step == args.steps:
+            now = time.time()
+            rate = (step - s_last) / max(1e-9, now - t_last)
+            eta = (args.steps - step) / max(rate, 1e-9)
+            acc = float((logits.argmax(1) == target).float().mean())
+            if args.prototype_weight > 0:
+                print(f"  prototype acc: image {float((img_proto.argmax(1) == classes).float().mean()):.2f} "
+                      f"text {float((txt_proto.argmax(1) == classes).float().mean()):.2f}", file=sys.stderr)
+            rec = {"step": step, "loss": round(float(loss), 4), "batch_acc": round(acc, 3),
+                   "scale": round(float(scale), 2), "lr": opt.param_groups[0]["lr"],
+                   "steps_per_s": round(rate, 3), "images_per_s": round(rate * batch, 1),
+                   "eta_s": round(eta), "elapsed_s": round(now - t_start)}
+            print(f"step {step}/{args.steps} loss {rec['loss']:.3f} acc {acc:.2f} scale {rec['scale']} "
+                  f"{rec['images_per_s']} img/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            t_last, s_last = now, step
+        if step % args.save_every == 0 or step == args.steps:
+            tmp = state_path + ".tmp"
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "prototypes": prototypes.detach(),
+                        "config": asdict(cfg), "args": vars(args)}, tmp)
+            os.replace(tmp, state_path)
+        if args.stop_after and step >= args.stop_after and step < args.steps:
+            print(f"train_clip: stopping at step {step} as asked; rerun to resume", file=sys.stderr)
+            return 0
+        if step % args.eval_every == 0 and step < args.steps:
+            model.eval()
+            text = model.text_embeddings([c.name for c in categories], tokenizer)
+            acc = zero_shot(model, train_bank, eval_backgrounds, text, 1, EVAL_SEED, cfg.image_size)
+            print(f"step {step}: zero-shot top-1 (seen styles) {acc:.3f}", file=sys.stderr, flush=True)
+            log.write(json.dumps({"step": step, "zero_shot_seen": acc}) + "\n")
+            model.train()
+
+    model.eval()
+    text = model.text_embeddings([c.name for c in categories], tokenizer)
+    metrics = {"categories": n_classes, "steps": args.steps, "batch": batch,
+               "zero_shot_top1": {"seen": zero_shot(model, train_bank, eval_backgrounds, text,
+                                                     args.eval_crops, EVAL_SEED, cfg.image_size)}}
+    for style, bank in heldout_banks.items():
+        metrics["zero_shot_top1"][style] = zero_shot(model, bank, eval_backgrounds, text, args.eval_crops,
+                                                      EVAL_SEED, cfg.image_size)
+    metrics["fixed_batch_loss"] = {"start": fixed_start, "end": fixed_batch_loss(
+        model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size, min(args.batch, len(categories)))}
+    metrics["train_seconds"] = round(time.time() - t_start)
+    metrics["command"] = "python3 -m vildtrain train_clip " + " ".join(argv)
+    print("train_clip: " + json.dumps(metrics), file=sys.stderr)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    save_miniclip(model, args.checkpoint, extra={"metrics": metrics, "seed": args.seed})
+    log.close()
+    return 0
