@@ -1,10 +1,11 @@
 """Train the ViLD detector on pictogram world (Gu et al. 2022, section 3).
 
-    python3 -m vildtrain train_detector --out training/runs/detector [--time-budget 85] [--resume]
+    python3 -m vildtrain train_detector --out training/runs/detector --time-budget 85 [--resume]
 
-Scenes are generated on the fly in DataLoader workers: sample i of the run is
-scene ``scenes.scene_rng(seed, i)`` with ``label_novel=False``, so novel objects
-are in the pictures but never annotated. Per step:
+Scenes are generated on the fly (in-process, or in DataLoader workers with
+``--workers``): scene i of the run is ``scenes.scene_rng(seed, i)`` with
+``label_novel=False``, so novel objects are in the pictures but never
+annotated. Per step:
 
 * RPN losses (torchvision) on base boxes only;
 * ViLD-text: RoIs sampled as in Faster R-CNN (base boxes only; everything else,
@@ -17,12 +18,19 @@ are in the pictures but never annotated. Per step:
   mini-CLIP's averaged, renormalised embeddings are the targets of an L1 loss on
   the image head, weighted by ``--distill-weight``.
 
+Work is spread over ``--procs`` data-parallel processes of ``--threads`` torch
+threads each (default 2 x 1: on two cores this is much faster than one process
+with two threads, whose many small tensor ops stall at OpenMP barriers whenever
+another process takes a core). Gradients and BatchNorm statistics are averaged
+every step, so all processes hold the same model.
+
 The schedule (AdamW, linear warm-up, cosine decay) is fixed by the total step
-count. With ``--time-budget`` the trainer times the first ``--calibrate`` steps
-and, if ``--steps`` would overrun the budget, shrinks the total once to fit; the
-total is stored in the checkpoint, so a resumed run continues the same schedule
-and, because scene i depends only on (seed, i) and the RNG states are saved,
-reaches the same weights as an uninterrupted one. Checkpoints go to
+count. With ``--time-budget`` (minutes) the trainer times the first
+``--calibrate`` steps and, if ``--steps`` would overrun the budget, shrinks the
+total once to fit; it also stops at the budget whatever happens. The total is
+stored in the checkpoint, scene i depends only on (seed, i) and every step
+reseeds the RNG from (seed, step, process), so a resumed run continues the same
+schedule and reaches the same weights as an uninterrupted one. Checkpoints go to
 OUT/checkpoint.pt every ``--checkpoint-every`` seconds and at the end; the final
 model is OUT/detector.pt (read by ``export`` and ``evaluate``).
 """
@@ -100,14 +108,18 @@ def collate(batch):
     return images, targets
 
 
-class IndexRange(torch.utils.data.Sampler):
-    """Indices start..stop-1 in order (resuming = starting later)."""
+class StepBatches(torch.utils.data.Sampler):
+    """Per step, this process's share of the global batch: step s covers scenes
+    s*B .. s*B+B-1, and process r of w takes the r-th of w equal slices."""
 
-    def __init__(self, start: int, stop: int) -> None:
-        self.start, self.stop = start, stop
+    def __init__(self, start: int, stop: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+        self.per = batch // world
 
     def __iter__(self):
-        return iter(range(self.start, self.stop))
+        for s in range(self.start, self.stop):
+            first = s * self.batch + self.rank * self.per
+            yield list(range(first, first + self.per))
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -192,36 +204,26 @@ def base_categories(categories) -> tuple[list, dict[int, int]]:
     return base, {c.id: i + 1 for i, c in enumerate(base)}
 
 
-def _rng_state(g: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "sampler": g.get_state(), "python": random.getstate(),
-            "numpy": np.random.get_state()}
-
-
-def _set_rng_state(state: dict, g: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    g.set_state(state["sampler"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vildtrain train_detector", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="training/runs/detector")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=4000, help="total steps (an upper bound with --time-budget)")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6000, help="total steps (an upper bound with --time-budget)")
+    ap.add_argument("--batch", type=int, default=8, help="images per step, over all processes")
     ap.add_argument("--size", type=int, default=384, help="scene size (px)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--clip-grad", type=float, default=10.0)
-    ap.add_argument("--distill-weight", type=float, default=1.0, help="weight of the ViLD-image L1 loss")
+    ap.add_argument("--distill-weight", type=float, default=0.5, help="weight of the ViLD-image L1 loss (paper: 0.5)")
     ap.add_argument("--distill-top", type=int, default=8, help="top proposals per image distilled")
     ap.add_argument("--distill-random", type=int, default=4, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--time-budget", type=float, default=0.0,
+    ap.add_argument("--procs", type=int, default=2,
+                    help="data-parallel processes (gradients averaged each step; one per core)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (0: scenes in-process)")
+    ap.add_argument("--time-budget", type=float, default=85.0,
                     help="minutes for the whole run (0 = no budget); the step count shrinks to fit")
     ap.add_argument("--calibrate", type=int, default=30, help="steps timed before fitting the budget")
     ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
@@ -233,16 +235,76 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _Group:
+    """Gradient and buffer averaging over the data-parallel processes (a no-op alone)."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def mean_(self, tensors: list[Tensor]) -> None:
+        if self.world == 1 or not tensors:
+            return
+        import torch.distributed as dist
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
+
+    def from_rank0(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.broadcast(t, 0)
+        return t.tolist()
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The RNG seed of one process at one step: resuming needs no saved RNG state."""
+    return (seed * 1_000_003 + step * 64 + rank) % (2 ** 63)
+
+
 def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] | None = None,
           cfg: DetectorConfig | None = None) -> dict:
     """Run (or resume) training; returns a summary dict. ``clip`` and ``categories``
     default to the committed mini-CLIP and category table, ``cfg`` to the default
     architecture (its embedding size and input size are taken from the mini-CLIP and
-    ``--size``)."""
+    ``--size``). With ``--procs`` > 1 the work is spread over that many processes."""
+    if args.batch % args.procs:
+        raise ValueError(f"train_detector: --batch {args.batch} is not a multiple of --procs {args.procs}")
+    os.makedirs(args.out, exist_ok=True)
+    if args.procs == 1:
+        return _train(0, 1, args, clip, categories, argv, cfg)
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_spawned, args=(args.procs, port, args, clip, categories, argv, cfg), nprocs=args.procs, join=True)
+    with open(os.path.join(args.out, "last_run.json")) as f:
+        return json.load(f)
+
+
+def _spawned(rank: int, world: int, port: int, args, clip, categories, argv, cfg) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        _train(rank, world, args, clip, categories, argv, cfg)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(rank: int, world: int, args: argparse.Namespace, clip, categories, argv, cfg) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
+    group = _Group(rank, world)
+    lead = rank == 0
     if categories is None:
         from vildtrain.categories import load_categories
         categories = load_categories()
@@ -259,120 +321,136 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
     cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size)
     model = build_detector(cfg)
     sampler = make_sampler(cfg)
-    g = torch.Generator().manual_seed(args.seed + 1)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+    g = torch.Generator()
+    params = list(model.parameters())
+    buffers = [b for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     command = "python3 -m vildtrain train_detector " + " ".join(shlex.quote(a) for a in (argv or []))
     step, total, elapsed_before = 0, args.steps, 0.0
     history: list[dict] = []
     if args.resume and os.path.exists(ckpt_path):
         blob = torch.load(ckpt_path, map_location="cpu")
+        if blob["settings"]["batch"] != args.batch:
+            raise ValueError("train_detector: --resume needs the --batch of the interrupted run")
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         step, total = blob["step"], blob["total"]
         elapsed_before = blob["elapsed"]
         history = blob.get("history", [])
-        _set_rng_state(blob["rng"], g)
-        print(f"train_detector: resumed at step {step}/{total}", file=sys.stderr, flush=True)
+        if lead:
+            print(f"train_detector: resumed at step {step}/{total}", file=sys.stderr, flush=True)
     weights = LossWeights(text=args.text_weight, image=args.distill_weight)
-    settings = {k: v for k, v in vars(args).items()}
+    settings = dict(vars(args))
+    t_start = time.time()
 
     def save(path: str) -> None:
         tmp = path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "total": total,
-                    "elapsed": elapsed_before + (time.time() - t_start), "rng": _rng_state(g),
-                    "config": cfg.to_dict(), "settings": settings, "history": history}, tmp)
+                    "elapsed": elapsed_before + (time.time() - t_start), "config": cfg.to_dict(),
+                    "settings": settings, "history": history}, tmp)
         os.replace(tmp, path)
 
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories)
-    # The loaders get their own generator so that creating one does not draw from the
-    # global RNG (which the RPN and RoI samplers use): resuming stays exact.
+
     def make_loader(start: int, stop: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=args.batch, sampler=IndexRange(start * args.batch, stop * args.batch),
+        # Its own generator: creating a loader must not draw from the global RNG.
+        return DataLoader(dataset, batch_sampler=StepBatches(start, stop, args.batch, rank, world),
                           num_workers=args.workers, collate_fn=collate, generator=torch.Generator(),
                           prefetch_factor=4 if args.workers > 0 else 2)
 
-    loader = make_loader(step, total)
     model.train()
-    t_start = time.time()
     t_last_ckpt = t_start
     ema: dict[str, float] = {}
     steps_this_run = 0
     budget_s = args.time_budget * 60.0
-    calibrated = step >= args.calibrate
-    t_calib = None
-    it = iter(loader)
+    calibrated = step >= args.calibrate or budget_s <= 0
+    t_calib: tuple[float, int] | None = None
+    it = iter(make_loader(step, total))
     while step < total:
-        try:
-            images, targets = next(it)
-        except StopIteration:
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, args.lr, args.warmup)
+        images, targets = next(it)
+        torch.manual_seed(step_seed(args.seed, step, rank))
+        g.manual_seed(step_seed(args.seed + 1, step, rank))
+        for group_ in opt.param_groups:
+            group_["lr"] = lr_at(step, total, args.lr, args.warmup)
         loss, parts = train_step(model, clip, sampler, images, targets, base_text, weights,
                                  args.distill_top, args.distill_random, g)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=False)
         loss.backward()
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        group.mean_([p.grad for p in params])
         if args.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
         opt.step()
+        with torch.no_grad():
+            group.mean_(buffers)
+            shown = torch.tensor([parts[k] for k in LOSS_KEYS] + [float(loss)], dtype=torch.float64)
+            group.mean_([shown])
         step += 1
         steps_this_run += 1
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"train_detector: loss is {float(loss)} at step {step}")
-        for k, v in parts.items():
+        if not math.isfinite(float(shown[-1])):
+            raise FloatingPointError(f"train_detector: loss is {float(shown[-1])} at step {step}")
+        for k, v in zip(LOSS_KEYS, shown.tolist()):
             ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
         now = time.time()
         elapsed = elapsed_before + now - t_start
+        # Rank 0 decides when to stop and whether to shrink the run; everyone follows.
+        new_total, stop = total, 0.0
         if steps_this_run == 3:
             t_calib = (now, step)
-        if not calibrated and budget_s > 0 and t_calib is not None and step >= args.calibrate:
+        if lead and not calibrated and t_calib is not None and step >= args.calibrate:
             rate = (step - t_calib[1]) / max(1e-6, now - t_calib[0])
             fit = step + int(rate * max(0.0, budget_s - elapsed) * 0.97)
             if fit < total:
-                print(f"train_detector: {total} steps would overrun the {args.time_budget:.0f} min budget at "
-                      f"{rate:.2f} steps/s; training {fit} steps", file=sys.stderr, flush=True)
-                total = fit
-                it = None  # the loader's range is rebuilt for the shorter run
-                loader = make_loader(step, total)
-                it = iter(loader)
+                print(f"train_detector: {total} steps would overrun the {args.time_budget:g} min budget at "
+                      f"{rate * args.batch:.2f} images/s; training {fit} steps", file=sys.stderr, flush=True)
+                new_total = fit
+        if lead and budget_s > 0 and elapsed >= budget_s:
+            print(f"train_detector: time budget reached at step {step}/{total}", file=sys.stderr, flush=True)
+            new_total = step
+        if args.max_steps_now and steps_this_run >= args.max_steps_now:
+            stop = 1.0
+        if not calibrated and step >= args.calibrate:
             calibrated = True
-        if step % args.log_every == 0 or step == total:
+        new_total, stop = (int(v) for v in group.from_rank0([float(new_total), stop]))
+        if new_total != total:
+            total = new_total
+            it = iter(make_loader(step, total))  # the shorter run's range
+        if lead and (step % args.log_every == 0 or step == total):
             rate = steps_this_run * args.batch / max(1e-6, now - t_start)
             eta = (total - step) * args.batch / max(1e-6, rate)
-            row = {"step": step, "lr": opt.param_groups[0]["lr"], "images_per_s": rate, "elapsed_s": elapsed,
-                   **{k: round(v, 4) for k, v in ema.items()}}
+            row = {"step": step, "lr": opt.param_groups[0]["lr"], "images_per_s": round(rate, 3),
+                   "elapsed_s": round(elapsed, 1), **{k: round(v, 4) for k, v in ema.items()}}
             history.append(row)
-            print(f"step {step}/{total} loss {float(loss):.3f} "
+            print(f"step {step}/{total} loss {float(shown[-1]):.3f} "
                   + " ".join(f"{k} {ema[k]:.3f}" for k in LOSS_KEYS)
-                  + f" | {rate:.1f} img/s elapsed {elapsed / 60:.1f} min ETA {eta / 60:.1f} min",
+                  + f" | {rate:.2f} img/s elapsed {elapsed / 60:.1f} min ETA {eta / 60:.1f} min",
                   file=sys.stderr, flush=True)
-        if now - t_last_ckpt >= args.checkpoint_every:
+        if lead and now - t_last_ckpt >= args.checkpoint_every:
             save(ckpt_path)
             t_last_ckpt = now
-        if budget_s > 0 and elapsed >= budget_s:
-            print(f"train_detector: time budget reached at step {step}/{total}", file=sys.stderr, flush=True)
-            total = step
+        if stop:
             break
-        if args.max_steps_now and steps_this_run >= args.max_steps_now:
-            break
-    save(ckpt_path)
     done = step >= total
     summary = {"step": step, "total": total, "done": done, "elapsed_s": elapsed_before + time.time() - t_start,
                "final": {k: round(v, 4) for k, v in ema.items()}}
-    if done:
-        model.eval()
-        save_checkpoint(os.path.join(args.out, "detector.pt"), model, extra={
-            "command": command, "seed": args.seed, "settings": settings, "steps": step,
-            "images_seen": step * args.batch, "train_seconds": summary["elapsed_s"],
-            "distill_weight": args.distill_weight, "base_categories": [c.name for c in base],
-            "history": history})
-        with open(os.path.join(args.out, "summary.json"), "w") as f:
+    if lead:
+        save(ckpt_path)
+        if done:
+            model.eval()
+            save_checkpoint(os.path.join(args.out, "detector.pt"), model, extra={
+                "command": command, "seed": args.seed, "settings": settings, "steps": step,
+                "images_seen": step * args.batch, "train_seconds": summary["elapsed_s"],
+                "distill_weight": args.distill_weight, "base_categories": [c.name for c in base],
+                "history": history})
+            with open(os.path.join(args.out, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+        with open(os.path.join(args.out, "last_run.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary
 

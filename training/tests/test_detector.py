@@ -1,0 +1,288 @@
+"""The ViLD detector: inference semantics against torchvision and docs/bundle.md,
+the losses, and a tiny end-to-end training run (resumable, finite losses)."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vildtrain import infer, losses
+from vildtrain.detector import DetectorConfig, build_detector, load_checkpoint
+
+TINY = DetectorConfig(embed_dim=32, stem_channels=8, widths=(8, 16, 16, 16), blocks=(1, 1, 1, 1), fpn_channels=16,
+                      head_hidden=32, rpn_batch_per_image=64, box_batch_per_image=64,
+                      rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=60,
+                      rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50)
+
+
+def tiny_clip():
+    """A small, randomly initialised mini-CLIP: the interface of the real one at a
+    fraction of the cost (the smoke tests check mechanics, not accuracy)."""
+    from vildtrain.miniclip import MiniClip, MiniClipConfig
+    torch.manual_seed(1)
+    cfg = MiniClipConfig(image_size=32, embed_dim=32, widths=(8, 16, 16, 16), vocab_size=4096, context_length=32,
+                         text_width=32, text_layers=1, text_heads=2)
+    return MiniClip(cfg).eval()
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    m = build_detector(TINY)
+    # Spread the RPN logits so top-k and NMS orders are far from ties.
+    for p in m.rpn.head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return m.eval()
+
+
+def scene_image(w: int, h: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    arr[h // 4: h // 2, w // 4: w // 2] = [250, 20, 20]
+    return Image.fromarray(arr)
+
+
+# ---------------------------------------------------------------- preprocess
+
+@pytest.mark.parametrize("size,resized,padded", [
+    ((384, 256), (256, 384), (256, 384)),     # (w, h) -> (h, w): no resize
+    ((600, 300), (192, 384), (192, 384)),     # downscale, no padding needed
+    ((700, 280), (154, 384), (192, 384)),     # downscale, pad rows to 64
+    ((150, 61), (156, 384), (192, 384)),      # upscale, 61*384/150 = 156.16
+    ((5, 1000), (384, 2), (384, 64)),         # the short side keeps >= 1 px
+])
+def test_preprocess_sizes(size, resized, padded):
+    img = scene_image(*size)
+    p = infer.preprocess(img, DetectorConfig())
+    assert p.resized == resized
+    assert tuple(p.image.shape[2:]) == padded
+    assert p.scale == (resized[0] / size[1], resized[1] / size[0])
+    # padding is zero after normalisation
+    assert float(p.image[..., resized[0]:, :].abs().sum()) == 0.0
+    assert float(p.image[..., :, resized[1]:].abs().sum()) == 0.0
+
+
+def test_preprocess_exact_when_no_resize():
+    img = scene_image(384, 256)
+    cfg = DetectorConfig()
+    p = infer.preprocess(img, cfg)
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
+    want = (x - torch.tensor(cfg.mean).view(3, 1, 1)) / torch.tensor(cfg.std).view(3, 1, 1)
+    assert torch.equal(p.image[0], want)
+
+
+def test_resized_size_rounds_half_up():
+    assert infer.resized_size(100, 200, 384) == (192, 384)
+    assert infer.resized_size(1, 768, 384) == (1, 384)       # 0.5 rounds up to 1
+    assert infer.resized_size(3, 768, 384) == (2, 384)       # 1.5 rounds up to 2
+
+
+# ---------------------------------------------------------------- regions
+
+def test_regions_match_torchvision_rpn_and_pooler():
+    m = tiny_model()
+    img = scene_image(300, 200)
+    r = infer.regions(m, img)
+    feats = m.backbone(r.prepared.image)
+    with torch.no_grad():
+        boxes, scores = m.rpn.filter_proposals(*_rpn_inputs(m, r, feats))
+    assert r.proposals.shape[0] == boxes[0].shape[0] > 0
+    assert torch.equal(r.proposals, boxes[0])
+    torch.testing.assert_close(torch.sigmoid(r.proposal_logits), scores[0], rtol=0, atol=0)
+    assert r.proposals.shape[0] <= TINY.rpn_post_nms_top_n_test
+    # anchors: torchvision's AnchorGenerator, level by level, h*w*A each
+    for name, stride in zip(TINY.level_names, TINY.strides):
+        h, w = r.outputs[f"rpn_logits_{name}"].shape[2:]
+        a = r.anchors[name]
+        assert a.shape == (h * w * 3, 4)
+        # location-major, anchor-minor: anchor 3 is anchor 0 shifted by one stride in x
+        torch.testing.assert_close(a[3] - a[0], torch.tensor([stride, 0, stride, 0], dtype=torch.float32))
+    # pooled features: MultiScaleRoIAlign with torchvision's level mapping
+    assert r.rois.shape == (r.proposals.shape[0], TINY.fpn_channels, 7, 7)
+    # refined boxes are inside the original image
+    assert float(r.boxes[:, 2].max()) <= 300 and float(r.boxes[:, 3].max()) <= 200
+    assert torch.allclose(r.text_embeddings.norm(dim=1), torch.ones(len(r.boxes)), atol=1e-5)
+
+
+def _rpn_inputs(m, r, feats):
+    from torchvision.models.detection.rpn import concat_box_prediction_layers
+    feats = list(feats.values())
+    logits, deltas = m.rpn.head(feats)
+    il = m.image_list(r.prepared.image, [r.prepared.resized])
+    anchors = m.rpn.anchor_generator(il, feats)
+    counts = [o[0].numel() for o in logits]
+    obj, pred = concat_box_prediction_layers(logits, deltas)
+    props = m.rpn.box_coder.decode(pred, anchors).view(1, -1, 4)
+    return props, obj, [r.prepared.resized], counts
+
+
+# ---------------------------------------------------------------- scoring
+
+def _unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def test_class_probabilities_follow_the_contract():
+    t = _unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
+    bg = _unit([1, 1, 1])[0]
+    text = _unit([1, 0.2, 0], [0.1, 0.1, 1])
+    image = _unit([0.3, 1, 0], [0, 0.5, 1])
+    r = infer.Regions(None, {}, {}, torch.zeros(2, 4), torch.zeros(2), torch.zeros(2, 1, 1, 1), text, image,
+                      torch.zeros(2, 4), torch.zeros(2, 4))
+    vocab = infer.Vocabulary(["a", "b", "c"], t, [True, False, True])
+    tau, lam = 0.05, 2 / 3
+    p_text = torch.softmax(torch.cat([text @ bg.view(-1, 1), text @ t.t()], 1) / tau, 1)[:, 1:]
+    p_img = torch.softmax(image @ t.t() / tau, 1)
+    torch.testing.assert_close(infer.class_probabilities(r, vocab, bg, "text", tau, lam), p_text)
+    torch.testing.assert_close(infer.class_probabilities(r, vocab, bg, "image", tau, lam), p_img)
+    ens = infer.class_probabilities(r, vocab, bg, "ensemble", tau, lam)
+    for k, base in enumerate(vocab.base):
+        w = lam if base else 1 - lam
+        torch.testing.assert_close(ens[:, k], p_text[:, k] ** w * p_img[:, k] ** (1 - w))
+    # the text head keeps probability mass for the background; the image head does not
+    assert (p_text.sum(1) < 1).all()
+
+
+def test_shared_labels_sum_and_postprocess():
+    vocab = infer.Vocabulary(["dog", "cat", "dog"], torch.zeros(3, 2), [True, True, True])
+    probs = torch.tensor([[0.3, 0.4, 0.2], [0.05, 0.01, 0.0], [0.1, 0.6, 0.1], [0.5, 0.1, 0.3]])
+    merged, labels = infer.label_probabilities(probs, vocab)
+    assert labels == ["dog", "cat"]
+    torch.testing.assert_close(merged, torch.tensor([[0.5, 0.4], [0.05, 0.01], [0.2, 0.6], [0.8, 0.1]]))
+    boxes = torch.tensor([[0, 0, 10, 10], [50, 50, 60, 60], [1, 1, 10, 10], [1, 0, 10, 10]], dtype=torch.float32)
+    dets = infer.postprocess(boxes, merged, labels, score_threshold=0.1, nms_iou=0.5, max_detections=10,
+                             runners_up=1)
+    # region 1 is below the threshold; regions 0 and 3 are both "dog" and overlap: 3 wins;
+    # region 2 is "cat" and survives beside them
+    assert [(d.label, round(d.score, 3)) for d in dets] == [("dog", 0.8), ("cat", 0.6)]
+    assert dets[0].box == [1.0, 0.0, 10.0, 10.0]
+    assert dets[0].runners_up == [("cat", pytest.approx(0.1))]
+    assert len(infer.postprocess(boxes, merged, labels, 0.1, 0.5, max_detections=1)) == 1
+
+
+def test_detect_all_heads_on_a_tiny_model():
+    m = tiny_model()
+    clip = tiny_clip()
+    r = infer.regions(m, scene_image(200, 160))
+    vocab = infer.Vocabulary(["dog", "cat", "kettle"], clip.text_embeddings(["dog", "cat", "kettle"]),
+                             [True, True, False])
+    for head in infer.HEADS:
+        dets = infer.detect(m, r, vocab, head, clip=clip, score_threshold=0.0)
+        assert dets, head
+        assert all(d.label in {"dog", "cat", "kettle"} and 0 <= d.score <= 1 for d in dets)
+        assert all(0 <= d.box[0] <= d.box[2] <= 200 and 0 <= d.box[1] <= d.box[3] <= 160 for d in dets)
+        assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+
+
+# ---------------------------------------------------------------- losses
+
+def test_losses():
+    cls = _unit([1, 0], [0, 1])
+    bg = _unit([-1, -1])[0]
+    region = _unit([1, 0.01], [-1, -1.01])
+    # region 0 is class 1, region 1 is background: tiny loss; swapped labels: large
+    good = losses.vild_text_loss(region, torch.tensor([1, 0]), cls, bg, 0.01)
+    bad = losses.vild_text_loss(region, torch.tensor([0, 2]), cls, bg, 0.01)
+    assert float(good) < 1e-3 < 10 < float(bad)
+    d = losses.distillation_loss(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    assert math.isclose(float(d), 1.0)  # mean over regions of the L1 norm: (2 + 0) / 2
+    deltas = torch.tensor([[0.0, 0, 0, 0], [1.0, 0, 0, 0]])
+    targets = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
+    # only the positive region (label > 0) counts, normalised by both regions
+    assert math.isclose(float(losses.box_regression_loss(deltas, targets, torch.tensor([1, 0]))),
+                        (1 - 0.5 / 9) / 2, rel_tol=1e-6)
+
+
+def test_crops_are_square_and_scaled():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    b1 = losses.crop_boxes(boxes, 1.0)
+    torch.testing.assert_close(b1, torch.tensor([[0.0, 20.0, 40.0, 60.0]]))
+    b15 = losses.crop_boxes(boxes, 1.5)
+    torch.testing.assert_close(b15, torch.tensor([[-10.0, 10.0, 50.0, 70.0]]))
+    # a crop of a constant patch reads that constant
+    img = torch.zeros(1, 3, 100, 100)
+    img[:, :, 20:60, 0:40] = 0.5
+    crop = losses.crop_images(img, [boxes], 8, 1.0)
+    assert crop.shape == (1, 3, 8, 8)
+    torch.testing.assert_close(crop, torch.full_like(crop, 0.5))
+
+
+def test_teacher_embeddings_average_the_two_crops():
+    clip = tiny_clip()
+    img = torch.rand(1, 3, 96, 96)
+    boxes = [torch.tensor([[10.0, 10.0, 50.0, 40.0], [30.0, 30.0, 90.0, 90.0]])]
+    got = losses.crop_embeddings(clip, img, boxes)
+    e1 = clip.encode_image(losses.crop_images(img, boxes, 32, 1.0))
+    e2 = clip.encode_image(losses.crop_images(img, boxes, 32, 1.5))
+    torch.testing.assert_close(got, F.normalize(e1 + e2, dim=-1))
+
+
+# ---------------------------------------------------------------- training
+
+def _args(out, *extra):
+    from vildtrain.train_detector import build_parser
+    return build_parser().parse_args(["--out", str(out), "--batch", "2", "--size", "128", "--procs", "1",
+                                      "--warmup", "2", "--log-every", "1", "--lr", "1e-3", "--time-budget", "0",
+                                      *extra])
+
+
+def test_training_step_learns_a_fixed_batch():
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import LossWeights, SceneStream, base_categories, collate, make_sampler, train_step
+    torch.manual_seed(0)
+    clip = tiny_clip()
+    cats = load_categories()[:80]
+    base, index = base_categories(cats)
+    images, targets = collate([SceneStream(3, 10, index, size=128, categories=cats)[i] for i in range(2)])
+    assert all(int(t["labels"].min()) >= 1 for t in targets if len(t["labels"]))
+    base_text = clip.text_embeddings([c.name for c in base])
+    model = build_detector(TINY).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    sampler, g = make_sampler(TINY), torch.Generator().manual_seed(0)
+    seen = []
+    for _ in range(12):
+        loss, parts = train_step(model, clip, sampler, images, targets, base_text, LossWeights(), 8, 4, g)
+        assert all(math.isfinite(v) for v in parts.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen.append(float(loss))
+    assert np.mean(seen[-3:]) < 0.7 * np.mean(seen[:3]), seen
+
+
+def test_train_smoke_resume_equals_uninterrupted(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import train
+    clip = tiny_clip()
+    cats = load_categories()[:80]  # a smaller vocabulary keeps the text embeddings quick
+    assert {c.split for c in cats} == {"base", "novel"}
+    a = train(_args(tmp_path / "a", "--steps", "3"), clip=clip, categories=cats, cfg=TINY, argv=["--steps", "3"])
+    assert a["done"] and a["step"] == 3
+    assert all(math.isfinite(v) for v in a["final"].values())
+    model_a, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
+    assert extra["seed"] == 0 and extra["steps"] == 3 and "train_detector" in extra["command"]
+    assert extra["distill_weight"] == 0.5
+
+    first = train(_args(tmp_path / "b", "--steps", "3", "--max-steps-now", "1"), clip=clip, categories=cats,
+                  cfg=TINY)
+    assert not first["done"] and first["step"] == 1
+    assert not os.path.exists(tmp_path / "b" / "detector.pt")
+    second = train(_args(tmp_path / "b", "--steps", "3", "--resume"), clip=clip, categories=cats, cfg=TINY)
+    assert second["done"] and second["step"] == 3
+    model_b, _ = load_checkpoint(str(tmp_path / "b" / "detector.pt"))
+    for (name, pa), pb in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_train_data_parallel_processes(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import train
+    args = _args(tmp_path, "--steps", "2")
+    args.procs = 2
+    summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
+    assert summary["done"] and summary["step"] == 2
+    assert all(math.isfinite(v) for v in summary["final"].values())
+    model, extra = load_checkpoint(str(tmp_path / "detector.pt"))
+    assert extra["images_seen"] == 4 and extra["settings"]["procs"] == 2
