@@ -80,3 +80,29 @@ def test_markdown_table_has_every_method_and_set():
     md = markdown({s: {m: row for _, m in methods} for s, _ in sets}, sets, methods)
     assert "| ViLD-text | 0.200 | 0.400 | 0.200 | 0.400 |" in md
     assert md.count("| ViLD-ensemble |") == 3
+
+
+def test_evaluate_command_end_to_end_serial_equals_parallel(tmp_path):
+    import json
+
+    from test_detector import tiny_clip, tiny_model
+    from vildtrain.detector import save_checkpoint
+    from vildtrain.evaluate import main
+    from vildtrain.miniclip import save_miniclip
+
+    save_checkpoint(str(tmp_path / "det.pt"), tiny_model(), extra={"command": "train", "train_seconds": 1.0})
+    save_miniclip(tiny_clip(), str(tmp_path / "clip.pt"), half=False)
+    common = ["--checkpoint", str(tmp_path / "det.pt"), "--miniclip", str(tmp_path / "clip.pt"),
+              "--data", str(tmp_path / "data"), "--sets", "seen", "--count", "4", "--clip-proposals", "10"]
+    assert main([*common, "--procs", "1", "--out", str(tmp_path / "serial")]) == 0
+    assert main([*common, "--procs", "2", "--out", str(tmp_path / "parallel")]) == 0
+    with open(tmp_path / "data" / "seen" / "annotations.json") as f:
+        assert len(json.load(f)["images"]) == 4
+    serial = json.loads((tmp_path / "serial" / "results.json").read_text())
+    parallel = json.loads((tmp_path / "parallel" / "results.json").read_text())
+    assert serial["results"] == parallel["results"]
+    row = serial["results"]["seen"]["ensemble"]
+    assert row["all"]["categories"] == row["novel"]["categories"] + row["base"]["categories"] > 0
+    assert 0.0 <= row["all"]["AP"] <= row["all"]["AP50"] <= 1.0
+    md = (tmp_path / "serial" / "results.md").read_text()
+    assert "mini-CLIP on crops" in md and "seen styles" in md

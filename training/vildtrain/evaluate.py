@@ -237,6 +237,38 @@ def markdown(results: dict, sets: list[tuple[str, str]], methods: list[tuple[str
     return "\n".join(out)
 
 
+def _shard(job: tuple) -> dict[str, dict]:
+    """One process's share of a set (run under ``ProcessPoolExecutor``)."""
+    checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads = job
+    torch.set_num_threads(threads)
+    from vildtrain.detector import load_checkpoint
+    from vildtrain.infer import Vocabulary
+    from vildtrain.miniclip import load_miniclip
+    model, _ = load_checkpoint(checkpoint)
+    clip = load_miniclip(miniclip)
+    vocab = Vocabulary(labels, torch.from_numpy(embeddings), base)
+    return run_set(model, clip, s, vocab, name_to_id, clip_proposals)
+
+
+def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, name_to_id: dict[str, int],
+                     clip_proposals: int, procs: int, threads: int = 1) -> dict[str, dict]:
+    """:func:`run_set` over ``procs`` processes, each taking every procs-th image."""
+    import concurrent.futures
+    import multiprocessing
+    jobs = []
+    for r in range(procs):
+        part = SceneSet(f"{s.name}[{r}]", s.root, s.images[r::procs], {})
+        jobs.append((checkpoint, miniclip, vocab.labels, vocab.embeddings.numpy(), vocab.base, part, name_to_id,
+                     clip_proposals, threads))
+    merged: dict[str, dict] = {m: {} for _, m in METHODS}
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+        for part in pool.map(_shard, jobs):
+            for m, d in part.items():
+                merged[m].update(d)
+    return merged
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
@@ -246,6 +278,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--count", type=int, default=500, help="images per set")
     ap.add_argument("--clip-proposals", type=int, default=50,
                     help="top proposals per image classified by the mini-CLIP row")
+    ap.add_argument("--procs", type=int, default=2, help="processes (one torch thread each)")
     ap.add_argument("--out", default="training/runs/eval")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -265,7 +298,11 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     for key, _ in chosen:
         s = ensure_set(args.data, key, args.count)
-        dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals)
+        if args.procs > 1:
+            dts = run_set_parallel(args.checkpoint, args.miniclip, s, vocab, name_to_id, args.clip_proposals,
+                                   args.procs)
+        else:
+            dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals)
         results[key] = {}
         for _, m in METHODS:
             ap_per_cat = evaluate_detections(s.gts, dts[m], [c.id for c in cats])
@@ -274,7 +311,8 @@ def main(argv: list[str]) -> int:
     table = markdown(results, chosen, METHODS)
     meta = {"checkpoint": args.checkpoint, "images_per_set": args.count, "clip_proposals": args.clip_proposals,
             "command": "python3 -m vildtrain evaluate " + " ".join(argv), "eval_seconds": round(time.time() - t0, 1),
-            "train_seconds": extra.get("train_seconds"), "training_command": extra.get("command")}
+            "train_seconds": extra.get("train_seconds"), "training_command": extra.get("command"),
+            "training_steps": extra.get("steps"), "images_seen": extra.get("images_seen")}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
