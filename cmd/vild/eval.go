@@ -2,13 +2,300 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vild/vild/detector"
+	"github.com/vild/vild/eval"
+	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/imageio"
 )
 
-// runEval is the hook for `vild eval --annotations COCO.json --images DIR`
-// (COCO-style AP/AP50 for novel, base and all categories, issue 4 item 6);
-// replace this file with the implementation.
+// evalConfig is what `vild eval` is told.
+type evalConfig struct {
+	Annotations string
+	Images      string
+	Heads       []detector.Head
+	Limit       int // first N images; 0 = all
+	JSON        bool
+	Model       modelConfig
+	// ProgressEvery is how many images pass between progress lines.
+	ProgressEvery int
+}
+
+// evalMethods names each head as training/vildtrain/evaluate.py's table does,
+// in its row order.
+var evalMethods = []struct {
+	Head   detector.Head
+	Method string
+}{{detector.HeadText, "ViLD-text"}, {detector.HeadImage, "ViLD-image"}, {detector.HeadEnsemble, "ViLD-ensemble"}}
+
+func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer) (evalConfig, error) {
+	var c evalConfig
+	env := &envSource{get: getenv}
+	fs := flag.NewFlagSet("vild eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Annotations, "annotations", "", "COCO detection `FILE` (images, annotations, categories with split base/novel)")
+	fs.StringVar(&c.Images, "images", "", "`DIR` holding the images' file_name paths")
+	head := fs.String("head", "all", "ensemble, text, image, or all three")
+	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
+	fs.BoolVar(&c.JSON, "json", false, "print a JSON report instead of the table")
+	fs.IntVar(&c.ProgressEvery, "progress-every", 50, "images between progress lines on stderr (0: none)")
+	addModelFlags(fs, env, &c.Model)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	errs := env.errs
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	if c.Annotations == "" || c.Images == "" {
+		errs = append(errs, errors.New("give --annotations COCO.json and --images DIR"))
+	}
+	if c.Limit < 0 || c.ProgressEvery < 0 {
+		errs = append(errs, errors.New("--limit and --progress-every must not be negative"))
+	}
+	switch h := detector.Head(*head); h {
+	case "all":
+		for _, m := range evalMethods {
+			c.Heads = append(c.Heads, m.Head)
+		}
+	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
+		c.Heads = []detector.Head{h}
+	default:
+		errs = append(errs, fmt.Errorf("--head must be ensemble, text, image or all, not %q", *head))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("eval: %w", err)
+	}
+	return c, nil
+}
+
 func runEval(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("eval: not implemented in this build yet")
+	cfg, err := parseEvalConfig(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	return evalWith(ctx, cfg, loadModel, stdout, os.Stderr)
+}
+
+// evalWith reads the annotations, loads the model and prints the report.
+func evalWith(ctx context.Context, cfg evalConfig, load loader, stdout, stderr io.Writer) error {
+	gt, err := eval.ReadCOCOFile(cfg.Annotations)
+	if err != nil {
+		return err
+	}
+	m, err := load(ctx, cfg.Model)
+	if err != nil {
+		return fmt.Errorf("eval: load model: %w", err)
+	}
+	defer m.Close()
+	rep, err := evaluateModel(ctx, cfg, gt, m, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", " ")
+		return enc.Encode(rep)
+	}
+	_, err = io.WriteString(stdout, rep.table())
+	return err
+}
+
+// evalReport is `vild eval --json`.
+type evalReport struct {
+	Model          string       `json:"model"`
+	Annotations    string       `json:"annotations"`
+	Images         int          `json:"images"`
+	Categories     int          `json:"categories"`
+	ScoreThreshold float32      `json:"score_threshold"`
+	MaxDetections  int          `json:"max_detections"`
+	Seconds        float64      `json:"seconds"`
+	Heads          []headReport `json:"heads"`
+}
+
+type headReport struct {
+	Head       detector.Head    `json:"head"`
+	Method     string           `json:"method"`
+	Summary    eval.Summary     `json:"summary"`
+	Categories []categoryReport `json:"categories"`
+}
+
+type categoryReport struct {
+	ID    int64    `json:"id"`
+	Name  string   `json:"name"`
+	Split string   `json:"split,omitempty"`
+	NumGT int      `json:"num_gt"`
+	AP    *float64 `json:"AP"`   // null without ground truth
+	AP50  *float64 `json:"AP50"` // null without ground truth
+}
+
+// evaluateModel runs every image through the detector once (Regions), scores
+// the regions with each head against the annotation file's whole category
+// list, with the model's post-processing defaults (the settings the Python
+// evaluation uses), and evaluates each head's detections.
+func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model, stderr io.Writer) (*evalReport, error) {
+	start := time.Now()
+	gt = gt.FirstImages(cfg.Limit)
+	if len(gt.Categories) == 0 {
+		return nil, errors.New("eval: the annotations list no categories")
+	}
+	vocab, err := evalVocabulary(ctx, gt, m)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[string]int64, len(gt.Categories))
+	for _, c := range gt.Categories {
+		ids[c.Name] = c.ID
+	}
+	opts := m.Info.Defaults
+	opts.RunnersUp = 0
+	dets := make([][]eval.ImageDetections, len(cfg.Heads))
+	progress := func(done int) {
+		if stderr == nil || cfg.ProgressEvery == 0 || (done%cfg.ProgressEvery != 0 && done != len(gt.Images)) {
+			return
+		}
+		el := time.Since(start).Seconds()
+		rate := float64(done) / max(el, 1e-9)
+		fmt.Fprintf(stderr, "eval: %d/%d images (%.2f img/s, ETA %.1f min)\n", done, len(gt.Images), rate,
+			float64(len(gt.Images)-done)/max(rate, 1e-9)/60)
+	}
+	for i, im := range gt.Images {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("eval: %w", err)
+		}
+		r, err := evalRegions(ctx, cfg.Images, im, m.Detector)
+		if err != nil {
+			return nil, err
+		}
+		for h, head := range cfg.Heads {
+			o := opts
+			o.Head = head
+			res, err := m.Detector.Score(ctx, r, vocab, o)
+			if err != nil {
+				return nil, fmt.Errorf("eval: %s: %s head: %w", im.FileName, head, err)
+			}
+			d := eval.ImageDetections{ImageID: im.ID, Detections: make([]eval.Detection, 0, len(res.Detections))}
+			for _, x := range res.Detections {
+				id, ok := ids[x.Label]
+				if !ok {
+					return nil, fmt.Errorf("eval: %s: the detector reported label %q, not a category", im.FileName, x.Label)
+				}
+				// x, y, w, h in float64 from the float32 corners, as the Python evaluation converts
+				x1, y1 := float64(x.Box[0]), float64(x.Box[1])
+				d.Detections = append(d.Detections, eval.Detection{CategoryID: id,
+					BBox: [4]float64{x1, y1, float64(x.Box[2]) - x1, float64(x.Box[3]) - y1}, Score: float64(x.Score)})
+			}
+			dets[h] = append(dets[h], d)
+		}
+		progress(i + 1)
+	}
+	rep := &evalReport{Model: m.Info.ID, Annotations: cfg.Annotations, Images: len(gt.Images),
+		Categories: len(gt.Categories), ScoreThreshold: opts.ScoreThreshold, MaxDetections: opts.MaxDetections}
+	for h, head := range cfg.Heads {
+		res := eval.Evaluate(gt, dets[h])
+		hr := headReport{Head: head, Method: methodName(head), Summary: res.Summary}
+		for _, c := range res.Categories {
+			hr.Categories = append(hr.Categories, categoryReport{ID: c.ID, Name: c.Name, Split: c.Split, NumGT: c.NumGT,
+				AP: finiteOrNil(c.Mean()), AP50: finiteOrNil(c.AP50())})
+		}
+		rep.Heads = append(rep.Heads, hr)
+	}
+	rep.Seconds = math.Round(time.Since(start).Seconds()*10) / 10
+	return rep, nil
+}
+
+// evalVocabulary embeds every category name (the bundle's precomputed
+// embeddings serve names it knows). A category is base when the file says so;
+// without a split, when the model was trained on it.
+func evalVocabulary(ctx context.Context, gt *eval.COCO, m *model) (*detector.Vocabulary, error) {
+	modelBase := handlers.BaseNames(m.Info.BaseCategories)
+	names := make([]string, 0, len(gt.Categories))
+	var base []string
+	for _, c := range gt.Categories {
+		names = append(names, c.Name)
+		if c.Split == "base" || (c.Split == "" && modelBase[strings.ToLower(strings.TrimSpace(c.Name))]) {
+			base = append(base, c.Name)
+		}
+	}
+	vocab, err := handlers.BuildVocabulary(ctx, m.Embedder, handlers.BaseNames(base), handlers.VocabularySpec{Categories: names})
+	if err != nil {
+		return nil, fmt.Errorf("eval: vocabulary: %w", err)
+	}
+	return vocab, nil
+}
+
+// evalRegions reads, decodes and checks one image and runs the
+// vocabulary-independent stages on it.
+func evalRegions(ctx context.Context, dir string, im eval.Image, d detector.Detector) (*detector.Regions, error) {
+	path := filepath.Join(dir, filepath.FromSlash(im.FileName))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("eval: image %d: %w", im.ID, err)
+	}
+	img, err := imageio.Decode(data, imageio.DefaultLimits)
+	if err != nil {
+		return nil, fmt.Errorf("eval: %s: %w", path, err)
+	}
+	if b := img.Image.Bounds(); b.Dx() != im.Width || b.Dy() != im.Height {
+		return nil, fmt.Errorf("eval: %s is %dx%d but the annotations say %dx%d", path, b.Dx(), b.Dy(), im.Width, im.Height)
+	}
+	r, err := d.Regions(ctx, img.Image)
+	if err != nil {
+		return nil, fmt.Errorf("eval: %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func methodName(h detector.Head) string {
+	for _, m := range evalMethods {
+		if m.Head == h {
+			return m.Method
+		}
+	}
+	return string(h)
+}
+
+func finiteOrNil(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+// table is the report in the layout of the Python evaluation's per-set table
+// (three decimals, "nan" for a group without ground truth), so the two diff.
+func (r *evalReport) table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d images, %d categories, model %s (score threshold %g, at most %d detections per image)\n\n",
+		r.Annotations, r.Images, r.Categories, r.Model, r.ScoreThreshold, r.MaxDetections)
+	b.WriteString("| method | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, h := range r.Heads {
+		s := h.Summary
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", h.Method,
+			f3(s.Novel.AP), f3(s.Novel.AP50), f3(s.Base.AP), f3(s.Base.AP50), f3(s.All.AP), f3(s.All.AP50))
+	}
+	if len(r.Heads) > 0 {
+		s := r.Heads[0].Summary
+		fmt.Fprintf(&b, "\n(%d novel and %d base categories with ground truth; AP = AP@[.5:.95]; %.1f s.)\n",
+			s.Novel.Categories, s.Base.Categories, r.Seconds)
+	}
+	return b.String()
+}
+
+func f3(v float64) string {
+	if math.IsNaN(v) {
+		return "nan"
+	}
+	return fmt.Sprintf("%.3f", v)
 }
