@@ -286,3 +286,14 @@ def test_train_data_parallel_processes(tmp_path):
     assert all(math.isfinite(v) for v in summary["final"].values())
     model, extra = load_checkpoint(str(tmp_path / "detector.pt"))
     assert extra["images_seen"] == 4 and extra["settings"]["procs"] == 2
+
+
+def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import train
+    args = _args(tmp_path, "--steps", "50")
+    args.time_budget = 1e-4  # minutes: spent during setup, so the first step is the last
+    summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
+    assert summary["done"] and summary["step"] == summary["total"] == 1
+    _, extra = load_checkpoint(str(tmp_path / "detector.pt"))
+    assert extra["steps"] == 1

@@ -276,35 +276,9 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
     ``--size``). With ``--procs`` > 1 the work is spread over that many processes."""
     if args.batch % args.procs:
         raise ValueError(f"train_detector: --batch {args.batch} is not a multiple of --procs {args.procs}")
+    t_launch = time.time()  # the time budget counts from here, setup included
     os.makedirs(args.out, exist_ok=True)
-    if args.procs == 1:
-        return _train(0, 1, args, clip, categories, argv, cfg)
-    import socket
-    import torch.multiprocessing as mp
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_spawned, args=(args.procs, port, args, clip, categories, argv, cfg), nprocs=args.procs, join=True)
-    with open(os.path.join(args.out, "last_run.json")) as f:
-        return json.load(f)
-
-
-def _spawned(rank: int, world: int, port: int, args, clip, categories, argv, cfg) -> None:
-    import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        _train(rank, world, args, clip, categories, argv, cfg)
-    finally:
-        dist.destroy_process_group()
-
-
-def _train(rank: int, world: int, args: argparse.Namespace, clip, categories, argv, cfg) -> dict:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    group = _Group(rank, world)
-    lead = rank == 0
+    torch.set_num_threads(max(args.threads, args.procs))
     if categories is None:
         from vildtrain.categories import load_categories
         categories = load_categories()
@@ -314,9 +288,40 @@ def _train(rank: int, world: int, args: argparse.Namespace, clip, categories, ar
     clip.eval()
     for p in clip.parameters():
         p.requires_grad_(False)
-    base, base_index = base_categories(categories)
+    base, _ = base_categories(categories)
     with torch.no_grad():
         base_text = clip.text_embeddings([c.name for c in base]).float()
+    shared = (clip, categories, base_text, t_launch)
+    if args.procs == 1:
+        return _train(0, 1, args, shared, argv, cfg)
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_spawned, args=(args.procs, port, args, shared, argv, cfg), nprocs=args.procs, join=True)
+    with open(os.path.join(args.out, "last_run.json")) as f:
+        return json.load(f)
+
+
+def _spawned(rank: int, world: int, port: int, args, shared, argv, cfg) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        _train(rank, world, args, shared, argv, cfg)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv, cfg) -> dict:
+    clip, categories, base_text, t_launch = shared
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    group = _Group(rank, world)
+    lead = rank == 0
+    base, base_index = base_categories(categories)
 
     cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size)
     model = build_detector(cfg)
@@ -345,7 +350,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, clip, categories, ar
             print(f"train_detector: resumed at step {step}/{total}", file=sys.stderr, flush=True)
     weights = LossWeights(text=args.text_weight, image=args.distill_weight)
     settings = dict(vars(args))
-    t_start = time.time()
+    t_start = t_launch
 
     def save(path: str) -> None:
         tmp = path + ".tmp"
@@ -363,7 +368,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, clip, categories, ar
                           prefetch_factor=4 if args.workers > 0 else 2)
 
     model.train()
-    t_last_ckpt = t_start
+    t_last_ckpt = t_loop = time.time()
     ema: dict[str, float] = {}
     steps_this_run = 0
     budget_s = args.time_budget * 60.0
@@ -422,7 +427,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, clip, categories, ar
             total = new_total
             it = iter(make_loader(step, total))  # the shorter run's range
         if lead and (step % args.log_every == 0 or step == total):
-            rate = steps_this_run * args.batch / max(1e-6, now - t_start)
+            rate = steps_this_run * args.batch / max(1e-6, now - t_loop)
             eta = (total - step) * args.batch / max(1e-6, rate)
             row = {"step": step, "lr": opt.param_groups[0]["lr"], "images_per_s": round(rate, 3),
                    "elapsed_s": round(elapsed, 1), **{k: round(v, 4) for k, v in ema.items()}}
