@@ -1,7 +1,8 @@
 // Package testbundle gives tests the bundles that the golden parity harness
 // runs over — the committed random-weight fixture testdata/tinybundle (made by
-// `python3 -m vildtrain fixture_bundle`) and the default bundle models/default
-// when it is present — and an ONNX Runtime, or a skip when the library is absent.
+// `python3 -m vildtrain fixture_bundle`), the default bundle models/default
+// when it is present, and any bundle directories listed in $VILD_TEST_BUNDLES
+// — and an ONNX Runtime, or a skip when the library is absent.
 package testbundle
 
 import (
@@ -18,6 +19,12 @@ import (
 
 // FixtureDir is the random-weight fixture bundle, relative to the repository root.
 const FixtureDir = "testdata/tinybundle"
+
+// EnvBundles names the environment variable that adds bundle directories to
+// All: a list separated like $PATH (":" on Unix), each absolute or relative
+// to the repository root. It lets the harness check any export, for example
+// `VILD_TEST_BUNDLES=/tmp/export go test ./detector/... ./textbank/...`.
+const EnvBundles = "VILD_TEST_BUNDLES"
 
 // Root returns the repository root (the directory holding go.mod).
 func Root(t testing.TB) string {
@@ -48,20 +55,35 @@ func Fixture(t testing.TB) *bundle.Bundle {
 	return b
 }
 
-// All opens every bundle the parity harness covers: the fixture, and
-// models/default when it holds a manifest.
+// All opens every bundle the parity harness covers: the fixture,
+// models/default when it holds a manifest, and every directory listed in
+// $VILD_TEST_BUNDLES (which must each be a bundle: a typo fails the test
+// rather than silently testing less).
 func All(t testing.TB) []*bundle.Bundle {
 	t.Helper()
+	root := Root(t)
 	out := []*bundle.Bundle{Fixture(t)}
-	def := filepath.Join(Root(t), "models", "default")
-	if _, err := os.Stat(filepath.Join(def, bundle.ManifestFile)); err == nil {
-		b, err := bundle.Open(def)
+	open := func(dir string) {
+		b, err := bundle.Open(dir)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("testbundle: %v", err)
 		}
 		out = append(out, b)
+	}
+	def := filepath.Join(root, "models", "default")
+	if _, err := os.Stat(filepath.Join(def, bundle.ManifestFile)); err == nil {
+		open(def)
 	} else {
-		t.Logf("testbundle: no default bundle in models/default yet; testing the fixture only")
+		t.Logf("testbundle: no default bundle in models/default yet")
+	}
+	for _, dir := range filepath.SplitList(os.Getenv(EnvBundles)) {
+		if dir == "" {
+			continue
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(root, dir)
+		}
+		open(dir)
 	}
 	return out
 }
