@@ -11,7 +11,7 @@ from vildtrain.miniclip import MiniClip, MiniClipConfig, load_miniclip, save_min
 
 TINY = ["--batch", "8", "--max-categories", "8", "--image-size", "32", "--widths", "8,16,16,32",
         "--text-width", "32", "--text-layers", "1", "--embed-dim", "32", "--backgrounds", "16",
-        "--eval-every", "100000", "--eval-crops", "1", "--warmup", "5", "--lr", "1e-2", "--threads", "1"]
+        "--eval-every", "100000", "--eval-crops", "1", "--warmup", "5", "--lr", "1e-2", "--threads", "1", "--procs", "2"]
 
 
 def tiny_config() -> MiniClipConfig:

@@ -148,7 +148,52 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--prototype-weight", type=float, default=1.0,
                     help="weight of the auxiliary losses tying images and captions to per-category prototypes")
     ap.add_argument("--max-categories", type=int, default=0, help="use only the first N categories (smoke tests)")
+    ap.add_argument("--procs", type=int, default=2,
+                    help="data-parallel processes (gradients averaged every step); each uses --threads threads")
     args = ap.parse_args(argv)
+    if args.procs < 1 or args.batch % args.procs:
+        print(f"train_clip: --batch {args.batch} must be a positive multiple of --procs {args.procs}", file=sys.stderr)
+        return 2
+    if args.procs == 1:
+        return _run(0, 1, 0, args, argv)
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.spawn(_spawned, args=(args.procs, port, args, argv), nprocs=args.procs, join=True)
+    del context
+    return 0
+
+
+def _spawned(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[str]) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        code = _run(rank, world, port, args, argv)
+        if code:
+            raise SystemExit(code)
+    finally:
+        dist.destroy_process_group()
+
+
+def _mean_(tensors: list[torch.Tensor], world: int) -> None:
+    """Average tensors over the data-parallel processes, in place."""
+    if world == 1 or not tensors:
+        return
+    import torch.distributed as dist
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[str]) -> int:
+    lead = rank == 0
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -176,9 +221,10 @@ def main(argv: list[str]) -> int:
     backgrounds = clipdata.build_backgrounds(args.backgrounds, seed=args.seed)
     eval_backgrounds = clipdata.build_backgrounds(256, seed=EVAL_SEED)
     by_label = train_bank.by_label()
-    print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles, "
-          f"held-out tiles {({k: len(v) for k, v in heldout_banks.items()})}, "
-          f"setup {time.time() - t_start:.1f}s", file=sys.stderr)
+    if lead:
+        print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles, "
+              f"held-out tiles {({k: len(v) for k, v in heldout_banks.items()})}, {world} process(es), "
+              f"setup {time.time() - t_start:.1f}s", file=sys.stderr)
 
     cfg = MiniClipConfig(image_size=args.image_size, embed_dim=args.embed_dim,
                          widths=tuple(int(w) for w in args.widths.split(",")),
@@ -205,15 +251,18 @@ def main(argv: list[str]) -> int:
         prototypes.data.copy_(state["prototypes"])
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
-        print(f"train_clip: resuming at step {step}", file=sys.stderr)
+        if lead:
+            print(f"train_clip: resuming at step {step}", file=sys.stderr)
 
-    log = open(os.path.join(args.out, "log.jsonl"), "a")
+    log = open(os.path.join(args.out, "log.jsonl"), "a") if lead else None
     fixed_start = fixed_batch_loss(model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size,
                                    min(args.batch, len(categories)))
     crop_cfg = clipdata.CropConfig(size=cfg.image_size)
     n_classes = len(categories)
     batch = min(args.batch, n_classes)
+    batch -= batch % world
     t_last, s_last = time.time(), step
+    params = [p for group in opt.param_groups for p in group["params"]]
     model.train()
     while step < args.steps:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -224,7 +273,10 @@ def main(argv: list[str]) -> int:
             tiles.append(options[int(torch.randint(0, len(options), (1,), generator=g))])
             pool = by_synonym[c] if by_synonym[c] and float(torch.rand(1, generator=g)) < SYNONYM_P else by_name[c]
             rows.append(pool[int(torch.randint(0, len(pool), (1,), generator=g))])
-        crops = clipdata.synthesize(train_bank, torch.tensor(tiles), backgrounds, g, crop_cfg)
+        # this process's share of the batch; its own generator for the pixels
+        classes, tiles, rows = classes[rank::world], tiles[rank::world], rows[rank::world]
+        g_local = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 64 + rank)
+        crops = clipdata.synthesize(train_bank, torch.tensor(tiles), backgrounds, g_local, crop_cfg)
         text_ids = trim(ids[torch.tensor(rows)])
 
         for group in opt.param_groups:
@@ -233,7 +285,7 @@ def main(argv: list[str]) -> int:
         txt = model.encode_text(text_ids)
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T
-        target = torch.arange(batch)
+        target = torch.arange(len(classes))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         if args.prototype_weight > 0:
             p = F.normalize(prototypes, dim=-1)
@@ -243,10 +295,19 @@ def main(argv: list[str]) -> int:
                                                    F.cross_entropy(txt_proto, classes)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        _mean_([p.grad for p in params if p.grad is not None], world)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
+
+        if step % args.save_every == 0 or step == args.steps or (step % args.eval_every == 0):
+            # BatchNorm statistics are per process: average them before anything is saved or evaluated
+            _mean_([b for b in model.buffers() if b.is_floating_point()], world)
+        if not lead:
+            if args.stop_after and step >= args.stop_after and step < args.steps:
+                return 0
+            continue
 
         if step % args.log_every == 0 or step == args.steps:
             now = time.time()
@@ -282,6 +343,8 @@ def main(argv: list[str]) -> int:
             log.write(json.dumps({"step": step, "zero_shot_seen": acc}) + "\n")
             model.train()
 
+    if not lead:
+        return 0
     model.eval()
     text = model.text_embeddings([c.name for c in categories], tokenizer)
     metrics = {"categories": n_classes, "steps": args.steps, "batch": batch,
@@ -294,6 +357,7 @@ def main(argv: list[str]) -> int:
         model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size, min(args.batch, len(categories)))}
     metrics["train_seconds"] = round(time.time() - t_start)
     metrics["command"] = "python3 -m vildtrain train_clip " + " ".join(argv)
+    metrics["processes"] = world
     print("train_clip: " + json.dumps(metrics), file=sys.stderr)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
