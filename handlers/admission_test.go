@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"image"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers/handlerstest"
 )
 
@@ -100,6 +102,41 @@ func TestQueueWaitAndDeadline(t *testing.T) {
 	if rec := e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(png)); rec.Code != 200 {
 		t.Fatalf("after the deadline: %d %s", rec.Code, rec.Body)
 	}
+}
+
+// The request deadline counts the time spent queued: a request that waits for
+// a worker longer than the deadline gets 504 and never reaches the detector.
+func TestDeadlineIncludesQueueTime(t *testing.T) {
+	det := &stubbornDetector{ColorDetector: &handlerstest.ColorDetector{}, release: make(chan struct{}), started: make(chan struct{}, 1)}
+	e := newEnv(t, func(d *Deps) {
+		d.Detector = det
+		d.Config.Workers, d.Config.QueueLength = 1, 1
+		d.Config.MaxQueueWait = time.Hour // only the deadline can end the wait
+		d.Config.RequestTimeout = 200 * time.Millisecond
+	})
+	png := scenePNG(t)
+	holder := make(chan *httptest.ResponseRecorder)
+	go func() { holder <- e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(png)) }()
+	<-det.started // the only worker is held until released
+	wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(png)), 504, "timeout")
+	if n := det.RegionsCalls.Load(); n != 0 {
+		t.Fatalf("the queued request reached the detector (%d calls)", n)
+	}
+	close(det.release)
+	<-holder // its own deadline has passed too; whether the detector noticed in time does not matter here
+}
+
+// stubbornDetector holds the worker in Regions until released, whatever the
+// context says.
+type stubbornDetector struct {
+	*handlerstest.ColorDetector
+	release, started chan struct{}
+}
+
+func (d *stubbornDetector) Regions(ctx context.Context, img image.Image) (*detector.Regions, error) {
+	d.started <- struct{}{}
+	<-d.release
+	return d.ColorDetector.Regions(ctx, img)
 }
 
 func TestClientGoneFreesWorker(t *testing.T) {

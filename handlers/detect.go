@@ -113,14 +113,14 @@ func (h *api) runImage(ctx context.Context, data []byte, vocab *detector.Vocabul
 	out := &outcome{}
 	queued, err := h.queue.do(ctx, func(ctx context.Context) error {
 		t := time.Now()
-		img, err := h.deps.Decoder.Decode(ctx, data)
+		img, err := h.decode(ctx, data)
 		if err != nil {
 			return err
 		}
 		out.img = img
 		out.timings.Decode = since(t)
 		h.metrics.stage("decode", time.Since(t))
-		regions, err := h.deps.Detector.Regions(ctx, img)
+		regions, err := h.regions(ctx, img)
 		if err != nil {
 			return err
 		}
@@ -142,21 +142,48 @@ func (h *api) runImage(ctx context.Context, data []byte, vocab *detector.Vocabul
 	return out, nil
 }
 
-// score runs the vocabulary-dependent stage and applies the output cap.
+// decode decodes an untrusted image. A panic in the decoder is the image's
+// fault as far as the client can tell: it becomes 400 corrupt-image (the cause
+// goes to the log) and the worker carries on.
+func (h *api) decode(ctx context.Context, data []byte) (img image.Image, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			img, err = nil, badRequest("corrupt-image", "the image could not be decoded", fmt.Errorf("decoder panic: %v", v))
+		}
+	}()
+	return h.deps.Decoder.Decode(ctx, data)
+}
+
+// regions runs the vocabulary-independent stages and records their latencies.
+func (h *api) regions(ctx context.Context, img image.Image) (*detector.Regions, error) {
+	regions, err := h.deps.Detector.Regions(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	t := regions.Timings
+	for _, s := range []struct {
+		name string
+		d    time.Duration
+	}{{"preprocess", t.Preprocess}, {"backbone", t.Backbone}, {"proposals", t.Proposals},
+		{"roi_align", t.RoIAlign}, {"box_head", t.BoxHead}} {
+		if s.d > 0 {
+			h.metrics.stage(s.name, s.d)
+		}
+	}
+	return regions, nil
+}
+
+// score runs the vocabulary-dependent stage and applies the output cap. Only
+// the scoring latency is recorded: a detector's Result may carry the timings
+// of the Regions it scored (the pipeline's does), which ran once, earlier.
 func (h *api) score(ctx context.Context, regions *detector.Regions, vocab *detector.Vocabulary, opts detector.Options) (*detector.Result, error) {
 	res, err := h.deps.Detector.Score(ctx, regions, vocab, opts)
 	if err != nil {
 		return nil, err
 	}
 	res.Detections = capDetections(res.Detections, res.Width, res.Height, opts.MaxDetections)
-	for _, s := range []struct {
-		name string
-		d    time.Duration
-	}{{"preprocess", res.Timings.Preprocess}, {"backbone", res.Timings.Backbone}, {"proposals", res.Timings.Proposals},
-		{"roi_align", res.Timings.RoIAlign}, {"box_head", res.Timings.BoxHead}, {"scoring", res.Timings.Scoring}} {
-		if s.d > 0 {
-			h.metrics.stage(s.name, s.d)
-		}
+	if res.Timings.Scoring > 0 {
+		h.metrics.stage("scoring", res.Timings.Scoring)
 	}
 	return res, nil
 }

@@ -9,12 +9,15 @@ import (
 	"image/color"
 	"image/gif"
 	"image/png"
+	"io"
 	"mime/multipart"
-	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers/handlerstest"
 )
 
@@ -174,35 +177,105 @@ func TestDetectAnnotated(t *testing.T) {
 	wantProblem(t, rec, 406, "not-acceptable")
 }
 
+// Each image-carrying body kind at cap−1 and cap is served; at cap+1 it is
+// refused with 413, by Content-Length before any byte is read, or while
+// reading when the length is not announced.
 func TestBodyCap(t *testing.T) {
 	png := scenePNG(t)
-	limit := int64(len(png) + 100)
-	e := newEnv(t, func(d *Deps) { d.Config.MaxBodyBytes = limit; d.Config.MaxJSONImageBytes = limit * 2 })
-	pad := func(n int64) []byte { return append(append([]byte{}, png...), make([]byte, n-int64(len(png)))...) }
-	for _, c := range []struct {
-		name    string
-		size    int64
-		chunked bool
-		want    int
-	}{{"cap-1", limit - 1, false, 200}, {"cap", limit, false, 200}, {"cap+1", limit + 1, false, 413}, {"cap+1 chunked", limit + 1, true, 413}} {
-		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest("POST", "/v1/detect?categories=red", bytes.NewReader(pad(c.size)))
-			req.Header.Set("Content-Type", "image/png")
-			if c.chunked {
-				req.ContentLength = -1
-			}
-			rec := newRecorder(e, req)
-			if c.want == 413 {
-				wantProblem(t, rec, 413, "body-too-large")
-			} else if rec.Code != c.want {
-				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	limit := int64(len(png) + 1000)
+	jsonLimit := 2 * limit
+	e := newEnv(t, func(d *Deps) { d.Config.MaxBodyBytes = limit; d.Config.MaxJSONImageBytes = jsonLimit })
+	padPNG := func(n int) []byte { return append(append([]byte{}, png...), make([]byte, n-len(png))...) }
+	const boundary = "vild-test-boundary"
+	multipartOf := func(img []byte) []byte {
+		var b bytes.Buffer
+		mw := multipart.NewWriter(&b)
+		mw.SetBoundary(boundary)
+		mw.WriteField("categories", "red")
+		w, _ := mw.CreateFormFile("image", "scene.png")
+		w.Write(img)
+		mw.Close()
+		return b.Bytes()
+	}
+	overhead := len(multipartOf(nil))
+	kinds := []struct {
+		name, ct string
+		cap      int64
+		body     func(size int) []byte // a valid request of exactly size bytes
+	}{
+		{"raw", "image/png", limit, padPNG},
+		{"multipart", "multipart/form-data; boundary=" + boundary, limit, func(n int) []byte { return multipartOf(padPNG(n - overhead)) }},
+		{"base64 JSON", "application/json", jsonLimit, func(n int) []byte {
+			b := []byte(`{"image":"` + b64(png) + `","categories":["red"]}`)
+			return append(b, bytes.Repeat([]byte(" "), n-len(b))...) // whitespace after the value is allowed
+		}},
+	}
+	for _, k := range kinds {
+		for _, c := range []struct {
+			name    string
+			size    int64
+			chunked bool
+			want    int
+		}{{"cap-1", k.cap - 1, false, 200}, {"cap", k.cap, false, 200}, {"cap+1", k.cap + 1, false, 413}, {"cap+1 chunked", k.cap + 1, true, 413}} {
+			t.Run(k.name+" "+c.name, func(t *testing.T) {
+				body := k.body(int(c.size))
+				if int64(len(body)) != c.size {
+					t.Fatalf("built %d bytes, want %d", len(body), c.size)
+				}
+				url := "/v1/detect"
+				if k.name == "raw" {
+					url += "?categories=red"
+				}
+				req := httptest.NewRequest("POST", url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", k.ct)
+				if c.chunked {
+					req.ContentLength = -1
+				}
+				rec := newRecorder(e, req)
+				if c.want == 413 {
+					wantProblem(t, rec, 413, "body-too-large")
+				} else if rec.Code != c.want {
+					t.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+			})
+		}
+		t.Run(k.name+" refused by Content-Length before reading", func(t *testing.T) {
+			body := &unreadBody{}
+			req := httptest.NewRequest("POST", "/v1/detect?categories=red", body)
+			req.Header.Set("Content-Type", k.ct)
+			req.ContentLength = k.cap + 1
+			wantProblem(t, newRecorder(e, req), 413, "body-too-large")
+			if body.reads != 0 {
+				t.Fatalf("%d reads of a body whose Content-Length is over the cap", body.reads)
 			}
 		})
 	}
-	// The JSON cap is separate and larger (base64 is 4/3 of the bytes).
-	big := fmt.Sprintf(`{"image":%q,"categories":["red"]}`, b64(make([]byte, limit*2)))
-	wantProblem(t, e.postJSON(t, "/v1/detect", big), 413, "body-too-large")
+	// The default caps, 20 MiB raw and multipart and 28 MiB base64 JSON.
+	d := newEnv(t, nil)
+	for _, c := range []struct {
+		ct   string
+		size int64
+		want int
+	}{{"image/png", 20 << 20, 0}, {"multipart/form-data; boundary=x", 20 << 20, 0}, {"application/json", 28 << 20, 0},
+		{"image/png", 20<<20 + 1, 413}, {"multipart/form-data; boundary=x", 20<<20 + 1, 413}, {"application/json", 28<<20 + 1, 413}} {
+		body := &unreadBody{}
+		req := httptest.NewRequest("POST", "/v1/detect?categories=red", body)
+		req.Header.Set("Content-Type", c.ct)
+		req.ContentLength = c.size
+		rec := newRecorder(d, req)
+		switch {
+		case c.want == 413:
+			wantProblem(t, rec, 413, "body-too-large")
+		case rec.Code == 413 || body.reads == 0:
+			t.Fatalf("%s of %d bytes (the default cap) refused unread: %d", c.ct, c.size, rec.Code)
+		}
+	}
 }
+
+// unreadBody is an empty request body that counts its reads.
+type unreadBody struct{ reads int }
+
+func (b *unreadBody) Read(p []byte) (int, error) { b.reads++; return 0, io.EOF }
 
 func TestMultipartLimits(t *testing.T) {
 	tmp := t.TempDir()
@@ -272,7 +345,7 @@ func TestJSONStrict(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := wantProblem(t, e.postJSON(t, "/v1/detect", c.body), 400, c.slug)
-			if strings.Contains(p.Detail, long) || strings.Contains(p.Detail, "colour") && c.slug != "invalid-json" {
+			if strings.Contains(p.Detail, long) || strings.Contains(p.Detail, "colour") {
 				t.Fatalf("detail echoes input: %q", p.Detail)
 			}
 		})
@@ -321,7 +394,7 @@ func TestImageFormats(t *testing.T) {
 	t.Run("animated GIF: first frame", func(t *testing.T) {
 		pal := color.Palette{color.White, color.RGBA{255, 0, 0, 255}, color.RGBA{0, 0, 255, 255}}
 		anim := &gif.GIF{}
-		for i := 0; i < 200; i++ {
+		for i := 0; i < 1000; i++ {
 			fr := image.NewPaletted(image.Rect(0, 0, 64, 64), pal)
 			c := uint8(1)
 			if i > 0 {
@@ -349,8 +422,13 @@ func TestImageFormats(t *testing.T) {
 	})
 }
 
+// A decoder panic is answered 400 corrupt-image, any other panic 500; the
+// process and the worker slot survive both.
 func TestPanicsContained(t *testing.T) {
+	det := &panickyDetector{ColorDetector: &handlerstest.ColorDetector{}}
 	e := newEnv(t, func(d *Deps) {
+		d.Detector = det
+		d.Config.Workers, d.Config.QueueLength = 1, 1
 		d.Decoder = DecoderFunc(func(ctx context.Context, data []byte) (image.Image, error) {
 			if string(data) == "boom" {
 				panic("decoder bug")
@@ -358,16 +436,33 @@ func TestPanicsContained(t *testing.T) {
 			return handlerstest.Decoder{MaxSide: 1000, MaxPixels: 1000000}.Decode(ctx, data)
 		})
 	})
-	wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red", "image/png", strings.NewReader("boom")), 500, "internal")
-	// The process and the worker slot survive.
-	if rec := e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(scenePNG(t))); rec.Code != 200 {
-		t.Fatalf("after a panic: %d %s", rec.Code, rec.Body)
+	wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red", "image/png", strings.NewReader("boom")), 400, "corrupt-image")
+	wantProblem(t, e.do(t, "POST", "/v1/images", "image/png", strings.NewReader("boom")), 400, "corrupt-image")
+	det.panics.Store(true)
+	p := wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(scenePNG(t))), 500, "internal")
+	if strings.Contains(p.Detail, "detector bug") || strings.Contains(p.Detail, "goroutine") {
+		t.Fatalf("500 detail leaks the panic: %q", p.Detail)
 	}
-	// The project's decoders contain their own panics and report corrupt data.
-	d := handlerstest.Decoder{MaxSide: 1000, MaxPixels: 1000000}
-	if _, err := d.Decode(context.Background(), nil); err == nil {
-		t.Fatal("empty input decoded")
+	det.panics.Store(false)
+	// The process and the single worker slot survive.
+	for i := 0; i < 3; i++ {
+		if rec := e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(scenePNG(t))); rec.Code != 200 {
+			t.Fatalf("after the panics: %d %s", rec.Code, rec.Body)
+		}
 	}
+}
+
+// panickyDetector panics in Regions while panics is set.
+type panickyDetector struct {
+	*handlerstest.ColorDetector
+	panics atomic.Bool
+}
+
+func (d *panickyDetector) Regions(ctx context.Context, img image.Image) (*detector.Regions, error) {
+	if d.panics.Load() {
+		panic("detector bug")
+	}
+	return d.ColorDetector.Regions(ctx, img)
 }
 
 func TestOutputCap(t *testing.T) {

@@ -78,13 +78,13 @@ func (h *api) createImage(w http.ResponseWriter, r *http.Request) error {
 	var tm Timings
 	queued, err := h.queue.do(r.Context(), func(ctx context.Context) error {
 		t := time.Now()
-		img, err := h.deps.Decoder.Decode(ctx, in.images[0])
+		img, err := h.decode(ctx, in.images[0])
 		if err != nil {
 			return err
 		}
 		tm.Decode = since(t)
 		h.metrics.stage("decode", time.Since(t))
-		regions, err = h.deps.Detector.Regions(ctx, img)
+		regions, err = h.regions(ctx, img)
 		return err
 	})
 	if err != nil {

@@ -133,7 +133,7 @@ func jsonMessage(err error) string {
 	case errors.As(err, &te):
 		return fmt.Sprintf("field %q has the wrong type (want %s)", te.Field, te.Type)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+		return "unknown field (the API docs list the accepted fields)" // the name is input: not echoed
 	case strings.Contains(err.Error(), "exceeded max depth"):
 		return "nested too deeply"
 	case errors.As(err, &ie):

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/vild/vild/detector"
 )
@@ -19,7 +22,7 @@ type Problem struct {
 	Title  string `json:"title" example:"Request Entity Too Large"`
 	Status int    `json:"status" example:"413"`
 	Detail string `json:"detail,omitempty" example:"request body exceeds 20971520 bytes"`
-	// Instance is the request path.
+	// Instance is the route the request matched (a pattern such as /v1/images/{id}/detect, never the raw path: input is not echoed).
 	Instance string `json:"instance,omitempty" example:"/v1/detect"`
 }
 
@@ -138,7 +141,20 @@ func problemOf(r *http.Request, e *Error) Problem {
 		title = "Client Closed Request"
 	}
 	return Problem{Type: "urn:vild:problem:" + e.Slug, Title: title, Status: e.Status,
-		Detail: e.Msg, Instance: r.URL.Path}
+		Detail: e.Msg, Instance: routePattern(r)}
+}
+
+// routePattern is the chi pattern the request matched, or "" when none did.
+func routePattern(r *http.Request) string {
+	rc := chi.RouteContext(r.Context())
+	if rc == nil {
+		return ""
+	}
+	p := rc.RoutePattern()
+	if strings.Contains(p, "*") {
+		return "" // unmatched, or a catch-all that stands for any path
+	}
+	return p
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, e *Error) {

@@ -1044,7 +1044,7 @@ const docTemplate = `{
                     "example": "request body exceeds 20971520 bytes"
                 },
                 "instance": {
-                    "description": "Instance is the request path.",
+                    "description": "Instance is the route the request matched (a pattern such as /v1/images/{id}/detect, never the raw path: input is not echoed).",
                     "type": "string",
                     "example": "/v1/detect"
                 },

@@ -102,6 +102,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.IntVar(&maxJSONImage, "max-json-image-bytes", env.int("VILD_MAX_JSON_IMAGE_BYTES", int(d.MaxJSONImageBytes)), "cap of JSON bodies carrying base64 images (VILD_MAX_JSON_IMAGE_BYTES)")
 	fs.IntVar(&maxJSON, "max-json-bytes", env.int("VILD_MAX_JSON_BYTES", int(d.MaxJSONBytes)), "cap of other JSON bodies (VILD_MAX_JSON_BYTES)")
 	fs.IntVar(&c.API.MaxParts, "max-parts", env.int("VILD_MAX_PARTS", d.MaxParts), "parts of a multipart body (VILD_MAX_PARTS)")
+	fs.IntVar(&c.API.MaxPartHeaderBytes, "max-part-header-bytes", env.int("VILD_MAX_PART_HEADER_BYTES", d.MaxPartHeaderBytes), "header bytes of one multipart part (VILD_MAX_PART_HEADER_BYTES)")
 	fs.IntVar(&c.API.MaxCategories, "max-categories", env.int("VILD_MAX_CATEGORIES", d.MaxCategories), "names per request (VILD_MAX_CATEGORIES)")
 	fs.IntVar(&c.API.MaxVocabularyCategories, "max-vocabulary-categories", env.int("VILD_MAX_VOCABULARY_CATEGORIES", d.MaxVocabularyCategories), "names per stored vocabulary (VILD_MAX_VOCABULARY_CATEGORIES)")
 	fs.IntVar(&c.API.MaxCategoryLength, "max-category-length", env.int("VILD_MAX_CATEGORY_LENGTH", d.MaxCategoryLength), "characters per name (VILD_MAX_CATEGORY_LENGTH)")

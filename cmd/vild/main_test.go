@@ -66,6 +66,17 @@ func TestServeConfig(t *testing.T) {
 		c.API.MaxBodyBytes != 20<<20 || c.MetricsAddr != "127.0.0.1:9090" {
 		t.Fatalf("defaults: %+v", c)
 	}
+	// The flag defaults are handlers.DefaultConfig (the numbers docs/api.md lists);
+	// the few limits without a flag stay zero and take it inside handlers.New.
+	d, err := parseServeConfig(nil, env(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := handlers.DefaultConfig()
+	want.QueueLength, want.MaxRunnersUp, want.RetryAfterSeconds, want.VocabularyCacheSize = 0, 0, 0, 0
+	if d.API != want {
+		t.Fatalf("flag defaults %+v\nwant %+v", d.API, want)
+	}
 	for _, bad := range []struct {
 		args []string
 		env  func(string) string

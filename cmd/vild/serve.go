@@ -72,7 +72,7 @@ func loadingHandler() http.Handler {
 		w.Header().Set("Retry-After", "5")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		json.NewEncoder(w).Encode(handlers.Problem{Type: "urn:vild:problem:not-ready", Title: "Service Unavailable",
-			Status: http.StatusServiceUnavailable, Detail: "the model is loading", Instance: r.URL.Path})
+			Status: http.StatusServiceUnavailable, Detail: "the model is loading"})
 	})
 	return mux
 }

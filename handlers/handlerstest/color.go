@@ -198,7 +198,8 @@ func (d *ColorDetector) Score(ctx context.Context, r *detector.Regions, vocab *d
 		}
 	}
 	start := time.Now()
-	res := &detector.Result{Width: r.Width, Height: r.Height, Timings: detector.Timings{}}
+	// Like the pipeline's, the result carries the timings of the regions it scored.
+	res := &detector.Result{Width: r.Width, Height: r.Height, Timings: r.Timings}
 	for i, e := range r.TextEmbeddings {
 		logits := make([]float64, len(vocab.Classes))
 		mx := math.Inf(-1)
