@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers/handlerstest"
 )
@@ -442,6 +444,9 @@ func TestPanicsContained(t *testing.T) {
 	p := wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red", "image/png", bytes.NewReader(scenePNG(t))), 500, "internal")
 	if strings.Contains(p.Detail, "detector bug") || strings.Contains(p.Detail, "goroutine") {
 		t.Fatalf("500 detail leaks the panic: %q", p.Detail)
+	}
+	if c := testutil.ToFloat64(e.deps.Metrics.requests.WithLabelValues("/v1/detect", "POST", "500")); c != 1 {
+		t.Fatalf("500 counter %v, want 1", c)
 	}
 	det.panics.Store(false)
 	// The process and the single worker slot survive.

@@ -144,7 +144,7 @@ func New(deps Deps) (http.Handler, error) {
 	h.queue = newAdmission(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, h.metrics)
 
 	r := chi.NewRouter()
-	r.Use(h.recoverer, h.instrument)
+	r.Use(h.instrument, h.recoverer) // instrument outermost: a recovered panic's 500 is counted
 	r.Get("/livez", h.livez)
 	r.Get("/readyz", h.readyz)
 	r.Route("/v1", func(r chi.Router) {
