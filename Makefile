@@ -29,3 +29,23 @@ test-python:
 # The web page in headless Chromium (Debian's), driven by playwright-core.
 test-web:
 	cd web/e2e && node --test
+
+# ---- training the embedded default model (see training/README.md) ----
+TRAIN := cd training && PYTHONPATH=. nice -n 5 $(PY) -m vildtrain
+
+.PHONY: miniclip detector bundle eval-python
+# Mini-CLIP from scratch: writes training/checkpoints/miniclip.pt (committed).
+miniclip: setup
+	$(TRAIN) train_clip --out runs/miniclip
+
+# ViLD detector on top of the committed mini-CLIP: writes training/runs/detector/detector.pt.
+detector: setup
+	$(TRAIN) train_detector --out runs/detector
+
+# Export the trained detector as the embedded default bundle (models/default).
+bundle:
+	$(TRAIN) export --checkpoint runs/detector/detector.pt --out ../models/default
+
+# The paper-style table on the held-out sets (training/README.md).
+eval-python:
+	$(TRAIN) evaluate --checkpoint runs/detector/detector.pt --data runs/heldout --out runs/eval

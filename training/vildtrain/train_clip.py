@@ -1,11 +1,15 @@
 """Train the mini-CLIP contrastively on synthetic crops of ALL categories.
 
-    python3 -m vildtrain train_clip                # full run (see training/README.md)
-    python3 -m vildtrain train_clip --steps 20 --batch 32 --out /tmp/clip-smoke   # smoke run
+    cd training && python3 -m vildtrain train_clip --out runs/miniclip    # full run (training/README.md)
+    cd training && python3 -m vildtrain train_clip --steps 20 --batch 32 --out /tmp/clip-smoke   # smoke run
 
 Each step draws ``batch`` distinct categories, one crop and one caption each
 (a prompt template filled with the name or, sometimes, a synonym unique to that
-category), and minimises CLIP's symmetric InfoNCE with a learned temperature.
+category), and minimises CLIP's symmetric InfoNCE with a learned temperature,
+plus an auxiliary loss classifying both the images and the captions against
+learned per-category prototypes (trainer-only; it makes both towers learn from
+the first step instead of after a long plateau). ``--procs`` data-parallel
+processes split each batch; gradients and BatchNorm statistics are averaged.
 Progress (step, loss, rate, ETA) goes to stderr and ``OUT/log.jsonl``; state
 is checkpointed to ``OUT/state.pt`` and a rerun resumes from it. Every step's
 randomness is derived from (seed, step), so a resumed run draws the same data.
@@ -126,7 +130,7 @@ def main(argv: list[str]) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="training/runs/miniclip", help="run directory (state, log)")
     ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="where the final model is saved")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=2800)
     ap.add_argument("--batch", type=int, default=192)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
