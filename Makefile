@@ -21,7 +21,9 @@ test: setup test-go test-python test-web
 
 test-go:
 	go vet ./...
+	CGO_ENABLED=0 go build ./...
 	go test ./...
+	go test -race -run 'Concurrent' ./ort ./detector/pipeline
 
 test-python:
 	cd training && $(PY) -m pytest
