@@ -15,7 +15,7 @@ import (
 // *.npy, tokenizer) so that golden/ stays out of the binary; the tests read
 // the goldens from the directory on disk (DefaultDir).
 //
-//go:embed default
+//go:embed default/manifest.json default/*.onnx default/*.npy default/tokenizer
 var files embed.FS
 
 // DefaultDir is the default bundle's directory relative to the repository root.
