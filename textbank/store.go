@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -11,7 +12,11 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
+
+// ErrCacheInUse means another process holds the cache file's lock.
+var ErrCacheInUse = errors.New("cache file in use")
 
 // Store is the on-disk embedding cache: a bbolt file with one bucket per
 // bundle digest + template set + context length, name -> float32 LE bytes.
@@ -23,6 +28,10 @@ type Store struct {
 // OpenStore opens or creates the cache file at path.
 func OpenStore(path string) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("textbank: open cache %s: %w: another vild process holds it; "+
+			"give this one its own --data-dir (VILD_DATA_DIR)", path, ErrCacheInUse)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("textbank: open cache %s: %w", path, err)
 	}
