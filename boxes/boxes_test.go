@@ -1,12 +1,12 @@
 package boxes
 
 import (
-	"encoding/json"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"testing"
+
+	"github.com/vild/vild/internal/goldenjson"
 )
 
 // golden is boxes/testdata/boxes_golden.json, written by testdata/gen_boxes.py
@@ -43,14 +43,8 @@ type golden struct {
 
 func loadGolden(t testing.TB) *golden {
 	t.Helper()
-	data, err := os.ReadFile("testdata/boxes_golden.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g golden
-	if err := json.Unmarshal(data, &g); err != nil {
-		t.Fatal(err)
-	}
+	goldenjson.Load(t, "testdata/boxes_golden.json", &g)
 	return &g
 }
 

@@ -1,16 +1,14 @@
 package imageio
 
 import (
-	"encoding/base64"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"image"
 	"image/color"
 	"math"
 	"math/rand/v2"
-	"os"
 	"testing"
+
+	"github.com/vild/vild/internal/goldenjson"
 )
 
 // golden is testdata/preprocess_golden.json, written by testdata/gen_images.py
@@ -37,34 +35,12 @@ type golden struct {
 }
 
 // f32s decodes base64 little-endian float32 arrays.
-type f32s []float32
-
-func (f *f32s) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	raw, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return err
-	}
-	*f = make([]float32, len(raw)/4)
-	for i := range *f {
-		(*f)[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return nil
-}
+type f32s = goldenjson.F32s
 
 func loadGolden(t testing.TB) *golden {
 	t.Helper()
-	data, err := os.ReadFile("testdata/preprocess_golden.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g golden
-	if err := json.Unmarshal(data, &g); err != nil {
-		t.Fatal(err)
-	}
+	goldenjson.Load(t, "testdata/preprocess_golden.json", &g)
 	return &g
 }
 
