@@ -154,16 +154,16 @@ def build_style(style: str, keys: list[str], cache_dir: str | None = None, size:
     if os.path.exists(stamp_path) and open(stamp_path).read().strip() == stamp:
         return 0, len(present)
     os.makedirs(out, exist_ok=True)
-    todo = [k for k in present if not os.path.exists(os.path.join(out, k + ".png"))]
+    missing = [k for k in present if not os.path.exists(os.path.join(out, k + ".png"))]
 
     def one(k: str) -> None:
         convert(sources[k], os.path.join(out, k + ".png"), size)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(one, todo))
+        list(pool.map(one, missing))
     with open(stamp_path, "w") as f:
         f.write(stamp + "\n")
-    return len(todo), len(present)
+    return len(missing), len(present)
 
 
 def ensure_art(cache_dir: str | None = None, styles: Iterable[str] = ("openmoji", "fluent3d"),
