@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="training/runs/miniclip", help="run directory (state, log)")
     ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="where the final model is saved")
-    ap.add_argument("--steps", type=int, default=2800)
+    ap.add_argument("--steps", type=int, default=3700)
     ap.add_argument("--batch", type=int, default=192)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
@@ -140,10 +140,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--widths", default="32,64,128,256")
     ap.add_argument("--embed-dim", type=int, default=256)
     ap.add_argument("--context-length", type=int, default=24)
-    ap.add_argument("--text-width", type=int, default=192)
-    ap.add_argument("--text-layers", type=int, default=3)
+    ap.add_argument("--text-width", type=int, default=128)
+    ap.add_argument("--text-layers", type=int, default=2)
     ap.add_argument("--backgrounds", type=int, default=1024)
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-crops", type=int, default=2, help="held-out crops per art tile")
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=25)
@@ -235,6 +235,8 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
                          vocab_size=tokenizer.vocab_size, context_length=args.context_length,
                          text_width=args.text_width, text_layers=args.text_layers)
     model = MiniClip(cfg)
+    # channels-last convolutions are ~5% faster here (oneDNN); the weights are the same
+    model.image.to(memory_format=torch.channels_last)
     ids, by_name, by_synonym = caption_table(categories, tokenizer, cfg.context_length)
     # Per-category prototypes (trainer-only, discarded after training): images and
     # captions are both classified against them, which gives both towers a strong
@@ -281,6 +283,7 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
         classes, tiles, rows = classes[rank::world], tiles[rank::world], rows[rank::world]
         g_local = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 64 + rank)
         crops = clipdata.synthesize(train_bank, torch.tensor(tiles), backgrounds, g_local, crop_cfg)
+        crops = crops.contiguous(memory_format=torch.channels_last)
         text_ids = trim(ids[torch.tensor(rows)])
 
         for group in opt.param_groups:
