@@ -104,7 +104,7 @@ func flatBoxes(bs [][4]float32) []float32 {
 
 // categoryVocabulary is the golden detections' vocabulary: one class per
 // manifest category, embedded by category_embeddings.npy.
-func categoryVocabulary(t *testing.T, b *bundle.Bundle) *detector.Vocabulary {
+func categoryVocabulary(t testing.TB, b *bundle.Bundle) *detector.Vocabulary {
 	t.Helper()
 	emb, err := b.CategoryEmbeddings()
 	if err != nil {

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vildtrain import infer, losses
-from vildtrain.detector import DetectorConfig, build_detector, load_checkpoint
+from vildtrain.detector import DetectorConfig, build_detector, init_body_from_miniclip, load_checkpoint
 
-TINY = DetectorConfig(embed_dim=32, stem_channels=8, widths=(8, 16, 16, 16), blocks=(1, 1, 1, 1), fpn_channels=16,
+TINY = DetectorConfig(embed_dim=32, stem_channels=8, widths=(16, 16, 16, 16), blocks=(1, 1, 1, 1), fpn_channels=16,
                       head_hidden=32, rpn_batch_per_image=64, box_batch_per_image=64,
                       rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=60,
                       rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50)
@@ -42,6 +42,28 @@ def scene_image(w: int, h: int, seed: int = 0) -> Image.Image:
     arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     arr[h // 4: h // 2, w // 4: w // 2] = [250, 20, 20]
     return Image.fromarray(arr)
+
+
+# ---------------------------------------------------------------- backbone
+
+@torch.no_grad()
+def test_body_starts_from_the_miniclip_image_tower():
+    clip = tiny_clip()
+    body = build_detector(TINY).backbone.body.eval()
+    assert init_body_from_miniclip(body, clip.image) > 0
+    x = torch.rand(2, 3, 64, 64)
+    stem = body.stem(x)
+    assert torch.equal(stem, clip.image.stem(x))
+    c2 = body.stages[0](stem)   # TINY has one block per stage: mini-CLIP blocks 0, 2, 4 start the stages
+    assert torch.equal(c2, clip.image.blocks[0](stem))
+    assert torch.equal(body.stages[1](c2), clip.image.blocks[2](c2))
+
+
+def test_body_init_refuses_a_mismatched_tower():
+    import dataclasses
+    body = build_detector(dataclasses.replace(TINY, stem_channels=12)).backbone.body
+    with pytest.raises(ValueError, match="does not match"):
+        init_body_from_miniclip(body, tiny_clip().image)
 
 
 # ---------------------------------------------------------------- preprocess
@@ -264,6 +286,16 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     model_a, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
     assert extra["seed"] == 0 and extra["steps"] == 3 and "train_detector" in extra["command"]
     assert extra["distill_weight"] == 0.5
+    # the body started from the mini-CLIP: the frozen stem and first two stages still hold its
+    # weights and BatchNorm statistics; the third stage (trained) has moved away from them
+    assert extra["settings"]["init"] == "miniclip" and extra["settings"]["freeze"] == 2
+    body, tower = model_a.backbone.body, clip.image
+    for a_, b_ in zip(body.stem.state_dict().values(), tower.stem.state_dict().values()):
+        assert torch.equal(a_, b_)
+    for stage in (0, 1):   # TINY has one block per stage; mini-CLIP stage i starts at block 2i
+        for a_, b_ in zip(body.stages[stage][0].state_dict().values(), tower.blocks[2 * stage].state_dict().values()):
+            assert torch.equal(a_, b_)
+    assert not torch.equal(body.stages[2][0].conv1.weight, tower.blocks[4].conv1.weight)
 
     first = train(_args(tmp_path / "b", "--steps", "3", "--max-steps-now", "1"), clip=clip, categories=cats,
                   cfg=TINY)

@@ -45,10 +45,15 @@ class DetectorConfig:
     """Every architectural and inference number of the detector."""
 
     embed_dim: int = 256
-    # backbone: stem (two stride-2 convs), then stages C2..C5 at strides 4, 8, 16, 32
+    # backbone: a stem of stride-2 convs (one per kernel size in stem_kernels),
+    # then stages C2..C5 at strides 4, 8, 16, 32. The default is the mini-CLIP
+    # image tower's layout (5x5 stem, two blocks per stage, widths 64/128/256)
+    # plus a fourth stage, so the body starts from the mini-CLIP's weights
+    # (see init_body_from_miniclip).
     stem_channels: int = 32
-    widths: tuple[int, ...] = (32, 64, 128, 192)
-    blocks: tuple[int, ...] = (1, 2, 2, 1)
+    stem_kernels: tuple[int, ...] = (5,)
+    widths: tuple[int, ...] = (64, 128, 256, 256)
+    blocks: tuple[int, ...] = (2, 2, 2, 1)
     fpn_channels: int = 64
     # one anchor size per level p2..p6
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -113,6 +118,8 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorConfig":
         d = dict(d)
+        # checkpoints from before stem_kernels existed have the two-conv 3x3 stem
+        d.setdefault("stem_kernels", (3, 3))
         for k, v in d.items():
             if isinstance(v, list):
                 d[k] = tuple(v)
@@ -123,18 +130,24 @@ class DetectorConfig:
 
 
 class Body(nn.Module):
-    """A small ResNet: stride-4 stem, then one stage per FPN input level."""
+    """A small ResNet: a stem of stride-2 convs, then one stage per FPN input
+    level; the first stage brings the stride to 4, each later one doubles it."""
 
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         s = cfg.stem_channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, s, 3, 2, 1, bias=False), nn.BatchNorm2d(s), nn.ReLU(inplace=True),
-            nn.Conv2d(s, s, 3, 2, 1, bias=False), nn.BatchNorm2d(s), nn.ReLU(inplace=True))
+        if len(cfg.stem_kernels) not in (1, 2):
+            raise ValueError(f"detector: stem_kernels {cfg.stem_kernels}: one or two stride-2 convs")
+        stem: list[nn.Module] = []
+        cin = 3
+        for k in cfg.stem_kernels:
+            stem += [nn.Conv2d(cin, s, k, 2, k // 2, bias=False), nn.BatchNorm2d(s), nn.ReLU(inplace=True)]
+            cin = s
+        self.stem = nn.Sequential(*stem)
+        first_stride = 4 // 2 ** len(cfg.stem_kernels)
         stages = []
-        cin = s
         for i, (cout, n) in enumerate(zip(cfg.widths, cfg.blocks)):
-            stride = 1 if i == 0 else 2
+            stride = first_stride if i == 0 else 2
             layers: list[nn.Module] = []
             for j in range(n):
                 down = None
@@ -152,6 +165,35 @@ class Body(nn.Module):
             x = stage(x)
             out.append(x)
         return out
+
+
+def init_body_from_miniclip(body: Body, image_encoder: nn.Module) -> int:
+    """Copy the mini-CLIP image tower (stem, then residual blocks in pairs per
+    stage) into the detector body wherever the layouts agree, as detectors start
+    from a classification network's weights. Returns the number of tensors
+    copied; raises if the stem or the first stage does not match."""
+    src = image_encoder.state_dict()
+    dst = body.state_dict()
+    mapping = {}
+    for k in src:
+        if k.startswith("stem."):
+            mapping[k] = k
+        elif k.startswith("blocks."):
+            _, idx, rest = k.split(".", 2)
+            # mini-CLIP: blocks 2i, 2i+1 form stage i (its ResidualBlock.skip is BasicBlock.downsample)
+            stage, block = divmod(int(idx), 2)
+            mapping[k] = f"stages.{stage}.{block}." + rest.replace("skip.", "downsample.")
+    copied = {}
+    for k, d in mapping.items():
+        if d in dst and dst[d].shape == src[k].shape:
+            copied[d] = src[k]
+    needed = [d for d in dst if d.startswith(("stem.", "stages.0."))]
+    missing = [d for d in needed if d not in copied]
+    if missing:
+        raise ValueError(f"detector: the mini-CLIP image tower does not match the body's stem and first stage "
+                         f"(e.g. {missing[0]})")
+    body.load_state_dict(copied, strict=False)
+    return len(copied)
 
 
 class Backbone(nn.Module):

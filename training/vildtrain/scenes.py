@@ -489,8 +489,15 @@ def set_config(name: str, seed: int | None) -> tuple[int, tuple[str, ...], bool]
 
 def write_set(out_dir: str, name: str, count: int, seed: int | None = None, size: int = 384,
               art: ArtLibrary | None = None, categories: list[Category] | None = None,
-              quality: int = 90, progress: bool = False) -> dict:
-    """Write DIR/images/NNNNNN.jpg and DIR/annotations.json; returns the COCO dict."""
+              image_format: str = "png", quality: int = 90, progress: bool = False) -> dict:
+    """Write DIR/images/NNNNNN.png (or .jpg with ``image_format="jpeg"``, at
+    ``quality``) and DIR/annotations.json; returns the COCO dict.
+
+    PNG is the default: the scene's own JPEG artefacts are already in its pixels,
+    and every decoder (PIL, Go's image/png) then reads exactly the same pixels,
+    so evaluations in different languages see the same input."""
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"scenes: image format {image_format!r}: png or jpeg")
     from vildtrain import coco
 
     seed, styles, label_novel = set_config(name, seed)
@@ -504,8 +511,12 @@ def write_set(out_dir: str, name: str, count: int, seed: int | None = None, size
     t0 = time.time()
     for i in range(count):
         img, objs = generate_scene(scene_rng(seed, i), art, categories, styles, size=size, label_novel=label_novel)
-        fname = f"{i:06d}.jpg"
-        img.save(os.path.join(out_dir, "images", fname), "JPEG", quality=quality)
+        if image_format == "png":
+            fname = f"{i:06d}.png"
+            img.save(os.path.join(out_dir, "images", fname), "PNG", compress_level=1)
+        else:
+            fname = f"{i:06d}.jpg"
+            img.save(os.path.join(out_dir, "images", fname), "JPEG", quality=quality)
         builder.add_image(fname, size, size, [o for o in objs if o.labelled])
         if progress and (i + 1) % 100 == 0:
             rate = (i + 1) / (time.time() - t0)
@@ -539,6 +550,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=None, help="default: the set's fixed seed (train: 0)")
     p.add_argument("--size", type=int, default=384)
     p.add_argument("--out", default=None, help="output folder (required unless --bench)")
+    p.add_argument("--format", choices=("png", "jpeg"), default="png",
+                   help="image files: lossless PNG (default) or JPEG at quality 90")
     p.add_argument("--bench", action="store_true", help="print scenes/s for --count scenes instead of writing")
     args = p.parse_args(argv)
     if args.bench:
@@ -551,7 +564,8 @@ def main(argv: list[str]) -> int:
     from vildtrain.assets import MissingAssetError
     t0 = time.time()
     try:
-        data = write_set(args.out, args.set, args.count, args.seed, args.size, progress=True)
+        data = write_set(args.out, args.set, args.count, args.seed, args.size, image_format=args.format,
+                         progress=True)
     except MissingAssetError as e:
         print(f"scenes: {e}", file=sys.stderr)
         return 1

@@ -53,7 +53,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from vildtrain.detector import DetectorConfig, VildDetector, build_detector, save_checkpoint
+from vildtrain.detector import (DetectorConfig, VildDetector, build_detector, init_body_from_miniclip,
+                                save_checkpoint)
 from vildtrain.losses import (box_regression_loss, crop_embeddings, distillation_loss, vild_text_loss)
 
 LOSS_KEYS = ("rpn_objectness", "rpn_box", "text", "box", "image")
@@ -219,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--distill-top", type=int, default=8, help="top proposals per image distilled")
     ap.add_argument("--distill-random", type=int, default=4, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
+    ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
+                    help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
+    ap.add_argument("--body-lr", type=float, default=0.25,
+                    help="learning-rate multiplier of the backbone body's trained stages (pretrained weights "
+                         "are fine-tuned more gently than the new layers are trained)")
+    ap.add_argument("--freeze", type=int, default=2,
+                    help="with --init miniclip: keep the stem and this many body stages fixed (weights and "
+                         "BatchNorm statistics), as detectors do with a pretrained backbone's first layers")
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged each step; one per core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -261,6 +270,14 @@ class _Group:
         t = torch.tensor(values, dtype=torch.float64)
         dist.broadcast(t, 0)
         return t.tolist()
+
+
+def frozen_modules(model: VildDetector, stages: int) -> list[torch.nn.Module]:
+    """The body's stem and first ``stages`` stages (none when ``stages`` is 0)."""
+    if stages <= 0:
+        return []
+    body = model.backbone.body
+    return [body.stem, *body.stages[:stages]]
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -325,14 +342,27 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
 
     cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size)
     model = build_detector(cfg)
+    if args.init == "miniclip":
+        copied = init_body_from_miniclip(model.backbone.body, clip.image)
+        if lead:
+            print(f"train_detector: body initialised from the mini-CLIP image tower ({copied} tensors)",
+                  file=sys.stderr, flush=True)
+    frozen = frozen_modules(model, args.freeze if args.init == "miniclip" else 0)
+    for m in frozen:
+        m.requires_grad_(False)
     sampler = make_sampler(cfg)
     g = torch.Generator()
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     buffers = [b for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    body = {id(p) for p in model.backbone.body.parameters()}
+    groups = []
+    for in_body in (True, False):
+        for decays in (True, False):
+            ps = [p for p in params if (id(p) in body) == in_body and (p.ndim > 1) == decays]
+            if ps:
+                groups.append({"params": ps, "weight_decay": args.weight_decay if decays else 0.0,
+                               "lr_mult": args.body_lr if in_body else 1.0})
+    opt = torch.optim.AdamW(groups, lr=args.lr)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     command = "python3 -m vildtrain train_detector " + " ".join(shlex.quote(a) for a in (argv or []))
     step, total, elapsed_before = 0, args.steps, 0.0
@@ -368,6 +398,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                           prefetch_factor=4 if args.workers > 0 else 2)
 
     model.train()
+    for m in frozen:
+        m.eval()
     t_last_ckpt = t_loop = time.time()
     ema: dict[str, float] = {}
     steps_this_run = 0
@@ -380,7 +412,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         torch.manual_seed(step_seed(args.seed, step, rank))
         g.manual_seed(step_seed(args.seed + 1, step, rank))
         for group_ in opt.param_groups:
-            group_["lr"] = lr_at(step, total, args.lr, args.warmup)
+            group_["lr"] = lr_at(step, total, args.lr, args.warmup) * group_["lr_mult"]
         loss, parts = train_step(model, clip, sampler, images, targets, base_text, weights,
                                  args.distill_top, args.distill_random, g)
         opt.zero_grad(set_to_none=False)
@@ -429,7 +461,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         if lead and (step % args.log_every == 0 or step == total):
             rate = steps_this_run * args.batch / max(1e-6, now - t_loop)
             eta = (total - step) * args.batch / max(1e-6, rate)
-            row = {"step": step, "lr": opt.param_groups[0]["lr"], "images_per_s": round(rate, 3),
+            row = {"step": step, "lr": opt.param_groups[-1]["lr"], "images_per_s": round(rate, 3),
                    "elapsed_s": round(elapsed, 1), **{k: round(v, 4) for k, v in ema.items()}}
             history.append(row)
             print(f"step {step}/{total} loss {float(shown[-1]):.3f} "

@@ -1,0 +1,77 @@
+package pipeline
+
+import (
+	"context"
+	"path"
+	"path/filepath"
+	"testing"
+
+	"github.com/vild/vild/bundle"
+	"github.com/vild/vild/internal/testbundle"
+	"github.com/vild/vild/ort"
+)
+
+// BenchmarkDefaultBundle times the shipped model (models/default) end to end
+// on its own golden scene with the whole category list as the vocabulary:
+//
+//   - backbone: the backbone graph alone on the preprocessed tensor, the
+//     baseline the other figures are divided by in docs/performance.md;
+//   - regions: preprocessing (resize, normalise: the image is already
+//     decoded), backbone, proposals, RoIAlign and the
+//     box-head graph (everything that does not depend on the vocabulary);
+//   - score: scoring the regions against every category, ensemble, NMS;
+//   - detect: regions and score, what one POST /v1/detect costs.
+//
+// One pipeline worker and one intra-op thread, as `vild serve` runs by default.
+func BenchmarkDefaultBundle(b *testing.B) {
+	dir := filepath.Join(testbundle.Root(b), "models", "default")
+	bun, err := bundle.Open(dir)
+	if err != nil {
+		b.Skipf("no default bundle: %v", err)
+	}
+	p, err := Open(bun, testbundle.Runtime(b, ort.Config{}), Config{Workers: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	img := goldenImage(b, bun, "exact")
+	vocab := categoryVocabulary(b, bun)
+	opts := p.DefaultOptions()
+	ctx := context.Background()
+	b.Logf("bundle %s, %d categories", bun.Manifest.Name, len(vocab.Classes))
+
+	b.Run("backbone", func(b *testing.B) {
+		image := testbundle.Array(b, bun, path.Join(bundle.GoldenDir, "exact", "image.npy"))
+		in := map[string]ort.Tensor{InputImage: {Shape: []int64{1, 3, int64(image.Shape[2]), int64(image.Shape[3])}, F32: image.F32}}
+		for b.Loop() {
+			if _, err := p.backbone.Run(ctx, in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("regions", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Regions(ctx, img); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	r, err := p.Regions(ctx, img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("score", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Score(ctx, r, vocab, opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("detect", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Detect(ctx, img, vocab, opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
