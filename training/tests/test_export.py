@@ -30,12 +30,25 @@ def bundle(tmp_path_factory):
                                         "steps": 4, "distill_weight": 1.0})
     cats = load_categories()[:40]
     out = str(tmp / "bundle")
+    os.makedirs(out)   # a previous export: its README.md stays, everything else goes
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write("about this bundle\n")
+    with open(os.path.join(out, "stale.onnx"), "w") as f:
+        f.write("old graph")
     man = export_bundle(ckpt, out, clip=tiny_clip(), categories=cats, name="smoke")
     return out, man, model, cats
 
 
 def load(out, name):
     return np.load(os.path.join(out, name))
+
+
+def test_reexport_keeps_only_the_readme(bundle):
+    out, man, _, _ = bundle
+    with open(os.path.join(out, "README.md")) as f:
+        assert f.read() == "about this bundle\n"
+    assert not os.path.exists(os.path.join(out, "stale.onnx"))
+    assert "README.md" not in man["sha256"] and "stale.onnx" not in man["sha256"]
 
 
 def test_manifest_and_files(bundle):

@@ -212,6 +212,12 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     cfg = model.cfg
     if cfg.embed_dim != clip.embed_dim:
         raise ValueError(f"export: detector embeds in {cfg.embed_dim} dims, mini-CLIP in {clip.embed_dim}")
+    # The directory is replaced whole, except a README.md describing it (the
+    # committed models/default has one); it is not part of the bundle's digests.
+    readme = None
+    if os.path.exists(os.path.join(out, "README.md")):
+        with open(os.path.join(out, "README.md"), "rb") as f:
+            readme = f.read()
     if os.path.exists(out):
         shutil.rmtree(out)
     os.makedirs(os.path.join(out, "tokenizer"))
@@ -250,6 +256,9 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(man, f, indent=1, ensure_ascii=False, default=_json_default)
         f.write("\n")
+    if readme is not None:
+        with open(os.path.join(out, "README.md"), "wb") as f:
+            f.write(readme)
     return man
 
 
