@@ -274,6 +274,20 @@ def test_training_step_learns_a_fixed_batch():
     assert np.mean(seen[-3:]) < 0.7 * np.mean(seen[:3]), seen
 
 
+def test_training_scene_density_is_a_setting():
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import SceneStream, base_categories
+    cats = load_categories()[:80]
+    _, index = base_categories(cats)
+    sparse = SceneStream(3, 10, index, size=128, categories=cats, objects=(1, 1))
+    dense = SceneStream(3, 10, index, size=128, categories=cats, objects=(12, 12))
+    n_sparse = sum(len(sparse[i][2]) for i in range(4))
+    n_dense = sum(len(dense[i][2]) for i in range(4))
+    assert n_sparse <= 4 < n_dense, (n_sparse, n_dense)
+    with pytest.raises(ValueError, match="objects per scene"):
+        SceneStream(3, 10, index, categories=cats, objects=(5, 2))
+
+
 def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train

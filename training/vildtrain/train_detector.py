@@ -70,10 +70,13 @@ class SceneStream(Dataset):
     """
 
     def __init__(self, seed: int, length: int, base_index: dict[int, int], size: int = 384,
-                 categories=None, styles: tuple[str, ...] | None = None) -> None:
+                 categories=None, styles: tuple[str, ...] | None = None,
+                 objects: tuple[int, int] = (1, 12)) -> None:
         from vildtrain.categories import load_categories
         from vildtrain.scenes import TRAIN_STYLES
-        self.seed, self.length, self.size = seed, length, size
+        if not 1 <= objects[0] <= objects[1]:
+            raise ValueError(f"train_detector: objects per scene {objects}: need 1 <= min <= max")
+        self.seed, self.length, self.size, self.objects = seed, length, size, objects
         self.base_index = base_index
         self.categories = categories if categories is not None else load_categories()
         self.styles = tuple(styles or TRAIN_STYLES)
@@ -88,7 +91,8 @@ class SceneStream(Dataset):
         if self._art is None:
             self._art = ArtLibrary(styles=self.styles, categories=self.categories)
         img, objs = generate_scene(scene_rng(self.seed, i), self._art, self.categories, self.styles,
-                                   size=self.size, label_novel=False)
+                                   size=self.size, label_novel=False, min_objects=self.objects[0],
+                                   max_objects=self.objects[1])
         boxes, labels = [], []
         for o in objs:
             if not o.labelled:
@@ -217,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--clip-grad", type=float, default=10.0)
     ap.add_argument("--distill-weight", type=float, default=0.5, help="weight of the ViLD-image L1 loss (paper: 0.5)")
-    ap.add_argument("--distill-top", type=int, default=8, help="top proposals per image distilled")
+    ap.add_argument("--min-objects", type=int, default=2, help="fewest objects pasted into a training scene")
+    ap.add_argument("--max-objects", type=int, default=20,
+                    help="most objects pasted into a training scene (held-out scenes have 1-12: denser "
+                         "training scenes give more labelled regions per step)")
+    ap.add_argument("--distill-top", type=int, default=12, help="top proposals per image distilled")
     ap.add_argument("--distill-random", type=int, default=4, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
     ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
@@ -231,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged each step; one per core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (0: scenes in-process)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="DataLoader workers per process (0: scenes in-process); a worker draws the next scenes "
+                         "while its process waits for the other's gradients")
     ap.add_argument("--time-budget", type=float, default=85.0,
                     help="minutes for the whole run (0 = no budget); the step count shrinks to fit")
     ap.add_argument("--calibrate", type=int, default=30, help="steps timed before fitting the budget")
@@ -389,7 +399,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                     "settings": settings, "history": history}, tmp)
         os.replace(tmp, path)
 
-    dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories)
+    dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
+                          objects=(args.min_objects, args.max_objects))
 
     def make_loader(start: int, stop: int) -> DataLoader:
         # Its own generator: creating a loader must not draw from the global RNG.
