@@ -343,3 +343,24 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     assert summary["done"] and summary["step"] == summary["total"] == 1
     _, extra = load_checkpoint(str(tmp_path / "detector.pt"))
     assert extra["steps"] == 1
+
+
+def test_diagnose_counts_every_ground_truth_box(tmp_path):
+    import json as json_
+    from vildtrain import scenes
+    from vildtrain.categories import load_categories
+    from vildtrain.diagnose import diagnose
+    cats = load_categories()[:80]
+    coco = scenes.write_set(str(tmp_path), "seen", 3, categories=cats)
+    model = build_detector(TINY).eval()
+    result = diagnose(model, tiny_clip(), cats, str(tmp_path), count=3)
+    anns = coco["annotations"]
+    split = {c.id: c.split for c in cats}
+    assert result["images"] == 3 and result["boxes"] == len(anns) > 0
+    assert result["boxes_by_split"] == {s: sum(split[a["category_id"]] == s for a in anns) for s in ("base", "novel")}
+    assert 0.0 <= result["rpn_recall"] <= 1.0
+    for head in ("text", "image", "miniclip"):
+        for s, v in result["top1"][head].items():
+            assert (v is None) == (result["boxes_by_split"][s] == 0)
+            assert v is None or 0.0 <= v <= 1.0
+    json_.dumps(result)

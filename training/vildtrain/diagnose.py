@@ -1,0 +1,100 @@
+"""Where a trained detector loses AP: localisation or classification.
+
+    python3 -m vildtrain diagnose --checkpoint runs/detector/detector.pt --data runs/heldout/seen --count 60
+
+On the first ``--count`` scenes of a held-out set (COCO annotations with every
+object labelled, as ``scenes`` writes them) it reports
+
+* RPN recall: the share of ground-truth boxes that one of the 300 proposals
+  covers at IoU >= 0.5;
+* classification of the ground-truth boxes themselves, top-1 over the whole
+  vocabulary, for the text head, the image head and the mini-CLIP on the box's
+  crop (1x and 1.5x, as its teacher targets are made), split into base and novel
+  categories.
+
+Given the boxes, the heads' top-1 is an upper bound on what the classifier adds
+to AP; the mini-CLIP's is the teacher's own accuracy in scene context.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+HEADS = ("text", "image", "miniclip")
+
+
+def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.5) -> dict:
+    """Recall and per-head top-1 on the first ``count`` images of ``data_dir``."""
+    from vildtrain.infer import regions
+    from vildtrain.losses import crop_embeddings
+    index = {c.id: i for i, c in enumerate(categories)}
+    novel = torch.tensor([c.split == "novel" for c in categories])
+    with torch.no_grad():
+        text = clip.text_embeddings([c.name for c in categories]).float()
+    with open(os.path.join(data_dir, "annotations.json")) as f:
+        data = json.load(f)
+    by_image: dict[int, list[dict]] = {}
+    for a in data["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    found = total = 0
+    hits = {h: {"base": [0, 0], "novel": [0, 0]} for h in HEADS}
+    images = data["images"][:count]
+    with torch.no_grad():
+        for im in images:
+            anns = by_image.get(im["id"], [])
+            if not anns:
+                continue
+            img = Image.open(os.path.join(data_dir, "images", im["file_name"])).convert("RGB")
+            r = regions(model, img)
+            sy, sx = r.prepared.scale
+            boxes = torch.tensor([[a["bbox"][0] * sx, a["bbox"][1] * sy, (a["bbox"][0] + a["bbox"][2]) * sx,
+                                   (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns])
+            labels = torch.tensor([index[a["category_id"]] for a in anns])
+            found += int((box_iou(boxes, r.proposals).max(1).values >= iou).sum())
+            total += len(anns)
+            feats = {k: r.outputs[f"feat_{k}"] for k in model.cfg.roi_level_names}
+            text_emb, image_emb, _ = model.box_head(model.roi_pool(feats, [boxes], [r.prepared.resized]))
+            crops = crop_embeddings(clip, r.prepared.image01, [boxes])
+            is_novel = novel[labels]
+            for head, emb in zip(HEADS, (text_emb, image_emb, crops)):
+                ok = (emb @ text.T).argmax(1) == labels
+                for split, mask in (("base", ~is_novel), ("novel", is_novel)):
+                    hits[head][split][0] += int(ok[mask].sum())
+                    hits[head][split][1] += int(mask.sum())
+    top1 = {h: {s: (v[0] / v[1] if v[1] else None) for s, v in d.items()} for h, d in hits.items()}
+    return {"images": len(images), "boxes": total, "rpn_recall": found / total if total else None,
+            "iou": iou, "top1": top1,
+            "boxes_by_split": {s: hits["text"][s][1] for s in ("base", "novel")}}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vildtrain diagnose", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="runs/detector/detector.pt")
+    ap.add_argument("--data", default="runs/heldout/seen", help="a held-out set written by `scenes`")
+    ap.add_argument("--count", type=int, default=60, help="scenes to look at")
+    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    from vildtrain.categories import load_categories
+    from vildtrain.detector import load_checkpoint
+    from vildtrain.miniclip import load_miniclip
+    torch.set_num_threads(args.threads)
+    if not os.path.exists(os.path.join(args.data, "annotations.json")):
+        print(f"diagnose: {args.data} has no annotations.json; write it with "
+              f"`python3 -m vildtrain scenes --set seen --count 500 --out {args.data}`", file=sys.stderr)
+        return 2
+    model, _ = load_checkpoint(args.checkpoint)
+    result = diagnose(model, load_miniclip(args.miniclip), load_categories(), args.data, args.count)
+    print(f"RPN recall@300 (IoU >= {result['iou']}): {result['rpn_recall']:.3f} over {result['boxes']} boxes "
+          f"in {result['images']} scenes")
+    for head, d in result["top1"].items():
+        parts = "  ".join(f"{s} {v:.3f}" if v is not None else f"{s} -" for s, v in d.items())
+        print(f"{head:9s} ground-truth box top-1 over {len(load_categories())}: {parts}")
+    print(json.dumps(result))
+    return 0
