@@ -90,11 +90,12 @@ def main(argv: list[str]) -> int:
               f"`python3 -m vildtrain scenes --set seen --count 500 --out {args.data}`", file=sys.stderr)
         return 2
     model, _ = load_checkpoint(args.checkpoint)
-    result = diagnose(model, load_miniclip(args.miniclip), load_categories(), args.data, args.count)
+    categories = load_categories()
+    result = diagnose(model, load_miniclip(args.miniclip), categories, args.data, args.count)
     print(f"RPN recall@300 (IoU >= {result['iou']}): {result['rpn_recall']:.3f} over {result['boxes']} boxes "
           f"in {result['images']} scenes")
     for head, d in result["top1"].items():
         parts = "  ".join(f"{s} {v:.3f}" if v is not None else f"{s} -" for s, v in d.items())
-        print(f"{head:9s} ground-truth box top-1 over {len(load_categories())}: {parts}")
+        print(f"{head:9s} ground-truth box top-1 over {len(categories)}: {parts}")
     print(json.dumps(result))
     return 0
