@@ -288,6 +288,28 @@ def test_training_scene_density_is_a_setting():
         SceneStream(3, 10, index, categories=cats, objects=(5, 2))
 
 
+def test_grid_scenes_are_an_even_share_of_the_stream():
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import SceneStream, base_categories
+    cats = load_categories()[:80]
+    _, index = base_categories(cats)
+    for f in (0.0, 0.25, 0.5, 1.0):
+        s = SceneStream(3, 10, index, size=128, categories=cats, grid_fraction=f)
+        flags = [s.is_grid(i) for i in range(400)]
+        assert sum(flags) == round(400 * f)
+        # evenly spread: every 4 consecutive items hold the same number of grid scenes
+        assert len({sum(flags[k:k + 4]) for k in range(0, 400, 4)}) == 1
+    half = SceneStream(3, 10, index, size=128, categories=cats, objects=(1, 1), grid_fraction=0.5)
+    labelled = [len(half[i][2]) for i in range(8)]
+    assert max(labelled[0::2]) <= 1 and sum(labelled[1::2]) > 8, labelled
+    # grid scenes hold base categories only, unless asked for novel ones too
+    assert {c.id for c in half.grid_categories} == set(index)
+    both = SceneStream(3, 10, index, size=128, categories=cats, grid_fraction=0.5, grid_novel=True)
+    assert len(both.grid_categories) == len(cats) > len(index)
+    with pytest.raises(ValueError, match="grid scene fraction"):
+        SceneStream(3, 10, index, categories=cats, grid_fraction=1.5)
+
+
 def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train

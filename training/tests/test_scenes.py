@@ -150,3 +150,32 @@ def test_cli_writes_a_set(tmp_path):
     assert (tmp_path / "annotations.json").exists()
     with pytest.raises(SystemExit):
         scenes.main(["--set", "nope", "--count", "1"])
+
+
+def test_grid_scene_puts_one_object_per_cell(cats, art):
+    for i in range(4):
+        rng = scenes.scene_rng(21, i)
+        img, objs = scenes.generate_grid_scene(rng, art, cats, SEEN, sides=(4,), empty_p=0.0, distractor_p=0.0)
+        assert img.size == (384, 384)
+        # 16 cells, each object fits its 96 px cell: none is hidden by a neighbour.
+        assert len(objs) == 16, len(objs)
+        cells = set()
+        for o in objs:
+            x, y, w, h = o.bbox
+            assert w <= 96 * 1.5 and h <= 96 * 1.5
+            cells.add((int((x + w / 2) // 96), int((y + h / 2) // 96)))
+            assert o.mask.sum() == o.area
+        assert len(cells) == 16
+    a = _digest(*scenes.generate_grid_scene(scenes.scene_rng(21, 0), art, cats, SEEN))
+    b = _digest(*scenes.generate_grid_scene(scenes.scene_rng(21, 0), art, cats, SEEN))
+    assert a == b
+    with pytest.raises(ValueError, match="grid sides"):
+        scenes.generate_grid_scene(scenes.scene_rng(21, 0), art, cats, SEEN, sides=())
+
+
+def test_bench_counts_labelled_objects_of_grid_and_ordinary_scenes():
+    rate, grid = scenes.benchmark(count=3, grid=True)
+    _, single = scenes.benchmark(count=3, objects=(1, 1))
+    assert rate > 0
+    # one object per ordinary scene; a grid of at least 3 x 3 cells, 80% of them filled
+    assert single <= 1 and grid >= 6, (single, grid)

@@ -67,32 +67,53 @@ class SceneStream(Dataset):
 
     Returns (uint8 image [3,S,S], boxes [n,4] x1y1x2y2, labels [n] in 1..K_base)
     for the labelled (base) objects; ``base_index`` maps category id -> label.
+    A share ``grid_fraction`` of the items, spread evenly over the indices, are
+    grid scenes (``scenes.generate_grid_scene``: one object per cell, up to 64
+    labelled regions per picture); the rest are ordinary scenes with
+    ``objects`` = (fewest, most) objects. Grid scenes draw base categories only
+    unless ``grid_novel``: ordinary scenes already show novel objects unlabelled,
+    and a grid full of them teaches the text head to call them background.
     """
 
     def __init__(self, seed: int, length: int, base_index: dict[int, int], size: int = 384,
                  categories=None, styles: tuple[str, ...] | None = None,
-                 objects: tuple[int, int] = (1, 12)) -> None:
+                 objects: tuple[int, int] = (1, 12), grid_fraction: float = 0.0,
+                 grid_novel: bool = False) -> None:
         from vildtrain.categories import load_categories
         from vildtrain.scenes import TRAIN_STYLES
         if not 1 <= objects[0] <= objects[1]:
             raise ValueError(f"train_detector: objects per scene {objects}: need 1 <= min <= max")
+        if not 0.0 <= grid_fraction <= 1.0:
+            raise ValueError(f"train_detector: grid scene fraction {grid_fraction}: need 0 <= f <= 1")
+        self.grid_fraction = grid_fraction
         self.seed, self.length, self.size, self.objects = seed, length, size, objects
         self.base_index = base_index
         self.categories = categories if categories is not None else load_categories()
         self.styles = tuple(styles or TRAIN_STYLES)
+        self.grid_categories = (self.categories if grid_novel
+                                else [c for c in self.categories if c.id in base_index])
         self._art = None
 
     def __len__(self) -> int:
         return self.length
 
+    def is_grid(self, i: int) -> bool:
+        """Whether item i is a grid scene: the floor of (i+1)*f steps up at i."""
+        f = self.grid_fraction
+        return math.floor((i + 1) * f + 1e-9) > math.floor(i * f + 1e-9)
+
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         from vildtrain.art import ArtLibrary
-        from vildtrain.scenes import generate_scene, scene_rng
+        from vildtrain.scenes import generate_grid_scene, generate_scene, scene_rng
         if self._art is None:
             self._art = ArtLibrary(styles=self.styles, categories=self.categories)
-        img, objs = generate_scene(scene_rng(self.seed, i), self._art, self.categories, self.styles,
-                                   size=self.size, label_novel=False, min_objects=self.objects[0],
-                                   max_objects=self.objects[1])
+        if self.is_grid(i):
+            img, objs = generate_grid_scene(scene_rng(self.seed, i), self._art, self.grid_categories, self.styles,
+                                            size=self.size, label_novel=False)
+        else:
+            img, objs = generate_scene(scene_rng(self.seed, i), self._art, self.categories, self.styles,
+                                       size=self.size, label_novel=False, min_objects=self.objects[0],
+                                       max_objects=self.objects[1])
         boxes, labels = [], []
         for o in objs:
             if not o.labelled:
@@ -225,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-objects", type=int, default=20,
                     help="most objects pasted into a training scene (held-out scenes have 1-12: denser "
                          "training scenes give more labelled regions per step)")
+    ap.add_argument("--grid-scenes", type=float, default=0.0,
+                    help="share of the training pictures that are grid scenes (one object per cell of a 3x3 "
+                         "to 8x8 grid: 9-64 labelled regions for the price of one picture); 0 = none, as the "
+                         "committed bundle was trained")
+    ap.add_argument("--grid-novel", action="store_true",
+                    help="grid scenes draw novel categories too (unlabelled); default: base categories only")
     ap.add_argument("--distill-top", type=int, default=12, help="top proposals per image distilled")
     ap.add_argument("--distill-random", type=int, default=4, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
@@ -400,7 +427,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         os.replace(tmp, path)
 
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
-                          objects=(args.min_objects, args.max_objects))
+                          objects=(args.min_objects, args.max_objects), grid_fraction=args.grid_scenes,
+                          grid_novel=args.grid_novel)
 
     def make_loader(start: int, stop: int) -> DataLoader:
         # Its own generator: creating a loader must not draw from the global RNG.
