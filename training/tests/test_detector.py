@@ -337,6 +337,9 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
                   cfg=TINY)
     assert not first["done"] and first["step"] == 1
     assert not os.path.exists(tmp_path / "b" / "detector.pt")
+    # a run in progress can be loaded for evaluation from its training checkpoint
+    partial, where = load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
+    assert where == {"step": 1, "total": 3} and not partial.training
     second = train(_args(tmp_path / "b", "--steps", "3", "--resume"), clip=clip, categories=cats, cfg=TINY)
     assert second["done"] and second["step"] == 3
     model_b, _ = load_checkpoint(str(tmp_path / "b" / "detector.pt"))

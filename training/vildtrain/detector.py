@@ -337,11 +337,19 @@ def save_checkpoint(path: str, model: VildDetector, extra: dict | None = None) -
 
 
 def load_checkpoint(path: str) -> tuple[VildDetector, dict]:
-    blob = torch.load(path, map_location="cpu")
+    """A detector in eval mode and its extras, from a final ``detector.pt`` or from a
+    training run's ``checkpoint.pt`` (then the extras are {"step": s, "total": t}),
+    so a run can be evaluated before it ends."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
     model = VildDetector(DetectorConfig.from_dict(blob["config"]))
-    model.load_state_dict(blob["state"])
+    if "state" in blob:
+        model.load_state_dict(blob["state"])
+        extra = blob.get("extra", {})
+    else:
+        model.load_state_dict(blob["model"])
+        extra = {"step": blob["step"], "total": blob["total"]}
     model.eval()
-    return model, blob.get("extra", {})
+    return model, extra
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -75,7 +75,8 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain diagnose", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default="runs/detector/detector.pt")
+    ap.add_argument("--checkpoint", default="runs/detector/detector.pt",
+                    help="a final detector.pt, or a run's checkpoint.pt")
     ap.add_argument("--data", default="runs/heldout/seen", help="a held-out set written by `scenes`")
     ap.add_argument("--count", type=int, default=60, help="scenes to look at")
     ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")

@@ -271,7 +271,8 @@ def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
+    ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt",
+                    help="a final detector.pt, or a run's checkpoint.pt to evaluate it before it ends")
     ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
     ap.add_argument("--data", default="training/runs/heldout", help="folder of the held-out sets")
     ap.add_argument("--sets", default="seen,openmoji,fluent3d")
