@@ -5,7 +5,8 @@
 Scenes are generated on the fly (in-process, or in DataLoader workers with
 ``--workers``): scene i of the run is ``scenes.scene_rng(seed, i)`` with
 ``label_novel=False``, so novel objects are in the pictures but never
-annotated. Per step:
+annotated; with ``--grid-scenes F`` a share F of them are grid scenes (one
+base object per grid cell: more labelled regions per picture). Per step:
 
 * RPN losses (torchvision) on base boxes only;
 * ViLD-text: RoIs sampled as in Faster R-CNN (base boxes only; everything else,
