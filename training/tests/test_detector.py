@@ -310,6 +310,27 @@ def test_grid_scenes_are_an_even_share_of_the_stream():
         SceneStream(3, 10, index, categories=cats, grid_fraction=1.5)
 
 
+def test_grid_sides_set_the_cells_of_grid_scenes():
+    from vildtrain.categories import load_categories
+    from vildtrain.scenes import GRID_SIDES
+    from vildtrain.train_detector import SceneStream, base_categories, build_parser
+    cats = load_categories()[:80]
+    _, index = base_categories(cats)
+    assert build_parser().parse_args([]).grid_sides == GRID_SIDES
+    assert build_parser().parse_args(["--grid-sides", "6,8"]).grid_sides == (6, 8)
+    for bad in ("", "4,x", "0,4"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--grid-sides", bad])
+    ones = SceneStream(3, 10, index, size=128, categories=cats, grid_fraction=1.0, grid_sides=(1,))
+    twos = SceneStream(3, 10, index, size=128, categories=cats, grid_fraction=1.0, grid_sides=(2,))
+    # one cell holds at most one labelled object, a 2 x 2 grid at most four, and they fill it
+    assert max(len(ones[i][2]) for i in range(6)) <= 1
+    counts = [len(twos[i][2]) for i in range(6)]
+    assert max(counts) <= 4 and sum(counts) > 6, counts
+    with pytest.raises(ValueError, match="grid sides"):
+        SceneStream(3, 10, index, categories=cats, grid_sides=())
+
+
 def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train
@@ -388,4 +409,18 @@ def test_diagnose_counts_every_ground_truth_box(tmp_path):
         for s, v in result["top1"][head].items():
             assert (v is None) == (result["boxes_by_split"][s] == 0)
             assert v is None or 0.0 <= v <= 1.0
+    from vildtrain.diagnose import size_bin
+    sides = [size_bin((a["bbox"][2] * a["bbox"][3]) ** 0.5) for a in anns]
+    assert result["boxes_by_size"] == {b: sides.count(b) for b in result["boxes_by_size"]}
+    assert sum(result["boxes_by_size"].values()) == len(anns)
+    # top-1 over all sizes is the box-weighted mean of the per-size figures
+    hits = sum(v * result["boxes_by_size"][b] for b, v in result["top1_by_size"]["text"].items() if v is not None)
+    split_hits = sum(v * result["boxes_by_split"][s] for s, v in result["top1"]["text"].items() if v is not None)
+    assert abs(hits - split_hits) < 1e-6
     json_.dumps(result)
+
+
+def test_size_bins_cover_every_side():
+    from vildtrain.diagnose import size_bin
+    assert [size_bin(s) for s in (0.5, 31.9, 32, 64, 127, 128, 4000)] == \
+        ["0-32", "0-32", "32-64", "64-128", "64-128", "128+", "128+"]

@@ -79,14 +79,17 @@ class SceneStream(Dataset):
     def __init__(self, seed: int, length: int, base_index: dict[int, int], size: int = 384,
                  categories=None, styles: tuple[str, ...] | None = None,
                  objects: tuple[int, int] = (1, 12), grid_fraction: float = 0.0,
-                 grid_novel: bool = False) -> None:
+                 grid_novel: bool = False, grid_sides: tuple[int, ...] | None = None) -> None:
         from vildtrain.categories import load_categories
-        from vildtrain.scenes import TRAIN_STYLES
+        from vildtrain.scenes import GRID_SIDES, TRAIN_STYLES
         if not 1 <= objects[0] <= objects[1]:
             raise ValueError(f"train_detector: objects per scene {objects}: need 1 <= min <= max")
         if not 0.0 <= grid_fraction <= 1.0:
             raise ValueError(f"train_detector: grid scene fraction {grid_fraction}: need 0 <= f <= 1")
         self.grid_fraction = grid_fraction
+        self.grid_sides = tuple(GRID_SIDES if grid_sides is None else grid_sides)
+        if not self.grid_sides or min(self.grid_sides) < 1:
+            raise ValueError(f"train_detector: grid sides {list(self.grid_sides)}: need at least one, each >= 1")
         self.seed, self.length, self.size, self.objects = seed, length, size, objects
         self.base_index = base_index
         self.categories = categories if categories is not None else load_categories()
@@ -110,7 +113,7 @@ class SceneStream(Dataset):
             self._art = ArtLibrary(styles=self.styles, categories=self.categories)
         if self.is_grid(i):
             img, objs = generate_grid_scene(scene_rng(self.seed, i), self._art, self.grid_categories, self.styles,
-                                            size=self.size, label_novel=False)
+                                            size=self.size, label_novel=False, sides=self.grid_sides)
         else:
             img, objs = generate_scene(scene_rng(self.seed, i), self._art, self.categories, self.styles,
                                        size=self.size, label_novel=False, min_objects=self.objects[0],
@@ -251,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of the training pictures that are grid scenes (one object per cell of a 3x3 "
                          "to 8x8 grid: 9-64 labelled regions for the price of one picture); 0 = none, as the "
                          "committed bundle was trained")
+    ap.add_argument("--grid-sides", type=_sides, default="3,4,6,8",
+                    help="comma-separated cells per side a grid scene draws from, e.g. 4,6,8 "
+                         "(default %(default)s: 48-128 px cells on a 384 px scene)")
     ap.add_argument("--grid-novel", action="store_true",
                     help="grid scenes draw novel categories too (unlabelled); default: base categories only")
     ap.add_argument("--distill-top", type=int, default=12, help="top proposals per image distilled")
@@ -429,7 +435,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
 
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
                           objects=(args.min_objects, args.max_objects), grid_fraction=args.grid_scenes,
-                          grid_novel=args.grid_novel)
+                          grid_novel=args.grid_novel, grid_sides=args.grid_sides)
 
     def make_loader(start: int, stop: int) -> DataLoader:
         # Its own generator: creating a loader must not draw from the global RNG.
@@ -530,6 +536,17 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         with open(os.path.join(args.out, "last_run.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary
+
+
+def _sides(text: str) -> tuple[int, ...]:
+    """--grid-sides: '3,4,6,8' -> (3, 4, 6, 8)."""
+    try:
+        sides = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"grid sides {text!r}: need comma-separated whole numbers") from None
+    if not sides or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"grid sides {text!r}: each must be >= 1")
+    return sides
 
 
 def main(argv: list[str]) -> int:
