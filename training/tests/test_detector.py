@@ -409,6 +409,8 @@ def test_diagnose_counts_every_ground_truth_box(tmp_path):
         for s, v in result["top1"][head].items():
             assert (v is None) == (result["boxes_by_split"][s] == 0)
             assert v is None or 0.0 <= v <= 1.0
+            t5 = result["top5"][head][s]
+            assert (t5 is None) == (v is None) and (v is None or v <= t5 <= 1.0)
     from vildtrain.diagnose import size_bin
     sides = [size_bin((a["bbox"][2] * a["bbox"][3]) ** 0.5) for a in anns]
     assert result["boxes_by_size"] == {b: sides.count(b) for b in result["boxes_by_size"]}
@@ -424,3 +426,13 @@ def test_size_bins_cover_every_side():
     from vildtrain.diagnose import size_bin
     assert [size_bin(s) for s in (0.5, 31.9, 32, 64, 127, 128, 4000)] == \
         ["0-32", "0-32", "32-64", "64-128", "64-128", "128+", "128+"]
+
+
+def test_recorded_command_leaves_out_pause_and_resume():
+    from vildtrain.train_detector import reproducing_command
+    base = "python3 -m vildtrain train_detector --out runs/d --steps 1601 --grid-scenes 0.5"
+    assert reproducing_command(base + " --resume") == base
+    assert reproducing_command(base + " --max-steps-now 600") == base
+    assert reproducing_command("python3 -m vildtrain train_detector --resume --max-steps-now=460 --out 'a b'") == \
+        "python3 -m vildtrain train_detector --out 'a b'"
+    assert reproducing_command(base) == base

@@ -53,6 +53,7 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
         by_image.setdefault(a["image_id"], []).append(a)
     found = total = 0
     hits = {h: {"base": [0, 0], "novel": [0, 0]} for h in HEADS}
+    hits5 = {h: {"base": [0, 0], "novel": [0, 0]} for h in HEADS}
     bins = [size_bin(lo) for lo, _ in SIZE_BINS]
     by_size = {h: {b: [0, 0] for b in bins} for h in HEADS}
     images = data["images"][:count]
@@ -75,17 +76,21 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
             is_novel = novel[labels]
             sizes = [size_bin((a["bbox"][2] * a["bbox"][3]) ** 0.5) for a in anns]
             for head, emb in zip(HEADS, (text_emb, image_emb, crops)):
-                ok = (emb @ text.T).argmax(1) == labels
+                best5 = (emb @ text.T).topk(min(5, text.shape[0]), dim=1).indices
+                ok = best5[:, 0] == labels
+                ok5 = (best5 == labels.view(-1, 1)).any(1)
                 for split, mask in (("base", ~is_novel), ("novel", is_novel)):
-                    hits[head][split][0] += int(ok[mask].sum())
-                    hits[head][split][1] += int(mask.sum())
+                    for table, hit in ((hits, ok), (hits5, ok5)):
+                        table[head][split][0] += int(hit[mask].sum())
+                        table[head][split][1] += int(mask.sum())
                 for b, hit in zip(sizes, ok.tolist()):
                     by_size[head][b][0] += int(hit)
                     by_size[head][b][1] += 1
     top1 = {h: {s: (v[0] / v[1] if v[1] else None) for s, v in d.items()} for h, d in hits.items()}
+    top5 = {h: {s: (v[0] / v[1] if v[1] else None) for s, v in d.items()} for h, d in hits5.items()}
     top1_by_size = {h: {b: (v[0] / v[1] if v[1] else None) for b, v in d.items()} for h, d in by_size.items()}
     return {"images": len(images), "boxes": total, "rpn_recall": found / total if total else None,
-            "iou": iou, "top1": top1, "top1_by_size": top1_by_size,
+            "iou": iou, "top1": top1, "top5": top5, "top1_by_size": top1_by_size,
             "boxes_by_split": {s: hits["text"][s][1] for s in ("base", "novel")},
             "boxes_by_size": {b: by_size["text"][b][1] for b in bins}}
 
@@ -115,6 +120,9 @@ def main(argv: list[str]) -> int:
     for head, d in result["top1"].items():
         parts = "  ".join(f"{s} {v:.3f}" if v is not None else f"{s} -" for s, v in d.items())
         print(f"{head:9s} ground-truth box top-1 over {len(categories)}: {parts}")
+    for head, d in result["top5"].items():
+        parts = "  ".join(f"{s} {v:.3f}" if v is not None else f"{s} -" for s, v in d.items())
+        print(f"{head:9s} ground-truth box top-5 over {len(categories)}: {parts}")
     for head, d in result["top1_by_size"].items():
         parts = "  ".join(f"{b} px {v:.3f} ({result['boxes_by_size'][b]})" if v is not None else f"{b} px -"
                           for b, v in d.items())

@@ -1,12 +1,13 @@
 """Train the ViLD detector on pictogram world (Gu et al. 2022, section 3).
 
     python3 -m vildtrain train_detector --out training/runs/detector --time-budget 85 [--resume]
+    python3 -m vildtrain train_detector --out training/runs/detector --steps 1601 --time-budget 0   # the bundle's run
 
 Scenes are generated on the fly (in-process, or in DataLoader workers with
 ``--workers``): scene i of the run is ``scenes.scene_rng(seed, i)`` with
 ``label_novel=False``, so novel objects are in the pictures but never
-annotated; with ``--grid-scenes F`` a share F of them are grid scenes (one
-base object per grid cell: more labelled regions per picture). Per step:
+annotated; a share ``--grid-scenes`` (default half) of them are grid scenes
+(one base object per grid cell: more labelled regions per picture). Per step:
 
 * RPN losses (torchvision) on base boxes only;
 * ViLD-text: RoIs sampled as in Faster R-CNN (base boxes only; everything else,
@@ -250,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-objects", type=int, default=20,
                     help="most objects pasted into a training scene (held-out scenes have 1-12: denser "
                          "training scenes give more labelled regions per step)")
-    ap.add_argument("--grid-scenes", type=float, default=0.0,
+    ap.add_argument("--grid-scenes", type=float, default=0.5,
                     help="share of the training pictures that are grid scenes (one object per cell of a 3x3 "
-                         "to 8x8 grid: 9-64 labelled regions for the price of one picture); 0 = none, as the "
-                         "committed bundle was trained")
+                         "to 8x8 grid: 9-64 labelled regions for the price of one picture), as the committed "
+                         "bundle was trained; 0 = none")
     ap.add_argument("--grid-sides", type=_sides, default="3,4,6,8",
                     help="comma-separated cells per side a grid scene draws from, e.g. 4,6,8 "
                          "(default %(default)s: 48-128 px cells on a 384 px scene)")
@@ -408,7 +409,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                                "lr_mult": args.body_lr if in_body else 1.0})
     opt = torch.optim.AdamW(groups, lr=args.lr)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    command = "python3 -m vildtrain train_detector " + " ".join(shlex.quote(a) for a in (argv or []))
+    command = reproducing_command("python3 -m vildtrain train_detector "
+                                  + " ".join(shlex.quote(a) for a in (argv or [])))
     step, total, elapsed_before = 0, args.steps, 0.0
     history: list[dict] = []
     if args.resume and os.path.exists(ckpt_path):
@@ -536,6 +538,25 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         with open(os.path.join(args.out, "last_run.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary
+
+
+def reproducing_command(command: str) -> str:
+    """The command as recorded with a run's weights: without --resume and
+    --max-steps-now, which only pause and continue a run (a resumed run ends
+    with the same weights as an uninterrupted one)."""
+    words = shlex.split(command)
+    out, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w == "--resume" or w.startswith("--max-steps-now="):
+            continue
+        if w == "--max-steps-now":
+            skip = True
+            continue
+        out.append(w)
+    return " ".join(shlex.quote(w) for w in out)
 
 
 def _sides(text: str) -> tuple[int, ...]:
