@@ -239,7 +239,8 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
               for case, img in images.items()}
 
     from vildtrain.train_detector import reproducing_command
-    training = {"command": reproducing_command(extra.get("command", "")), "seed": extra.get("seed", 0), "commit": git_commit(),
+    training = {"command": reproducing_command(extra.get("command", "")), "seed": extra.get("seed", 0),
+                "commit": git_commit(),
                 "steps": extra.get("steps", 0), "images_seen": extra.get("images_seen", 0),
                 "train_seconds": round(float(extra.get("train_seconds", 0.0)), 1),
                 "distill_weight": extra.get("distill_weight"),

@@ -252,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="most objects pasted into a training scene (held-out scenes have 1-12: denser "
                          "training scenes give more labelled regions per step)")
     ap.add_argument("--grid-scenes", type=float, default=0.5,
-                    help="share of the training pictures that are grid scenes (one object per cell of a 3x3 "
-                         "to 8x8 grid: 9-64 labelled regions for the price of one picture), as the committed "
-                         "bundle was trained; 0 = none")
+                    help="share of the training pictures that are grid scenes (one object per grid cell, "
+                         "see --grid-sides: 9-64 labelled regions for the price of one picture by default); "
+                         "0.5 as the committed bundle was trained; 0 = none")
     ap.add_argument("--grid-sides", type=_sides, default="3,4,6,8",
                     help="comma-separated cells per side a grid scene draws from, e.g. 4,6,8 "
                          "(default %(default)s: 48-128 px cells on a 384 px scene)")
