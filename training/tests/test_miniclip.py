@@ -75,3 +75,49 @@ def test_training_smoke_loss_falls_and_resume_is_exact(tmp_path):
     a, b = load_miniclip(straight + "/m.pt"), load_miniclip(resumed + "/m.pt")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(p.float(), q.float(), atol=1e-3), name
+
+
+def test_scene_crop_boxes_match_the_teachers_crops_without_jitter():
+    import numpy as np
+
+    from vildtrain.clipdata import jittered_square_boxes
+    from vildtrain.losses import crop_boxes
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 8.0, 30.0]])
+    rng = np.random.default_rng(0)
+    for s in (1.0, 1.5):
+        assert torch.allclose(jittered_square_boxes(boxes, rng, 0.0, (s, s)), crop_boxes(boxes, s), atol=1e-5)
+    moved = jittered_square_boxes(boxes, rng, 0.1, (1.0, 1.5))
+    side = moved[:, 2] - moved[:, 0]
+    assert torch.allclose(side, moved[:, 3] - moved[:, 1])          # squares
+    assert bool((side >= 0.8 * 40).all()) and bool((side <= 1.5 * 1.2 * 40).all()), side
+
+
+def test_scene_bank_is_seeded_and_labels_every_visible_object():
+    from vildtrain.art import STYLES_TRAIN, ArtLibrary
+    from vildtrain.categories import load_categories
+    from vildtrain.clipdata import build_scene_bank
+    from vildtrain.scenes import generate_scene, scene_rng
+    cats = load_categories()
+    art = ArtLibrary()
+    a = build_scene_bank(art, cats, STYLES_TRAIN, 4, seed=11, size=24)
+    b = build_scene_bank(art, cats, STYLES_TRAIN, 4, seed=11, size=24)
+    assert torch.equal(a.crops, b.crops) and torch.equal(a.labels, b.labels)
+    assert a.crops.dtype == torch.uint8 and a.crops.shape[1:] == (3, 24, 24)
+    objects = [generate_scene(scene_rng(11, i), art, cats, STYLES_TRAIN, label_novel=True)[1] for i in range(4)]
+    assert a.labels.tolist() == [next(k for k, c in enumerate(cats) if c.id == o.category_id)
+                                 for objs in objects for o in objs]
+    # a crop at 1x without jitter is the object's square: mostly not the scene's mean colour
+    assert float(a.images(torch.arange(len(a))).std()) > 0.05
+    with pytest.raises(ValueError, match="at least 1"):
+        build_scene_bank(art, cats, STYLES_TRAIN, 0, seed=11)
+
+
+def test_training_with_scene_crops_reports_in_context_top1(tmp_path):
+    out = str(tmp_path / "scenes")
+    assert train_clip.main(TINY + ["--steps", "10", "--log-every", "5", "--scene-crops", "1.0", "--scene-bank", "30",
+                                   "--in-context-scenes", "10", "--out", out, "--checkpoint", out + "/m.pt"]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["scene_crops"]["share"] == 1.0 and metrics["scene_crops"]["bank_crops"] > 0
+    ctx = metrics["in_context_top1"]
+    assert ctx["crops"] > 0 and 0.0 <= ctx["all"] <= 1.0
+    assert train_clip.main(TINY + ["--scene-crops", "1.5", "--out", out]) == 2

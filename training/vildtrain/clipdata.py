@@ -166,3 +166,89 @@ def synthesize(bank: ArtBank, indices: torch.Tensor, backgrounds: torch.Tensor, 
         out[blur] = F.avg_pool2d(out[blur], 3, 1, 1, count_include_pad=False)
     out = out + torch.randn(out.shape, generator=g) * cfg.noise
     return out.clamp_(0, 1)
+
+
+# ---------------------------------------------------------------------------
+# Crops cut from generated scenes.
+
+SCENE_BANK_SEED = 20261126   # scene_rng(SCENE_BANK_SEED + run seed, i): apart from training and held-out sets
+SCENE_EVAL_SEED = 20261127   # the in-context evaluation scenes
+
+
+@dataclass
+class SceneCropBank:
+    """Crops cut around the objects of generated scenes, the way the detector's
+    teacher sees proposals: the neighbours, the scene's background and its
+    effects are in the crop. ``crops`` uint8 [N, 3, S, S]; ``labels`` [N] the
+    category index (0-based, in category order)."""
+
+    crops: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.crops.shape[0]
+
+    def by_label(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i, label in enumerate(self.labels.tolist()):
+            out.setdefault(label, []).append(i)
+        return out
+
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        """Crops ``indices`` as float [n, 3, S, S] in [0, 1]."""
+        return self.crops[indices].float().div_(255.0)
+
+
+def jittered_square_boxes(boxes: torch.Tensor, rng: np.random.Generator, jitter: float,
+                          scales: tuple[float, float]) -> torch.Tensor:
+    """Boxes [N,4] (x1,y1,x2,y2) with each edge moved by up to ``jitter`` of the
+    box's side (a proposal near the object), then squared about the centre at
+    side max(w, h) * s, s drawn uniformly from ``scales`` per box (the teacher's
+    crops are squares at 1x and 1.5x, ``losses.crop_boxes``)."""
+    n = boxes.shape[0]
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1.0)
+    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
+    move = torch.from_numpy(rng.uniform(-jitter, jitter, (n, 4))).float()
+    x1 = boxes[:, 0] + move[:, 0] * w
+    y1 = boxes[:, 1] + move[:, 1] * h
+    x2 = torch.maximum(boxes[:, 2] + move[:, 2] * w, x1 + 1.0)
+    y2 = torch.maximum(boxes[:, 3] + move[:, 3] * h, y1 + 1.0)
+    s = torch.from_numpy(rng.uniform(scales[0], scales[1], n)).float()
+    half = torch.maximum(x2 - x1, y2 - y1) * s / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=1)
+
+
+def build_scene_bank(art, categories, styles: tuple[str, ...], scenes: int, seed: int, size: int = 32,
+                     jitter: float = 0.1, scales: tuple[float, float] = (1.0, 1.5), scene_size: int = 384,
+                     progress=None) -> SceneCropBank:
+    """Every visible object of ``scenes`` generated scenes (``scenes.generate_scene``,
+    1-12 objects as in the held-out sets, novel ones included) cropped at
+    ``size`` x ``size`` with :func:`jittered_square_boxes` and RoIAlign, as
+    ``losses.crop_images`` cuts the teacher's crops. ``progress(done, total)``
+    is called every 500 scenes."""
+    from torchvision.ops import roi_align
+
+    from vildtrain.scenes import generate_scene, scene_rng
+
+    if scenes < 1:
+        raise ValueError(f"clipdata: scene bank of {scenes} scenes: need at least 1")
+    index = {c.id: i for i, c in enumerate(categories)}
+    crops, labels = [], []
+    for i in range(scenes):
+        rng = scene_rng(seed, i)
+        img, objs = generate_scene(rng, art, categories, styles, size=scene_size, label_novel=True)
+        if objs:
+            boxes = torch.tensor([[o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]]
+                                  for o in objs], dtype=torch.float32)
+            boxes = jittered_square_boxes(boxes, rng, jitter, scales)
+            img01 = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+            cut = roi_align(img01[None], [boxes], output_size=(size, size), spatial_scale=1.0, sampling_ratio=0,
+                            aligned=True)
+            crops.append(cut.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8))
+            labels.extend(index[o.category_id] for o in objs)
+        if progress is not None and ((i + 1) % 500 == 0 or i + 1 == scenes):
+            progress(i + 1, scenes)
+    if not labels:
+        raise ValueError(f"clipdata: {scenes} scenes gave no objects")
+    return SceneCropBank(crops=torch.cat(crops), labels=torch.tensor(labels, dtype=torch.int64))

@@ -89,6 +89,31 @@ def zero_shot(model: MiniClip, bank: clipdata.ArtBank, backgrounds: torch.Tensor
 
 
 @torch.no_grad()
+def in_context(model: MiniClip, art, categories, text: torch.Tensor, scenes: int, size: int,
+               seed: int = clipdata.SCENE_EVAL_SEED) -> dict[str, float]:
+    """Top-1 over all categories of the objects of ``scenes`` held-out scenes of the
+    training styles, each cropped square at 1x and 1.5x and the two embeddings
+    averaged: the teacher's accuracy on the detector's ground-truth boxes."""
+    from vildtrain.art import STYLES_TRAIN
+    was_training = model.training
+    model.eval()
+    emb = None
+    for scale in (1.0, 1.5):
+        bank = clipdata.build_scene_bank(art, categories, STYLES_TRAIN, scenes, seed, size=size, jitter=0.0,
+                                         scales=(scale, scale))
+        e = torch.cat([model.encode_image(bank.images(torch.arange(i, min(i + 512, len(bank)))))
+                       for i in range(0, len(bank), 512)])
+        emb = e if emb is None else emb + e
+    model.train(was_training)
+    hit = (emb @ text.T).argmax(dim=1) == bank.labels
+    novel = torch.tensor([categories[i].split == "novel" for i in bank.labels.tolist()])
+    out = {"all": float(hit.float().mean()), "crops": len(bank), "scenes": scenes}
+    for split, mask in (("base", ~novel), ("novel", novel)):
+        out[split] = float(hit[mask].float().mean()) if bool(mask.any()) else None
+    return out
+
+
+@torch.no_grad()
 def fixed_batch_loss(model: MiniClip, bank: clipdata.ArtBank, backgrounds: torch.Tensor, ids: torch.Tensor,
                      by_name: list[list[int]], size: int, count: int) -> float:
     """Contrastive loss on a fixed, seeded batch: the first ``count`` categories,
@@ -152,9 +177,21 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--prototype-weight", type=float, default=1.0,
                     help="weight of the auxiliary losses tying images and captions to per-category prototypes")
     ap.add_argument("--max-categories", type=int, default=0, help="use only the first N categories (smoke tests)")
+    ap.add_argument("--scene-crops", type=float, default=0.0,
+                    help="share of a batch's crops cut from generated scenes around their objects (the "
+                         "teacher's view of a proposal: neighbours, scene background and effects) instead of "
+                         "synthesised; 0 = none")
+    ap.add_argument("--scene-bank", type=int, default=8000,
+                    help="scenes generated for --scene-crops (about 6.5 objects each, ~30 ms a scene)")
+    ap.add_argument("--in-context-scenes", type=int, default=300,
+                    help="held-out scenes for the final in-context top-1 (crops at 1x and 1.5x averaged, as "
+                         "the detector's teacher targets are made); 0 = skip")
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged every step); each uses --threads threads")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.scene_crops <= 1.0:
+        print(f"train_clip: --scene-crops {args.scene_crops}: need 0 <= share <= 1", file=sys.stderr)
+        return 2
     if args.procs < 1 or args.batch % args.procs:
         print(f"train_clip: --batch {args.batch} must be a positive multiple of --procs {args.procs}", file=sys.stderr)
         return 2
@@ -225,6 +262,19 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
     backgrounds = clipdata.build_backgrounds(args.backgrounds, seed=args.seed)
     eval_backgrounds = clipdata.build_backgrounds(256, seed=EVAL_SEED)
     by_label = train_bank.by_label()
+    scene_bank, scene_by_label = None, {}
+    if args.scene_crops > 0:
+        # every process builds the same bank (seeded); side by side that costs one bank's time
+        t_bank = time.time()
+        scene_bank = clipdata.build_scene_bank(
+            art, categories, STYLES_TRAIN, args.scene_bank, clipdata.SCENE_BANK_SEED + args.seed,
+            size=args.image_size,
+            progress=(lambda d, n: print(f"train_clip: scene bank {d}/{n} scenes", file=sys.stderr, flush=True))
+            if lead else None)
+        scene_by_label = scene_bank.by_label()
+        if lead:
+            print(f"train_clip: scene bank of {len(scene_bank)} crops of {len(scene_by_label)} categories "
+                  f"from {args.scene_bank} scenes in {time.time() - t_bank:.0f}s", file=sys.stderr)
     if lead:
         print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles, "
               f"held-out tiles {({k: len(v) for k, v in heldout_banks.items()})}, {world} process(es), "
@@ -279,10 +329,30 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
             tiles.append(options[int(torch.randint(0, len(options), (1,), generator=g))])
             pool = by_synonym[c] if by_synonym[c] and float(torch.rand(1, generator=g)) < SYNONYM_P else by_name[c]
             rows.append(pool[int(torch.randint(0, len(pool), (1,), generator=g))])
+        # which categories show a scene crop instead (a generator of their own: a run
+        # without scene crops draws exactly what it drew before they existed)
+        scene_pick = [-1] * len(tiles)
+        if scene_bank is not None:
+            g_scene = torch.Generator().manual_seed(args.seed * 1_000_003 + step + 500_000_000)
+            for k, c in enumerate(classes.tolist()):
+                u, r = float(torch.rand(1, generator=g_scene)), float(torch.rand(1, generator=g_scene))
+                if u < args.scene_crops and c in scene_by_label:
+                    options = scene_by_label[c]
+                    scene_pick[k] = options[min(int(r * len(options)), len(options) - 1)]
         # this process's share of the batch; its own generator for the pixels
         classes, tiles, rows = classes[rank::world], tiles[rank::world], rows[rank::world]
+        scene_pick = torch.tensor(scene_pick[rank::world], dtype=torch.int64)
         g_local = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 64 + rank)
-        crops = clipdata.synthesize(train_bank, torch.tensor(tiles), backgrounds, g_local, crop_cfg)
+        from_scene = scene_pick >= 0
+        crops = torch.empty(len(tiles), 3, cfg.image_size, cfg.image_size)
+        if not bool(from_scene.all()):
+            crops[~from_scene] = clipdata.synthesize(train_bank, torch.tensor(tiles)[~from_scene], backgrounds,
+                                                     g_local, crop_cfg)
+        if bool(from_scene.any()):
+            cut = scene_bank.images(scene_pick[from_scene])
+            flip = torch.rand(cut.shape[0], generator=g_local) < 0.5
+            cut[flip] = cut[flip].flip(-1)
+            crops[from_scene] = cut
         crops = crops.contiguous(memory_format=torch.channels_last)
         text_ids = trim(ids[torch.tensor(rows)])
 
@@ -362,6 +432,11 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
                                                       EVAL_SEED, cfg.image_size)
     metrics["fixed_batch_loss"] = {"start": fixed_start, "end": fixed_batch_loss(
         model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size, min(args.batch, len(categories)))}
+    if args.in_context_scenes > 0:
+        metrics["in_context_top1"] = in_context(model, art, categories, text, args.in_context_scenes,
+                                                cfg.image_size)
+    metrics["scene_crops"] = {"share": args.scene_crops, "bank_scenes": args.scene_bank if scene_bank else 0,
+                              "bank_crops": len(scene_bank) if scene_bank else 0}
     metrics["train_seconds"] = round(time.time() - t_start)
     metrics["command"] = "python3 -m vildtrain train_clip " + " ".join(argv)
     metrics["processes"] = world
