@@ -484,7 +484,7 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
     return _finish(rng, canvas, jpeg_p, effects), objects
 
 
-GRID_SIDES = (3, 4, 6, 8)  # cells per side of a grid scene (48-128 px cells on a 384 canvas)
+GRID_SIDES = (3, 4, 6, 8, 12)  # cells per side of a grid scene (32-128 px cells on a 384 canvas)
 
 
 def generate_grid_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[Category],
@@ -496,7 +496,7 @@ def generate_grid_scene(rng: np.random.Generator, art: ArtLibrary, categories: l
     ``sides``), each ``fill`` of its cell's side and placed at random inside it,
     over the same backgrounds and with the same sprite and image effects as
     :func:`generate_scene`. It annotates up to n*n objects at the cost of one
-    picture (a 384 px scene of 8 x 8 cells holds 64), so a detector sees far more
+    picture (a 384 px scene of 12 x 12 cells holds 144), so a detector sees far more
     labelled regions per step; cells are left empty with ``empty_p`` and hold a
     distractor with ``distractor_p``.
     """

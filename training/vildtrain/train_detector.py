@@ -6,7 +6,7 @@
 Scenes are generated on the fly (in-process, or in DataLoader workers with
 ``--workers``): scene i of the run is ``scenes.scene_rng(seed, i)`` with
 ``label_novel=False``, so novel objects are in the pictures but never
-annotated; a share ``--grid-scenes`` (default half) of them are grid scenes
+annotated; a share ``--grid-scenes`` (default three in four) of them are grid scenes
 (one base object per grid cell: more labelled regions per picture). Per step:
 
 * RPN losses (torchvision) on base boxes only;
@@ -251,17 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-objects", type=int, default=20,
                     help="most objects pasted into a training scene (held-out scenes have 1-12: denser "
                          "training scenes give more labelled regions per step)")
-    ap.add_argument("--grid-scenes", type=float, default=0.5,
+    ap.add_argument("--grid-scenes", type=float, default=0.75,
                     help="share of the training pictures that are grid scenes (one object per grid cell, "
-                         "see --grid-sides: 9-64 labelled regions for the price of one picture by default); "
-                         "0.5 as the committed bundle was trained; 0 = none")
-    ap.add_argument("--grid-sides", type=_sides, default="3,4,6,8",
+                         "see --grid-sides: 9-144 labelled regions for the price of one picture by default); "
+                         "0.75 as the committed bundle was trained; 0 = none")
+    ap.add_argument("--grid-sides", type=_sides, default="3,4,6,8,12",
                     help="comma-separated cells per side a grid scene draws from, e.g. 4,6,8 "
-                         "(default %(default)s: 48-128 px cells on a 384 px scene)")
+                         "(default %(default)s: 32-128 px cells on a 384 px scene)")
     ap.add_argument("--grid-novel", action="store_true",
                     help="grid scenes draw novel categories too (unlabelled); default: base categories only")
-    ap.add_argument("--distill-top", type=int, default=12, help="top proposals per image distilled")
-    ap.add_argument("--distill-random", type=int, default=4, help="random other proposals per image distilled")
+    ap.add_argument("--distill-top", type=int, default=24, help="top proposals per image distilled")
+    ap.add_argument("--distill-random", type=int, default=8, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
     ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
                     help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
