@@ -20,6 +20,14 @@ ART_SIZE = 64          # art is stored as square RGBA tiles of this size
 BACKGROUND_SIZE = 96   # backgrounds are stored at this size and cropped randomly
 
 
+def indices_by_label(labels: torch.Tensor) -> dict[int, list[int]]:
+    """Positions of each label in ``labels``, in order."""
+    out: dict[int, list[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        out.setdefault(label, []).append(i)
+    return out
+
+
 @dataclass
 class ArtBank:
     """Square RGBA art tiles and the category index (0-based, in category order) of each."""
@@ -32,10 +40,7 @@ class ArtBank:
         return self.rgba.shape[0]
 
     def by_label(self) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for i, label in enumerate(self.labels.tolist()):
-            out.setdefault(label, []).append(i)
-        return out
+        return indices_by_label(self.labels)
 
 
 def tile(image: Image.Image, size: int = ART_SIZE) -> np.ndarray:
@@ -189,10 +194,7 @@ class SceneCropBank:
         return self.crops.shape[0]
 
     def by_label(self) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for i, label in enumerate(self.labels.tolist()):
-            out.setdefault(label, []).append(i)
-        return out
+        return indices_by_label(self.labels)
 
     def images(self, indices: torch.Tensor) -> torch.Tensor:
         """Crops ``indices`` as float [n, 3, S, S] in [0, 1]."""
