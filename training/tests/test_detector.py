@@ -11,6 +11,7 @@ from PIL import Image
 
 from vildtrain import infer, losses
 from vildtrain.detector import DetectorConfig, build_detector, init_body_from_miniclip, load_checkpoint
+from vildtrain.miniclip import miniclip_digest
 
 TINY = DetectorConfig(embed_dim=32, stem_channels=8, widths=(16, 16, 16, 16), blocks=(1, 1, 1, 1), fpn_channels=16,
                       head_hidden=32, rpn_batch_per_image=64, box_batch_per_image=64,
@@ -343,6 +344,8 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     model_a, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
     assert extra["seed"] == 0 and extra["steps"] == 3 and "train_detector" in extra["command"]
     assert extra["distill_weight"] == 0.5
+    # the run names the mini-CLIP it distilled from (in memory here: a digest, no path)
+    assert extra["teacher"] == {"digest": miniclip_digest(clip)}
     # the body started from the mini-CLIP: the frozen stem and first two stages still hold its
     # weights and BatchNorm statistics; the third stage (trained) has moved away from them
     assert extra["settings"]["init"] == "miniclip" and extra["settings"]["freeze"] == 2
@@ -360,7 +363,13 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     assert not os.path.exists(tmp_path / "b" / "detector.pt")
     # a run in progress can be loaded for evaluation from its training checkpoint
     partial, where = load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))
-    assert where == {"step": 1, "total": 3} and not partial.training
+    assert where == {"step": 1, "total": 3, "teacher": extra["teacher"]} and not partial.training
+    # resuming against another mini-CLIP would mix two teachers in one run
+    other = tiny_clip()
+    with torch.no_grad():
+        other.logit_scale.add_(1.0)
+    with pytest.raises(ValueError, match="resume with the same --miniclip"):
+        train(_args(tmp_path / "b", "--steps", "3", "--resume"), clip=other, categories=cats, cfg=TINY)
     second = train(_args(tmp_path / "b", "--steps", "3", "--resume"), clip=clip, categories=cats, cfg=TINY)
     assert second["done"] and second["step"] == 3
     model_b, _ = load_checkpoint(str(tmp_path / "b" / "detector.pt"))

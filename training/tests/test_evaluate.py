@@ -88,7 +88,7 @@ def test_evaluate_command_end_to_end_serial_equals_parallel(tmp_path):
     from test_detector import tiny_clip, tiny_model
     from vildtrain.detector import save_checkpoint
     from vildtrain.evaluate import main
-    from vildtrain.miniclip import save_miniclip
+    from vildtrain.miniclip import miniclip_digest, save_miniclip
 
     save_checkpoint(str(tmp_path / "det.pt"), tiny_model(), extra={"command": "train", "train_seconds": 1.0})
     save_miniclip(tiny_clip(), str(tmp_path / "clip.pt"), half=False)
@@ -101,6 +101,8 @@ def test_evaluate_command_end_to_end_serial_equals_parallel(tmp_path):
     serial = json.loads((tmp_path / "serial" / "results.json").read_text())
     parallel = json.loads((tmp_path / "parallel" / "results.json").read_text())
     assert serial["results"] == parallel["results"]
+    assert serial["meta"]["miniclip"] == str(tmp_path / "clip.pt")
+    assert serial["meta"]["miniclip_digest"] == miniclip_digest(tiny_clip())
     row = serial["results"]["seen"]["ensemble"]
     assert row["all"]["categories"] == row["novel"]["categories"] + row["base"]["categories"] > 0
     assert 0.0 <= row["all"]["AP"] <= row["all"]["AP50"] <= 1.0

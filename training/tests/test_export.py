@@ -14,6 +14,7 @@ import torch
 from test_detector import TINY, tiny_clip, tiny_model
 from vildtrain.detector import backbone_output_names, save_checkpoint
 from vildtrain.export import GOLDEN_CASES, ROIS_SAVED, export_bundle
+from vildtrain.miniclip import miniclip_digest, teacher_record
 from vildtrain.prompts import TEMPLATES
 
 RUNTIME = ["backbone.onnx", "box_head.onnx", "text_encoder.onnx", "tokenizer/vocab.json", "tokenizer/merges.txt",
@@ -27,7 +28,7 @@ def bundle(tmp_path_factory):
     model = tiny_model()
     ckpt = str(tmp / "detector.pt")
     save_checkpoint(ckpt, model, extra={"command": "python3 -m vildtrain train_detector --steps 4", "seed": 7,
-                                        "steps": 4, "distill_weight": 1.0})
+                                        "steps": 4, "distill_weight": 1.0, "teacher": teacher_record(tiny_clip())})
     cats = load_categories()[:40]
     out = str(tmp / "bundle")
     os.makedirs(out)   # a previous export: its README.md stays, everything else goes
@@ -41,6 +42,18 @@ def bundle(tmp_path_factory):
 
 def load(out, name):
     return np.load(os.path.join(out, name))
+
+
+def test_export_refuses_a_mini_clip_the_detector_was_not_distilled_from(bundle):
+    out, _, _, cats = bundle
+    other = tiny_clip()
+    with torch.no_grad():
+        other.logit_scale.add_(1.0)
+    before = sorted(os.listdir(out))
+    with pytest.raises(ValueError, match="distilled from"):
+        export_bundle(os.path.join(os.path.dirname(out), "detector.pt"), out, clip=other, categories=cats,
+                      name="smoke")
+    assert sorted(os.listdir(out)) == before   # the existing bundle is untouched
 
 
 def test_reexport_keeps_only_the_readme(bundle):
@@ -71,6 +84,7 @@ def test_manifest_and_files(bundle):
     assert [c["name"] for c in man["categories"]] == [c.name for c in cats]
     assert {c["split"] for c in man["categories"]} == {"base", "novel"}
     assert man["training"]["seed"] == 7 and "train_detector" in man["training"]["command"]
+    assert man["training"]["miniclip_digest"] == miniclip_digest(tiny_clip())
     bg = load(out, "background.npy")
     assert bg.dtype == np.dtype("<f4") and bg.shape == (32,)
     np.testing.assert_allclose(bg, model.background_embedding().detach().numpy(), atol=1e-7)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from vildtrain import train_clip
-from vildtrain.miniclip import MiniClip, MiniClipConfig, load_miniclip, save_miniclip
+from vildtrain import miniclip as miniclip_module
+from vildtrain.miniclip import (MiniClip, MiniClipConfig, check_teacher, load_miniclip, load_teacher,
+                                miniclip_digest, save_miniclip, teacher_record)
 
 TINY = ["--batch", "8", "--max-categories", "8", "--image-size", "32", "--widths", "8,16,16,32",
         "--text-width", "32", "--text-layers", "1", "--embed-dim", "32", "--backgrounds", "16",
@@ -121,3 +123,58 @@ def test_training_with_scene_crops_reports_in_context_top1(tmp_path):
     ctx = metrics["in_context_top1"]
     assert ctx["crops"] > 0 and 0.0 <= ctx["all"] <= 1.0
     assert train_clip.main(TINY + ["--scene-crops", "1.5", "--out", out]) == 2
+
+
+def _two_clips(tmp_path):
+    """Two tiny mini-CLIPs that differ in one weight, saved as a.pt and b.pt."""
+    torch.manual_seed(3)
+    a = MiniClip(tiny_config()).eval()
+    b = MiniClip(tiny_config()).eval()
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        b.logit_scale.add_(0.5)
+    save_miniclip(a, str(tmp_path / "a.pt"))
+    save_miniclip(b, str(tmp_path / "b.pt"))
+    return a, b
+
+
+def test_digest_names_the_weights_not_the_file(tmp_path):
+    a, b = _two_clips(tmp_path)
+    assert miniclip_digest(a) != miniclip_digest(b)
+    loaded = load_miniclip(str(tmp_path / "a.pt"))
+    assert miniclip_digest(loaded) == miniclip_digest(a)           # saved fp16, loaded fp32: the same
+    os.rename(tmp_path / "a.pt", tmp_path / "renamed.pt")
+    assert miniclip_digest(load_miniclip(str(tmp_path / "renamed.pt"))) == miniclip_digest(a)
+    rec = teacher_record(loaded)
+    assert rec["digest"] == miniclip_digest(a)
+    assert os.path.normpath(os.path.join(miniclip_module.REPO, rec["path"])) == str(tmp_path / "a.pt")
+    assert teacher_record(a) == {"digest": miniclip_digest(a)}      # in memory: no path
+
+
+def test_a_detector_is_scored_with_its_own_teacher(tmp_path, monkeypatch, capsys):
+    a, b = _two_clips(tmp_path)
+    extra = {"teacher": teacher_record(load_miniclip(str(tmp_path / "a.pt")))}
+    # asked for by path: the right one loads, another is refused with both digests named
+    clip, path = load_teacher(extra, str(tmp_path / "a.pt"))
+    assert path == str(tmp_path / "a.pt") and miniclip_digest(clip) == miniclip_digest(a)
+    with pytest.raises(ValueError, match=miniclip_digest(a)) as err:
+        load_teacher(extra, str(tmp_path / "b.pt"))
+    assert miniclip_digest(b) in str(err.value) and "--miniclip" in str(err.value)
+    # no path: the default when it is the teacher ...
+    monkeypatch.setattr(miniclip_module, "DEFAULT_CHECKPOINT", str(tmp_path / "a.pt"))
+    assert load_teacher(extra)[1] == str(tmp_path / "a.pt")
+    # ... else the recorded checkpoint, said aloud
+    monkeypatch.setattr(miniclip_module, "DEFAULT_CHECKPOINT", str(tmp_path / "b.pt"))
+    clip, path = load_teacher(extra)
+    assert path == str(tmp_path / "a.pt")
+    assert miniclip_digest(clip) == miniclip_digest(a)
+    assert "distilled from" in capsys.readouterr().err
+    # ... and when neither is it, a clear error
+    os.remove(tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="missing"):
+        load_teacher(extra)
+    # a model in memory is checked the same way; a detector without a record takes what it is given
+    check_teacher(extra, a)
+    with pytest.raises(ValueError, match="distilled from"):
+        check_teacher(extra, b)
+    assert load_teacher({}, str(tmp_path / "b.pt"))[1] == str(tmp_path / "b.pt")

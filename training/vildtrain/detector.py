@@ -338,8 +338,8 @@ def save_checkpoint(path: str, model: VildDetector, extra: dict | None = None) -
 
 def load_checkpoint(path: str) -> tuple[VildDetector, dict]:
     """A detector in eval mode and its extras, from a final ``detector.pt`` or from a
-    training run's ``checkpoint.pt`` (then the extras are {"step": s, "total": t}),
-    so a run can be evaluated before it ends."""
+    training run's ``checkpoint.pt`` (then the extras are {"step": s, "total": t} and
+    the mini-CLIP record "teacher"), so a run can be evaluated before it ends."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
     model = VildDetector(DetectorConfig.from_dict(blob["config"]))
     if "state" in blob:
@@ -348,6 +348,8 @@ def load_checkpoint(path: str) -> tuple[VildDetector, dict]:
     else:
         model.load_state_dict(blob["model"])
         extra = {"step": blob["step"], "total": blob["total"]}
+        if "teacher" in blob:
+            extra["teacher"] = blob["teacher"]
     model.eval()
     return model, extra
 

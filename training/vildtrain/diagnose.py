@@ -96,25 +96,27 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
 
 
 def main(argv: list[str]) -> int:
+    from vildtrain.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain diagnose", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="runs/detector/detector.pt",
                     help="a final detector.pt, or a run's checkpoint.pt")
     ap.add_argument("--data", default="runs/heldout/seen", help="a held-out set written by `scenes`")
     ap.add_argument("--count", type=int, default=60, help="scenes to look at")
-    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--miniclip", default=None, help=MINICLIP_HELP)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     from vildtrain.categories import load_categories
     from vildtrain.detector import load_checkpoint
-    from vildtrain.miniclip import load_miniclip
+    from vildtrain.miniclip import load_teacher
     torch.set_num_threads(args.threads)
     if not os.path.exists(os.path.join(args.data, "annotations.json")):
         print(f"diagnose: {args.data} has no annotations.json; write it with "
               f"`python3 -m vildtrain scenes --set seen --count 500 --out {args.data}`", file=sys.stderr)
         return 2
-    model, _ = load_checkpoint(args.checkpoint)
+    model, extra = load_checkpoint(args.checkpoint)
+    clip, _ = load_teacher(extra, args.miniclip)
     categories = load_categories()
-    result = diagnose(model, load_miniclip(args.miniclip), categories, args.data, args.count)
+    result = diagnose(model, clip, categories, args.data, args.count)
     print(f"RPN recall@300 (IoU >= {result['iou']}): {result['rpn_recall']:.3f} over {result['boxes']} boxes "
           f"in {result['images']} scenes")
     for head, d in result["top1"].items():

@@ -270,10 +270,11 @@ def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, 
 
 
 def main(argv: list[str]) -> int:
+    from vildtrain.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt",
                     help="a final detector.pt, or a run's checkpoint.pt to evaluate it before it ends")
-    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--miniclip", default=None, help=MINICLIP_HELP)
     ap.add_argument("--data", default="training/runs/heldout", help="folder of the held-out sets")
     ap.add_argument("--sets", default="seen,openmoji,fluent3d")
     ap.add_argument("--count", type=int, default=500, help="images per set")
@@ -286,9 +287,9 @@ def main(argv: list[str]) -> int:
     from vildtrain.categories import load_categories
     from vildtrain.detector import load_checkpoint
     from vildtrain.infer import category_vocabulary
-    from vildtrain.miniclip import load_miniclip
+    from vildtrain.miniclip import load_teacher, miniclip_digest
     model, extra = load_checkpoint(args.checkpoint)
-    clip = load_miniclip(args.miniclip)
+    clip, clip_path = load_teacher(extra, args.miniclip)
     cats = load_categories()
     vocab = category_vocabulary(cats, clip.text_embeddings([c.name for c in cats]).float())
     name_to_id = {c.name: c.id for c in cats}
@@ -300,7 +301,7 @@ def main(argv: list[str]) -> int:
     for key, _ in chosen:
         s = ensure_set(args.data, key, args.count)
         if args.procs > 1:
-            dts = run_set_parallel(args.checkpoint, args.miniclip, s, vocab, name_to_id, args.clip_proposals,
+            dts = run_set_parallel(args.checkpoint, clip_path, s, vocab, name_to_id, args.clip_proposals,
                                    args.procs)
         else:
             dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals)
@@ -310,7 +311,8 @@ def main(argv: list[str]) -> int:
             results[key][m] = summarize(ap_per_cat, groups)
     os.makedirs(args.out, exist_ok=True)
     table = markdown(results, chosen, METHODS)
-    meta = {"checkpoint": args.checkpoint, "images_per_set": args.count, "clip_proposals": args.clip_proposals,
+    meta = {"checkpoint": args.checkpoint, "miniclip": clip_path, "miniclip_digest": miniclip_digest(clip),
+            "images_per_set": args.count, "clip_proposals": args.clip_proposals,
             "command": "python3 -m vildtrain evaluate " + " ".join(argv), "eval_seconds": round(time.time() - t0, 1),
             "train_seconds": extra.get("train_seconds"), "training_command": extra.get("command"),
             "training_steps": extra.get("steps"), "images_seen": extra.get("images_seen")}

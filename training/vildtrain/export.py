@@ -198,17 +198,21 @@ def manifest(cfg: DetectorConfig, clip, categories, training: dict, name: str) -
 
 @torch.no_grad()
 def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokenizer_dir: str | None = None,
-                  images: dict[str, Image.Image] | None = None, name: str = "pictogram-vild-small") -> dict:
-    """Write the bundle to ``out`` (replaced if it exists); returns the manifest."""
+                  images: dict[str, Image.Image] | None = None, name: str = "pictogram-vild-small",
+                  miniclip: str | None = None) -> dict:
+    """Write the bundle to ``out`` (replaced if it exists); returns the manifest. The
+    mini-CLIP is ``clip``, else the checkpoint at ``miniclip`` checked against the one the
+    detector records (``load_teacher``), else that recorded one."""
     from vildtrain import clip_tokenizer
     if categories is None:
         from vildtrain.categories import load_categories
         categories = load_categories()
-    if clip is None:
-        from vildtrain.miniclip import load_miniclip
-        clip = load_miniclip()
-    clip.eval()
     model, extra = load_checkpoint(checkpoint)
+    from vildtrain.miniclip import check_teacher, load_teacher, miniclip_digest
+    if clip is None:
+        clip, _ = load_teacher(extra, miniclip)
+    check_teacher(extra, clip)
+    clip.eval()
     cfg = model.cfg
     if cfg.embed_dim != clip.embed_dim:
         raise ValueError(f"export: detector embeds in {cfg.embed_dim} dims, mini-CLIP in {clip.embed_dim}")
@@ -246,6 +250,7 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
                 "distill_weight": extra.get("distill_weight"),
                 "detector": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
                 "miniclip": dict(getattr(clip, "cfg", None).__dict__) if hasattr(clip, "cfg") else {},
+                "miniclip_digest": miniclip_digest(clip),
                 "golden_detections": counts}
     man = manifest(cfg, clip, categories, training, name)
     files = []
@@ -271,15 +276,15 @@ def _json_default(o):
 
 
 def main(argv: list[str]) -> int:
+    from vildtrain.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--miniclip", default=None, help=MINICLIP_HELP)
     ap.add_argument("--name", default="pictogram-vild-small")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    from vildtrain.miniclip import load_miniclip
-    man = export_bundle(args.checkpoint, args.out, clip=load_miniclip(args.miniclip), name=args.name)
+    man = export_bundle(args.checkpoint, args.out, miniclip=args.miniclip, name=args.name)
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in man["sha256"]) / 1e6
     print(f"export: wrote {args.out} ({len(man['sha256']) + 1} files, {total:.1f} MB)", file=sys.stderr)
     return 0

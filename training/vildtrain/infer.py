@@ -275,20 +275,21 @@ def category_vocabulary(categories, embeddings: Tensor) -> Vocabulary:
 
 
 def main(argv: list[str]) -> int:
+    from vildtrain.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain infer", description=__doc__.split("\n\n")[0])
     ap.add_argument("image")
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
-    ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
+    ap.add_argument("--miniclip", default=None, help=MINICLIP_HELP)
     ap.add_argument("--head", choices=HEADS, default="ensemble")
     ap.add_argument("--vocabulary", default=None, help="comma-separated names (default: every category)")
     ap.add_argument("--runners-up", type=int, default=0)
     args = ap.parse_args(argv)
     from vildtrain.categories import load_categories
     from vildtrain.detector import load_checkpoint
-    from vildtrain.miniclip import load_miniclip
+    from vildtrain.miniclip import load_teacher
     torch.set_num_threads(2)
-    model, _ = load_checkpoint(args.checkpoint)
-    clip = load_miniclip(args.miniclip)
+    model, extra = load_checkpoint(args.checkpoint)
+    clip, _ = load_teacher(extra, args.miniclip)
     cats = load_categories()
     base_names = {c.name for c in cats if c.split == "base"}
     base_names |= {s for c in cats if c.split == "base" for s in c.synonyms}

@@ -7,14 +7,18 @@ encoder is the teacher the detector's image head distils from (ViLD-image).
 
 Interface used by the detector trainer:
     load_miniclip(path=None) -> MiniClip in eval mode
+    miniclip_digest(model) -> str, names the weights (recorded with every detector)
+    load_teacher(extra, path=None) -> (MiniClip, path): the mini-CLIP a detector was distilled from
     MiniClip.encode_image(x)   x: [N,3,S,S] RGB in [0,1], S = image_size -> [N,D], L2-normalised
     MiniClip.encode_text(ids)  ids: int64 [B,L] CLIP layout (SOT ... EOT, 0 pad) -> [B,D], L2-normalised
     MiniClip.text_embeddings(names, tokenizer=None) -> [K,D] prompt-ensemble embeddings
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -120,6 +124,7 @@ class MiniClip(nn.Module):
         self.image = ImageEncoder(cfg)
         self.text = TextEncoder(cfg)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.source: str | None = None   # the checkpoint it was loaded from, if any
 
     @property
     def image_size(self) -> int:
@@ -183,4 +188,73 @@ def load_miniclip(path: str | None = None) -> MiniClip:
     model = MiniClip(MiniClipConfig(**cfg_dict))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
     model.eval()
+    model.source = os.path.abspath(path)
     return model
+
+
+def miniclip_digest(model: MiniClip) -> str:
+    """The first 16 hex digits of a SHA-256 over the weights as they are saved (fp16),
+    names in order: the same for a model in memory, its saved checkpoint and that
+    checkpoint loaded again, whatever the file is called."""
+    h = hashlib.sha256()
+    for name, v in sorted(model.state_dict().items()):
+        v = v.detach().cpu()
+        v = v.half() if v.is_floating_point() else v
+        h.update(name.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def teacher_record(model: MiniClip) -> dict:
+    """What a detector checkpoint records about the mini-CLIP it is distilled from:
+    the digest of its weights and, when it was loaded from a file, that file's path
+    relative to the repository."""
+    rec = {"digest": miniclip_digest(model)}
+    if model.source:
+        rec["path"] = os.path.relpath(model.source, REPO)
+    return rec
+
+
+MINICLIP_HELP = ("mini-CLIP checkpoint (default: the one the detector records it was distilled from; "
+                 "a different one is refused)")
+
+
+def check_teacher(extra: dict, clip: MiniClip) -> None:
+    """Refuse a mini-CLIP other than the one the detector records (if it records one)."""
+    rec = extra.get("teacher")
+    if rec and miniclip_digest(clip) != rec["digest"]:
+        raise ValueError(f"miniclip: this detector was distilled from mini-CLIP {rec['digest']} "
+                         f"({rec.get('path', 'in memory')}), not {miniclip_digest(clip)}")
+
+
+def load_teacher(extra: dict, path: str | None = None, log=None) -> tuple[MiniClip, str]:
+    """The mini-CLIP a detector was distilled from, checked against the digest its
+    checkpoint records (``extra["teacher"]``). With ``path`` that checkpoint is loaded
+    and a different one is refused; without, the committed default is used if it is
+    the recorded one, else the recorded path. A detector that records no teacher
+    (written before the record existed) gets ``path`` or the default, unchecked."""
+    rec = extra.get("teacher")
+    if not rec:
+        chosen = path or DEFAULT_CHECKPOINT
+        return load_miniclip(chosen), chosen
+    want = rec["digest"]
+    recorded = os.path.normpath(os.path.join(REPO, rec["path"])) if rec.get("path") else None
+    tried = [path] if path else [DEFAULT_CHECKPOINT] + ([recorded] if recorded else [])
+    seen = []
+    for candidate in tried:
+        if candidate is None or not os.path.exists(candidate):
+            seen.append(f"{candidate} (missing)")
+            continue
+        clip = load_miniclip(candidate)
+        got = miniclip_digest(clip)
+        if got == want:
+            if not path and candidate != DEFAULT_CHECKPOINT:
+                print(f"miniclip: using {candidate}, the mini-CLIP this detector was distilled from "
+                      f"(the default {DEFAULT_CHECKPOINT} is another one)", file=log or sys.stderr)
+            return clip, candidate
+        seen.append(f"{candidate} (digest {got})")
+    raise ValueError(
+        f"miniclip: this detector was distilled from mini-CLIP {want} ({rec.get('path')}); "
+        f"{', '.join(seen)} {'is' if len(seen) == 1 else 'are'} not it. A detector scores with the text "
+        f"encoder and teacher it was trained against: pass --miniclip with that checkpoint")

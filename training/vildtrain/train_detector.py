@@ -58,6 +58,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from vildtrain.detector import (DetectorConfig, VildDetector, build_detector, init_body_from_miniclip,
                                 save_checkpoint)
 from vildtrain.losses import (box_regression_loss, crop_embeddings, distillation_loss, vild_text_loss)
+from vildtrain.miniclip import teacher_record
 
 LOSS_KEYS = ("rpn_objectness", "rpn_box", "text", "box", "image")
 
@@ -413,10 +414,15 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                                   + " ".join(shlex.quote(a) for a in (argv or [])))
     step, total, elapsed_before = 0, args.steps, 0.0
     history: list[dict] = []
+    teacher = teacher_record(clip)
     if args.resume and os.path.exists(ckpt_path):
         blob = torch.load(ckpt_path, map_location="cpu")
         if blob["settings"]["batch"] != args.batch:
             raise ValueError("train_detector: --resume needs the --batch of the interrupted run")
+        if blob.get("teacher", teacher)["digest"] != teacher["digest"]:
+            raise ValueError(f"train_detector: the interrupted run distils from mini-CLIP "
+                             f"{blob['teacher']['digest']} ({blob['teacher'].get('path')}), this one from "
+                             f"{teacher['digest']}: resume with the same --miniclip")
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optimizer"])
         step, total = blob["step"], blob["total"]
@@ -432,7 +438,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         tmp = path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "total": total,
                     "elapsed": elapsed_before + (time.time() - t_start), "config": cfg.to_dict(),
-                    "settings": settings, "history": history}, tmp)
+                    "settings": settings, "history": history, "teacher": teacher}, tmp)
         os.replace(tmp, path)
 
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
@@ -532,7 +538,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                 "command": command, "seed": args.seed, "settings": settings, "steps": step,
                 "images_seen": step * args.batch, "train_seconds": summary["elapsed_s"],
                 "distill_weight": args.distill_weight, "base_categories": [c.name for c in base],
-                "history": history})
+                "teacher": teacher, "history": history})
             with open(os.path.join(args.out, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=1)
         with open(os.path.join(args.out, "last_run.json"), "w") as f:
