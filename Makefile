@@ -41,7 +41,7 @@ miniclip: setup
 	$(TRAIN) train_clip --out runs/miniclip
 
 # ViLD detector on top of the committed mini-CLIP: writes training/runs/detector/detector.pt.
-# The committed bundle's schedule: 1,601 steps (82 min on the 2-core build machine). On a slower
+# The committed bundle's schedule: 1,601 steps (80-90 min on the 2-core build machine). On a slower
 # machine, `$(TRAIN) train_detector --out runs/detector` fits the schedule to an 85-minute budget.
 detector: setup
 	$(TRAIN) train_detector --out runs/detector --steps 1601 --time-budget 0

@@ -13,7 +13,8 @@ from vildtrain.miniclip import (MiniClip, MiniClipConfig, check_teacher, load_mi
 
 TINY = ["--batch", "8", "--max-categories", "8", "--image-size", "32", "--widths", "8,16,16,32",
         "--text-width", "32", "--text-layers", "1", "--embed-dim", "32", "--backgrounds", "16",
-        "--eval-every", "100000", "--eval-crops", "1", "--warmup", "5", "--lr", "1e-2", "--threads", "1", "--procs", "2"]
+        "--eval-every", "100000", "--eval-crops", "1", "--warmup", "5", "--lr", "1e-2", "--threads", "1", "--procs", "2",
+        "--scene-crops", "0"]  # the scene-crop path has its own test with a small bank
 
 
 def tiny_config() -> MiniClipConfig:

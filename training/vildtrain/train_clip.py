@@ -177,7 +177,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--prototype-weight", type=float, default=1.0,
                     help="weight of the auxiliary losses tying images and captions to per-category prototypes")
     ap.add_argument("--max-categories", type=int, default=0, help="use only the first N categories (smoke tests)")
-    ap.add_argument("--scene-crops", type=float, default=0.0,
+    ap.add_argument("--scene-crops", type=float, default=0.5,
                     help="share of a batch's crops cut from generated scenes around their objects (the "
                          "teacher's view of a proposal: neighbours, scene background and effects) instead of "
                          "synthesised; 0 = none")
