@@ -9,6 +9,7 @@ Interface used by the detector trainer:
     load_miniclip(path=None) -> MiniClip in eval mode
     miniclip_digest(model) -> str, names the weights (recorded with every detector)
     load_teacher(extra, path=None) -> (MiniClip, path): the mini-CLIP a detector was distilled from
+    check_teacher(extra, model): refuses a mini-CLIP other than the recorded one
     MiniClip.encode_image(x)   x: [N,3,S,S] RGB in [0,1], S = image_size -> [N,D], L2-normalised
     MiniClip.encode_text(ids)  ids: int64 [B,L] CLIP layout (SOT ... EOT, 0 pad) -> [B,D], L2-normalised
     MiniClip.text_embeddings(names, tokenizer=None) -> [K,D] prompt-ensemble embeddings
@@ -240,7 +241,7 @@ def load_teacher(extra: dict, path: str | None = None, log=None) -> tuple[MiniCl
         return load_miniclip(chosen), chosen
     want = rec["digest"]
     recorded = os.path.normpath(os.path.join(REPO, rec["path"])) if rec.get("path") else None
-    tried = [path] if path else [DEFAULT_CHECKPOINT] + ([recorded] if recorded else [])
+    tried = [path] if path else list(dict.fromkeys([DEFAULT_CHECKPOINT] + ([recorded] if recorded else [])))
     seen = []
     for candidate in tried:
         if candidate is None or not os.path.exists(candidate):
