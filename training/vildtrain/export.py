@@ -210,9 +210,11 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     model, extra = load_checkpoint(checkpoint)
     from vildtrain.miniclip import check_teacher, load_teacher, miniclip_digest
     if clip is None:
-        clip, _ = load_teacher(extra, miniclip)
-    check_teacher(extra, clip)
+        clip, _ = load_teacher(extra, miniclip)   # checked against the record as it loads
+    else:
+        check_teacher(extra, clip)
     clip.eval()
+    digest = miniclip_digest(clip)
     cfg = model.cfg
     if cfg.embed_dim != clip.embed_dim:
         raise ValueError(f"export: detector embeds in {cfg.embed_dim} dims, mini-CLIP in {clip.embed_dim}")
@@ -250,7 +252,7 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
                 "distill_weight": extra.get("distill_weight"),
                 "detector": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
                 "miniclip": dict(getattr(clip, "cfg", None).__dict__) if hasattr(clip, "cfg") else {},
-                "miniclip_digest": miniclip_digest(clip),
+                "miniclip_digest": digest,
                 "golden_detections": counts}
     man = manifest(cfg, clip, categories, training, name)
     files = []

@@ -224,9 +224,12 @@ MINICLIP_HELP = ("mini-CLIP checkpoint (default: the one the detector records it
 def check_teacher(extra: dict, clip: MiniClip) -> None:
     """Refuse a mini-CLIP other than the one the detector records (if it records one)."""
     rec = extra.get("teacher")
-    if rec and miniclip_digest(clip) != rec["digest"]:
+    if not rec:
+        return
+    got = miniclip_digest(clip)
+    if got != rec["digest"]:
         raise ValueError(f"miniclip: this detector was distilled from mini-CLIP {rec['digest']} "
-                         f"({rec.get('path', 'in memory')}), not {miniclip_digest(clip)}")
+                         f"({rec.get('path', 'in memory')}), not {got}")
 
 
 def load_teacher(extra: dict, path: str | None = None, log=None) -> tuple[MiniClip, str]:
