@@ -1,5 +1,6 @@
 """The ViLD detector: inference semantics against torchvision and docs/bundle.md,
 the losses, and a tiny end-to-end training run (resumable, finite losses)."""
+import dataclasses
 import math
 import os
 
@@ -392,12 +393,57 @@ def test_train_data_parallel_processes(tmp_path):
 def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train
-    args = _args(tmp_path, "--steps", "50")
+    args = _args(tmp_path, "--steps", "50", "--box-positive-fraction", "0.5", "--roi-canonical-scale", "48")
     args.time_budget = 1e-4  # minutes: spent during setup, so the first step is the last
     summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
     assert summary["done"] and summary["step"] == summary["total"] == 1
-    _, extra = load_checkpoint(str(tmp_path / "detector.pt"))
+    model, extra = load_checkpoint(str(tmp_path / "detector.pt"))
     assert extra["steps"] == 1
+    # the sampling setting is part of the saved model's configuration
+    assert model.cfg.box_positive_fraction == 0.5 and TINY.box_positive_fraction == 0.25
+    assert model.cfg.roi_canonical_scale == 48 and TINY.roi_canonical_scale == 224
+
+
+def test_roi_canonical_scale_picks_the_pooling_level(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import train
+    # level floor(4 + log2(side / scale)), clamped to p2..p5
+    for scale, side, level in ((224, 48, "p2"), (224, 120, "p3"), (48, 12, "p2"), (48, 24, "p3"), (48, 47, "p3"),
+                               (48, 48, "p4"), (48, 95, "p4"), (48, 96, "p5"), (48, 300, "p5")):
+        model = build_detector(dataclasses.replace(TINY, roi_canonical_scale=scale))
+        got = model.roi_pool.map_levels([torch.tensor([[10.0, 10.0, 10.0 + side, 10.0 + side]])])
+        assert TINY.roi_level_names[int(got)] == level, (scale, side)
+    with pytest.raises(ValueError, match="roi-canonical-scale"):
+        train(_args(tmp_path, "--steps", "1", "--roi-canonical-scale", "0"), clip=tiny_clip(),
+              categories=load_categories()[:80], cfg=TINY)
+
+
+def test_box_positive_fraction_sets_the_labelled_share_of_sampled_rois(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import SceneStream, base_categories, make_sampler, train
+    cats = load_categories()[:80]
+    _, index = base_categories(cats)
+    _, boxes, labels = SceneStream(3, 10, index, size=128, categories=cats, grid_fraction=1.0, grid_sides=(6,))[0]
+    assert len(labels) >= 20
+    g = torch.Generator().manual_seed(0)
+    # every labelled box four times, jittered by at most 1 px (all IoU >= 0.5), plus background boxes
+    near = boxes.repeat(4, 1) + torch.rand(4 * len(boxes), 4, generator=g) - 0.5
+    far = torch.tensor([[0.0, 0.0, 2.0, 2.0]]).repeat(200, 1) + 200.0
+    targets = [{"boxes": boxes, "labels": labels}]
+    batch = TINY.box_batch_per_image
+    assert 4 * len(boxes) >= batch
+    counts = {}
+    for f in (0.25, 0.5):
+        torch.manual_seed(0)
+        _, _, got, _ = make_sampler(dataclasses.replace(TINY, box_positive_fraction=f)).select_training_samples(
+            [torch.cat([near, far])], targets)
+        counts[f] = int((got[0] > 0).sum())
+        assert got[0].numel() == batch and counts[f] == int(batch * f)
+    assert counts[0.5] == 2 * counts[0.25]
+    for bad in ("0", "1.5"):
+        with pytest.raises(ValueError, match="box-positive-fraction"):
+            train(_args(tmp_path / bad, "--steps", "1", "--box-positive-fraction", bad), clip=tiny_clip(),
+                  categories=cats, cfg=TINY)
 
 
 def test_diagnose_counts_every_ground_truth_box(tmp_path):

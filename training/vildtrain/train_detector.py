@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--distill-top", type=int, default=24, help="top proposals per image distilled")
     ap.add_argument("--distill-random", type=int, default=8, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
+    ap.add_argument("--box-positive-fraction", type=float, default=0.25,
+                    help="largest share of the 256 RoIs sampled per picture for ViLD-text that are labelled "
+                         "(base) regions; dense grid scenes have more labelled candidates than 0.25 x 256")
+    ap.add_argument("--roi-canonical-scale", type=int, default=224,
+                    help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
+                         "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; 224 is its "
+                         "default, sized for ImageNet-scale objects)")
     ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
                     help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
     ap.add_argument("--body-lr", type=float, default=0.25,
@@ -339,6 +346,10 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
     ``--size``). With ``--procs`` > 1 the work is spread over that many processes."""
     if args.batch % args.procs:
         raise ValueError(f"train_detector: --batch {args.batch} is not a multiple of --procs {args.procs}")
+    if not 0.0 < args.box_positive_fraction <= 1.0:
+        raise ValueError(f"train_detector: --box-positive-fraction {args.box_positive_fraction}: need 0 < f <= 1")
+    if args.roi_canonical_scale <= 0:
+        raise ValueError(f"train_detector: --roi-canonical-scale {args.roi_canonical_scale}: need > 0")
     t_launch = time.time()  # the time budget counts from here, setup included
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(args.threads, args.procs))
@@ -386,7 +397,9 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
     lead = rank == 0
     base, base_index = base_categories(categories)
 
-    cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size)
+    cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size,
+                              box_positive_fraction=args.box_positive_fraction,
+                              roi_canonical_scale=args.roi_canonical_scale)
     model = build_detector(cfg)
     if args.init == "miniclip":
         copied = init_body_from_miniclip(model.backbone.body, clip.image)
