@@ -264,13 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--distill-top", type=int, default=24, help="top proposals per image distilled")
     ap.add_argument("--distill-random", type=int, default=8, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
-    ap.add_argument("--box-positive-fraction", type=float, default=0.25,
+    ap.add_argument("--box-positive-fraction", type=float, default=DetectorConfig.box_positive_fraction,
                     help="largest share of the 256 RoIs sampled per picture for ViLD-text that are labelled "
-                         "(base) regions; dense grid scenes have more labelled candidates than 0.25 x 256")
-    ap.add_argument("--roi-canonical-scale", type=int, default=224,
+                         "(base) regions (default %(default)s); dense grid scenes have more labelled candidates than that")
+    ap.add_argument("--roi-canonical-scale", type=int, default=DetectorConfig.roi_canonical_scale,
                     help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
-                         "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; 224 is its "
-                         "default, sized for ImageNet-scale objects)")
+                         "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; its default "
+                         "%(default)s is sized for ImageNet-scale objects)")
     ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
                     help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
     ap.add_argument("--body-lr", type=float, default=0.25,
