@@ -2,6 +2,8 @@ package models
 
 import (
 	"errors"
+	"io/fs"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -19,5 +21,51 @@ func TestDefault(t *testing.T) {
 	}
 	if len(b.Manifest.Categories) == 0 {
 		t.Error("default bundle has no categories")
+	}
+}
+
+// The default bundle, golden outputs included, stays within 40 MB (decimal), the
+// limit it is committed under; the binary embeds only its runtime files.
+const maxBundleBytes = 40_000_000
+
+func TestDefaultBundleSize(t *testing.T) {
+	if !Present() {
+		t.Skip("no default bundle in this build yet")
+	}
+	var all, embedded int64
+	err := filepath.WalkDir("default", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		all += info.Size()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = fs.WalkDir(FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		embedded += info.Size()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("default bundle: %.1f MB on disk, %.1f MB embedded", float64(all)/1e6, float64(embedded)/1e6)
+	if all > maxBundleBytes {
+		t.Errorf("default bundle is %d bytes, over the %d-byte limit", all, maxBundleBytes)
+	}
+	if embedded == 0 || embedded > all {
+		t.Errorf("embedded %d bytes of a %d-byte bundle", embedded, all)
 	}
 }

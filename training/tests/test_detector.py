@@ -393,7 +393,8 @@ def test_train_data_parallel_processes(tmp_path):
 def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train
-    args = _args(tmp_path, "--steps", "50", "--box-positive-fraction", "0.5", "--roi-canonical-scale", "48")
+    args = _args(tmp_path, "--steps", "50", "--box-positive-fraction", "0.5", "--roi-canonical-scale", "48",
+                 "--head-hidden", "48", "--image-head-hidden", "24")
     args.time_budget = 1e-4  # minutes: spent during setup, so the first step is the last
     summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
     assert summary["done"] and summary["step"] == summary["total"] == 1
@@ -402,6 +403,21 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     # the sampling setting is part of the saved model's configuration
     assert model.cfg.box_positive_fraction == 0.5 and TINY.box_positive_fraction == 0.25
     assert model.cfg.roi_canonical_scale == 48 and TINY.roi_canonical_scale == 224
+    # so are the box head's widths, and the towers have them
+    assert (model.cfg.head_hidden, model.cfg.image_head_hidden) == (48, 24) and TINY.head_hidden == 32
+    assert model.box_head.text_proj.in_features == 48 and model.box_head.box_pred.in_features == 48
+    assert model.box_head.image_proj.in_features == 24
+
+
+def test_head_widths_default_to_the_config_and_refuse_zero(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import train
+    args = _args(tmp_path, "--steps", "1")
+    assert args.head_hidden is None and args.image_head_hidden is None   # the config's widths stay
+    for flag in ("--head-hidden", "--image-head-hidden"):
+        with pytest.raises(ValueError, match=flag):
+            train(_args(tmp_path, "--steps", "1", flag, "0"), clip=tiny_clip(),
+                  categories=load_categories()[:80], cfg=TINY)
 
 
 def test_roi_canonical_scale_picks_the_pooling_level(tmp_path):

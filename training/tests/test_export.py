@@ -2,6 +2,7 @@
 
 The graphs' numbers under ONNX Runtime are checked against the golden files by
 the Go harness (go test ./detector/pipeline), which has the runtime."""
+import copy
 import hashlib
 import json
 import os
@@ -13,7 +14,8 @@ import torch
 
 from test_detector import TINY, tiny_clip, tiny_model
 from vildtrain.detector import backbone_output_names, save_checkpoint
-from vildtrain.export import GOLDEN_CASES, ROIS_SAVED, export_bundle
+from vildtrain.export import (GOLDEN_CASES, HALF_MIN_ELEMENTS, ROIS_SAVED, export_bundle, export_graph,
+                              fold_batchnorm, round_to_half, store_half)
 from vildtrain.miniclip import miniclip_digest, teacher_record
 from vildtrain.prompts import TEMPLATES
 
@@ -38,6 +40,15 @@ def bundle(tmp_path_factory):
         f.write("old graph")
     man = export_bundle(ckpt, out, clip=tiny_clip(), categories=cats, name="smoke")
     return out, man, model, cats
+
+
+def as_exported(model):
+    """A copy of the model with the weights the exporter puts in the graphs."""
+    m = copy.deepcopy(model).eval()
+    fold_batchnorm(m)
+    for part in (m.backbone, m.rpn, m.box_head):
+        round_to_half(part)
+    return m
 
 
 def load(out, name):
@@ -125,10 +136,11 @@ def test_golden_cases(bundle):
         assert image.shape == (1, 3, meta["padded_height"], meta["padded_width"])
         assert max(meta["resized_width"], meta["resized_height"]) == man["input"]["max_side"]
         assert meta["scale_x"] == meta["resized_width"] / meta["width"]
-        # the backbone outputs are what the graph gives for image.npy
+        # the backbone outputs are what the graph gives for image.npy, with the
+        # weights the graph stores (BatchNorm folded, rounded to float16)
         with torch.no_grad():
             from vildtrain.detector import BackboneGraph
-            outs = BackboneGraph(model)(torch.from_numpy(image))
+            outs = BackboneGraph(as_exported(model))(torch.from_numpy(image))
         for name, t in zip(backbone_output_names(TINY), outs):
             np.testing.assert_array_equal(load(out, f"{d}/{name}.npy"), t.numpy())
         for level in ("p2", "p3", "p4", "p5", "p6"):
@@ -164,3 +176,60 @@ def test_text_golden_matches_category_embeddings(bundle):
     mean = emb.reshape(k, len(TEMPLATES), -1).mean(axis=1)
     mean /= np.linalg.norm(mean, axis=1, keepdims=True)
     np.testing.assert_allclose(mean, load(out, "category_embeddings.npy")[:k], atol=1e-5)
+
+
+def test_detector_graphs_store_their_weights_as_float16(bundle):
+    out, _, model, _ = bundle
+    for name in ("backbone.onnx", "box_head.onnx"):
+        g = onnx.load(os.path.join(out, name))
+        large = [i for i in g.graph.initializer if np.prod(i.dims) >= HALF_MIN_ELEMENTS]
+        assert large and all(i.data_type == onnx.TensorProto.FLOAT16 for i in large), name
+        casts = {n.input[0]: n for n in g.graph.node if n.op_type == "Cast"}
+        for i in large:   # each is read through a Cast to float32
+            assert casts[i.name].attribute[0].i == onnx.TensorProto.FLOAT
+    # the text encoder, which is not the detector's, stays float32
+    g = onnx.load(os.path.join(out, "text_encoder.onnx"))
+    assert all(i.data_type != onnx.TensorProto.FLOAT16 for i in g.graph.initializer)
+    # the stored values are exactly the exported model's (rounded) weights
+    g = onnx.load(os.path.join(out, "box_head.onnx"))
+    weights = [p.detach().numpy() for p in as_exported(model).box_head.parameters()]
+    for init in g.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT16:
+            a = onnx.numpy_helper.to_array(init).astype(np.float32)
+            assert any(w.shape == a.shape and np.array_equal(w, a) for w in weights), init.name
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    model = tiny_model().eval()
+    with torch.no_grad():
+        for m in model.modules():   # give the BatchNorms statistics that matter
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(1, 3, 128, 128)
+    from vildtrain.detector import BackboneGraph
+    with torch.no_grad():
+        before = BackboneGraph(model)(x)
+        folded = copy.deepcopy(model)
+        n = fold_batchnorm(folded)
+        after = BackboneGraph(folded)(x)
+    assert n > 0 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    for a, b in zip(before, after):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_store_half_refuses_weights_that_are_not_float16_values(tmp_path):
+    head = tiny_model().box_head.eval()
+    rois = torch.randn(3, TINY.fpn_channels, 7, 7)
+    path = str(tmp_path / "head.onnx")
+    export_graph(head, (rois,), path, ["rois"], ["text_embeddings", "image_embeddings", "box_deltas"],
+                 {"rois": {0: "N"}})
+    with pytest.raises(ValueError, match="not float16-exact"):
+        store_half(path)
+    round_to_half(head)
+    export_graph(head, (rois,), path, ["rois"], ["text_embeddings", "image_embeddings", "box_deltas"],
+                 {"rois": {0: "N"}})
+    before, after = store_half(path)
+    assert after < 0.6 * before

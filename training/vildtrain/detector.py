@@ -81,7 +81,10 @@ class DetectorConfig:
     box_batch_per_image: int = 256
     box_positive_fraction: float = 0.25
     box_coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    # width of the box head's two fully connected towers: the text tower (text
+    # embedding and box deltas) and the image tower (image embedding)
     head_hidden: int = 256
+    image_head_hidden: int = 256
     # scoring
     temperature: float = 0.01
     ensemble_lambda: float = 2.0 / 3.0
@@ -232,8 +235,8 @@ class BoxHead(nn.Module):
         self.text_tower = _tower(inp, cfg.head_hidden)
         self.text_proj = nn.Linear(cfg.head_hidden, cfg.embed_dim)
         self.box_pred = nn.Linear(cfg.head_hidden, 4)
-        self.image_tower = _tower(inp, cfg.head_hidden)
-        self.image_proj = nn.Linear(cfg.head_hidden, cfg.embed_dim)
+        self.image_tower = _tower(inp, cfg.image_head_hidden)
+        self.image_proj = nn.Linear(cfg.image_head_hidden, cfg.embed_dim)
         nn.init.normal_(self.box_pred.weight, std=0.001)
         nn.init.zeros_(self.box_pred.bias)
 

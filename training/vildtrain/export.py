@@ -72,6 +72,83 @@ def save_npy(path: str, t) -> None:
     np.save(path, arr)
 
 
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm2d into the Conv2d before it (eval-mode statistics), in
+    place, as the ONNX export would: afterwards the PyTorch model computes with the
+    very weights the graph stores. Returns the number folded; raises if a
+    BatchNorm2d is left that no convolution precedes."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    model.eval()
+    folded = 0
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            items = list(module._modules.items())
+            for (name, conv), (bn_name, bn) in zip(items, items[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module._modules[name] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[bn_name] = nn.Identity()
+                    folded += 1
+        for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+                folded += 1
+    left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if left:
+        raise ValueError(f"export: no convolution to fold BatchNorm {left[0]} into")
+    return folded
+
+
+def round_to_half(model: nn.Module) -> None:
+    """Round every floating-point weight to the nearest float16 value (kept as
+    float32), in place, so the graphs can store them as float16 without loss."""
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                if not torch.isfinite(t.half()).all():
+                    raise ValueError("export: a weight is outside float16's range")
+                t.copy_(t.half().float())
+
+
+HALF_MIN_ELEMENTS = 256  # smaller float initializers (biases, constants) stay float32
+
+
+def store_half(path: str) -> tuple[int, int]:
+    """Rewrite the graph at ``path`` so its large float32 initializers are stored as
+    float16, each read through a Cast back to float32 (ONNX Runtime folds the casts
+    when it loads the graph, so it computes in float32 as before). Every value must
+    be exactly a float16 value (see :func:`round_to_half`): the graph computes the
+    same numbers after the rewrite. Returns (bytes before, bytes after)."""
+    from onnx import helper, numpy_helper
+    m = onnx.load(path)
+    before = os.path.getsize(path)
+    keep, casts = [], []
+    for init in m.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            keep.append(init)
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < HALF_MIN_ELEMENTS:
+            keep.append(init)
+            continue
+        half = arr.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), arr):
+            raise ValueError(f"export: {os.path.basename(path)} initializer {init.name} is not float16-exact; "
+                             "round the model's weights first")
+        keep.append(numpy_helper.from_array(half, init.name + "_f16"))
+        casts.append(helper.make_node("Cast", [init.name + "_f16"], [init.name], to=onnx.TensorProto.FLOAT,
+                                      name=init.name + "_to_f32"))
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    nodes = casts + list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return before, os.path.getsize(path)
+
+
 def export_graph(model: nn.Module, args: tuple, path: str, inputs: list[str], outputs: list[str],
                  dynamic: dict) -> None:
     with torch.no_grad():
@@ -208,6 +285,12 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
         from vildtrain.categories import load_categories
         categories = load_categories()
     model, extra = load_checkpoint(checkpoint)
+    # The detector's graphs store their weights as float16 (docs/bundle.md): fold the
+    # BatchNorms and round the weights here, so the golden outputs below come from
+    # exactly the weights the graphs hold.
+    fold_batchnorm(model)
+    for part in (model.backbone, model.rpn, model.box_head):
+        round_to_half(part)
     from vildtrain.miniclip import check_teacher, load_teacher, miniclip_digest
     if clip is None:
         clip, _ = load_teacher(extra, miniclip)   # checked against the record as it loads
@@ -233,6 +316,8 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     tokenizer = clip_tokenizer.load(tok_dir)
 
     export_graphs(model, clip, out)
+    for graph in ("backbone.onnx", "box_head.onnx"):
+        store_half(os.path.join(out, graph))
     save_npy(os.path.join(out, "background.npy"), model.background_embedding())
     names = [c.name for c in categories]
     cat_emb = clip.text_embeddings(names, tokenizer=tokenizer, templates=TEMPLATES).float()

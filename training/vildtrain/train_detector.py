@@ -271,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
                          "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; its default "
                          "%(default)s is sized for ImageNet-scale objects)")
+    ap.add_argument("--head-hidden", type=int, default=None,
+                    help="width of the box head's text tower, which gives the text embedding and the box "
+                         f"deltas (default {DetectorConfig.head_hidden})")
+    ap.add_argument("--image-head-hidden", type=int, default=None,
+                    help="width of the box head's image tower, which gives the image embedding "
+                         f"(default {DetectorConfig.image_head_hidden})")
     ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
                     help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
     ap.add_argument("--body-lr", type=float, default=0.25,
@@ -350,6 +356,9 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
         raise ValueError(f"train_detector: --box-positive-fraction {args.box_positive_fraction}: need 0 < f <= 1")
     if args.roi_canonical_scale <= 0:
         raise ValueError(f"train_detector: --roi-canonical-scale {args.roi_canonical_scale}: need > 0")
+    for flag, width in (("--head-hidden", args.head_hidden), ("--image-head-hidden", args.image_head_hidden)):
+        if width is not None and width <= 0:
+            raise ValueError(f"train_detector: {flag} {width}: need > 0")
     t_launch = time.time()  # the time budget counts from here, setup included
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(args.threads, args.procs))
@@ -400,6 +409,10 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
     cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size,
                               box_positive_fraction=args.box_positive_fraction,
                               roi_canonical_scale=args.roi_canonical_scale)
+    if args.head_hidden is not None:
+        cfg = dataclasses.replace(cfg, head_hidden=args.head_hidden)
+    if args.image_head_hidden is not None:
+        cfg = dataclasses.replace(cfg, image_head_hidden=args.image_head_hidden)
     model = build_detector(cfg)
     if args.init == "miniclip":
         copied = init_body_from_miniclip(model.backbone.body, clip.image)
