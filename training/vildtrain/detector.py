@@ -83,7 +83,7 @@ class DetectorConfig:
     box_coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
     # width of the box head's two fully connected towers: the text tower (text
     # embedding and box deltas) and the image tower (image embedding)
-    head_hidden: int = 256
+    head_hidden: int = 512
     image_head_hidden: int = 256
     # scoring
     temperature: float = 0.01
