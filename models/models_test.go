@@ -3,7 +3,7 @@ package models
 import (
 	"errors"
 	"io/fs"
-	"path/filepath"
+	"os"
 	"strings"
 	"testing"
 )
@@ -32,32 +32,11 @@ func TestDefaultBundleSize(t *testing.T) {
 	if !Present() {
 		t.Skip("no default bundle in this build yet")
 	}
-	var all, embedded int64
-	err := filepath.WalkDir("default", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		all += info.Size()
-		return nil
-	})
+	all, err := treeSize(os.DirFS("default"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = fs.WalkDir(FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		embedded += info.Size()
-		return nil
-	})
+	embedded, err := treeSize(FS())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,4 +47,21 @@ func TestDefaultBundleSize(t *testing.T) {
 	if embedded == 0 || embedded > all {
 		t.Errorf("embedded %d bytes of a %d-byte bundle", embedded, all)
 	}
+}
+
+// treeSize adds up the sizes of the regular files under fsys.
+func treeSize(fsys fs.FS) (int64, error) {
+	var n int64
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n += info.Size()
+		return nil
+	})
+	return n, err
 }
