@@ -4,7 +4,8 @@
     python3 -m vildtrain export --checkpoint training/runs/detector/detector.pt --out DIR
 
 Writes ``backbone.onnx``, ``box_head.onnx``, ``text_encoder.onnx`` (opset 17,
-dynamic axes, each passing ``onnx.checker``), the tokenizer files,
+dynamic axes, each passing ``onnx.checker``; the detector graphs store their
+weights as float16, see :func:`store_half`), the tokenizer files,
 ``background.npy``, ``category_embeddings.npy`` (prompt ensemble of every
 category), ``golden/`` (PyTorch reference numbers for several images and for the
 text encoder, computed by :mod:`vildtrain.infer`) and ``manifest.json`` with
