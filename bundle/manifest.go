@@ -96,6 +96,8 @@ type Postprocess struct {
 	ScoreThreshold float32 `json:"score_threshold"`
 	NMSIoU         float32 `json:"nms_iou"`
 	MaxDetections  int     `json:"max_detections"`
+	// LabelsPerBox is how many labels one region may be reported with (absent: 1).
+	LabelsPerBox int `json:"labels_per_box,omitempty"`
 }
 
 // Text describes the text encoder's input: tokenizer, context and prompts.
@@ -257,6 +259,9 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Postprocess.MaxDetections < 1 {
 		bad("postprocess.max_detections %d < 1", m.Postprocess.MaxDetections)
+	}
+	if m.Postprocess.LabelsPerBox < 0 {
+		bad("postprocess.labels_per_box %d < 0", m.Postprocess.LabelsPerBox)
 	}
 	if m.Text.Tokenizer != "clip-bpe" {
 		bad("text.tokenizer %q, want \"clip-bpe\"", m.Text.Tokenizer)

@@ -49,6 +49,7 @@ type Options struct {
 	NMSIoU         float32 // IoU above which the lower-scored box of a label is suppressed
 	MaxDetections  int     // cap on reported detections
 	RunnersUp      int     // how many runner-up labels to report per detection
+	LabelsPerBox   int     // labels a region may be reported with, each a detection (≤ 1: its best only)
 }
 
 // Candidate is a label with its score.

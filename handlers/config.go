@@ -34,6 +34,8 @@ type Config struct {
 	MaxDetections int
 	// MaxRunnersUp caps the runner-up labels of one detection.
 	MaxRunnersUp int
+	// MaxLabelsPerBox caps the labels one region may be reported with.
+	MaxLabelsPerBox int
 	// RequestTimeout bounds a request, queue time included.
 	RequestTimeout time.Duration
 	// Workers is the number of concurrent inferences.
@@ -67,6 +69,7 @@ func DefaultConfig() Config {
 		MaxImagePixels:          40_000_000,
 		MaxDetections:           300,
 		MaxRunnersUp:            5,
+		MaxLabelsPerBox:         20,
 		RequestTimeout:          10 * time.Second,
 		Workers:                 1,
 		QueueLength:             4,
@@ -109,6 +112,7 @@ func (c Config) withDefaults() Config {
 	set(&c.MaxImagePixels, d.MaxImagePixels)
 	set(&c.MaxDetections, d.MaxDetections)
 	set(&c.MaxRunnersUp, d.MaxRunnersUp)
+	set(&c.MaxLabelsPerBox, d.MaxLabelsPerBox)
 	setD(&c.RequestTimeout, d.RequestTimeout)
 	set(&c.Workers, d.Workers)
 	if c.QueueLength == 0 {

@@ -55,7 +55,7 @@ type DetectResponse struct {
 func (h *api) detectorOptions(o DetectOptions) (detector.Options, error) {
 	d := h.deps.Model.Defaults
 	opts := detector.Options{Head: detector.HeadEnsemble, ScoreThreshold: d.ScoreThreshold,
-		NMSIoU: d.NMSIoU, MaxDetections: d.MaxDetections, RunnersUp: 3}
+		NMSIoU: d.NMSIoU, MaxDetections: d.MaxDetections, RunnersUp: 3, LabelsPerBox: max(d.LabelsPerBox, 1)}
 	if d.Head != "" {
 		opts.Head = d.Head
 	}
@@ -96,6 +96,13 @@ func (h *api) detectorOptions(o DetectOptions) (detector.Options, error) {
 		}
 		opts.RunnersUp = *o.RunnersUp
 	}
+	if o.LabelsPerBox != nil {
+		if *o.LabelsPerBox < 1 || *o.LabelsPerBox > h.cfg.MaxLabelsPerBox {
+			return opts, badRequest("invalid-option", fmt.Sprintf("labels_per_box must be 1 to %d", h.cfg.MaxLabelsPerBox), nil)
+		}
+		opts.LabelsPerBox = *o.LabelsPerBox
+	}
+	opts.LabelsPerBox = min(opts.LabelsPerBox, h.cfg.MaxLabelsPerBox)
 	return opts, nil
 }
 
@@ -230,7 +237,7 @@ func max32(a, b float32) float32 {
 // detect godoc
 //
 //	@Summary		Detect objects of any categories in an image
-//	@Description	The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.
+//	@Description	The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.
 //	@Description	With Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only).
 //	@Tags			detect
 //	@Accept			json
@@ -249,6 +256,7 @@ func max32(a, b float32) float32 {
 //	@Param			nms_iou			query		number			false	"raw body: NMS IoU"
 //	@Param			head			query		string			false	"raw body: ensemble, text or image"
 //	@Param			runners_up		query		integer			false	"raw body: runner-up labels per detection"
+//	@Param			labels_per_box	query		integer			false	"raw body: labels one region may be reported with"
 //	@Success		200				{object}	DetectResponse
 //	@Failure		400				{object}	Problem	"bad request: invalid JSON, multipart, options or categories; corrupt image"
 //	@Failure		404				{object}	Problem	"vocabulary not found"

@@ -60,6 +60,49 @@ func TestDetectJSON(t *testing.T) {
 	}
 }
 
+func TestDetectLabelsPerBox(t *testing.T) {
+	e := newEnv(t, nil)
+	req := func(perBox any) *httptest.ResponseRecorder {
+		return e.postJSON(t, "/v1/detect", map[string]any{
+			"image": b64(scenePNG(t)), "categories": []string{"red ball", "blue box", "green"},
+			"score_threshold": 0, "runners_up": 1, "labels_per_box": perBox,
+		})
+	}
+	rec := req(3)
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	r := decodeBody[DetectResponse](t, rec)
+	// two regions, each reported with all three labels
+	if got := labels(r.Detections); got != "blue box,blue box,green,green,red ball,red ball" {
+		t.Fatalf("labels %q", got)
+	}
+	perBox := map[[4]float32][]string{}
+	for _, d := range r.Detections {
+		perBox[d.Box] = append(perBox[d.Box], d.Label)
+		if len(d.RunnersUp) != 1 || d.RunnersUp[0].Label == d.Label {
+			t.Fatalf("%s: runners-up %+v, want the region's best other label", d.Label, d.RunnersUp)
+		}
+	}
+	if len(perBox) != 2 {
+		t.Fatalf("boxes %v, want 2 regions with 3 labels each", perBox)
+	}
+	// the query string carries it too; 1 is the bundled default
+	q := e.do(t, "POST", "/v1/detect?categories=red+ball,blue+box,green&score_threshold=0&labels_per_box=2",
+		"image/png", bytes.NewReader(scenePNG(t)))
+	if q.Code != 200 || len(decodeBody[DetectResponse](t, q).Detections) != 4 {
+		t.Fatalf("query labels_per_box=2: status %d: %s", q.Code, q.Body)
+	}
+	for _, bad := range []any{0, 21, -1} {
+		p := wantProblem(t, req(bad), 400, "invalid-option")
+		if !strings.Contains(p.Detail, "labels_per_box must be 1 to 20") {
+			t.Fatalf("detail %q", p.Detail)
+		}
+	}
+	wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red&labels_per_box=two", "image/png",
+		bytes.NewReader(scenePNG(t))), 400, "invalid-request")
+}
+
 func multipartBody(t testing.TB, fields [][2]string, files ...[]byte) (*bytes.Buffer, string) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -66,6 +67,11 @@ type DetectOptions struct {
 	Head string `json:"head,omitempty" enums:"ensemble,text,image" example:"ensemble"`
 	// RunnersUp is how many runner-up labels to report per detection (default 3, at most 5).
 	RunnersUp *int `json:"runners_up,omitempty" example:"3" minimum:"0"`
+	// LabelsPerBox is how many labels one region may be reported with, each as a
+	// detection of its own (default: the model's, 1 for the bundled one; at most
+	// the server's cap, 20 by default). Above 1 it is the per-class output that
+	// COCO-style evaluation expects.
+	LabelsPerBox *int `json:"labels_per_box,omitempty" example:"1" minimum:"1"`
 }
 
 // DetectRequest is the JSON body of POST /v1/detect: one image or a batch.
@@ -282,7 +288,7 @@ func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, err
 				return nil, multipartErr(err)
 			}
 			in.images = append(in.images, data)
-		case withOptions && (name == "options" || knownOptionField[name]):
+		case withOptions && (name == "options" || slices.Contains(optionFields, name)):
 			data, err := io.ReadAll(io.LimitReader(part, h.cfg.MaxJSONBytes+1))
 			if err != nil {
 				return nil, multipartErr(err)
@@ -300,8 +306,11 @@ func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, err
 			}
 		default:
 			part.Close()
-			return nil, badRequest("invalid-multipart", "unknown multipart field (want image"+
-				map[bool]string{true: ", categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up or options", false: ""}[withOptions]+")", nil)
+			want := "image"
+			if withOptions {
+				want = "image, " + strings.Join(optionFields, ", ") + " or options"
+			}
+			return nil, badRequest("invalid-multipart", "unknown multipart field (want "+want+")", nil)
 		}
 		part.Close()
 	}
@@ -340,10 +349,9 @@ func headerBytes(h map[string][]string) int {
 	return n
 }
 
-var knownOptionField = map[string]bool{
-	"categories": true, "vocabulary": true, "negatives": true, "score_threshold": true,
-	"max_detections": true, "nms_iou": true, "head": true, "runners_up": true,
-}
+// optionFields are the options a query string or multipart form may carry.
+var optionFields = []string{"categories", "vocabulary", "negatives", "score_threshold", "max_detections",
+	"nms_iou", "head", "runners_up", "labels_per_box"}
 
 // optionsFromValues reads options from query parameters or multipart text
 // fields; list fields are comma-separated or repeated. base holds options
@@ -354,8 +362,9 @@ func optionsFromValues(v url.Values, base *DetectOptions) (*DetectOptions, error
 		o = base
 	}
 	for k := range v {
-		if !knownOptionField[k] {
-			return nil, badRequest("invalid-request", "unknown parameter (want categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head or runners_up)", nil)
+		if !slices.Contains(optionFields, k) {
+			return nil, badRequest("invalid-request", "unknown parameter (want "+
+				strings.Join(optionFields[:len(optionFields)-1], ", ")+" or "+optionFields[len(optionFields)-1]+")", nil)
 		}
 	}
 	list := func(key string) []string {
@@ -415,7 +424,7 @@ func optionsFromValues(v url.Values, base *DetectOptions) (*DetectOptions, error
 	for _, f := range []struct {
 		key string
 		dst **int
-	}{{"max_detections", &o.MaxDetections}, {"runners_up", &o.RunnersUp}} {
+	}{{"max_detections", &o.MaxDetections}, {"runners_up", &o.RunnersUp}, {"labels_per_box", &o.LabelsPerBox}} {
 		s, ok, err := single(f.key)
 		if err != nil {
 			return nil, err

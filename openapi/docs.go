@@ -64,7 +64,7 @@ const docTemplate = `{
         },
         "/v1/detect": {
             "post": {
-                "description": "The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.\nWith Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only).",
+                "description": "The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.\nWith Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only).",
                 "consumes": [
                     "application/json",
                     "multipart/form-data",
@@ -136,6 +136,12 @@ const docTemplate = `{
                         "type": "integer",
                         "description": "raw body: runner-up labels per detection",
                         "name": "runners_up",
+                        "in": "query"
+                    },
+                    {
+                        "type": "integer",
+                        "description": "raw body: labels one region may be reported with",
+                        "name": "labels_per_box",
                         "in": "query"
                     }
                 ],
@@ -727,6 +733,12 @@ const docTemplate = `{
                     ],
                     "example": "ensemble"
                 },
+                "labels_per_box": {
+                    "description": "LabelsPerBox is how many labels one region may be reported with, each as a\ndetection of its own (default: the model's, 1 for the bundled one; at most\nthe server's cap, 20 by default). Above 1 it is the per-class output that\nCOCO-style evaluation expects.",
+                    "type": "integer",
+                    "minimum": 1,
+                    "example": 1
+                },
                 "max_detections": {
                     "description": "MaxDetections per image (default: the model's; at most the server's cap, 300 by default).",
                     "type": "integer",
@@ -825,6 +837,12 @@ const docTemplate = `{
                         "type": "string",
                         "format": "byte"
                     }
+                },
+                "labels_per_box": {
+                    "description": "LabelsPerBox is how many labels one region may be reported with, each as a\ndetection of its own (default: the model's, 1 for the bundled one; at most\nthe server's cap, 20 by default). Above 1 it is the per-class output that\nCOCO-style evaluation expects.",
+                    "type": "integer",
+                    "minimum": 1,
+                    "example": 1
                 },
                 "max_detections": {
                     "description": "MaxDetections per image (default: the model's; at most the server's cap, 300 by default).",

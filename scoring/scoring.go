@@ -8,9 +8,10 @@
 //   - ensemble with λ: base classes p_text^λ·p_image^(1−λ), other classes
 //     p_text^(1−λ)·p_image^λ;
 //   - classes sharing a label sum their probabilities;
-//   - each region keeps its best label; when that label belongs to a negative
-//     class the region is dropped (negatives absorb look-alikes and are never
-//     reported, not even as runners-up);
+//   - each region keeps its best label, or its Options.LabelsPerBox best
+//     labels, each a detection of its own; when the best label belongs to a
+//     negative class the region is dropped (negatives absorb look-alikes and
+//     are never reported, not even as runners-up);
 //   - a detection is kept when its score is at least its label's threshold
 //     (the largest non-zero Threshold of the label's classes, else
 //     Options.ScoreThreshold);
@@ -90,7 +91,7 @@ func (m *Model) Score(r *detector.Regions, v *detector.Vocabulary, opts detector
 	return m.ScorePrepared(r, p, opts)
 }
 
-// region is one region's best label before NMS.
+// region is one labelled region before NMS.
 type region struct {
 	index     int
 	label     int
@@ -106,8 +107,10 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 	}
 	n := len(r.Boxes)
 	nl := len(p.labels)
+	perBox := max(opts.LabelsPerBox, 1)
 	labelScore := make([]float64, nl)
-	order := make([]int, nl)
+	chosen := make([]int, 0, perBox)
+	order := make([]int, 0, opts.RunnersUp)
 	var kept []region
 	for i := range n {
 		clear(labelScore)
@@ -123,19 +126,29 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 		if p.negative[best] {
 			continue
 		}
-		score := float32(labelScore[best])
-		thr := opts.ScoreThreshold
-		if p.threshold[best] > 0 {
-			thr = p.threshold[best]
+		chosen = append(chosen[:0], best)
+		if perBox > 1 {
+			chosen = topLabels(labelScore, best, p, perBox-1, chosen)
 		}
-		if !(score >= thr) {
-			continue
+		for _, l := range chosen {
+			score := float32(labelScore[l])
+			thr := opts.ScoreThreshold
+			if p.threshold[l] > 0 {
+				thr = p.threshold[l]
+			}
+			if !(score >= thr) {
+				continue
+			}
+			reg := region{index: i, label: l, score: score}
+			if opts.RunnersUp > 0 {
+				order = topLabels(labelScore, l, p, opts.RunnersUp, order[:0])
+				reg.runnersUp = make([]detector.Candidate, len(order))
+				for j, o := range order {
+					reg.runnersUp[j] = detector.Candidate{Label: p.labels[o], Score: float32(labelScore[o])}
+				}
+			}
+			kept = append(kept, reg)
 		}
-		reg := region{index: i, label: best, score: score}
-		if opts.RunnersUp > 0 {
-			reg.runnersUp = runnersUp(labelScore, best, p, opts.RunnersUp, order[:0])
-		}
-		kept = append(kept, reg)
 	}
 
 	bx := make([][4]float32, len(kept))
@@ -157,30 +170,32 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 	return dets, nil
 }
 
-// runnersUp returns the r best non-negative labels other than best, by
-// decreasing score (ties in label order): a partial insertion sort, O(L·r).
-func runnersUp(labelScore []float64, best int, p *Prepared, r int, top []int) []detector.Candidate {
+// topLabels appends to dst the r best non-negative labels other than
+// exclude, by decreasing score (ties in label order): a partial insertion
+// sort, O(L·r).
+func topLabels(labelScore []float64, exclude int, p *Prepared, r int, dst []int) []int {
+	if r <= 0 {
+		return dst
+	}
+	base := len(dst)
 	for l, s := range labelScore {
-		if l == best || p.negative[l] {
+		if l == exclude || p.negative[l] {
 			continue
 		}
-		if len(top) == r && !(s > labelScore[top[r-1]]) {
-			continue
-		}
-		if len(top) < r {
-			top = append(top, l)
+		last := len(dst) - 1
+		if len(dst)-base == r {
+			if !(s > labelScore[dst[last]]) {
+				continue
+			}
+			dst[last] = l
 		} else {
-			top[r-1] = l
+			dst = append(dst, l)
 		}
-		for j := len(top) - 1; j > 0 && labelScore[top[j]] > labelScore[top[j-1]]; j-- {
-			top[j], top[j-1] = top[j-1], top[j]
+		for j := len(dst) - 1; j > base && labelScore[dst[j]] > labelScore[dst[j-1]]; j-- {
+			dst[j], dst[j-1] = dst[j-1], dst[j]
 		}
 	}
-	out := make([]detector.Candidate, len(top))
-	for j, l := range top {
-		out[j] = detector.Candidate{Label: p.labels[l], Score: float32(labelScore[l])}
-	}
-	return out
+	return dst
 }
 
 // Probabilities returns the per-class probabilities [N, K] (N regions, K

@@ -34,6 +34,7 @@ type golden struct {
 		NMSIoU         float32   `json:"nms_iou"`
 		MaxDetections  int       `json:"max_detections"`
 		RunnersUp      int       `json:"runners_up"`
+		LabelsPerBox   int       `json:"labels_per_box"`
 		Probabilities  []float64 `json:"probabilities"`
 		Detections     []struct {
 			Label     string               `json:"label"`
@@ -96,7 +97,8 @@ func TestScoreMatchesReference(t *testing.T) {
 				}
 			}
 			opts := detector.Options{Head: detector.Head(tc.Head), ScoreThreshold: tc.ScoreThreshold,
-				NMSIoU: tc.NMSIoU, MaxDetections: tc.MaxDetections, RunnersUp: tc.RunnersUp}
+				NMSIoU: tc.NMSIoU, MaxDetections: tc.MaxDetections, RunnersUp: tc.RunnersUp,
+				LabelsPerBox: tc.LabelsPerBox}
 			dets, err := m.Score(r, v, opts)
 			if err != nil {
 				t.Fatal(err)

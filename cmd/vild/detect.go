@@ -28,6 +28,7 @@ type detectConfig struct {
 	Model          modelConfig
 	ScoreThreshold float64
 	MaxDetections  int
+	LabelsPerBox   int
 	Head           string
 }
 
@@ -51,6 +52,7 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.Out, "out", "", "write the annotated image (PNG or JPEG by extension) to `FILE`; one image only")
 	fs.Float64Var(&c.ScoreThreshold, "score-threshold", -1, "minimum score (default: the model's)")
 	fs.IntVar(&c.MaxDetections, "max-detections", 0, "detections per image (default: the model's)")
+	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 0, "labels one region may be reported with, each a detection (default: the model's)")
 	fs.StringVar(&c.Head, "head", "ensemble", "ensemble, text or image")
 	addModelFlags(fs, env, &c.Model)
 	for len(args) > 0 {
@@ -81,6 +83,9 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
 	default:
 		return c, fmt.Errorf("detect: --head must be ensemble, text or image")
+	}
+	if c.LabelsPerBox < 0 {
+		return c, fmt.Errorf("detect: --labels-per-box must not be negative")
 	}
 	return c, nil
 }
@@ -122,6 +127,9 @@ func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writ
 	}
 	if cfg.MaxDetections > 0 {
 		opts.MaxDetections = cfg.MaxDetections
+	}
+	if cfg.LabelsPerBox > 0 {
+		opts.LabelsPerBox = cfg.LabelsPerBox
 	}
 	enc := json.NewEncoder(stdout)
 	for _, file := range cfg.Images {

@@ -25,11 +25,19 @@ type evalConfig struct {
 	Images      string
 	Heads       []detector.Head
 	Limit       int // first N images; 0 = all
-	JSON        bool
-	Model       modelConfig
+	// LabelsPerBox is how many labels one region may be reported with.
+	LabelsPerBox int
+	JSON         bool
+	Model        modelConfig
 	// ProgressEvery is how many images pass between progress lines.
 	ProgressEvery int
 }
+
+// evalLabelsPerBox is the evaluation's labels per region: COCO-style
+// per-class output (at the 0.05 score threshold a region's probability
+// allows at most 20 labels), as training/vildtrain/evaluate.py reports
+// (docs/decisions/0006-per-class-evaluation.md).
+const evalLabelsPerBox = 20
 
 // evalMethods names each head as training/vildtrain/evaluate.py's table does,
 // in its row order.
@@ -47,6 +55,7 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&c.Images, "images", "", "`DIR` holding the images' file_name paths")
 	head := fs.String("head", "all", "ensemble, text, image, or all three")
 	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
+	fs.IntVar(&c.LabelsPerBox, "labels-per-box", evalLabelsPerBox, "labels one region may be reported with, each a detection: the default is COCO-style per-class output; 1 keeps each region's best label, the server's default")
 	fs.BoolVar(&c.JSON, "json", false, "print a JSON report instead of the table")
 	fs.IntVar(&c.ProgressEvery, "progress-every", 50, "images between progress lines on stderr (0: none)")
 	addModelFlags(fs, env, &c.Model)
@@ -62,6 +71,9 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if c.Limit < 0 || c.ProgressEvery < 0 {
 		errs = append(errs, errors.New("--limit and --progress-every must not be negative"))
+	}
+	if c.LabelsPerBox < 1 {
+		errs = append(errs, errors.New("--labels-per-box must be at least 1"))
 	}
 	switch h := detector.Head(*head); h {
 	case "all":
@@ -119,6 +131,7 @@ type evalReport struct {
 	Categories     int          `json:"categories"`
 	ScoreThreshold float32      `json:"score_threshold"`
 	MaxDetections  int          `json:"max_detections"`
+	LabelsPerBox   int          `json:"labels_per_box"`
 	Seconds        float64      `json:"seconds"`
 	Heads          []headReport `json:"heads"`
 }
@@ -141,8 +154,8 @@ type categoryReport struct {
 
 // evaluateModel runs every image through the detector once (Regions), scores
 // the regions with each head against the annotation file's whole category
-// list, with the model's post-processing defaults (the settings the Python
-// evaluation uses), and evaluates each head's detections.
+// list, with the model's post-processing defaults and cfg.LabelsPerBox (the
+// settings the Python evaluation uses), and evaluates each head's detections.
 func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model, stderr io.Writer) (*evalReport, error) {
 	start := time.Now()
 	gt = gt.FirstImages(cfg.Limit)
@@ -159,6 +172,7 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 	}
 	opts := m.Info.Defaults
 	opts.RunnersUp = 0
+	opts.LabelsPerBox = max(cfg.LabelsPerBox, 1)
 	dets := make([][]eval.ImageDetections, len(cfg.Heads))
 	progress := func(done int) {
 		if stderr == nil || cfg.ProgressEvery == 0 || (done%cfg.ProgressEvery != 0 && done != len(gt.Images)) {
@@ -200,7 +214,8 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 		progress(i + 1)
 	}
 	rep := &evalReport{Model: m.Info.ID, Annotations: cfg.Annotations, Images: len(gt.Images),
-		Categories: len(gt.Categories), ScoreThreshold: opts.ScoreThreshold, MaxDetections: opts.MaxDetections}
+		Categories: len(gt.Categories), ScoreThreshold: opts.ScoreThreshold, MaxDetections: opts.MaxDetections,
+		LabelsPerBox: opts.LabelsPerBox}
 	for h, head := range cfg.Heads {
 		res := eval.Evaluate(gt, dets[h])
 		hr := headReport{Head: head, Method: methodName(head), Summary: res.Summary}
@@ -276,8 +291,8 @@ func finiteOrNil(v float64) *float64 {
 // (three decimals, "nan" for a group without ground truth), so the two diff.
 func (r *evalReport) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d images, %d categories, model %s (score threshold %g, at most %d detections per image)\n\n",
-		r.Annotations, r.Images, r.Categories, r.Model, r.ScoreThreshold, r.MaxDetections)
+	fmt.Fprintf(&b, "%s: %d images, %d categories, model %s (score threshold %g, at most %d detections per image, %d labels per box)\n\n",
+		r.Annotations, r.Images, r.Categories, r.Model, r.ScoreThreshold, r.MaxDetections, r.LabelsPerBox)
 	b.WriteString("| method | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, h := range r.Heads {

@@ -286,7 +286,7 @@ func TestEvalConfig(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 	c, err = parseEvalConfig([]string{"--annotations", "a.json", "--images", "d"}, env("VILD_MODEL", "/env"), io.Discard)
-	if err != nil || len(c.Heads) != 3 || c.Model.ModelDir != "/env" || c.ProgressEvery != 50 {
+	if err != nil || len(c.Heads) != 3 || c.Model.ModelDir != "/env" || c.ProgressEvery != 50 || c.LabelsPerBox != 20 {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, args := range [][]string{
@@ -294,6 +294,7 @@ func TestEvalConfig(t *testing.T) {
 		{"--annotations", "a.json"},
 		{"--annotations", "a.json", "--images", "d", "--head", "clip"},
 		{"--annotations", "a.json", "--images", "d", "--limit", "-1"},
+		{"--annotations", "a.json", "--images", "d", "--labels-per-box", "0"},
 		{"--annotations", "a.json", "--images", "d", "extra"},
 	} {
 		if _, err := parseEvalConfig(args, env(), io.Discard); err == nil {
@@ -332,7 +333,7 @@ func TestEvalTinyBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := decodeReport(t, out.String())
-	if rep.Images != 2 || rep.Categories != 5 || len(rep.Heads) != 3 || rep.MaxDetections <= 0 || !strings.HasPrefix(rep.Model, "tiny-random-fixture@") {
+	if rep.Images != 2 || rep.Categories != 5 || len(rep.Heads) != 3 || rep.MaxDetections <= 0 || rep.LabelsPerBox != 20 || !strings.HasPrefix(rep.Model, "tiny-random-fixture@") {
 		t.Fatalf("report %+v", rep)
 	}
 	for head, s := range groups(t, out.String()) {

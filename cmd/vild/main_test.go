@@ -73,7 +73,7 @@ func TestServeConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := handlers.DefaultConfig()
-	want.QueueLength, want.MaxRunnersUp, want.RetryAfterSeconds, want.VocabularyCacheSize = 0, 0, 0, 0
+	want.QueueLength, want.MaxRunnersUp, want.MaxLabelsPerBox, want.RetryAfterSeconds, want.VocabularyCacheSize = 0, 0, 0, 0, 0
 	if d.API != want {
 		t.Fatalf("flag defaults %+v\nwant %+v", d.API, want)
 	}

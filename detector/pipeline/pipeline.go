@@ -154,7 +154,8 @@ func (p *Pipeline) Manifest() *bundle.Manifest { return p.m }
 // DefaultOptions are the manifest's postprocess settings with the ensemble head.
 func (p *Pipeline) DefaultOptions() detector.Options {
 	return detector.Options{Head: detector.HeadEnsemble, ScoreThreshold: p.m.Postprocess.ScoreThreshold,
-		NMSIoU: p.m.Postprocess.NMSIoU, MaxDetections: p.m.Postprocess.MaxDetections}
+		NMSIoU: p.m.Postprocess.NMSIoU, MaxDetections: p.m.Postprocess.MaxDetections,
+		LabelsPerBox: max(p.m.Postprocess.LabelsPerBox, 1)}
 }
 
 // Trace holds every intermediate result of one image, for parity tests and

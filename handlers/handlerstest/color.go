@@ -236,24 +236,35 @@ func (d *ColorDetector) Score(ctx context.Context, r *detector.Regions, vocab *d
 			}
 			return cands[a].Label < cands[b].Label
 		})
-		best := cands[0]
-		t := opts.ScoreThreshold
-		if thr[best.Label] > 0 {
-			t = thr[best.Label]
-		}
-		if negative[best.Label] || best.Score < t {
+		if negative[cands[0].Label] {
 			continue
 		}
-		det := detector.Detection{Label: best.Label, Score: best.Score, Box: r.Boxes[i]}
-		for _, c := range cands[1:] {
-			if len(det.RunnersUp) == opts.RunnersUp {
-				break
-			}
+		// the region's LabelsPerBox best labels, each a detection of its own
+		var own []detector.Candidate
+		for _, c := range cands {
 			if !negative[c.Label] {
-				det.RunnersUp = append(det.RunnersUp, c)
+				own = append(own, c)
 			}
 		}
-		res.Detections = append(res.Detections, det)
+		for j, c := range own[:min(len(own), max(opts.LabelsPerBox, 1))] {
+			t := opts.ScoreThreshold
+			if thr[c.Label] > 0 {
+				t = thr[c.Label]
+			}
+			if c.Score < t {
+				continue
+			}
+			det := detector.Detection{Label: c.Label, Score: c.Score, Box: r.Boxes[i]}
+			for k, o := range own {
+				if len(det.RunnersUp) == opts.RunnersUp {
+					break
+				}
+				if k != j {
+					det.RunnersUp = append(det.RunnersUp, o)
+				}
+			}
+			res.Detections = append(res.Detections, det)
+		}
 	}
 	sort.SliceStable(res.Detections, func(a, b int) bool { return res.Detections[a].Score > res.Detections[b].Score })
 	if opts.MaxDetections > 0 && len(res.Detections) > opts.MaxDetections {

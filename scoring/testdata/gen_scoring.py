@@ -46,6 +46,24 @@ c = centres[rng.integers(0, 12, size=N)] + rng.normal(0, 6, size=(N, 2))
 wh = rng.uniform(20, 60, size=(N, 2))
 boxes = np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
 
+# Ambiguous regions between two or three classes, so that a region's second
+# and third labels have real probability (for labels_per_box); their own rng
+# keeps the regions above as they were.
+rng2 = np.random.default_rng(1)
+A = 16
+mix = np.zeros((A, K))
+for a in range(A):
+    picks = rng2.choice(K, size=2 + a % 2, replace=False)
+    mix[a, picks] = rng2.uniform(0.8, 1.0, size=len(picks))
+amb_t = unit(mix @ text_emb + 0.02 * rng2.normal(size=(A, D)))
+amb_i = unit(mix @ text_emb + 0.02 * rng2.normal(size=(A, D)))
+amb_c = rng2.uniform(20, 300, size=(A, 2))
+amb_wh = rng2.uniform(20, 60, size=(A, 2))
+emb_t = np.concatenate([emb_t, amb_t])
+emb_i = np.concatenate([emb_i, amb_i])
+boxes = np.concatenate([boxes, np.concatenate([amb_c - amb_wh / 2, amb_c + amb_wh / 2], 1).astype(np.float32)])
+N += A
+
 
 def class_probs(head):
     sim_t = emb_t.astype(np.float64) @ text_emb.T.astype(np.float64) / TAU
@@ -64,7 +82,7 @@ def class_probs(head):
     return np.where(base, p_text ** LAM * p_img ** (1 - LAM), p_text ** (1 - LAM) * p_img ** LAM)
 
 
-def detect(head, score_threshold, nms_iou, max_det, runners_up):
+def detect(head, score_threshold, nms_iou, max_det, runners_up, labels_per_box):
     probs = class_probs(head)
     labels = list(dict.fromkeys(cl[0] for cl in classes))
     li = {l: i for i, l in enumerate(labels)}
@@ -81,11 +99,14 @@ def detect(head, score_threshold, nms_iou, max_det, runners_up):
         best = int(np.argmax(lab[i]))
         if neg[best]:
             continue
-        t = thr[best] if thr[best] > 0 else score_threshold
-        if lab[i, best] < t:
-            continue
-        others = [l for l in np.argsort(-lab[i], kind="stable") if l != best and not neg[l]]
-        kept.append((i, best, lab[i, best], [(labels[l], float(lab[i, l])) for l in others[:runners_up]]))
+        ranked = [l for l in np.argsort(-lab[i], kind="stable") if not neg[l]]
+        # the best label, then the next labels_per_box - 1 by score, each a detection of its own
+        for l in [best] + [l for l in ranked if l != best][:labels_per_box - 1]:
+            t = thr[l] if thr[l] > 0 else score_threshold
+            if lab[i, l] < t:
+                continue
+            others = [o for o in ranked if o != l]
+            kept.append((i, l, lab[i, l], [(labels[o], float(lab[i, o])) for o in others[:runners_up]]))
     if not kept:
         return probs, []
     keep = torchvision.ops.batched_nms(
@@ -100,11 +121,16 @@ def detect(head, score_threshold, nms_iou, max_det, runners_up):
 
 
 cases = []
-for name, head, st, iou, md, ru in [("ensemble", "ensemble", 0.05, 0.5, 100, 2), ("text", "text", 0.05, 0.5, 100, 0),
-                                    ("image", "image", 0.05, 0.5, 100, 3), ("capped", "ensemble", 0.2, 0.3, 7, 1)]:
-    probs, dets = detect(head, st, iou, md, ru)
+for name, head, st, iou, md, ru, lpb in [("ensemble", "ensemble", 0.05, 0.5, 100, 2, 1),
+                                         ("text", "text", 0.05, 0.5, 100, 0, 1),
+                                         ("image", "image", 0.05, 0.5, 100, 3, 1),
+                                         ("capped", "ensemble", 0.2, 0.3, 7, 1, 1),
+                                         ("labels per box", "ensemble", 0.02, 0.5, 100, 2, 3),
+                                         ("labels per box, image", "image", 0.001, 0.6, 100, 1, 20)]:
+    probs, dets = detect(head, st, iou, md, ru, lpb)
     cases.append({"name": name, "head": head, "score_threshold": st, "nms_iou": iou, "max_detections": md,
-                  "runners_up": ru, "probabilities": [float(v) for v in probs.reshape(-1)], "detections": dets})
+                  "runners_up": ru, "labels_per_box": lpb, "probabilities": [float(v) for v in probs.reshape(-1)],
+                  "detections": dets})
 
 out = {
     "temperature": TAU, "lambda": LAM,

@@ -186,6 +186,27 @@ def test_shared_labels_sum_and_postprocess():
     assert len(infer.postprocess(boxes, merged, labels, 0.1, 0.5, max_detections=1)) == 1
 
 
+def test_postprocess_reports_several_labels_per_box():
+    labels = ["dog", "cat", "owl"]
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.7, 0.2, 0.1]])
+    boxes = torch.tensor([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=torch.float32)
+    one = infer.postprocess(boxes, probs, labels, 0.25, 0.5, 10)
+    assert [(d.label, round(d.score, 3)) for d in one] == [("dog", 0.7), ("dog", 0.6)]
+    two = infer.postprocess(boxes, probs, labels, 0.25, 0.5, 10, runners_up=2, labels_per_box=2)
+    # region 0's second label passes the threshold and becomes a detection of its own;
+    # region 1's (cat 0.2) does not
+    assert [(d.label, round(d.score, 3), d.box[0]) for d in two] == [("dog", 0.7, 50.0), ("dog", 0.6, 0.0),
+                                                                     ("cat", 0.3, 0.0)]
+    # each detection's runners-up are the region's other labels
+    assert [lb for lb, _ in two[1].runners_up] == ["cat", "owl"]
+    assert [lb for lb, _ in two[2].runners_up] == ["dog", "owl"]
+    # more labels than classes is every class; max_detections still caps the total
+    assert len(infer.postprocess(boxes, probs, labels, 0.0, 0.5, 10, labels_per_box=9)) == 6
+    assert len(infer.postprocess(boxes, probs, labels, 0.0, 0.5, 4, labels_per_box=9)) == 4
+    with pytest.raises(ValueError, match="labels_per_box"):
+        infer.postprocess(boxes, probs, labels, 0.0, 0.5, 10, labels_per_box=0)
+
+
 def test_detect_all_heads_on_a_tiny_model():
     m = tiny_model()
     clip = tiny_clip()

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from vildtrain.evaluate import IOU_THRESHOLDS, evaluate_detections, iou_xywh, markdown, summarize
 
@@ -103,6 +104,9 @@ def test_evaluate_command_end_to_end_serial_equals_parallel(tmp_path):
     assert serial["results"] == parallel["results"]
     assert serial["meta"]["miniclip"] == str(tmp_path / "clip.pt")
     assert serial["meta"]["miniclip_digest"] == miniclip_digest(tiny_clip())
+    assert serial["meta"]["labels_per_box"] == 20  # COCO-style per-class output by default
+    with pytest.raises(SystemExit):
+        main([*common, "--labels-per-box", "0", "--out", str(tmp_path / "bad")])
     row = serial["results"]["seen"]["ensemble"]
     assert row["all"]["categories"] == row["novel"]["categories"] + row["base"]["categories"] > 0
     assert 0.0 <= row["all"]["AP"] <= row["all"]["AP50"] <= 1.0

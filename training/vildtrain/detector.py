@@ -100,6 +100,7 @@ class DetectorConfig:
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     max_detections: int = 100
+    labels_per_box: int = 1
     extra: dict = field(default_factory=dict)
 
     @property

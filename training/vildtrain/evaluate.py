@@ -11,6 +11,13 @@ ViLD-ensemble, and the mini-CLIP on cropped proposals. Reported: AP@[.5:.95]
 and AP50 averaged over the novel, base and all categories that have ground
 truth in the set.
 
+The detections are the detector's own post-processing (score threshold 0.05,
+per-label NMS, at most 100 per image) with per-class output, as COCO-style
+evaluation of a detector expects: each region is reported with every label
+that reaches the threshold (``--labels-per-box 20``; 20 labels at 0.05 exhaust
+a region's probability), each a detection of its own. ``--labels-per-box 1``
+measures the server's default output, each region's best label only.
+
 The metric is COCO's (pycocotools ``COCOeval``, bbox, area "all", maxDets 100),
 re-implemented in NumPy:
 
@@ -41,6 +48,9 @@ from PIL import Image
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MAX_DETS = 100
+# Labels one region may be reported with: COCO-style per-class output (every
+# label scoring at least 0.05 is at most 20 labels; docs/decisions/0006).
+EVAL_LABELS_PER_BOX = 20
 METHODS: list[tuple[str, str]] = [("ViLD-text", "text"), ("ViLD-image", "image"), ("ViLD-ensemble", "ensemble"),
                                   ("mini-CLIP on crops", "clip")]
 SETS: list[tuple[str, str]] = [("seen", "seen styles"), ("openmoji", "OpenMoji"), ("fluent3d", "Fluent 3D")]
@@ -187,7 +197,8 @@ def ensure_set(data_dir: str, name: str, count: int) -> SceneSet:
 
 @torch.no_grad()
 def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_proposals: int,
-            methods: list[tuple[str, str]] = METHODS, log_every: int = 50) -> dict[str, dict]:
+            methods: list[tuple[str, str]] = METHODS, log_every: int = 50,
+            labels_per_box: int | None = None) -> dict[str, dict]:
     """Detections of every method on every image of a set -> {method: dts}."""
     from vildtrain.infer import detect, regions
     dts: dict[str, dict] = {m: {} for _, m in methods}
@@ -201,9 +212,9 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
                 n = clip_proposals
                 sub = type(r)(**{**r.__dict__, "proposals": r.proposals[:n],
                                  "proposal_logits": r.proposal_logits[:n]})
-                dets = detect(model, sub, vocab, "clip", clip=clip)
+                dets = detect(model, sub, vocab, "clip", clip=clip, labels_per_box=labels_per_box)
             else:
-                dets = detect(model, r, vocab, head)
+                dets = detect(model, r, vocab, head, labels_per_box=labels_per_box)
             dts[head][im["id"]] = [(name_to_id[d.label], [d.box[0], d.box[1], d.box[2] - d.box[0],
                                                           d.box[3] - d.box[1]], d.score) for d in dets]
         if (i + 1) % log_every == 0 or i + 1 == len(s.images):
@@ -239,7 +250,7 @@ def markdown(results: dict, sets: list[tuple[str, str]], methods: list[tuple[str
 
 def _shard(job: tuple) -> dict[str, dict]:
     """One process's share of a set (run under ``ProcessPoolExecutor``)."""
-    checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads = job
+    checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads, labels_per_box = job
     torch.set_num_threads(threads)
     from vildtrain.detector import load_checkpoint
     from vildtrain.infer import Vocabulary
@@ -247,11 +258,12 @@ def _shard(job: tuple) -> dict[str, dict]:
     model, _ = load_checkpoint(checkpoint)
     clip = load_miniclip(miniclip)
     vocab = Vocabulary(labels, torch.from_numpy(embeddings), base)
-    return run_set(model, clip, s, vocab, name_to_id, clip_proposals)
+    return run_set(model, clip, s, vocab, name_to_id, clip_proposals, labels_per_box=labels_per_box)
 
 
 def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, name_to_id: dict[str, int],
-                     clip_proposals: int, procs: int, threads: int = 1) -> dict[str, dict]:
+                     clip_proposals: int, procs: int, threads: int = 1,
+                     labels_per_box: int | None = None) -> dict[str, dict]:
     """:func:`run_set` over ``procs`` processes, each taking every procs-th image."""
     import concurrent.futures
     import multiprocessing
@@ -259,7 +271,7 @@ def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, 
     for r in range(procs):
         part = SceneSet(f"{s.name}[{r}]", s.root, s.images[r::procs], {})
         jobs.append((checkpoint, miniclip, vocab.labels, vocab.embeddings.numpy(), vocab.base, part, name_to_id,
-                     clip_proposals, threads))
+                     clip_proposals, threads, labels_per_box))
     merged: dict[str, dict] = {m: {} for _, m in METHODS}
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
@@ -281,8 +293,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--clip-proposals", type=int, default=50,
                     help="top proposals per image classified by the mini-CLIP row")
     ap.add_argument("--procs", type=int, default=2, help="processes (one torch thread each)")
+    ap.add_argument("--labels-per-box", type=int, default=EVAL_LABELS_PER_BOX,
+                    help="labels each region may be reported with, each a detection: the default is COCO-style "
+                         "per-class output; 1 keeps each region's best label only, as the server does by default")
     ap.add_argument("--out", default="training/runs/eval")
     args = ap.parse_args(argv)
+    if args.labels_per_box < 1:
+        ap.error(f"--labels-per-box must be at least 1, not {args.labels_per_box}")
     torch.set_num_threads(2)
     from vildtrain.categories import load_categories
     from vildtrain.detector import load_checkpoint
@@ -302,9 +319,9 @@ def main(argv: list[str]) -> int:
         s = ensure_set(args.data, key, args.count)
         if args.procs > 1:
             dts = run_set_parallel(args.checkpoint, clip_path, s, vocab, name_to_id, args.clip_proposals,
-                                   args.procs)
+                                   args.procs, labels_per_box=args.labels_per_box)
         else:
-            dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals)
+            dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals, labels_per_box=args.labels_per_box)
         results[key] = {}
         for _, m in METHODS:
             ap_per_cat = evaluate_detections(s.gts, dts[m], [c.id for c in cats])
@@ -313,6 +330,7 @@ def main(argv: list[str]) -> int:
     table = markdown(results, chosen, METHODS)
     meta = {"checkpoint": args.checkpoint, "miniclip": clip_path, "miniclip_digest": miniclip_digest(clip),
             "images_per_set": args.count, "clip_proposals": args.clip_proposals,
+            "labels_per_box": args.labels_per_box,
             "command": "python3 -m vildtrain evaluate " + " ".join(argv), "eval_seconds": round(time.time() - t0, 1),
             "train_seconds": extra.get("train_seconds"), "training_command": extra.get("command"),
             "training_steps": extra.get("steps"), "images_seen": extra.get("images_seen")}

@@ -266,7 +266,7 @@ def manifest(cfg: DetectorConfig, clip, categories, training: dict, name: str) -
         "embedding": {"dim": cfg.embed_dim, "temperature": cfg.temperature,
                       "ensemble_lambda": cfg.ensemble_lambda},
         "postprocess": {"score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou,
-                        "max_detections": cfg.max_detections},
+                        "max_detections": cfg.max_detections, "labels_per_box": cfg.labels_per_box},
         "text": {"tokenizer": "clip-bpe", "context_length": clip.context_length, "templates": list(TEMPLATES)},
         "categories": [{"name": c.name, "split": c.split, **({"synonyms": list(c.synonyms)} if c.synonyms else {})}
                        for c in categories],

@@ -223,21 +223,31 @@ def to_original(boxes: Tensor, prep: Prepared) -> Tensor:
 
 
 def postprocess(boxes: Tensor, probs: Tensor, labels: list[str], score_threshold: float, nms_iou: float,
-                max_detections: int, runners_up: int = 0) -> list[Detection]:
-    """Best label per region, threshold, per-label NMS, top-k. ``boxes`` are in
-    original-image pixels (NMS runs on them, as the Go pipeline does)."""
+                max_detections: int, runners_up: int = 0, labels_per_box: int = 1) -> list[Detection]:
+    """Labels per region, threshold, per-label NMS, top-k. ``boxes`` are in
+    original-image pixels (NMS runs on them, as the Go pipeline does).
+
+    Each region is reported with its ``labels_per_box`` best labels (1: its best
+    only), each as a detection of its own when its score reaches the threshold;
+    a detection's runners-up are the region's best labels other than its own."""
     if probs.shape[0] == 0 or probs.shape[1] == 0:
         return []
-    k = min(1 + runners_up, probs.shape[1])
+    if labels_per_box < 1:
+        raise ValueError(f"infer: labels_per_box must be at least 1, not {labels_per_box}")
+    per_box = min(labels_per_box, probs.shape[1])
+    k = min(per_box + runners_up, probs.shape[1])
     top_s, top_i = probs.topk(k, dim=1)
-    score, label = top_s[:, 0], top_i[:, 0]
+    region = torch.arange(probs.shape[0]).repeat_interleave(per_box)
+    rank = torch.arange(per_box).repeat(probs.shape[0])
+    score, label = top_s[region, rank], top_i[region, rank]
     keep = torch.where(score >= score_threshold)[0]
-    keep = keep[box_ops.batched_nms(boxes[keep], score[keep], label[keep], nms_iou)]
+    keep = keep[box_ops.batched_nms(boxes[region[keep]], score[keep], label[keep], nms_iou)]
     keep = keep[:max_detections]
     out = []
-    for i in keep.tolist():
-        ru = [(labels[int(top_i[i, j])], float(top_s[i, j])) for j in range(1, k)]
-        out.append(Detection(labels[int(label[i])], float(score[i]), [float(v) for v in boxes[i]], ru))
+    for d in keep.tolist():
+        i, j = int(region[d]), int(rank[d])
+        ru = [(labels[int(top_i[i, m])], float(top_s[i, m])) for m in range(k) if m != j][:runners_up]
+        out.append(Detection(labels[int(label[d])], float(score[d]), [float(v) for v in boxes[i]], ru))
     return out
 
 
@@ -251,7 +261,8 @@ def clip_crop_scores(clip, r: Regions, vocab: Vocabulary, temperature: float) ->
 @torch.no_grad()
 def detect(model: VildDetector, r: Regions, vocab: Vocabulary, head: str = "ensemble", clip=None,
            score_threshold: float | None = None, nms_iou: float | None = None,
-           max_detections: int | None = None, runners_up: int = 0) -> list[Detection]:
+           max_detections: int | None = None, runners_up: int = 0,
+           labels_per_box: int | None = None) -> list[Detection]:
     """Score regions against a vocabulary and post-process (docs/bundle.md "scoring")."""
     cfg = model.cfg
     if head == "clip":
@@ -266,7 +277,8 @@ def detect(model: VildDetector, r: Regions, vocab: Vocabulary, head: str = "ense
     return postprocess(boxes, probs, labels,
                        cfg.score_threshold if score_threshold is None else score_threshold,
                        cfg.nms_iou if nms_iou is None else nms_iou,
-                       cfg.max_detections if max_detections is None else max_detections, runners_up)
+                       cfg.max_detections if max_detections is None else max_detections, runners_up,
+                       cfg.labels_per_box if labels_per_box is None else labels_per_box)
 
 
 def category_vocabulary(categories, embeddings: Tensor) -> Vocabulary:
@@ -283,6 +295,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--head", choices=HEADS, default="ensemble")
     ap.add_argument("--vocabulary", default=None, help="comma-separated names (default: every category)")
     ap.add_argument("--runners-up", type=int, default=0)
+    ap.add_argument("--labels-per-box", type=int, default=None,
+                    help="labels each region may be reported with (default: the checkpoint's labels_per_box)")
     args = ap.parse_args(argv)
     from vildtrain.categories import load_categories
     from vildtrain.detector import load_checkpoint
@@ -296,7 +310,8 @@ def main(argv: list[str]) -> int:
     names = [n.strip() for n in args.vocabulary.split(",")] if args.vocabulary else [c.name for c in cats]
     vocab = Vocabulary(names, clip.text_embeddings(names), [n in base_names for n in names])
     r = regions(model, Image.open(args.image))
-    dets = detect(model, r, vocab, args.head, clip=clip, runners_up=args.runners_up)
+    dets = detect(model, r, vocab, args.head, clip=clip, runners_up=args.runners_up,
+                  labels_per_box=args.labels_per_box)
     json.dump([d.to_json() for d in dets], sys.stdout, indent=1)
     print()
     return 0
