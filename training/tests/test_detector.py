@@ -511,6 +511,17 @@ def test_diagnose_counts_every_ground_truth_box(tmp_path):
     hits = sum(v * result["boxes_by_size"][b] for b, v in result["top1_by_size"]["text"].items() if v is not None)
     split_hits = sum(v * result["boxes_by_split"][s] for s, v in result["top1"]["text"].items() if v is not None)
     assert abs(hits - split_hits) < 1e-6
+    # every wrong answer on a base box is counted once, as a (true, answered) pair of different names
+    names = {c.name: c for c in cats}
+    for head in ("text", "image", "miniclip"):
+        e = result["base_errors"][head]
+        top1 = result["top1"][head]["base"]
+        n_base = result["boxes_by_split"]["base"]
+        assert e["errors"] == (round(n_base * (1 - top1)) if top1 is not None else 0)
+        assert 0 <= e["to_novel"] <= e["errors"]
+        assert sum(k for _, _, k in e["pairs"]) <= e["errors"]
+        for t, a, k in e["pairs"]:
+            assert t != a and names[t].split == "base" and k >= 1
     json_.dumps(result)
 
 

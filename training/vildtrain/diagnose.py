@@ -10,7 +10,9 @@ object labelled, as ``scenes`` writes them) it reports
 * classification of the ground-truth boxes themselves, top-1 over the whole
   vocabulary, for the text head, the image head and the mini-CLIP on the box's
   crop (1x and 1.5x, as its teacher targets are made), split into base and novel
-  categories.
+  categories;
+* where each head's wrong answers on base boxes go (another base category or a
+  novel one) and its most frequent (true, answered) pairs.
 
 Given the boxes, the heads' top-1 is an upper bound on what the classifier adds
 to AP; the mini-CLIP's is the teacher's own accuracy in scene context.
@@ -56,6 +58,8 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
     hits5 = {h: {"base": [0, 0], "novel": [0, 0]} for h in HEADS}
     bins = [size_bin(lo) for lo, _ in SIZE_BINS]
     by_size = {h: {b: [0, 0] for b in bins} for h in HEADS}
+    # wrong top-1 answers on base boxes: (true, answered) category index pairs
+    wrong: dict[str, dict[tuple[int, int], int]] = {h: {} for h in HEADS}
     images = data["images"][:count]
     with torch.no_grad():
         for im in images:
@@ -86,11 +90,20 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
                 for b, hit in zip(sizes, ok.tolist()):
                     by_size[head][b][0] += int(hit)
                     by_size[head][b][1] += 1
+                for t, a in zip(labels[~ok & ~is_novel].tolist(), best5[~ok & ~is_novel, 0].tolist()):
+                    wrong[head][(t, a)] = wrong[head].get((t, a), 0) + 1
     top1 = {h: {s: (v[0] / v[1] if v[1] else None) for s, v in d.items()} for h, d in hits.items()}
     top5 = {h: {s: (v[0] / v[1] if v[1] else None) for s, v in d.items()} for h, d in hits5.items()}
     top1_by_size = {h: {b: (v[0] / v[1] if v[1] else None) for b, v in d.items()} for h, d in by_size.items()}
+    base_errors = {}
+    for h, pairs in wrong.items():
+        n = sum(pairs.values())
+        to_novel = sum(k for (_, a), k in pairs.items() if bool(novel[a]))
+        top = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        base_errors[h] = {"errors": n, "to_novel": to_novel,
+                          "pairs": [[categories[t].name, categories[a].name, k] for (t, a), k in top]}
     return {"images": len(images), "boxes": total, "rpn_recall": found / total if total else None,
-            "iou": iou, "top1": top1, "top5": top5, "top1_by_size": top1_by_size,
+            "iou": iou, "top1": top1, "top5": top5, "top1_by_size": top1_by_size, "base_errors": base_errors,
             "boxes_by_split": {s: hits["text"][s][1] for s in ("base", "novel")},
             "boxes_by_size": {b: by_size["text"][b][1] for b in bins}}
 
@@ -129,5 +142,8 @@ def main(argv: list[str]) -> int:
         parts = "  ".join(f"{b} px {v:.3f} ({result['boxes_by_size'][b]})" if v is not None else f"{b} px -"
                           for b, v in d.items())
         print(f"{head:9s} top-1 by object size: {parts}")
+    for head, e in result["base_errors"].items():
+        pairs = ", ".join(f"{t} -> {a} ({k})" for t, a, k in e["pairs"][:5])
+        print(f"{head:9s} base-box errors: {e['errors']}, {e['to_novel']} to a novel category; most frequent: {pairs}")
     print(json.dumps(result))
     return 0
