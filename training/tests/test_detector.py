@@ -539,3 +539,51 @@ def test_recorded_command_leaves_out_pause_and_resume():
     assert reproducing_command("python3 -m vildtrain train_detector --resume --max-steps-now=460 --out 'a b'") == \
         "python3 -m vildtrain train_detector --out 'a b'"
     assert reproducing_command(base) == base
+
+
+class _SlowingClock:
+    """A stand-in for time.time: each reading is 1 s after the last, then 3 s
+    once ``slow_after`` readings have been taken (a machine that slows down)."""
+
+    def __init__(self, slow_after: int) -> None:
+        self.t, self.calls, self.slow_after = 1000.0, 0, slow_after
+
+    def time(self) -> float:
+        self.calls += 1
+        self.t += 1.0 if self.calls <= self.slow_after else 3.0
+        return self.t
+
+
+@pytest.mark.parametrize("refit_every", [5, 0])
+def test_schedule_is_refitted_when_the_machine_slows_down(tmp_path, monkeypatch, capsys, refit_every):
+    from vildtrain import train_detector
+    from vildtrain.categories import load_categories
+    monkeypatch.setattr(train_detector, "time", _SlowingClock(slow_after=15))
+    args = _args(tmp_path, "--steps", "60", "--calibrate", "6", "--refit-every", str(refit_every))
+    args.time_budget = 1.5  # minutes of the fake clock: 60 one-second steps fit, not at three seconds each
+    summary = train_detector.train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
+    err = capsys.readouterr().err
+    assert summary["done"]
+    if refit_every:
+        # the schedule shrank to what the slower rate fits, and ended inside the budget
+        assert "would overrun" in err and "time budget reached" not in err
+        assert 20 < summary["total"] < 60 and summary["elapsed_s"] <= 90.0
+    else:
+        # fitted once while fast, the schedule only ends at the budget's backstop, cut short
+        assert "would overrun" not in err and "time budget reached" in err
+
+
+def test_device_must_be_cpu_or_an_available_cuda_in_one_process(tmp_path):
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import train
+    cats = load_categories()[:80]
+    with pytest.raises(ValueError, match="need cpu or cuda"):
+        train(_args(tmp_path, "--steps", "1", "--device", "tpu"), clip=tiny_clip(), categories=cats, cfg=TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            train(_args(tmp_path, "--steps", "1", "--device", "cuda"), clip=tiny_clip(), categories=cats, cfg=TINY)
+    else:
+        args = _args(tmp_path, "--steps", "1", "--device", "cuda")
+        args.procs = 2
+        with pytest.raises(ValueError, match="--procs 1"):
+            train(args, clip=tiny_clip(), categories=cats, cfg=TINY)

@@ -29,7 +29,10 @@ every step, so all processes hold the same model.
 The schedule (AdamW, linear warm-up, cosine decay) is fixed by the total step
 count. With ``--time-budget`` (minutes) the trainer times the first
 ``--calibrate`` steps and, if ``--steps`` would overrun the budget, shrinks the
-total once to fit; it also stops at the budget whatever happens. The total is
+total to fit; every ``--refit-every`` steps it measures the rate since the last fit and
+shrinks the total further if the machine has slowed down (never grows it), so
+the cosine schedule still ends inside the budget; it also stops at the budget
+whatever happens. The total is
 stored in the checkpoint, scene i depends only on (seed, i) and every step
 reseeds the RNG from (seed, step, process), so a resumed run continues the same
 schedule and reaches the same weights as an uninterrupted one. Checkpoints go to
@@ -288,12 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged each step; one per core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device of the model and the teacher: cpu (the bundle's runs) or cuda "
+                         "(one process; for exploring recipes on an accelerator, not for the timed run)")
     ap.add_argument("--workers", type=int, default=1,
                     help="DataLoader workers per process (0: scenes in-process); a worker draws the next scenes "
                          "while its process waits for the other's gradients")
     ap.add_argument("--time-budget", type=float, default=85.0,
                     help="minutes for the whole run (0 = no budget); the step count shrinks to fit")
     ap.add_argument("--calibrate", type=int, default=30, help="steps timed before fitting the budget")
+    ap.add_argument("--refit-every", type=int, default=100,
+                    help="with --time-budget, every this many steps the rate since the last fit is measured and the "
+                         "schedule shrunk if it would overrun (0 = fit once after --calibrate)")
     ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
     ap.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     ap.add_argument("--log-every", type=int, default=10)
@@ -359,6 +368,13 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
     for flag, width in (("--head-hidden", args.head_hidden), ("--image-head-hidden", args.image_head_hidden)):
         if width is not None and width <= 0:
             raise ValueError(f"train_detector: {flag} {width}: need > 0")
+    if args.device != "cpu":
+        if not args.device.startswith("cuda"):
+            raise ValueError(f"train_detector: --device {args.device}: need cpu or cuda[:N]")
+        if not torch.cuda.is_available():
+            raise ValueError(f"train_detector: --device {args.device}: torch sees no CUDA device here")
+        if args.procs != 1:
+            raise ValueError(f"train_detector: --device {args.device} runs in one process: add --procs 1")
     t_launch = time.time()  # the time budget counts from here, setup included
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(args.threads, args.procs))
@@ -374,6 +390,8 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
     base, _ = base_categories(categories)
     with torch.no_grad():
         base_text = clip.text_embeddings([c.name for c in base]).float()
+    clip.to(args.device)
+    base_text = base_text.to(args.device)
     shared = (clip, categories, base_text, t_launch)
     if args.procs == 1:
         return _train(0, 1, args, shared, argv, cfg)
@@ -419,6 +437,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         if lead:
             print(f"train_detector: body initialised from the mini-CLIP image tower ({copied} tensors)",
                   file=sys.stderr, flush=True)
+    model.to(args.device)
     frozen = frozen_modules(model, args.freeze if args.init == "miniclip" else 0)
     for m in frozen:
         m.requires_grad_(False)
@@ -489,6 +508,9 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
     it = iter(make_loader(step, total))
     while step < total:
         images, targets = next(it)
+        if args.device != "cpu":
+            images = images.to(args.device, non_blocking=True)
+            targets = [{k: v.to(args.device, non_blocking=True) for k, v in t.items()} for t in targets]
         torch.manual_seed(step_seed(args.seed, step, rank))
         g.manual_seed(step_seed(args.seed + 1, step, rank))
         for group_ in opt.param_groups:
@@ -520,8 +542,11 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         new_total, stop = total, 0.0
         if steps_this_run == 3:
             t_calib = (now, step)
-        if lead and not calibrated and t_calib is not None and step >= args.calibrate:
+        refit = not calibrated or (args.refit_every > 0 and step % args.refit_every == 0)
+        if lead and budget_s > 0 and refit and t_calib is not None and step >= args.calibrate:
+            # the rate since the last fit: a machine that slows down shows it at once
             rate = (step - t_calib[1]) / max(1e-6, now - t_calib[0])
+            t_calib = (now, step)
             fit = step + int(rate * max(0.0, budget_s - elapsed) * 0.97)
             if fit < total:
                 print(f"train_detector: {total} steps would overrun the {args.time_budget:g} min budget at "
