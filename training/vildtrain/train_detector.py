@@ -30,9 +30,9 @@ The schedule (AdamW, linear warm-up, cosine decay) is fixed by the total step
 count. With ``--time-budget`` (minutes) the trainer times the first
 ``--calibrate`` steps and, if ``--steps`` would overrun the budget, shrinks the
 total to fit; every ``--refit-every`` steps it measures the rate since the last fit and
-shrinks the total further if the machine has slowed down (never grows it), so
-the cosine schedule still ends inside the budget; it also stops at the budget
-whatever happens. The total is
+fits the total again (shrinking it if the machine has slowed down, growing it
+back up to ``--steps`` once a slow spell is over), so the cosine schedule ends
+inside the budget and uses it; it also stops at the budget whatever happens. The total is
 stored in the checkpoint, scene i depends only on (seed, i) and every step
 reseeds the RNG from (seed, step, process), so a resumed run continues the same
 schedule and reaches the same weights as an uninterrupted one. Checkpoints go to
@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=6000, help="total steps (an upper bound with --time-budget)")
     ap.add_argument("--batch", type=int, default=8, help="images per step, over all processes")
     ap.add_argument("--size", type=int, default=384, help="scene size (px)")
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=4e-3,
+                    help="peak learning rate (docs/decisions/0007-recipes-explored-on-an-accelerator.md)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--clip-grad", type=float, default=10.0)
@@ -282,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(default {DetectorConfig.image_head_hidden})")
     ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
                     help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
-    ap.add_argument("--body-lr", type=float, default=0.25,
-                    help="learning-rate multiplier of the backbone body's trained stages (pretrained weights "
-                         "are fine-tuned more gently than the new layers are trained)")
+    ap.add_argument("--body-lr", type=float, default=1.0,
+                    help="learning-rate multiplier of the backbone body's trained stages (1: the same rate as the "
+                         "new layers, which a schedule this short needs; decision 0007)")
     ap.add_argument("--freeze", type=int, default=2,
                     help="with --init miniclip: keep the stem and this many body stages fixed (weights and "
                          "BatchNorm statistics), as detectors do with a pretrained backbone's first layers")
@@ -302,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calibrate", type=int, default=30, help="steps timed before fitting the budget")
     ap.add_argument("--refit-every", type=int, default=100,
                     help="with --time-budget, every this many steps the rate since the last fit is measured and the "
-                         "schedule shrunk if it would overrun (0 = fit once after --calibrate)")
+                         "schedule fitted again: shrunk if it would overrun, grown back (up to --steps) if the "
+                         "budget has room (0 = fit once after --calibrate)")
     ap.add_argument("--miniclip", default=None, help="mini-CLIP checkpoint (default: the committed one)")
     ap.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     ap.add_argument("--log-every", type=int, default=10)
@@ -547,11 +549,17 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
             # the rate since the last fit: a machine that slows down shows it at once
             rate = (step - t_calib[1]) / max(1e-6, now - t_calib[0])
             t_calib = (now, step)
-            fit = step + int(rate * max(0.0, budget_s - elapsed) * 0.97)
+            left = max(0.0, budget_s - elapsed)
+            fit = min(args.steps, step + int(rate * left * 0.97))
+            roomy = min(args.steps, step + int(rate * left * 0.94))  # growing keeps twice the slack
             if fit < total:
                 print(f"train_detector: {total} steps would overrun the {args.time_budget:g} min budget at "
                       f"{rate * args.batch:.2f} images/s; training {fit} steps", file=sys.stderr, flush=True)
                 new_total = fit
+            elif roomy > total:  # a slow spell is over: take back steps the budget has room for
+                print(f"train_detector: the {args.time_budget:g} min budget has room for {roomy} steps at "
+                      f"{rate * args.batch:.2f} images/s; training {roomy} steps", file=sys.stderr, flush=True)
+                new_total = roomy
         if lead and budget_s > 0 and elapsed >= budget_s:
             print(f"train_detector: time budget reached at step {step}/{total}", file=sys.stderr, flush=True)
             new_total = step
