@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DataLoader workers per process (0: scenes in-process); a worker draws the next scenes "
                          "while its process waits for the other's gradients")
     ap.add_argument("--time-budget", type=float, default=85.0,
-                    help="minutes for the whole run (0 = no budget); the step count shrinks to fit")
+                    help="minutes for the whole run (0 = no budget); the step count is fitted to it (--refit-every)")
     ap.add_argument("--calibrate", type=int, default=30, help="steps timed before fitting the budget")
     ap.add_argument("--refit-every", type=int, default=100,
                     help="with --time-budget, every this many steps the rate since the last fit is measured and the "
