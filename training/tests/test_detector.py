@@ -605,3 +605,12 @@ def test_schedule_grows_back_when_a_slow_spell_ends(tmp_path, monkeypatch, capsy
     assert "would overrun" in err and "has room for" in err, err
     assert fitted[0] < summary["total"] <= 60   # shrunk while slow, grown back after, never past --steps
     assert summary["done"] and "time budget reached" not in err
+
+
+def test_profile_step_times_every_phase_of_a_training_step():
+    from vildtrain.profile_step import PHASES, profile_steps
+    out = profile_steps(freeze=2, scenes=1, steps=1, warmup=0)
+    assert set(out["phases_ms"]) == set(PHASES)
+    assert all(ms > 0 for ms in out["phases_ms"].values()), out
+    # the phases are inside the step: together they cannot take longer than it
+    assert sum(out["phases_ms"].values()) <= out["step_ms"] * 1.05, out

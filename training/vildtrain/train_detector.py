@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.profiler import record_function
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models.detection.roi_heads import RoIHeads
 
@@ -199,24 +200,29 @@ def train_step(model: VildDetector, clip, sampler: RoIHeads, images_u8: Tensor, 
     cfg = model.cfg
     images01 = images_u8.float().div_(255.0)
     sizes = [(int(images01.shape[-2]), int(images01.shape[-1]))] * images01.shape[0]
-    x = model.normalize(images01)
-    feats = model.backbone(x)
-    proposals, rpn_losses = model.rpn(model.image_list(x, sizes), feats, targets)
+    with record_function("step/backbone"):
+        x = model.normalize(images01)
+        feats = model.backbone(x)
+    with record_function("step/rpn"):
+        proposals, rpn_losses = model.rpn(model.image_list(x, sizes), feats, targets)
     roi_feats = {n: feats[n] for n in cfg.roi_level_names}
 
     # ViLD-text + box regression on sampled RoIs.
-    props, _, labels, reg_targets = sampler.select_training_samples([p.detach() for p in proposals], targets)
-    rois = model.roi_pool(roi_feats, props, sizes)
-    text_emb, deltas = model.box_head.text(rois)
-    labels_t = torch.cat(labels)
-    l_text = vild_text_loss(text_emb, labels_t, base_text, model.background_embedding(), cfg.temperature)
-    l_box = box_regression_loss(deltas, torch.cat(reg_targets), labels_t)
+    with record_function("step/text"):
+        props, _, labels, reg_targets = sampler.select_training_samples([p.detach() for p in proposals], targets)
+        rois = model.roi_pool(roi_feats, props, sizes)
+        text_emb, deltas = model.box_head.text(rois)
+        labels_t = torch.cat(labels)
+        l_text = vild_text_loss(text_emb, labels_t, base_text, model.background_embedding(), cfg.temperature)
+        l_box = box_regression_loss(deltas, torch.cat(reg_targets), labels_t)
 
     # ViLD-image: distil mini-CLIP crop embeddings into the image head.
-    dboxes = distill_boxes(proposals, distill_top, distill_random, g)
-    teacher = crop_embeddings(clip, images01, dboxes)
-    image_emb = model.box_head.image(model.roi_pool(roi_feats, dboxes, sizes))
-    l_image = distillation_loss(image_emb, teacher)
+    with record_function("step/teacher"):
+        dboxes = distill_boxes(proposals, distill_top, distill_random, g)
+        teacher = crop_embeddings(clip, images01, dboxes)
+    with record_function("step/image"):
+        image_emb = model.box_head.image(model.roi_pool(roi_feats, dboxes, sizes))
+        l_image = distillation_loss(image_emb, teacher)
 
     total = (weights.rpn * (rpn_losses["loss_objectness"] + rpn_losses["loss_rpn_box_reg"])
              + weights.text * l_text + weights.box * l_box + weights.image * l_image)

@@ -1,0 +1,97 @@
+"""Where a CPU training step's time goes: the phases of ``train_detector.train_step``.
+
+    python3 -m vildtrain profile_step [--freeze 2] [--scenes 4] [--steps 8]
+
+One process with one torch thread and ``--scenes`` pictures per step (one of the
+two training processes' share of a batch of 8), the committed mini-CLIP as
+teacher and the default detector. Scenes are drawn before the clock starts.
+The phases are the ``record_function`` ranges of ``train_step`` (backbone,
+rpn, text, teacher, image) plus the backward pass and the optimizer step, read
+from torch's profiler over ``--steps`` steps after ``--warmup`` untimed ones.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import torch
+from torch.autograd.profiler import record_function
+from torch.profiler import ProfilerActivity, profile
+
+PHASES = ("step/backbone", "step/rpn", "step/text", "step/teacher", "step/image", "step/backward",
+          "step/optimizer")
+
+
+def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0) -> dict:
+    """Per-step milliseconds of each phase and of the whole step (wall clock)."""
+    from vildtrain.categories import load_categories
+    from vildtrain.detector import DetectorConfig, build_detector, init_body_from_miniclip
+    from vildtrain.miniclip import load_miniclip
+    from vildtrain.train_detector import (LossWeights, SceneStream, base_categories, build_parser, collate,
+                                          frozen_modules, make_sampler, train_step)
+    defaults = build_parser().parse_args([])  # the trainer's scenes and distillation settings
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    categories = load_categories()
+    base, base_index = base_categories(categories)
+    clip = load_miniclip(None).eval()
+    for p in clip.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        base_text = clip.text_embeddings([c.name for c in base]).float()
+    cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
+    model = build_detector(cfg)
+    init_body_from_miniclip(model.backbone.body, clip.image)
+    frozen = frozen_modules(model, freeze)
+    for m in frozen:
+        m.requires_grad_(False)
+    model.train()
+    for m in frozen:
+        m.eval()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    stream = SceneStream(seed, 10 ** 9, base_index, size=defaults.size, categories=categories,
+                         objects=(defaults.min_objects, defaults.max_objects), grid_fraction=defaults.grid_scenes,
+                         grid_sides=defaults.grid_sides)
+    batches = [collate([stream[i * scenes + j] for j in range(scenes)]) for i in range(warmup + steps)]
+    sampler, g = make_sampler(cfg), torch.Generator().manual_seed(seed)
+
+    def step(images, targets) -> None:
+        loss, _ = train_step(model, clip, sampler, images, targets, base_text,
+                             LossWeights(text=defaults.text_weight, image=defaults.distill_weight),
+                             defaults.distill_top, defaults.distill_random, g)
+        opt.zero_grad()
+        with record_function("step/backward"):
+            loss.backward()
+        with record_function("step/optimizer"):
+            opt.step()
+
+    for images, targets in batches[:warmup]:
+        step(images, targets)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for images, targets in batches[warmup:]:
+            step(images, targets)
+    wall = (time.perf_counter() - t0) / steps
+    spent = {e.key: e.cpu_time_total / 1000.0 / steps for e in prof.key_averages() if e.key in PHASES}
+    return {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vildtrain profile_step", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--freeze", type=int, default=2, help="body stages kept fixed, as train_detector --freeze")
+    ap.add_argument("--scenes", type=int, default=4, help="pictures per step")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    args = ap.parse_args(argv)
+    if args.scenes < 1 or args.steps < 1 or args.warmup < 0 or args.freeze < 0:
+        print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0", file=sys.stderr)
+        return 2
+    out = profile_steps(args.freeze, args.scenes, args.steps, args.warmup)
+    phases = out["phases_ms"]
+    total = sum(phases.values())
+    for k, ms in phases.items():
+        print(f"{k[5:]:10s} {ms:8.1f} ms  {100.0 * ms / max(total, 1e-9):5.1f}%")
+    print(f"{'step':10s} {out['step_ms']:8.1f} ms wall per step of {args.scenes} scenes (profiler on)")
+    return 0
