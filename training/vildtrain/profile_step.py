@@ -27,10 +27,10 @@ PHASES = ("step/backbone", "step/rpn", "step/text", "step/teacher", "step/image"
 def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0) -> dict:
     """Per-step milliseconds of each phase and of the whole step (wall clock)."""
     from vildtrain.categories import load_categories
-    from vildtrain.detector import DetectorConfig, build_detector, init_body_from_miniclip
+    from vildtrain.detector import DetectorConfig
     from vildtrain.miniclip import load_miniclip
-    from vildtrain.train_detector import (LossWeights, SceneStream, base_categories, build_parser, collate,
-                                          frozen_modules, make_sampler, train_step)
+    from vildtrain.train_detector import (LossWeights, SceneStream, base_categories, build_parser, build_student,
+                                          collate, make_sampler, train_step)
     defaults = build_parser().parse_args([])  # the trainer's scenes and distillation settings
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -42,14 +42,7 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     with torch.no_grad():
         base_text = clip.text_embeddings([c.name for c in base]).float()
     cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
-    model = build_detector(cfg)
-    init_body_from_miniclip(model.backbone.body, clip.image)
-    frozen = frozen_modules(model, freeze)
-    for m in frozen:
-        m.requires_grad_(False)
-    model.train()
-    for m in frozen:
-        m.eval()
+    model, _ = build_student(cfg, clip, "miniclip", freeze)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     stream = SceneStream(seed, 10 ** 9, base_index, size=defaults.size, categories=categories,
                          objects=(defaults.min_objects, defaults.max_objects), grid_fraction=defaults.grid_scenes,

@@ -356,6 +356,26 @@ def frozen_modules(model: VildDetector, stages: int) -> list[torch.nn.Module]:
     return [body.stem, *body.stages[:stages]]
 
 
+def build_student(cfg: DetectorConfig, clip, init: str, freeze: int,
+                  report: bool = False) -> tuple[VildDetector, list[torch.nn.Module]]:
+    """The detector to train, in training mode: with ``init`` "miniclip" its body
+    starts from the mini-CLIP image tower and its stem and first ``freeze`` stages
+    are fixed (no gradients, BatchNorm in eval mode). Returns (model, frozen modules)."""
+    model = build_detector(cfg)
+    if init == "miniclip":
+        copied = init_body_from_miniclip(model.backbone.body, clip.image)
+        if report:
+            print(f"train_detector: body initialised from the mini-CLIP image tower ({copied} tensors)",
+                  file=sys.stderr, flush=True)
+    frozen = frozen_modules(model, freeze if init == "miniclip" else 0)
+    for m in frozen:
+        m.requires_grad_(False)
+    model.train()
+    for m in frozen:
+        m.eval()
+    return model, frozen
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The RNG seed of one process at one step: resuming needs no saved RNG state."""
     return (seed * 1_000_003 + step * 64 + rank) % (2 ** 63)
@@ -439,16 +459,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         cfg = dataclasses.replace(cfg, head_hidden=args.head_hidden)
     if args.image_head_hidden is not None:
         cfg = dataclasses.replace(cfg, image_head_hidden=args.image_head_hidden)
-    model = build_detector(cfg)
-    if args.init == "miniclip":
-        copied = init_body_from_miniclip(model.backbone.body, clip.image)
-        if lead:
-            print(f"train_detector: body initialised from the mini-CLIP image tower ({copied} tensors)",
-                  file=sys.stderr, flush=True)
+    model, _ = build_student(cfg, clip, args.init, args.freeze, report=lead)
     model.to(args.device)
-    frozen = frozen_modules(model, args.freeze if args.init == "miniclip" else 0)
-    for m in frozen:
-        m.requires_grad_(False)
     sampler = make_sampler(cfg)
     g = torch.Generator()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -504,15 +516,12 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                           num_workers=args.workers, collate_fn=collate, generator=torch.Generator(),
                           prefetch_factor=4 if args.workers > 0 else 2)
 
-    model.train()
-    for m in frozen:
-        m.eval()
     t_last_ckpt = t_loop = time.time()
     ema: dict[str, float] = {}
     steps_this_run = 0
     budget_s = args.time_budget * 60.0
     calibrated = step >= args.calibrate or budget_s <= 0
-    t_calib: tuple[float, int] | None = None
+    t_fit: tuple[float, int] | None = None  # (time, step) the rate is measured from
     it = iter(make_loader(step, total))
     while step < total:
         images, targets = next(it)
@@ -549,12 +558,12 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         # Rank 0 decides when to stop and whether to shrink the run; everyone follows.
         new_total, stop = total, 0.0
         if steps_this_run == 3:
-            t_calib = (now, step)
+            t_fit = (now, step)
         refit = not calibrated or (args.refit_every > 0 and step % args.refit_every == 0)
-        if lead and budget_s > 0 and refit and t_calib is not None and step >= args.calibrate:
+        if lead and budget_s > 0 and refit and t_fit is not None and step >= args.calibrate:
             # the rate since the last fit: a machine that slows down shows it at once
-            rate = (step - t_calib[1]) / max(1e-6, now - t_calib[0])
-            t_calib = (now, step)
+            rate = (step - t_fit[1]) / max(1e-6, now - t_fit[0])
+            t_fit = (now, step)
             left = max(0.0, budget_s - elapsed)
             fit = min(args.steps, step + int(rate * left * 0.97))
             roomy = min(args.steps, step + int(rate * left * 0.94))  # growing keeps twice the slack
