@@ -297,6 +297,36 @@ def test_training_step_learns_a_fixed_batch():
     assert np.mean(seen[-3:]) < 0.7 * np.mean(seen[:3]), seen
 
 
+def test_bf16_backbone_step_follows_the_float32_step():
+    """--precision bf16: the same loss and backbone gradients as float32 within
+    bfloat16's precision, and every weight and gradient stays float32."""
+    from vildtrain.categories import load_categories
+    from vildtrain.train_detector import LossWeights, SceneStream, base_categories, collate, make_sampler, train_step
+    torch.manual_seed(0)
+    clip = tiny_clip()
+    cats = load_categories()[:80]
+    base, index = base_categories(cats)
+    images, targets = collate([SceneStream(5, 10, index, size=128, categories=cats)[i] for i in range(2)])
+    base_text = clip.text_embeddings([c.name for c in base])
+    model = build_detector(TINY).train()
+    sampler = make_sampler(TINY)
+    body = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    out = {}
+    for bf16 in (False, True):
+        torch.manual_seed(1)
+        model.zero_grad()
+        loss, parts = train_step(model, clip, sampler, images, targets, base_text, LossWeights(), 8, 4,
+                                 torch.Generator().manual_seed(0), bf16_backbone=bf16)
+        loss.backward()
+        assert loss.dtype == torch.float32
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in body)
+        out[bf16] = (float(loss), torch.cat([p.grad.flatten() for p in body]))
+    (l32, g32), (l16, g16) = out[False], out[True]
+    assert abs(l16 - l32) <= 0.02 * abs(l32), (l16, l32)
+    assert float(g16.norm()) > 0 and not torch.equal(g16, g32)  # bfloat16 did compute
+    assert float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)) > 0.95
+
+
 def test_training_scene_density_is_a_setting():
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import SceneStream, base_categories
@@ -614,3 +644,13 @@ def test_profile_step_times_every_phase_of_a_training_step():
     assert all(ms > 0 for ms in out["phases_ms"].values()), out
     # the phases are inside the step: together they cannot take longer than it
     assert sum(out["phases_ms"].values()) <= out["step_ms"] * 1.05, out
+
+
+def test_profile_step_precisions_are_bf16_fp32_or_both():
+    import argparse
+    from vildtrain.profile_step import _precisions
+    assert _precisions("fp32,bf16") == ["fp32", "bf16"]
+    assert _precisions("bf16") == ["bf16"]
+    for bad in ("fp16", "bf16,bf16", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _precisions(bad)

@@ -1,6 +1,6 @@
 """Where a CPU training step's time goes: the phases of ``train_detector.train_step``.
 
-    python3 -m vildtrain profile_step [--freeze 2] [--scenes 4] [--steps 8]
+    python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--scenes 4] [--steps 8]
 
 One process with one torch thread and ``--scenes`` pictures per step (one of the
 two training processes' share of a batch of 8), the committed mini-CLIP as
@@ -24,7 +24,8 @@ PHASES = ("step/backbone", "step/rpn", "step/text", "step/teacher", "step/image"
           "step/optimizer")
 
 
-def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0) -> dict:
+def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
+                  precision: str = "bf16") -> dict:
     """Per-step milliseconds of each phase and of the whole step (wall clock)."""
     from vildtrain.categories import load_categories
     from vildtrain.detector import DetectorConfig
@@ -53,7 +54,7 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     def step(images, targets) -> None:
         loss, _ = train_step(model, clip, sampler, images, targets, base_text,
                              LossWeights(text=defaults.text_weight, image=defaults.distill_weight),
-                             defaults.distill_top, defaults.distill_random, g)
+                             defaults.distill_top, defaults.distill_random, g, bf16_backbone=precision == "bf16")
         opt.zero_grad()
         with record_function("step/backward"):
             loss.backward()
@@ -71,9 +72,22 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     return {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall}
 
 
+PRECISIONS = ("bf16", "fp32")
+
+
+def _precisions(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or any(n not in PRECISIONS for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: need bf16, fp32 or both, comma-separated, each once")
+    return names
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain profile_step", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--freeze", type=int, default=2, help="body stages kept fixed, as train_detector --freeze")
+    ap.add_argument("--freeze", type=int, default=0, help="body stages kept fixed, as train_detector --freeze")
+    ap.add_argument("--precision", type=_precisions, default=["bf16"],
+                    help="as train_detector --precision; fp32,bf16 profiles both on the same scenes and weights, "
+                         "in that order, and gives each one's step time as a ratio to the first's")
     ap.add_argument("--scenes", type=int, default=4, help="pictures per step")
     ap.add_argument("--steps", type=int, default=8, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -81,10 +95,15 @@ def main(argv: list[str]) -> int:
     if args.scenes < 1 or args.steps < 1 or args.warmup < 0 or args.freeze < 0:
         print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0", file=sys.stderr)
         return 2
-    out = profile_steps(args.freeze, args.scenes, args.steps, args.warmup)
-    phases = out["phases_ms"]
-    total = sum(phases.values())
-    for k, ms in phases.items():
-        print(f"{k[5:]:10s} {ms:8.1f} ms  {100.0 * ms / max(total, 1e-9):5.1f}%")
-    print(f"{'step':10s} {out['step_ms']:8.1f} ms wall per step of {args.scenes} scenes (profiler on)")
+    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p) for p in args.precision]
+    print(f"{'phase':10s}" + "".join(f" {p + ' ms':>10s} {'share':>6s}" for p in args.precision))
+    totals = [sum(o["phases_ms"].values()) for o in outs]
+    for k in PHASES:
+        print(f"{k[5:]:10s}" + "".join(f" {o['phases_ms'][k]:10.1f} {100.0 * o['phases_ms'][k] / max(t, 1e-9):5.1f}%"
+                                       for o, t in zip(outs, totals)))
+    print(f"{'step wall':10s}" + "".join(f" {o['step_ms']:10.1f} {'':6s}" for o in outs))
+    for p, o in zip(args.precision[1:], outs[1:]):
+        print(f"{p} step: {o['step_ms'] / outs[0]['step_ms']:.2f} x the {args.precision[0]} step's time")
+    print(f"(one process, one thread, {args.scenes} scenes per step, {args.steps} steps after {args.warmup}, "
+          f"--freeze {args.freeze}; profiler on)")
     return 0

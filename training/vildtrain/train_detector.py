@@ -195,14 +195,21 @@ def distill_boxes(proposals: list[Tensor], top: int, rand: int, g: torch.Generat
 
 def train_step(model: VildDetector, clip, sampler: RoIHeads, images_u8: Tensor, targets: list[dict],
                base_text: Tensor, weights: LossWeights, distill_top: int, distill_random: int,
-               g: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-    """Forward one batch and return (total loss, per-loss values)."""
+               g: torch.Generator, bf16_backbone: bool = False) -> tuple[Tensor, dict[str, float]]:
+    """Forward one batch and return (total loss, per-loss values).
+
+    With ``bf16_backbone`` the backbone (body + FPN) computes under bfloat16
+    autocast and hands float32 features on; weights, heads, losses and the
+    optimizer stay float32 (``--precision``)."""
     cfg = model.cfg
     images01 = images_u8.float().div_(255.0)
     sizes = [(int(images01.shape[-2]), int(images01.shape[-1]))] * images01.shape[0]
     with record_function("step/backbone"):
         x = model.normalize(images01)
-        feats = model.backbone(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_backbone):
+            feats = model.backbone(x)
+        if bf16_backbone:
+            feats = type(feats)((k, v.float()) for k, v in feats.items())
     with record_function("step/rpn"):
         proposals, rpn_losses = model.rpn(model.image_list(x, sizes), feats, targets)
     roi_feats = {n: feats[n] for n in cfg.roi_level_names}
@@ -257,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--clip-grad", type=float, default=10.0)
-    ap.add_argument("--distill-weight", type=float, default=0.5, help="weight of the ViLD-image L1 loss (paper: 0.5)")
+    ap.add_argument("--distill-weight", type=float, default=0.25,
+                    help="weight of the ViLD-image L1 loss (paper: 0.5; 0.25 leaves the shared backbone more to "
+                         "the text head, decision 0008)")
     ap.add_argument("--min-objects", type=int, default=2, help="fewest objects pasted into a training scene")
     ap.add_argument("--max-objects", type=int, default=20,
                     help="most objects pasted into a training scene (held-out scenes have 1-12: denser "
@@ -292,9 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--body-lr", type=float, default=1.0,
                     help="learning-rate multiplier of the backbone body's trained stages (1: the same rate as the "
                          "new layers, which a schedule this short needs; decision 0007)")
-    ap.add_argument("--freeze", type=int, default=2,
+    ap.add_argument("--freeze", type=int, default=0,
                     help="with --init miniclip: keep the stem and this many body stages fixed (weights and "
-                         "BatchNorm statistics), as detectors do with a pretrained backbone's first layers")
+                         "BatchNorm statistics), as detectors do with a pretrained backbone's first layers "
+                         "(0: only the stem; bfloat16 pays for training the rest, decision 0008)")
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                    help="bf16: the backbone (body + FPN) computes in bfloat16 (autocast; AMX or AVX-512 BF16 "
+                         "where the CPU has them), everything else in float32; fp32: all float32 (decision 0008)")
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged each step; one per core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -533,7 +546,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
         for group_ in opt.param_groups:
             group_["lr"] = lr_at(step, total, args.lr, args.warmup) * group_["lr_mult"]
         loss, parts = train_step(model, clip, sampler, images, targets, base_text, weights,
-                                 args.distill_top, args.distill_random, g)
+                                 args.distill_top, args.distill_random, g, bf16_backbone=args.precision == "bf16")
         opt.zero_grad(set_to_none=False)
         loss.backward()
         for p in params:
