@@ -390,15 +390,18 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     clip = tiny_clip()
     cats = load_categories()[:80]  # a smaller vocabulary keeps the text embeddings quick
     assert {c.split for c in cats} == {"base", "novel"}
-    a = train(_args(tmp_path / "a", "--steps", "3"), clip=clip, categories=cats, cfg=TINY, argv=["--steps", "3"])
+    a = train(_args(tmp_path / "a", "--steps", "3", "--freeze", "2"), clip=clip, categories=cats, cfg=TINY,
+              argv=["--steps", "3", "--freeze", "2"])
     assert a["done"] and a["step"] == 3
     assert all(math.isfinite(v) for v in a["final"].values())
     model_a, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
     assert extra["seed"] == 0 and extra["steps"] == 3 and "train_detector" in extra["command"]
-    assert extra["distill_weight"] == 0.5
+    from vildtrain.train_detector import build_parser
+    assert extra["distill_weight"] == build_parser().parse_args([]).distill_weight == 0.25
     # the run names the mini-CLIP it distilled from (in memory here: a digest, no path)
     assert extra["teacher"] == {"digest": miniclip_digest(clip)}
-    # the body started from the mini-CLIP: the frozen stem and first two stages still hold its
+    # the body started from the mini-CLIP: with --freeze 2 (the default is 0: the stem alone) the stem
+    # and first two stages still hold its
     # weights and BatchNorm statistics; the third stage (trained) has moved away from them
     assert extra["settings"]["init"] == "miniclip" and extra["settings"]["freeze"] == 2
     body, tower = model_a.backbone.body, clip.image
@@ -409,7 +412,7 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
             assert torch.equal(a_, b_)
     assert not torch.equal(body.stages[2][0].conv1.weight, tower.blocks[4].conv1.weight)
 
-    first = train(_args(tmp_path / "b", "--steps", "3", "--max-steps-now", "1"), clip=clip, categories=cats,
+    first = train(_args(tmp_path / "b", "--steps", "3", "--freeze", "2", "--max-steps-now", "1"), clip=clip, categories=cats,
                   cfg=TINY)
     assert not first["done"] and first["step"] == 1
     assert not os.path.exists(tmp_path / "b" / "detector.pt")
@@ -421,8 +424,8 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     with torch.no_grad():
         other.logit_scale.add_(1.0)
     with pytest.raises(ValueError, match="resume with the same --miniclip"):
-        train(_args(tmp_path / "b", "--steps", "3", "--resume"), clip=other, categories=cats, cfg=TINY)
-    second = train(_args(tmp_path / "b", "--steps", "3", "--resume"), clip=clip, categories=cats, cfg=TINY)
+        train(_args(tmp_path / "b", "--steps", "3", "--freeze", "2", "--resume"), clip=other, categories=cats, cfg=TINY)
+    second = train(_args(tmp_path / "b", "--steps", "3", "--freeze", "2", "--resume"), clip=clip, categories=cats, cfg=TINY)
     assert second["done"] and second["step"] == 3
     model_b, _ = load_checkpoint(str(tmp_path / "b" / "detector.pt"))
     for (name, pa), pb in zip(model_a.state_dict().items(), model_b.state_dict().values()):
