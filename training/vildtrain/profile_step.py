@@ -72,10 +72,8 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     return {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall}
 
 
-PRECISIONS = ("bf16", "fp32")
-
-
 def _precisions(text: str) -> list[str]:
+    from vildtrain.train_detector import PRECISIONS
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names or any(n not in PRECISIONS for n in names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"{text!r}: need bf16, fp32 or both, comma-separated, each once")

@@ -252,6 +252,9 @@ def base_categories(categories) -> tuple[list, dict[int, int]]:
     return base, {c.id: i + 1 for i, c in enumerate(base)}
 
 
+PRECISIONS = ("bf16", "fp32")  # --precision: the backbone's compute type in train_step
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vildtrain train_detector", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="training/runs/detector")
@@ -305,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --init miniclip: keep the stem and this many body stages fixed (weights and "
                          "BatchNorm statistics), as detectors do with a pretrained backbone's first layers "
                          "(0: only the stem; bfloat16 pays for training the rest, decision 0008)")
-    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+    ap.add_argument("--precision", choices=PRECISIONS, default="bf16",
                     help="bf16: the backbone (body + FPN) computes in bfloat16 (autocast; AMX or AVX-512 BF16 "
                          "where the CPU has them), everything else in float32; fp32: all float32 (decision 0008)")
     ap.add_argument("--procs", type=int, default=2,
