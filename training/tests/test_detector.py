@@ -645,15 +645,30 @@ def test_profile_step_times_every_phase_of_a_training_step():
     out = profile_steps(freeze=2, scenes=1, steps=1, warmup=0)
     assert set(out["phases_ms"]) == set(PHASES)
     assert all(ms > 0 for ms in out["phases_ms"].values()), out
-    # the phases are inside the step: together they cannot take longer than it
-    assert sum(out["phases_ms"].values()) <= out["step_ms"] * 1.05, out
+    # the phases are inside the profiled step: together they cannot take longer than it
+    assert sum(out["phases_ms"].values()) <= out["profiled_step_ms"] * 1.05, out
+    assert out["step_ms"] > 0, out
 
 
-def test_profile_step_precisions_are_bf16_fp32_or_both():
+def test_profile_step_precisions_and_poolers_are_lists_of_known_names():
     import argparse
-    from vildtrain.profile_step import _precisions
+    from vildtrain.profile_step import _poolers, _precisions
     assert _precisions("fp32,bf16") == ["fp32", "bf16"]
     assert _precisions("bf16") == ["bf16"]
-    for bad in ("fp16", "bf16,bf16", ""):
+    assert _poolers("torchvision,bag") == ["torchvision", "bag"]
+    for parse, bad in ((_precisions, "fp16"), (_precisions, "bf16,bf16"), (_precisions, ""),
+                       (_poolers, "grid"), (_poolers, "bag,bag")):
         with pytest.raises(argparse.ArgumentTypeError):
-            _precisions(bad)
+            parse(bad)
+
+
+def test_profile_step_torchvision_pooler_pools_like_the_trainers():
+    from vildtrain.profile_step import torchvision_pooler
+    model = tiny_model()
+    pool = torchvision_pooler(model.roi_pool)
+    assert type(pool).__name__ == "MultiScaleRoIAlign" and pool.scales == model.roi_pool.scales
+    g = torch.Generator().manual_seed(0)
+    feats = {n: torch.randn(1, 16, 64 // s, 64 // s, generator=g) for n, s in zip(TINY.roi_level_names, TINY.strides)}
+    boxes = [torch.tensor([[1.0, 2.0, 30.0, 20.0], [0.0, 0.0, 63.0, 63.0], [40.0, 10.0, 44.0, 50.0]])]
+    torch.testing.assert_close(pool(feats, boxes, [(64, 64)]), model.roi_pool(feats, boxes, [(64, 64)]),
+                               rtol=1e-4, atol=1e-5)

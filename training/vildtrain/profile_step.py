@@ -1,6 +1,6 @@
 """Where a CPU training step's time goes: the phases of ``train_detector.train_step``.
 
-    python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--scenes 4] [--steps 8]
+    python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--pooler bag] [--scenes 4] [--steps 8]
 
 One process with one torch thread and ``--scenes`` pictures per step (one of the
 two training processes' share of a batch of 8), the committed mini-CLIP as
@@ -8,6 +8,15 @@ teacher and the default detector. Scenes are drawn before the clock starts.
 The phases are the ``record_function`` ranges of ``train_step`` (backbone,
 rpn, text, teacher, image) plus the backward pass and the optimizer step, read
 from torch's profiler over ``--steps`` steps after ``--warmup`` untimed ones.
+The step's wall time is taken first over the same steps with the profiler off
+(the profiler's own bookkeeping lengthens a step by a third or more).
+
+``--precision`` and ``--pooler`` take comma-separated lists; every pair of the
+two is profiled on the same scenes and starting weights, and each step time is
+given as a ratio to the first pair's. ``--pooler torchvision`` swaps the
+detector's RoI pooler (``roialign.BagMultiScaleRoIAlign``) for torchvision's
+``MultiScaleRoIAlign`` with the same levels and scales: the pooler the trainer
+used before decision 0009.
 """
 from __future__ import annotations
 
@@ -20,13 +29,24 @@ import torch
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
+POOLERS = ("bag", "torchvision")
 PHASES = ("step/backbone", "step/rpn", "step/text", "step/teacher", "step/image", "step/backward",
           "step/optimizer")
 
 
+def torchvision_pooler(bag):
+    """torchvision's ``MultiScaleRoIAlign`` with ``bag``'s levels, output, sampling and scales."""
+    from torchvision.ops import MultiScaleRoIAlign
+    pool = MultiScaleRoIAlign(bag.featmap_names, bag.output_size, bag.sampling_ratio,
+                              canonical_scale=bag.canonical_scale, canonical_level=bag.canonical_level)
+    pool.scales, pool.map_levels = bag.scales, bag.map_levels
+    return pool
+
+
 def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
-                  precision: str = "bf16") -> dict:
-    """Per-step milliseconds of each phase and of the whole step (wall clock)."""
+                  precision: str = "bf16", pooler: str = "bag") -> dict:
+    """Per-step milliseconds: each phase (profiler on), the whole step with the
+    profiler off (``step_ms``) and with it on (``profiled_step_ms``)."""
     from vildtrain.categories import load_categories
     from vildtrain.detector import DetectorConfig
     from vildtrain.miniclip import load_miniclip
@@ -44,6 +64,10 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
         base_text = clip.text_embeddings([c.name for c in base]).float()
     cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
     model, _ = build_student(cfg, clip, "miniclip", freeze)
+    if pooler not in POOLERS:
+        raise ValueError(f"profile_step: pooler {pooler!r}: need one of {', '.join(POOLERS)}")
+    if pooler == "torchvision":
+        model.roi_pool = torchvision_pooler(model.roi_pool)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     stream = SceneStream(seed, 10 ** 9, base_index, size=defaults.size, categories=categories,
                          objects=(defaults.min_objects, defaults.max_objects), grid_fraction=defaults.grid_scenes,
@@ -64,20 +88,34 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     for images, targets in batches[:warmup]:
         step(images, targets)
     t0 = time.perf_counter()
+    for images, targets in batches[warmup:]:
+        step(images, targets)
+    wall = (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for images, targets in batches[warmup:]:
             step(images, targets)
-    wall = (time.perf_counter() - t0) / steps
+    profiled = (time.perf_counter() - t0) / steps
     spent = {e.key: e.cpu_time_total / 1000.0 / steps for e in prof.key_averages() if e.key in PHASES}
-    return {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall}
+    return {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall,
+            "profiled_step_ms": 1000.0 * profiled}
+
+
+def _names(text: str, allowed: tuple[str, ...]) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or any(n not in allowed for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: need {' or '.join(allowed)} or several, comma-separated, "
+                                         "each once")
+    return names
 
 
 def _precisions(text: str) -> list[str]:
     from vildtrain.train_detector import PRECISIONS
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names or any(n not in PRECISIONS for n in names) or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"{text!r}: need bf16, fp32 or both, comma-separated, each once")
-    return names
+    return _names(text, PRECISIONS)
+
+
+def _poolers(text: str) -> list[str]:
+    return _names(text, POOLERS)
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +124,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--precision", type=_precisions, default=["bf16"],
                     help="as train_detector --precision; fp32,bf16 profiles both on the same scenes and weights, "
                          "in that order, and gives each one's step time as a ratio to the first's")
+    ap.add_argument("--pooler", type=_poolers, default=["bag"],
+                    help="RoI pooler: bag (the trainer's) or torchvision (the one before it); torchvision,bag "
+                         "profiles both on the same scenes and weights")
     ap.add_argument("--scenes", type=int, default=4, help="pictures per step")
     ap.add_argument("--steps", type=int, default=8, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -93,15 +134,21 @@ def main(argv: list[str]) -> int:
     if args.scenes < 1 or args.steps < 1 or args.warmup < 0 or args.freeze < 0:
         print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0", file=sys.stderr)
         return 2
-    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p) for p in args.precision]
-    print(f"{'phase':10s}" + "".join(f" {p + ' ms':>10s} {'share':>6s}" for p in args.precision))
+    runs = [(p, q) for p in args.precision for q in args.pooler]
+    names = [p if len(args.pooler) == 1 else q if len(args.precision) == 1 else f"{p}/{q}" for p, q in runs]
+    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p, pooler=q) for p, q in runs]
+    width = max(10, *(len(n) + 3 for n in names))
+    print(f"{'phase':10s}" + "".join(f" {n + ' ms':>{width}s} {'share':>6s}" for n in names))
     totals = [sum(o["phases_ms"].values()) for o in outs]
     for k in PHASES:
-        print(f"{k[5:]:10s}" + "".join(f" {o['phases_ms'][k]:10.1f} {100.0 * o['phases_ms'][k] / max(t, 1e-9):5.1f}%"
+        print(f"{k[5:]:10s}" + "".join(f" {o['phases_ms'][k]:{width}.1f} "
+                                       f"{100.0 * o['phases_ms'][k] / max(t, 1e-9):5.1f}%"
                                        for o, t in zip(outs, totals)))
-    print(f"{'step wall':10s}" + "".join(f" {o['step_ms']:10.1f} {'':6s}" for o in outs))
-    for p, o in zip(args.precision[1:], outs[1:]):
-        print(f"{p} step: {o['step_ms'] / outs[0]['step_ms']:.2f} x the {args.precision[0]} step's time")
+    print(f"{'profiled':10s}" + "".join(f" {o['profiled_step_ms']:{width}.1f} {'':6s}" for o in outs))
+    print(f"{'step wall':10s}" + "".join(f" {o['step_ms']:{width}.1f} {'':6s}" for o in outs))
+    for n, o in zip(names[1:], outs[1:]):
+        print(f"{n} step: {o['step_ms'] / outs[0]['step_ms']:.2f} x the {names[0]} step's time")
     print(f"(one process, one thread, {args.scenes} scenes per step, {args.steps} steps after {args.warmup}, "
-          f"--freeze {args.freeze}; profiler on)")
+          f"--freeze {args.freeze}; phases and 'profiled' with the profiler on, 'step wall' and the ratios "
+          f"from the same steps with it off)")
     return 0
