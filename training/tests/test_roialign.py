@@ -44,7 +44,8 @@ def test_bag_pooler_matches_torchvision_values_and_gradients(sampling_ratio):
     levels = pooler(MultiScaleRoIAlign, sampling_ratio).map_levels(boxes)
     assert len(set(levels.tolist())) >= 3, "the boxes should spread over the levels"
     assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # the Go pipeline's RoIAlign is held to golden pooled features within 1e-5
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     for name, a, b in zip(NAMES, got_grads, want_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
 

@@ -12,7 +12,10 @@ whole 64-channel rows.
 torchvision's sampling rules, kept exactly:
 
 * box corners times the level's scale, no half-pixel shift; a box is at least
-  1 px wide and high; bins are ``box / output_size``;
+  1 px wide and high; bins are ``box / output_size``; sample positions are
+  computed in the kernel's order of float32 operations, so that they round
+  alike (at 100 px a float32 position is good to 8e-6 px, which is a 1e-5
+  difference in a pooled value where the map is steep);
 * ``sampling_ratio`` x ``sampling_ratio`` samples per bin at the centres of an
   even sub-grid, averaged (a sample outside the map still counts);
 * a sample more than one pixel outside the map reads 0; otherwise its
@@ -57,8 +60,15 @@ def bag_roi_align(features: list[Tensor], scales: list[float], boxes: list[Tenso
     channels = features[0].shape[1]
     table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, channels) for f in features])
     o, s = output_size, sampling_ratio
-    n = o * s
-    steps = (torch.arange(n, device=table.device, dtype=table.dtype) + 0.5) / n
+    bins = torch.arange(o, device=table.device, dtype=table.dtype).view(1, o, 1)
+    halves = (torch.arange(s, device=table.device, dtype=table.dtype) + 0.5).view(1, 1, s)
+
+    def samples(first: Tensor, side: Tensor) -> Tensor:
+        """[K,1] box start and side -> [K, o*s] sample positions, rounded as
+        torchvision's kernel rounds them: start + bin * size + ((i + .5) * size) / s."""
+        size = (side / o).view(-1, 1, 1)
+        return (first.view(-1, 1, 1) + bins * size + halves * size / s).view(-1, o * s)
+
     rows, weights, counts, start = [], [], [], 0
     for f, scale, bx, img in zip(features, scales, boxes, images):
         _, _, height, width = f.shape
@@ -68,8 +78,8 @@ def bag_roi_align(features: list[Tensor], scales: list[float], boxes: list[Tenso
             bx = bx.to(table.dtype) * scale
             w = (bx[:, 2:3] - bx[:, 0:1]).clamp(min=1.0)
             h = (bx[:, 3:4] - bx[:, 1:2]).clamp(min=1.0)
-            xi, xw = _axis(bx[:, 0:1] + steps * w, width)
-            yi, yw = _axis(bx[:, 1:2] + steps * h, height)
+            xi, xw = _axis(samples(bx[:, 0:1], w), width)
+            yi, yw = _axis(samples(bx[:, 1:2], h), height)
             yi = yi * width + (start + img * (height * width)).view(k, 1, 1)
             yi, yw = yi.view(k, o, 1, s, 1, 2, 1), yw.view(k, o, 1, s, 1, 2, 1)
             xi, xw = xi.view(k, 1, o, 1, s, 1, 2), xw.view(k, 1, o, 1, s, 1, 2)
