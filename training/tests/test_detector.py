@@ -642,8 +642,9 @@ def test_schedule_grows_back_when_a_slow_spell_ends(tmp_path, monkeypatch, capsy
 
 def test_profile_step_times_every_phase_of_a_training_step():
     from vildtrain.profile_step import PHASES, profile_steps
-    out = profile_steps(freeze=2, scenes=1, steps=1, warmup=0)
+    out = profile_steps(freeze=2, scenes=1, steps=1, warmup=0, ops=5)
     assert set(out["phases_ms"]) == set(PHASES)
+    assert "Self CPU" in out["ops_table"] and "aten::" in out["ops_table"], out["ops_table"]
     assert all(ms > 0 for ms in out["phases_ms"].values()), out
     # the phases are inside the profiled step: together they cannot take longer than it
     assert sum(out["phases_ms"].values()) <= out["profiled_step_ms"] * 1.05, out

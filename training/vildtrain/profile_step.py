@@ -44,9 +44,11 @@ def torchvision_pooler(bag):
 
 
 def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
-                  precision: str = "bf16", pooler: str = "bag") -> dict:
+                  precision: str = "bf16", pooler: str = "bag", ops: int = 0) -> dict:
     """Per-step milliseconds: each phase (profiler on), the whole step with the
-    profiler off (``step_ms``) and with it on (``profiled_step_ms``)."""
+    profiler off (``step_ms``) and with it on (``profiled_step_ms``); with
+    ``ops`` > 0 also ``ops_table``, the profiler's table of the ``ops``
+    operators with the most time of their own."""
     from vildtrain.categories import load_categories
     from vildtrain.detector import DetectorConfig
     from vildtrain.miniclip import load_miniclip
@@ -97,8 +99,11 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
             step(images, targets)
     profiled = (time.perf_counter() - t0) / steps
     spent = {e.key: e.cpu_time_total / 1000.0 / steps for e in prof.key_averages() if e.key in PHASES}
-    return {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall,
-            "profiled_step_ms": 1000.0 * profiled}
+    out = {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall,
+           "profiled_step_ms": 1000.0 * profiled}
+    if ops > 0:
+        out["ops_table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ops)
+    return out
 
 
 def _names(text: str, allowed: tuple[str, ...]) -> list[str]:
@@ -127,16 +132,24 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pooler", type=_poolers, default=["bag"],
                     help="RoI pooler: bag (the trainer's) or torchvision (the one before it); torchvision,bag "
                          "profiles both on the same scenes and weights")
+    ap.add_argument("--ops", type=int, default=0,
+                    help="also print the profiler's table of the N operators with the most time of their own "
+                         "(totals over the timed steps)")
     ap.add_argument("--scenes", type=int, default=4, help="pictures per step")
     ap.add_argument("--steps", type=int, default=8, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     args = ap.parse_args(argv)
-    if args.scenes < 1 or args.steps < 1 or args.warmup < 0 or args.freeze < 0:
-        print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0", file=sys.stderr)
+    if args.scenes < 1 or args.steps < 1 or args.warmup < 0 or args.freeze < 0 or args.ops < 0:
+        print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0, --ops >= 0",
+              file=sys.stderr)
         return 2
     runs = [(p, q) for p in args.precision for q in args.pooler]
     names = [p if len(args.pooler) == 1 else q if len(args.precision) == 1 else f"{p}/{q}" for p, q in runs]
-    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p, pooler=q) for p, q in runs]
+    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p, pooler=q, ops=args.ops)
+            for p, q in runs]
+    for n, o in zip(names, outs):
+        if "ops_table" in o:
+            print(f"{n}: operators over {args.steps} steps\n{o['ops_table']}")
     width = max(10, *(len(n) + 3 for n in names))
     print(f"{'phase':10s}" + "".join(f" {n + ' ms':>{width}s} {'share':>6s}" for n in names))
     totals = [sum(o["phases_ms"].values()) for o in outs]

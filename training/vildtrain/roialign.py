@@ -2,7 +2,7 @@
 
 torchvision's CPU ``roi_align`` walks channels with a stride of H*W and its
 backward scatters one value at a time; in a training step the pair was the
-largest single operator (about 450 ms of a 2.1 s step in ``profile_step``).
+largest single operator (about 540 ms of a 2.3 s step, ``profile_step --ops``).
 ``BagMultiScaleRoIAlign`` computes the same numbers (``aligned=False``, a fixed
 ``sampling_ratio``) as one ``embedding_bag``: every level's feature map is laid
 out channels-last as rows of a table, and each output bin is the weighted sum
