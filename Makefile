@@ -41,10 +41,10 @@ miniclip: setup
 	$(TRAIN) train_clip --out runs/miniclip
 
 # ViLD detector on top of the committed mini-CLIP: writes training/runs/detector/detector.pt.
-# Up to 3,000 steps: the trainer fits the count to 88 minutes from launch (about 1,600 on the
-# 2-core build machine with the bfloat16 backbone; training/README.md).
+# Up to 3,000 steps: the trainer fits the count to 88 minutes from launch (about 2,000 on the
+# 2-core build machine, scenes drawn in-process; training/README.md).
 detector: setup
-	$(TRAIN) train_detector --out runs/detector --steps 3000 --time-budget 88
+	$(TRAIN) train_detector --out runs/detector --steps 3000 --time-budget 88 --workers 0
 
 # Export the trained detector as the embedded default bundle (models/default).
 bundle:
