@@ -455,7 +455,7 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     model, extra = load_checkpoint(str(tmp_path / "detector.pt"))
     assert extra["steps"] == 1
     # the sampling setting is part of the saved model's configuration
-    assert model.cfg.box_positive_fraction == 0.5 and TINY.box_positive_fraction == 0.25
+    assert model.cfg.box_positive_fraction == 0.5 and TINY.box_positive_fraction == 0.75
     assert model.cfg.roi_canonical_scale == 48 and TINY.roi_canonical_scale == 224
     # so are the box head's widths, and the towers have them
     assert (model.cfg.head_hidden, model.cfg.image_head_hidden) == (48, 24) and TINY.head_hidden == 32

@@ -82,7 +82,7 @@ class DetectorConfig:
     box_fg_iou: float = 0.5
     box_bg_iou: float = 0.5
     box_batch_per_image: int = 256
-    box_positive_fraction: float = 0.25
+    box_positive_fraction: float = 0.75
     box_coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
     # width of the box head's two fully connected towers: the text tower (text
     # embedding and box deltas) and the image tower (image embedding)

@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--text-weight", type=float, default=1.0)
     ap.add_argument("--box-positive-fraction", type=float, default=DetectorConfig.box_positive_fraction,
                     help="largest share of the 256 RoIs sampled per picture for ViLD-text that are labelled "
-                         "(base) regions (default %(default)s); dense grid scenes have more labelled candidates than that")
+                         "(base) regions (default %(default)s, decision 0010); dense grid scenes have more labelled candidates "
+                         "than that")
     ap.add_argument("--roi-canonical-scale", type=int, default=DetectorConfig.roi_canonical_scale,
                     help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
                          "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; its default "
