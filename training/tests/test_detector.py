@@ -448,7 +448,7 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train
     args = _args(tmp_path, "--steps", "50", "--box-positive-fraction", "0.5", "--roi-canonical-scale", "48",
-                 "--head-hidden", "48", "--image-head-hidden", "24")
+                 "--head-hidden", "48", "--image-head-hidden", "24", "--box-rois", "40")
     args.time_budget = 1e-4  # minutes: spent during setup, so the first step is the last
     summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
     assert summary["done"] and summary["step"] == summary["total"] == 1
@@ -457,6 +457,7 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     # the sampling setting is part of the saved model's configuration
     assert model.cfg.box_positive_fraction == 0.5 and TINY.box_positive_fraction == 0.75
     assert model.cfg.roi_canonical_scale == 48 and TINY.roi_canonical_scale == 224
+    assert model.cfg.box_batch_per_image == 40 and TINY.box_batch_per_image == 64
     # so are the box head's widths, and the towers have them
     assert (model.cfg.head_hidden, model.cfg.image_head_hidden) == (48, 24) and TINY.head_hidden == 32
     assert model.box_head.text_proj.in_features == 48 and model.box_head.box_pred.in_features == 48
@@ -513,6 +514,10 @@ def test_box_positive_fraction_sets_the_labelled_share_of_sampled_rois(tmp_path)
     for bad in ("0", "1.5"):
         with pytest.raises(ValueError, match="box-positive-fraction"):
             train(_args(tmp_path / bad, "--steps", "1", "--box-positive-fraction", bad), clip=tiny_clip(),
+                  categories=cats, cfg=TINY)
+    for bad in ("0", "-8"):
+        with pytest.raises(ValueError, match="box-rois"):
+            train(_args(tmp_path / f"rois{bad}", "--steps", "1", "--box-rois", bad), clip=tiny_clip(),
                   categories=cats, cfg=TINY)
 
 

@@ -290,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest share of the 256 RoIs sampled per picture for ViLD-text that are labelled "
                          "(base) regions (default %(default)s, decision 0010); dense grid scenes have more labelled candidates "
                          "than that")
+    ap.add_argument("--box-rois", type=int, default=None,
+                    help="RoIs sampled per picture for ViLD-text's loss and the box regression "
+                         f"(default {DetectorConfig.box_batch_per_image}); --box-positive-fraction of them at most "
+                         "are labelled")
     ap.add_argument("--roi-canonical-scale", type=int, default=DetectorConfig.roi_canonical_scale,
                     help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
                          "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; its default "
@@ -408,6 +412,8 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
         raise ValueError(f"train_detector: --batch {args.batch} is not a multiple of --procs {args.procs}")
     if not 0.0 < args.box_positive_fraction <= 1.0:
         raise ValueError(f"train_detector: --box-positive-fraction {args.box_positive_fraction}: need 0 < f <= 1")
+    if args.box_rois is not None and args.box_rois <= 0:
+        raise ValueError(f"train_detector: --box-rois {args.box_rois}: need > 0")
     if args.roi_canonical_scale <= 0:
         raise ValueError(f"train_detector: --roi-canonical-scale {args.roi_canonical_scale}: need > 0")
     for flag, width in (("--head-hidden", args.head_hidden), ("--image-head-hidden", args.image_head_hidden)):
@@ -472,6 +478,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
     cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size,
                               box_positive_fraction=args.box_positive_fraction,
                               roi_canonical_scale=args.roi_canonical_scale)
+    if args.box_rois is not None:
+        cfg = dataclasses.replace(cfg, box_batch_per_image=args.box_rois)
     if args.head_hidden is not None:
         cfg = dataclasses.replace(cfg, head_hidden=args.head_hidden)
     if args.image_head_hidden is not None:
