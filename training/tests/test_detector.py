@@ -668,6 +668,19 @@ def test_profile_step_precisions_and_poolers_are_lists_of_known_names():
             parse(bad)
 
 
+def test_profile_step_box_rois_sets_the_sampler_of_each_profiled_run(capsys):
+    import argparse
+    from vildtrain.profile_step import _box_rois, main, profile_steps
+    assert _box_rois("256,512") == [256, 512]
+    for bad in ("0", "256,256", "", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _box_rois(bad)
+    assert profile_steps(freeze=2, scenes=1, steps=1, warmup=0, box_rois=24)["box_rois"] == 24
+    assert main(["--box-rois", "16,32", "--freeze", "2", "--scenes", "1", "--steps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "16 RoIs ms" in out and "32 RoIs step:" in out, out
+
+
 def test_profile_step_torchvision_pooler_pools_like_the_trainers():
     from vildtrain.profile_step import torchvision_pooler
     model = tiny_model()

@@ -1,6 +1,7 @@
 """Where a CPU training step's time goes: the phases of ``train_detector.train_step``.
 
-    python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--pooler bag] [--scenes 4] [--steps 8]
+    python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--pooler bag] [--box-rois 256]
+                                      [--scenes 4] [--steps 8]
 
 One process with one torch thread and ``--scenes`` pictures per step (one of the
 two training processes' share of a batch of 8), the committed mini-CLIP as
@@ -11,17 +12,19 @@ from torch's profiler over ``--steps`` steps after ``--warmup`` untimed ones.
 The step's wall time is taken first over the same steps with the profiler off
 (the profiler's own bookkeeping lengthens a step by a third or more).
 
-``--precision`` and ``--pooler`` take comma-separated lists; every pair of the
-two is profiled on the same scenes and starting weights, and each step time is
-given as a ratio to the first pair's. ``--pooler torchvision`` swaps the
+``--precision``, ``--pooler`` and ``--box-rois`` take comma-separated lists;
+every combination is profiled on the same scenes and starting weights, and each
+step time is given as a ratio to the first combination's. ``--pooler torchvision`` swaps the
 detector's RoI pooler (``roialign.BagMultiScaleRoIAlign``) for torchvision's
 ``MultiScaleRoIAlign`` with the same levels and scales: the pooler the trainer
-used before decision 0009.
+used before decision 0009. ``--box-rois`` is train_detector's: the RoIs sampled
+per picture for the text and box losses.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import time
 
@@ -44,7 +47,7 @@ def torchvision_pooler(bag):
 
 
 def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
-                  precision: str = "bf16", pooler: str = "bag", ops: int = 0) -> dict:
+                  precision: str = "bf16", pooler: str = "bag", ops: int = 0, box_rois: int | None = None) -> dict:
     """Per-step milliseconds: each phase (profiler on), the whole step with the
     profiler off (``step_ms``) and with it on (``profiled_step_ms``); with
     ``ops`` > 0 also ``ops_table``, the profiler's table of the ``ops``
@@ -65,6 +68,8 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     with torch.no_grad():
         base_text = clip.text_embeddings([c.name for c in base]).float()
     cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
+    if box_rois is not None:
+        cfg = dataclasses.replace(cfg, box_batch_per_image=box_rois)
     model, _ = build_student(cfg, clip, "miniclip", freeze)
     if pooler not in POOLERS:
         raise ValueError(f"profile_step: pooler {pooler!r}: need one of {', '.join(POOLERS)}")
@@ -100,7 +105,7 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
     profiled = (time.perf_counter() - t0) / steps
     spent = {e.key: e.cpu_time_total / 1000.0 / steps for e in prof.key_averages() if e.key in PHASES}
     out = {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall,
-           "profiled_step_ms": 1000.0 * profiled}
+           "profiled_step_ms": 1000.0 * profiled, "box_rois": sampler.fg_bg_sampler.batch_size_per_image}
     if ops > 0:
         out["ops_table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ops)
     return out
@@ -123,6 +128,16 @@ def _poolers(text: str) -> list[str]:
     return _names(text, POOLERS)
 
 
+def _box_rois(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: need RoI counts >= 1, comma-separated, each once")
+    return counts
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain profile_step", description=__doc__.split("\n\n")[0])
     ap.add_argument("--freeze", type=int, default=0, help="body stages kept fixed, as train_detector --freeze")
@@ -132,6 +147,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pooler", type=_poolers, default=["bag"],
                     help="RoI pooler: bag (the trainer's) or torchvision (the one before it); torchvision,bag "
                          "profiles both on the same scenes and weights")
+    ap.add_argument("--box-rois", type=_box_rois, default=None,
+                    help="RoIs sampled per picture, as train_detector --box-rois (default: the trainer's); "
+                         "256,512 profiles both on the same scenes and weights")
     ap.add_argument("--ops", type=int, default=0,
                     help="also print the profiler's table of the N operators with the most time of their own "
                          "(totals over the timed steps)")
@@ -143,10 +161,13 @@ def main(argv: list[str]) -> int:
         print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0, --ops >= 0",
               file=sys.stderr)
         return 2
-    runs = [(p, q) for p in args.precision for q in args.pooler]
-    names = [p if len(args.pooler) == 1 else q if len(args.precision) == 1 else f"{p}/{q}" for p, q in runs]
-    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p, pooler=q, ops=args.ops)
-            for p, q in runs]
+    rois = args.box_rois or [None]
+    runs = list(itertools.product(args.precision, args.pooler, rois))
+    labels = [(p, q, f"{r} RoIs") for p, q, r in runs]
+    varying = [i for i, choices in enumerate((args.precision, args.pooler, rois)) if len(choices) > 1] or [0]
+    names = ["/".join(label[i] for i in varying) for label in labels]
+    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p, pooler=q, ops=args.ops,
+                          box_rois=r) for p, q, r in runs]
     for n, o in zip(names, outs):
         if "ops_table" in o:
             print(f"{n}: operators over {args.steps} steps\n{o['ops_table']}")
