@@ -81,7 +81,7 @@ class DetectorConfig:
     roi_canonical_level: int = 4
     box_fg_iou: float = 0.5
     box_bg_iou: float = 0.5
-    box_batch_per_image: int = 256
+    box_batch_per_image: int = 512
     box_positive_fraction: float = 0.75
     box_coder_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
     # width of the box head's two fully connected towers: the text tower (text

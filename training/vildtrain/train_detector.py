@@ -287,12 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--distill-random", type=int, default=8, help="random other proposals per image distilled")
     ap.add_argument("--text-weight", type=float, default=1.0)
     ap.add_argument("--box-positive-fraction", type=float, default=DetectorConfig.box_positive_fraction,
-                    help="largest share of the 256 RoIs sampled per picture for ViLD-text that are labelled "
+                    help="largest share of the RoIs sampled per picture (--box-rois) for ViLD-text that are labelled "
                          "(base) regions (default %(default)s, decision 0010); dense grid scenes have more labelled candidates "
                          "than that")
     ap.add_argument("--box-rois", type=int, default=None,
                     help="RoIs sampled per picture for ViLD-text's loss and the box regression "
-                         f"(default {DetectorConfig.box_batch_per_image}); --box-positive-fraction of them at most "
+                         f"(default {DetectorConfig.box_batch_per_image}, decision 0011); --box-positive-fraction of them at most "
                          "are labelled")
     ap.add_argument("--roi-canonical-scale", type=int, default=DetectorConfig.roi_canonical_scale,
                     help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
