@@ -14,7 +14,12 @@ The step's wall time is taken first over the same steps with the profiler off
 
 ``--precision``, ``--pooler`` and ``--box-rois`` take comma-separated lists;
 every combination is profiled on the same scenes and starting weights, and each
-step time is given as a ratio to the first combination's. ``--pooler torchvision`` swaps the
+step time is given as a ratio to the first combination's. The combinations'
+profiler-off steps are interleaved (each timed step runs every combination
+once, starting with the next one in turn), so that neither a drift in the
+machine's speed nor the order of the runs favours one of them; timed one
+after the other, as before, the second of two identical runs came out up to
+a fifth slower. ``--pooler torchvision`` swaps the
 detector's RoI pooler (``roialign.BagMultiScaleRoIAlign``) for torchvision's
 ``MultiScaleRoIAlign`` with the same levels and scales: the pooler the trainer
 used before decision 0009. ``--box-rois`` is train_detector's: the RoIs sampled
@@ -46,20 +51,22 @@ def torchvision_pooler(bag):
     return pool
 
 
-def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
-                  precision: str = "bf16", pooler: str = "bag", ops: int = 0, box_rois: int | None = None) -> dict:
-    """Per-step milliseconds: each phase (profiler on), the whole step with the
-    profiler off (``step_ms``) and with it on (``profiled_step_ms``); with
-    ``ops`` > 0 also ``ops_table``, the profiler's table of the ``ops``
-    operators with the most time of their own."""
+def profile_variants(variants: list[dict], freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
+                     ops: int = 0) -> list[dict]:
+    """Per-step milliseconds of each variant (a dict of ``precision``, ``pooler``
+    and ``box_rois``, each optional) on the same scenes and starting weights:
+    each phase (profiler on), the whole step with the profiler off (``step_ms``)
+    and with it on (``profiled_step_ms``); with ``ops`` > 0 also ``ops_table``,
+    the profiler's table of the ``ops`` operators with the most time of their own.
+
+    The profiler-off steps of the variants are interleaved: timed step i runs
+    every variant once, starting with variant i mod n, so a drift in the
+    machine's speed, or a variant's place in the order, weighs on all alike."""
     from vildtrain.categories import load_categories
-    from vildtrain.detector import DetectorConfig
     from vildtrain.miniclip import load_miniclip
-    from vildtrain.train_detector import (LossWeights, SceneStream, base_categories, build_parser, build_student,
-                                          collate, make_sampler, train_step)
+    from vildtrain.train_detector import SceneStream, base_categories, build_parser, collate
     defaults = build_parser().parse_args([])  # the trainer's scenes and distillation settings
     torch.set_num_threads(1)
-    torch.manual_seed(seed)
     categories = load_categories()
     base, base_index = base_categories(categories)
     clip = load_miniclip(None).eval()
@@ -67,19 +74,52 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
         p.requires_grad_(False)
     with torch.no_grad():
         base_text = clip.text_embeddings([c.name for c in base]).float()
-    cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
-    if box_rois is not None:
-        cfg = dataclasses.replace(cfg, box_batch_per_image=box_rois)
-    model, _ = build_student(cfg, clip, "miniclip", freeze)
-    if pooler not in POOLERS:
-        raise ValueError(f"profile_step: pooler {pooler!r}: need one of {', '.join(POOLERS)}")
-    if pooler == "torchvision":
-        model.roi_pool = torchvision_pooler(model.roi_pool)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     stream = SceneStream(seed, 10 ** 9, base_index, size=defaults.size, categories=categories,
                          objects=(defaults.min_objects, defaults.max_objects), grid_fraction=defaults.grid_scenes,
                          grid_sides=defaults.grid_sides)
     batches = [collate([stream[i * scenes + j] for j in range(scenes)]) for i in range(warmup + steps)]
+    runs = [_variant(defaults, clip, base_text, freeze, seed, **v) for v in variants]
+    for step, _ in runs:
+        for images, targets in batches[:warmup]:
+            step(images, targets)
+    walls = [0.0] * len(runs)
+    for i, (images, targets) in enumerate(batches[warmup:]):
+        for k in range(len(runs)):
+            v = (i + k) % len(runs)
+            t0 = time.perf_counter()
+            runs[v][0](images, targets)
+            walls[v] += time.perf_counter() - t0
+    outs = []
+    for (step, rois), wall in zip(runs, walls):
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for images, targets in batches[warmup:]:
+                step(images, targets)
+        profiled = (time.perf_counter() - t0) / steps
+        spent = {e.key: e.cpu_time_total / 1000.0 / steps for e in prof.key_averages() if e.key in PHASES}
+        out = {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall / steps,
+               "profiled_step_ms": 1000.0 * profiled, "box_rois": rois}
+        if ops > 0:
+            out["ops_table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ops)
+        outs.append(out)
+    return outs
+
+
+def _variant(defaults, clip, base_text, freeze: int, seed: int, precision: str = "bf16", pooler: str = "bag",
+             box_rois: int | None = None):
+    """A fresh student (weights from ``seed``) and its optimizer -> (step function, RoIs sampled per picture)."""
+    from vildtrain.detector import DetectorConfig
+    from vildtrain.train_detector import LossWeights, build_student, make_sampler, train_step
+    if pooler not in POOLERS:
+        raise ValueError(f"profile_step: pooler {pooler!r}: need one of {', '.join(POOLERS)}")
+    cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
+    if box_rois is not None:
+        cfg = dataclasses.replace(cfg, box_batch_per_image=box_rois)
+    torch.manual_seed(seed)
+    model, _ = build_student(cfg, clip, "miniclip", freeze)
+    if pooler == "torchvision":
+        model.roi_pool = torchvision_pooler(model.roi_pool)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     sampler, g = make_sampler(cfg), torch.Generator().manual_seed(seed)
 
     def step(images, targets) -> None:
@@ -92,23 +132,14 @@ def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int =
         with record_function("step/optimizer"):
             opt.step()
 
-    for images, targets in batches[:warmup]:
-        step(images, targets)
-    t0 = time.perf_counter()
-    for images, targets in batches[warmup:]:
-        step(images, targets)
-    wall = (time.perf_counter() - t0) / steps
-    t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for images, targets in batches[warmup:]:
-            step(images, targets)
-    profiled = (time.perf_counter() - t0) / steps
-    spent = {e.key: e.cpu_time_total / 1000.0 / steps for e in prof.key_averages() if e.key in PHASES}
-    out = {"phases_ms": {k: spent.get(k, 0.0) for k in PHASES}, "step_ms": 1000.0 * wall,
-           "profiled_step_ms": 1000.0 * profiled, "box_rois": sampler.fg_bg_sampler.batch_size_per_image}
-    if ops > 0:
-        out["ops_table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ops)
-    return out
+    return step, sampler.fg_bg_sampler.batch_size_per_image
+
+
+def profile_steps(freeze: int, scenes: int, steps: int, warmup: int, seed: int = 0,
+                  precision: str = "bf16", pooler: str = "bag", ops: int = 0, box_rois: int | None = None) -> dict:
+    """``profile_variants`` of one variant."""
+    return profile_variants([{"precision": precision, "pooler": pooler, "box_rois": box_rois}], freeze, scenes,
+                            steps, warmup, seed, ops)[0]
 
 
 def _names(text: str, allowed: tuple[str, ...]) -> list[str]:
@@ -166,8 +197,8 @@ def main(argv: list[str]) -> int:
     labels = [(p, q, f"{r} RoIs") for p, q, r in runs]
     varying = [i for i, choices in enumerate((args.precision, args.pooler, rois)) if len(choices) > 1] or [0]
     names = ["/".join(label[i] for i in varying) for label in labels]
-    outs = [profile_steps(args.freeze, args.scenes, args.steps, args.warmup, precision=p, pooler=q, ops=args.ops,
-                          box_rois=r) for p, q, r in runs]
+    outs = profile_variants([{"precision": p, "pooler": q, "box_rois": r} for p, q, r in runs], args.freeze,
+                            args.scenes, args.steps, args.warmup, ops=args.ops)
     for n, o in zip(names, outs):
         if "ops_table" in o:
             print(f"{n}: operators over {args.steps} steps\n{o['ops_table']}")
