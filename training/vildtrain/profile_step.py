@@ -18,8 +18,11 @@ step time is given as a ratio to the first combination's. The combinations'
 profiler-off steps are interleaved (each timed step runs every combination
 once, starting with the next one in turn), so that neither a drift in the
 machine's speed nor the order of the runs favours one of them; timed one
-after the other, as before, the second of two identical runs came out up to
-a fifth slower. ``--pooler torchvision`` swaps the
+after the other, as before, whichever of two variants ran second came out
+about a fifth slower than in the other order. The phase tables still come
+from one profiled pass per variant, one after the other (one profiler at a
+time), so a drift in the machine's speed shows in them: compare variants by
+the step ratio. ``--pooler torchvision`` swaps the
 detector's RoI pooler (``roialign.BagMultiScaleRoIAlign``) for torchvision's
 ``MultiScaleRoIAlign`` with the same levels and scales: the pooler the trainer
 used before decision 0009. ``--box-rois`` is train_detector's: the RoIs sampled
