@@ -691,3 +691,21 @@ def test_profile_step_torchvision_pooler_pools_like_the_trainers():
     boxes = [torch.tensor([[1.0, 2.0, 30.0, 20.0], [0.0, 0.0, 63.0, 63.0], [40.0, 10.0, 44.0, 50.0]])]
     torch.testing.assert_close(pool(feats, boxes, [(64, 64)]), model.roi_pool(feats, boxes, [(64, 64)]),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_box_iou_is_torchvision_bit_for_bit():
+    from torchvision.ops import box_iou as tv_box_iou
+
+    from vildtrain.detector import box_iou, build_detector
+    g = torch.Generator().manual_seed(3)
+    for n, m in ((1, 1), (7, 500), (40, 3000)):
+        xy1 = torch.rand(n, 2, generator=g) * 300
+        b1 = torch.cat([xy1, xy1 + torch.rand(n, 2, generator=g) * 90 + 1], 1)
+        xy2 = torch.rand(m, 2, generator=g) * 380 - 20
+        b2 = torch.cat([xy2, xy2 + torch.rand(m, 2, generator=g) * 200 + 1], 1)
+        b2[0] = b1[0]  # an exact match, IoU 1
+        got, want = box_iou(b1, b2), tv_box_iou(b1, b2)
+        assert got.shape == (n, m)
+        assert torch.equal(got, want)
+        assert got[0, 0] == 1.0 and (got >= 0).all() and (got <= 1).all()
+    assert build_detector().rpn.box_similarity is box_iou

@@ -39,6 +39,23 @@ from torchvision.ops.poolers import initLevelMapper
 
 from vildtrain.roialign import BagMultiScaleRoIAlign
 
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU matrix [N,M] of two sets of (x1, y1, x2, y2) boxes, bit for bit
+    ``torchvision.ops.box_iou``, about twice as fast on the CPU.
+
+    torchvision takes the corner maxima and minima on [N,M,2] views whose last
+    axis has stride 2; one coordinate at a time every operand is a contiguous
+    [N,M] plane. The arithmetic and its order are the same. Anchor matching
+    (RPN: ground truth x every anchor) spends most of its time here.
+    """
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    w = (torch.min(boxes1[:, None, 2], boxes2[:, 2]) - torch.max(boxes1[:, None, 0], boxes2[:, 0])).clamp(min=0)
+    h = (torch.min(boxes1[:, None, 3], boxes2[:, 3]) - torch.max(boxes1[:, None, 1], boxes2[:, 1])).clamp(min=0)
+    inter = w * h
+    return inter / (area1[:, None] + area2 - inter)
+
+
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
@@ -275,6 +292,7 @@ class VildDetector(nn.Module):
             post_nms_top_n=dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
             nms_thresh=cfg.rpn_nms_iou, score_thresh=cfg.rpn_score_threshold)
         self.rpn.min_size = cfg.rpn_min_size
+        self.rpn.box_similarity = box_iou
         self.rpn.box_coder.weights = tuple(cfg.rpn_box_coder_weights)
         self.roi_pool = BagMultiScaleRoIAlign(cfg.roi_level_names, cfg.roi_output_size, cfg.roi_sampling_ratio,
                                               canonical_scale=cfg.roi_canonical_scale,
