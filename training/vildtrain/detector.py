@@ -104,7 +104,7 @@ class DetectorConfig:
     # width of the box head's two fully connected towers: the text tower (text
     # embedding and box deltas) and the image tower (image embedding)
     head_hidden: int = 512
-    image_head_hidden: int = 256
+    image_head_hidden: int = 1024
     # scoring
     temperature: float = 0.01
     ensemble_lambda: float = 2.0 / 3.0

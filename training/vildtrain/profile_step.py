@@ -1,7 +1,7 @@
 """Where a CPU training step's time goes: the phases of ``train_detector.train_step``.
 
     python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--pooler bag] [--box-rois 256]
-                                      [--scenes 4] [--steps 8]
+                                      [--image-head-hidden 1024] [--distill 48+16] [--scenes 4] [--steps 8]
 
 One process with one torch thread and ``--scenes`` pictures per step (one of the
 two training processes' share of a batch of 8), the committed mini-CLIP as
@@ -12,7 +12,8 @@ from torch's profiler over ``--steps`` steps after ``--warmup`` untimed ones.
 The step's wall time is taken first over the same steps with the profiler off
 (the profiler's own bookkeeping lengthens a step by a third or more).
 
-``--precision``, ``--pooler`` and ``--box-rois`` take comma-separated lists;
+``--precision``, ``--pooler``, ``--box-rois``, ``--image-head-hidden`` and
+``--distill`` take comma-separated lists;
 every combination is profiled on the same scenes and starting weights, and each
 step time is given as a ratio to the first combination's. The combinations'
 profiler-off steps are interleaved (each timed step runs every combination
@@ -109,7 +110,8 @@ def profile_variants(variants: list[dict], freeze: int, scenes: int, steps: int,
 
 
 def _variant(defaults, clip, base_text, freeze: int, seed: int, precision: str = "bf16", pooler: str = "bag",
-             box_rois: int | None = None):
+             box_rois: int | None = None, image_head_hidden: int | None = None,
+             distill: tuple[int, int] | None = None):
     """A fresh student (weights from ``seed``) and its optimizer -> (step function, RoIs sampled per picture)."""
     from vildtrain.detector import DetectorConfig
     from vildtrain.train_detector import LossWeights, build_student, make_sampler, train_step
@@ -118,6 +120,9 @@ def _variant(defaults, clip, base_text, freeze: int, seed: int, precision: str =
     cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
     if box_rois is not None:
         cfg = dataclasses.replace(cfg, box_batch_per_image=box_rois)
+    if image_head_hidden is not None:
+        cfg = dataclasses.replace(cfg, image_head_hidden=image_head_hidden)
+    distill_top, distill_random = distill or (defaults.distill_top, defaults.distill_random)
     torch.manual_seed(seed)
     model, _ = build_student(cfg, clip, "miniclip", freeze)
     if pooler == "torchvision":
@@ -128,7 +133,7 @@ def _variant(defaults, clip, base_text, freeze: int, seed: int, precision: str =
     def step(images, targets) -> None:
         loss, _ = train_step(model, clip, sampler, images, targets, base_text,
                              LossWeights(text=defaults.text_weight, image=defaults.distill_weight),
-                             defaults.distill_top, defaults.distill_random, g, bf16_backbone=precision == "bf16")
+                             distill_top, distill_random, g, bf16_backbone=precision == "bf16")
         opt.zero_grad()
         with record_function("step/backward"):
             loss.backward()
@@ -172,6 +177,27 @@ def _box_rois(text: str) -> list[int]:
     return counts
 
 
+def _image_head_hidden(text: str) -> list[int]:
+    try:
+        widths = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1 or len(set(widths)) != len(widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: need widths >= 1, comma-separated, each once")
+    return widths
+
+
+def _distill(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(x) for x in t.split("+")) for t in text.split(",") if t.strip()]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 or min(p) < 0 or sum(p) < 1 for p in pairs) or len(set(pairs)) != len(pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: need TOP+RANDOM proposal counts, e.g. 24+8, comma-separated, "
+                                         "each once")
+    return pairs
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain profile_step", description=__doc__.split("\n\n")[0])
     ap.add_argument("--freeze", type=int, default=0, help="body stages kept fixed, as train_detector --freeze")
@@ -184,6 +210,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--box-rois", type=_box_rois, default=None,
                     help="RoIs sampled per picture, as train_detector --box-rois (default: the trainer's); "
                          "256,512 profiles both on the same scenes and weights")
+    ap.add_argument("--image-head-hidden", type=_image_head_hidden, default=None,
+                    help="image head width, as train_detector --image-head-hidden (default: the trainer's); "
+                         "256,1024 profiles both")
+    ap.add_argument("--distill", type=_distill, default=None,
+                    help="distilled proposals per picture as TOP+RANDOM, train_detector's --distill-top and "
+                         "--distill-random (default: the trainer's); 24+8,48+16 profiles both")
     ap.add_argument("--ops", type=int, default=0,
                     help="also print the profiler's table of the N operators with the most time of their own "
                          "(totals over the timed steps)")
@@ -195,13 +227,14 @@ def main(argv: list[str]) -> int:
         print("profile_step: need --scenes >= 1, --steps >= 1, --warmup >= 0, --freeze >= 0, --ops >= 0",
               file=sys.stderr)
         return 2
-    rois = args.box_rois or [None]
-    runs = list(itertools.product(args.precision, args.pooler, rois))
-    labels = [(p, q, f"{r} RoIs") for p, q, r in runs]
-    varying = [i for i, choices in enumerate((args.precision, args.pooler, rois)) if len(choices) > 1] or [0]
-    names = ["/".join(label[i] for i in varying) for label in labels]
-    outs = profile_variants([{"precision": p, "pooler": q, "box_rois": r} for p, q, r in runs], args.freeze,
-                            args.scenes, args.steps, args.warmup, ops=args.ops)
+    choices = {"precision": args.precision, "pooler": args.pooler, "box_rois": args.box_rois or [None],
+               "image_head_hidden": args.image_head_hidden or [None], "distill": args.distill or [None]}
+    show = {"precision": str, "pooler": str, "box_rois": lambda r: f"{r} RoIs",
+            "image_head_hidden": lambda w: f"image head {w}", "distill": lambda d: f"distil {d[0]}+{d[1]}"}
+    runs = [dict(zip(choices, combo)) for combo in itertools.product(*choices.values())]
+    varying = [k for k, v in choices.items() if len(v) > 1] or ["precision"]
+    names = ["/".join(show[k](run[k]) for k in varying) for run in runs]
+    outs = profile_variants(runs, args.freeze, args.scenes, args.steps, args.warmup, ops=args.ops)
     for n, o in zip(names, outs):
         if "ops_table" in o:
             print(f"{n}: operators over {args.steps} steps\n{o['ops_table']}")

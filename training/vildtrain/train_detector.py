@@ -294,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="RoIs sampled per picture for ViLD-text's loss and the box regression "
                          f"(default {DetectorConfig.box_batch_per_image}, decision 0011); --box-positive-fraction of them at most "
                          "are labelled")
+    ap.add_argument("--rpn-train-proposals", type=int, default=DetectorConfig.rpn_post_nms_top_n_train,
+                    help="RPN proposals per picture kept after NMS in training (default %(default)s): ViLD-text "
+                         "samples its --box-rois RoIs from them plus the picture's boxes, so with the defaults it "
+                         "takes every proposal; the distilled proposals come from them too")
     ap.add_argument("--roi-canonical-scale", type=int, default=DetectorConfig.roi_canonical_scale,
                     help="RoI size (sqrt of area, px) pooled from p4; a region of side s pools from level "
                          "floor(4 + log2(s / scale)), clamped to p2..p5 (torchvision's FPN rule; its default "
@@ -412,6 +416,8 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
         raise ValueError(f"train_detector: --batch {args.batch} is not a multiple of --procs {args.procs}")
     if not 0.0 < args.box_positive_fraction <= 1.0:
         raise ValueError(f"train_detector: --box-positive-fraction {args.box_positive_fraction}: need 0 < f <= 1")
+    if args.rpn_train_proposals <= 0:
+        raise ValueError(f"train_detector: --rpn-train-proposals {args.rpn_train_proposals}: need > 0")
     if args.box_rois is not None and args.box_rois <= 0:
         raise ValueError(f"train_detector: --box-rois {args.box_rois}: need > 0")
     if args.roi_canonical_scale <= 0:
@@ -477,7 +483,8 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
 
     cfg = dataclasses.replace(cfg or DetectorConfig(), embed_dim=clip.embed_dim, max_side=args.size,
                               box_positive_fraction=args.box_positive_fraction,
-                              roi_canonical_scale=args.roi_canonical_scale)
+                              roi_canonical_scale=args.roi_canonical_scale,
+                              rpn_post_nms_top_n_train=args.rpn_train_proposals)
     if args.box_rois is not None:
         cfg = dataclasses.replace(cfg, box_batch_per_image=args.box_rois)
     if args.head_hidden is not None:
