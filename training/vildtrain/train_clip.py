@@ -210,6 +210,9 @@ def main(argv: list[str]) -> int:
 
 def _spawned(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[str]) -> None:
     import torch.distributed as dist
+
+    from vildtrain.workers import end_with_launcher
+    end_with_launcher()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         code = _run(rank, world, port, args, argv)

@@ -464,6 +464,9 @@ def train(args: argparse.Namespace, clip=None, categories=None, argv: list[str] 
 
 def _spawned(rank: int, world: int, port: int, args, shared, argv, cfg) -> None:
     import torch.distributed as dist
+
+    from vildtrain.workers import end_with_launcher
+    end_with_launcher()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         _train(rank, world, args, shared, argv, cfg)
