@@ -681,6 +681,36 @@ def test_profile_step_box_rois_sets_the_sampler_of_each_profiled_run(capsys):
     assert "16 RoIs ms" in out and "32 RoIs step:" in out, out
 
 
+def test_profile_step_image_head_and_distill_variants(capsys, monkeypatch):
+    import argparse
+
+    import vildtrain.train_detector as td
+    from vildtrain.profile_step import _distill, _image_head_hidden, main
+    assert _image_head_hidden("256,1024") == [256, 1024]
+    assert _distill("24+8,48+16") == [(24, 8), (48, 16)]
+    for parse, bad in ((_image_head_hidden, "0"), (_image_head_hidden, "64,64"), (_distill, "24"),
+                       (_distill, "0+0"), (_distill, "4+2,4+2"), (_distill, "a+b")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
+    built, distilled = [], []
+    build, step = td.build_student, td.train_step
+
+    def spy_build(cfg, *a, **k):
+        built.append(cfg.image_head_hidden)
+        return build(cfg, *a, **k)
+
+    def spy_step(*a, **k):
+        distilled.append(a[7:9])
+        return step(*a, **k)
+    monkeypatch.setattr(td, "build_student", spy_build)
+    monkeypatch.setattr(td, "train_step", spy_step)
+    assert main(["--image-head-hidden", "64,128", "--distill", "4+2", "--freeze", "2", "--scenes", "1",
+                 "--steps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "image head 64 ms" in out and "image head 128 step:" in out, out
+    assert built == [64, 128] and set(distilled) == {(4, 2)}, (built, distilled)
+
+
 def test_profile_step_torchvision_pooler_pools_like_the_trainers():
     from vildtrain.profile_step import torchvision_pooler
     model = tiny_model()

@@ -167,24 +167,22 @@ def _poolers(text: str) -> list[str]:
     return _names(text, POOLERS)
 
 
-def _box_rois(text: str) -> list[int]:
+def _positive_ints(text: str, what: str) -> list[int]:
     try:
-        counts = [int(t) for t in text.split(",") if t.strip()]
+        values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        counts = []
-    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
-        raise argparse.ArgumentTypeError(f"{text!r}: need RoI counts >= 1, comma-separated, each once")
-    return counts
+        values = []
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: need {what} >= 1, comma-separated, each once")
+    return values
+
+
+def _box_rois(text: str) -> list[int]:
+    return _positive_ints(text, "RoI counts")
 
 
 def _image_head_hidden(text: str) -> list[int]:
-    try:
-        widths = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        widths = []
-    if not widths or min(widths) < 1 or len(set(widths)) != len(widths):
-        raise argparse.ArgumentTypeError(f"{text!r}: need widths >= 1, comma-separated, each once")
-    return widths
+    return _positive_ints(text, "widths")
 
 
 def _distill(text: str) -> list[tuple[int, int]]:
