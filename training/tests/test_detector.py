@@ -448,7 +448,8 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     from vildtrain.categories import load_categories
     from vildtrain.train_detector import train
     args = _args(tmp_path, "--steps", "50", "--box-positive-fraction", "0.5", "--roi-canonical-scale", "48",
-                 "--head-hidden", "48", "--image-head-hidden", "24", "--box-rois", "40")
+                 "--head-hidden", "48", "--image-head-hidden", "24", "--box-rois", "40",
+                 "--rpn-train-proposals", "120")
     args.time_budget = 1e-4  # minutes: spent during setup, so the first step is the last
     summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
     assert summary["done"] and summary["step"] == summary["total"] == 1
@@ -458,6 +459,8 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
     assert model.cfg.box_positive_fraction == 0.5 and TINY.box_positive_fraction == 0.75
     assert model.cfg.roi_canonical_scale == 48 and TINY.roi_canonical_scale == 224
     assert model.cfg.box_batch_per_image == 40 and TINY.box_batch_per_image == 64
+    assert model.cfg.rpn_post_nms_top_n_train == 120 != TINY.rpn_post_nms_top_n_train
+    assert model.rpn._post_nms_top_n["training"] == 120
     # so are the box head's widths, and the towers have them
     assert (model.cfg.head_hidden, model.cfg.image_head_hidden) == (48, 24) and TINY.head_hidden == 32
     assert model.box_head.text_proj.in_features == 48 and model.box_head.box_pred.in_features == 48
@@ -518,6 +521,9 @@ def test_box_positive_fraction_sets_the_labelled_share_of_sampled_rois(tmp_path)
     for bad in ("0", "-8"):
         with pytest.raises(ValueError, match="box-rois"):
             train(_args(tmp_path / f"rois{bad}", "--steps", "1", "--box-rois", bad), clip=tiny_clip(),
+                  categories=cats, cfg=TINY)
+        with pytest.raises(ValueError, match="rpn-train-proposals"):
+            train(_args(tmp_path / f"props{bad}", "--steps", "1", "--rpn-train-proposals", bad), clip=tiny_clip(),
                   categories=cats, cfg=TINY)
 
 
