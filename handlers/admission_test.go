@@ -195,25 +195,3 @@ func TestMetricsExposed(t *testing.T) {
 		t.Fatalf("stage histograms %d %v", n, err)
 	}
 }
-
-func TestLRUExpiryAndEviction(t *testing.T) {
-	c := newLRU[string, int](2, time.Minute)
-	now := time.Unix(1000, 0)
-	c.now = func() time.Time { return now }
-	c.put("a", 1)
-	c.put("b", 2)
-	if _, _, ok := c.get("a"); !ok { // a is now the most recent
-		t.Fatal("a missing")
-	}
-	c.put("c", 3) // evicts b, the least recently used
-	if _, _, ok := c.get("b"); ok {
-		t.Fatal("b survived eviction")
-	}
-	now = now.Add(time.Minute)
-	if _, _, ok := c.get("a"); ok {
-		t.Fatal("a survived expiry")
-	}
-	if c.len() != 1 {
-		t.Fatalf("len %d", c.len())
-	}
-}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/vild/vild/annotate"
+	"github.com/vild/vild/api"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -31,7 +33,7 @@ func TestDetectJSON(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
-	r := decodeBody[DetectResponse](t, rec)
+	r := decodeBody[api.DetectResponse](t, rec)
 	if r.Model != "colors@0123" || !strings.HasPrefix(r.VocabularyDigest, "sha256:") {
 		t.Fatalf("model %q digest %q", r.Model, r.VocabularyDigest)
 	}
@@ -72,7 +74,7 @@ func TestDetectLabelsPerBox(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
-	r := decodeBody[DetectResponse](t, rec)
+	r := decodeBody[api.DetectResponse](t, rec)
 	// two regions, each reported with all three labels
 	if got := labels(r.Detections); got != "blue box,blue box,green,green,red ball,red ball" {
 		t.Fatalf("labels %q", got)
@@ -90,7 +92,7 @@ func TestDetectLabelsPerBox(t *testing.T) {
 	// the query string carries it too; 1 is the bundled default
 	q := e.do(t, "POST", "/v1/detect?categories=red+ball,blue+box,green&score_threshold=0&labels_per_box=2",
 		"image/png", bytes.NewReader(scenePNG(t)))
-	if q.Code != 200 || len(decodeBody[DetectResponse](t, q).Detections) != 4 {
+	if q.Code != 200 || len(decodeBody[api.DetectResponse](t, q).Detections) != 4 {
 		t.Fatalf("query labels_per_box=2: status %d: %s", q.Code, q.Body)
 	}
 	for _, bad := range []any{0, 21, -1} {
@@ -128,7 +130,7 @@ func TestDetectMultipartAndRaw(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("multipart: %d %s", rec.Code, rec.Body)
 	}
-	if got := labels(decodeBody[DetectResponse](t, rec).Detections); got != "red" {
+	if got := labels(decodeBody[api.DetectResponse](t, rec).Detections); got != "red" {
 		t.Fatalf("multipart labels %q, want red (blue is a negative)", got)
 	}
 
@@ -136,7 +138,7 @@ func TestDetectMultipartAndRaw(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("raw: %d %s", rec.Code, rec.Body)
 	}
-	if n := len(decodeBody[DetectResponse](t, rec).Detections); n != 1 {
+	if n := len(decodeBody[api.DetectResponse](t, rec).Detections); n != 1 {
 		t.Fatalf("raw: %d detections, want max_detections=1", n)
 	}
 }
@@ -163,7 +165,7 @@ func TestDetectOptions(t *testing.T) {
 			if rec.Code != 200 {
 				t.Fatalf("%d %s", rec.Code, rec.Body)
 			}
-			if got := labels(decodeBody[DetectResponse](t, rec).Detections); got != c.want {
+			if got := labels(decodeBody[api.DetectResponse](t, rec).Detections); got != c.want {
 				t.Fatalf("labels %q, want %q", got, c.want)
 			}
 		})
@@ -178,7 +180,7 @@ func TestDetectBatch(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
-	r := decodeBody[DetectResponse](t, rec)
+	r := decodeBody[api.DetectResponse](t, rec)
 	if len(r.Results) != 3 || r.Detections != nil {
 		t.Fatalf("results %+v", r)
 	}
@@ -209,7 +211,7 @@ func TestDetectAnnotated(t *testing.T) {
 		if accept == "image/png" {
 			// The red box's left edge at x=20 takes the label colour of "red"; the
 			// white background inside the blue box's margin stays white.
-			want := labelColor("red")
+			want := annotate.LabelColor("red")
 			if got := color.RGBAModel.Convert(img.At(20, 40)).(color.RGBA); got != want {
 				t.Fatalf("box edge %v, want %v", got, want)
 			}
@@ -461,7 +463,7 @@ func TestImageFormats(t *testing.T) {
 		if rec.Code != 200 {
 			t.Fatalf("%d %s", rec.Code, rec.Body)
 		}
-		if got := labels(decodeBody[DetectResponse](t, rec).Detections); got != "red" {
+		if got := labels(decodeBody[api.DetectResponse](t, rec).Detections); got != "red" {
 			t.Fatalf("labels %q, want the first frame's red", got)
 		}
 	})
@@ -519,7 +521,7 @@ func TestOutputCap(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
-	r := decodeBody[DetectResponse](t, rec)
+	r := decodeBody[api.DetectResponse](t, rec)
 	if len(r.Detections) != 300 {
 		t.Fatalf("%d detections, want the cap 300", len(r.Detections))
 	}

@@ -1,7 +1,9 @@
 // Package handlers is vild's HTTP API: detection, vocabularies, image sessions,
-// text embeddings, model info, health, the web page and the Swagger UI. Errors
-// are RFC 9457 problem+json, mapped from sentinel errors in one place
-// (problem.go); every limit is a field of Config.
+// text embeddings, model info, health, the web page and the Swagger UI. Each
+// resource is a small type with Routes() that holds only what it uses; the
+// domain lives in other packages (vocabulary, session, admission, detector).
+// Errors are RFC 9457 problem+json, mapped from the domain's sentinel errors
+// in one place (problem.go); every limit is a field of Config.
 //
 //	@title			vild API
 //	@version		1
@@ -13,7 +15,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"image"
 	"io/fs"
 	"log/slog"
@@ -24,24 +25,17 @@ import (
 	"github.com/go-chi/chi/v5"
 	httpSwagger "github.com/swaggo/http-swagger/v2"
 
+	"github.com/vild/vild/admission"
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	_ "github.com/vild/vild/openapi" // registers the generated spec for /docs
+	"github.com/vild/vild/session"
+	"github.com/vild/vild/vocabulary"
 )
 
-// Embedder turns category names into L2-normalised text embeddings
-// (textbank.Bank satisfies it).
-type Embedder interface {
-	Embed(ctx context.Context, names []string) ([][]float32, error)
-}
-
-// TemplateEmbedder is implemented by embedders that can use a vocabulary's own
-// prompt templates instead of the model's.
-type TemplateEmbedder interface {
-	EmbedTemplates(ctx context.Context, names, templates []string) ([][]float32, error)
-}
-
-// Decoder decodes an untrusted image: format allowlist by magic bytes,
-// dimensions checked before decoding, first frame only, panics contained.
+// Decoder decodes an untrusted image (imageio.Decoder is the real one): format
+// allowlist by magic bytes, dimensions checked before decoding, first frame
+// only. Its errors wrap imageio's sentinels.
 type Decoder interface {
 	Decode(ctx context.Context, data []byte) (image.Image, error)
 }
@@ -52,20 +46,6 @@ type DecoderFunc func(ctx context.Context, data []byte) (image.Image, error)
 // Decode calls f.
 func (f DecoderFunc) Decode(ctx context.Context, data []byte) (image.Image, error) {
 	return f(ctx, data)
-}
-
-// Model describes the served model bundle.
-type Model struct {
-	ID             string   `json:"id" example:"pictogram-vild-small@3f2a9c1b"`
-	Name           string   `json:"name" example:"pictogram-vild-small"`
-	Digest         string   `json:"digest" example:"sha256:3f2a9c1b..."`
-	EmbeddingDim   int      `json:"embedding_dim" example:"256"`
-	Templates      []string `json:"templates"`
-	BaseCategories []string `json:"base_categories"`
-	// Categories is the bundle's default vocabulary, used when a request names none.
-	Categories []string `json:"categories"`
-	// Defaults are the model's post-processing defaults.
-	Defaults detector.Options `json:"-"`
 }
 
 // Health holds liveness state the command flips: ready after a warm-up
@@ -84,33 +64,25 @@ func (h *Health) SetDraining(v bool) { h.draining.Store(v) }
 // Ready reports whether the server takes traffic.
 func (h *Health) Ready() bool { return h.ready.Load() && !h.draining.Load() }
 
+// Draining reports whether shutdown has begun.
+func (h *Health) Draining() bool { return h.draining.Load() }
+
 // Deps is everything the HTTP layer needs.
 type Deps struct {
-	Detector     detector.Detector
-	Embedder     Embedder
-	Decoder      Decoder
-	DecodeErrors DecodeErrors
+	Detector detector.Detector
+	Embedder vocabulary.Embedder
+	Decoder  Decoder
 	// NameError is the embedder's error for a name it cannot encode (400).
 	NameError    error
-	Model        Model
-	Vocabularies *VocabularyStore // nil: vocabulary routes answer 404
+	Model        api.Model
+	Vocabularies vocabulary.Store // nil: vocabulary routes answer 404
+	Sessions     session.Store    // nil: in memory, bounded by Config.MaxSessions and SessionTTL
 	Health       *Health
 	Metrics      *Metrics // nil: metrics are not recorded
 	Logger       *slog.Logger
 	Config       Config
 	// Web is the static site served at / (nil: none).
 	Web fs.FS
-}
-
-type api struct {
-	deps     Deps
-	cfg      Config
-	log      *slog.Logger
-	metrics  *Metrics
-	queue    *admission
-	sessions *lru[string, *session]
-	vocabs   *lru[string, *detector.Vocabulary]
-	base     map[string]bool
 }
 
 // New returns the HTTP handler of the API.
@@ -132,28 +104,35 @@ func New(deps Deps) (http.Handler, error) {
 	if deps.Metrics == nil {
 		deps.Metrics = NewMetrics(nil)
 	}
-	h := &api{
-		deps:     deps,
-		cfg:      cfg,
-		log:      deps.Logger,
-		metrics:  deps.Metrics,
-		sessions: newLRU[string, *session](cfg.MaxSessions, cfg.SessionTTL),
-		vocabs:   newLRU[string, *detector.Vocabulary](cfg.VocabularyCacheSize, 0),
-		base:     BaseNames(deps.Model.BaseCategories),
+	if deps.Sessions == nil {
+		deps.Sessions = session.NewMemory(cfg.MaxSessions, cfg.SessionTTL)
 	}
-	h.queue = newAdmission(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, h.metrics)
+	p := &problems{cfg: cfg, log: deps.Logger, metrics: deps.Metrics, nameError: deps.NameError}
+	in := &requestReader{cfg: cfg}
+	m := deps.Metrics
+	run := &runner{
+		detector: deps.Detector, decoder: deps.Decoder, metrics: m,
+		queue: admission.New(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, admission.Gauges{
+			Waiting: m.queueDepth, Running: m.inflight, Waited: func(d time.Duration) { m.stage("queue", d) }}),
+	}
+	vocabs := &resolver{builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
+		store: deps.Vocabularies, defaults: deps.Model.Categories, cfg: cfg}
+	opts := &optionRules{defaults: deps.Model.Defaults, cfg: cfg}
 
 	r := chi.NewRouter()
-	r.Use(h.instrument, h.recoverer) // instrument outermost: a recovered panic's 500 is counted
-	r.Get("/livez", h.livez)
-	r.Get("/readyz", h.readyz)
+	r.Use(m.instrument, p.recoverer) // instrument outermost: a recovered panic's 500 is counted
+	health := healthResource{health: deps.Health}
+	r.Get("/livez", health.livez)
+	r.Get("/readyz", health.readyz)
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(h.deadline)
-		r.Post("/detect", h.handle(h.detect))
-		r.Mount("/vocabularies", h.vocabularyRoutes())
-		r.Mount("/images", h.imageRoutes())
-		r.Post("/embeddings/text", h.handle(h.embedText))
-		r.Get("/models", h.handle(h.listModels))
+		r.Use(deadline(cfg))
+		r.Mount("/detect", detectResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
+			health: deps.Health, model: deps.Model.ID, log: deps.Logger}.Routes())
+		r.Mount("/vocabularies", vocabulariesResource{p: p, in: in, vocabs: vocabs}.Routes())
+		r.Mount("/images", imagesResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
+			sessions: deps.Sessions, health: deps.Health, model: deps.Model.ID}.Routes())
+		r.Mount("/embeddings", embeddingsResource{p: p, in: in, embedder: deps.Embedder, model: deps.Model}.Routes())
+		r.Mount("/models", modelsResource{p: p, model: deps.Model}.Routes())
 	})
 	r.Get("/docs", http.RedirectHandler("/docs/index.html", http.StatusMovedPermanently).ServeHTTP)
 	r.Get("/docs/*", httpSwagger.Handler(httpSwagger.URL("/docs/doc.json")))
@@ -161,46 +140,41 @@ func New(deps Deps) (http.Handler, error) {
 		r.Handle("/*", http.FileServerFS(deps.Web))
 	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		h.writeError(w, r, errorf(http.StatusNotFound, "not-found", "no such route"))
+		p.write(w, r, errorf(http.StatusNotFound, "not-found", "no such route"))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		h.writeError(w, r, errorf(http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route"))
+		p.write(w, r, errorf(http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route"))
 	})
 	return r, nil
 }
 
-// handle adapts an error-returning handler.
-func (h *api) handle(fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
-			h.writeError(w, r, err)
-		}
-	}
-}
-
-// recoverer turns a handler panic into a 500 and keeps the process up.
-func (h *api) recoverer(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				h.writeError(w, r, fmt.Errorf("panic: %v", v))
-			}
-		}()
-		next.ServeHTTP(w, r)
+// Loading answers while the model loads: alive, not ready, every other route
+// a 503 not-ready problem with Retry-After.
+func Loading() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", healthResource{}.livez)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "5")
+		writeProblem(w, r, errNotReady)
 	})
+	return mux
 }
 
 // deadline bounds every API request, queue time included.
-func (h *api) deadline(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
-		defer cancel()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+func deadline(cfg Config) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), cfg.RequestTimeout)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
 }
+
+// healthResource answers the probes.
+type healthResource struct{ health *Health }
+
+var errNotReady = &Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the model is loading"}
 
 // livez godoc
 //
@@ -209,7 +183,7 @@ func (h *api) deadline(next http.Handler) http.Handler {
 //	@Produce	plain
 //	@Success	200	{string}	string	"ok"
 //	@Router		/livez [get]
-func (h *api) livez(w http.ResponseWriter, r *http.Request) {
+func (healthResource) livez(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ok\n"))
 }
@@ -220,23 +194,20 @@ func (h *api) livez(w http.ResponseWriter, r *http.Request) {
 //	@Tags		health
 //	@Produce	plain
 //	@Success	200	{string}	string	"ready"
-//	@Failure	503	{object}	Problem
+//	@Failure	503	{object}	api.Problem
 //	@Router		/readyz [get]
-func (h *api) readyz(w http.ResponseWriter, r *http.Request) {
-	hl := h.deps.Health
-	if !hl.Ready() {
-		msg := "the model is loading"
-		if hl.draining.Load() {
-			msg = "the server is shutting down"
+func (h healthResource) readyz(w http.ResponseWriter, r *http.Request) {
+	if !h.health.Ready() {
+		e := errNotReady
+		if h.health.Draining() {
+			e = &Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the server is shutting down"}
 		}
-		writeProblem(w, r, &Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: msg})
+		writeProblem(w, r, e)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// since returns milliseconds since t.
-func since(t time.Time) float64 { return ms(time.Since(t)) }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// route is a resource's handler: it returns an error instead of writing one.
+type route func(w http.ResponseWriter, r *http.Request) error

@@ -17,8 +17,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers/handlerstest"
+	"github.com/vild/vild/vocabulary"
 )
 
 type testEnv struct {
@@ -27,14 +29,16 @@ type testEnv struct {
 	emb   *handlerstest.ColorEmbedder
 	reg   *prometheus.Registry
 	deps  Deps
-	store *VocabularyStore
+	store *vocabulary.FileStore
+	dir   string // the store's directory
 }
 
 // newEnv builds the API over the colour detector; mod adjusts the deps first.
 func newEnv(t *testing.T, mod func(*Deps)) *testEnv {
 	t.Helper()
 	e := &testEnv{det: &handlerstest.ColorDetector{}, emb: &handlerstest.ColorEmbedder{}, reg: prometheus.NewRegistry()}
-	store, err := OpenVocabularyStore(t.TempDir())
+	e.dir = t.TempDir()
+	store, err := vocabulary.OpenFileStore(e.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,9 +47,7 @@ func newEnv(t *testing.T, mod func(*Deps)) *testEnv {
 	deps := Deps{
 		Detector: e.det, Embedder: e.emb,
 		Decoder: handlerstest.Decoder{MaxSide: cfg.MaxImageSide, MaxPixels: cfg.MaxImagePixels},
-		DecodeErrors: DecodeErrors{Unsupported: handlerstest.ErrUnsupported, TooLarge: handlerstest.ErrTooLarge,
-			Corrupt: handlerstest.ErrCorrupt},
-		Model: Model{ID: "colors@0123", Name: "colors", Digest: "sha256:0123", EmbeddingDim: handlerstest.Dim,
+		Model: api.Model{ID: "colors@0123", Name: "colors", Digest: "sha256:0123", EmbeddingDim: handlerstest.Dim,
 			Templates: []string{"a photo of a {}."}, BaseCategories: []string{"red"},
 			Defaults: detector.Options{ScoreThreshold: 0.3, NMSIoU: 0.5, MaxDetections: 100}},
 		Vocabularies: store,
@@ -125,7 +127,7 @@ func decodeBody[T any](t testing.TB, rec *httptest.ResponseRecorder) T {
 }
 
 // wantProblem checks a problem+json answer with the given status and type slug.
-func wantProblem(t testing.TB, rec *httptest.ResponseRecorder, status int, slug string) Problem {
+func wantProblem(t testing.TB, rec *httptest.ResponseRecorder, status int, slug string) api.Problem {
 	t.Helper()
 	if rec.Code != status {
 		t.Fatalf("status %d, want %d; body %s", rec.Code, status, rec.Body.String())
@@ -133,7 +135,7 @@ func wantProblem(t testing.TB, rec *httptest.ResponseRecorder, status int, slug 
 	if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
 		t.Fatalf("Content-Type %q, want application/problem+json", ct)
 	}
-	p := decodeBody[Problem](t, rec)
+	p := decodeBody[api.Problem](t, rec)
 	if p.Status != status || (slug != "" && p.Type != "urn:vild:problem:"+slug) || p.Title == "" || p.Detail == "" {
 		t.Fatalf("problem %+v, want status %d type %s", p, status, slug)
 	}

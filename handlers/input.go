@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,85 +12,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vild/vild/api"
 )
 
-// Base64Image is image bytes carried in JSON as standard base64; a data URL
-// prefix ("data:image/png;base64,") is accepted and dropped.
-type Base64Image []byte
-
-// UnmarshalJSON decodes a base64 string.
-func (b *Base64Image) UnmarshalJSON(data []byte) error {
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return &imageFieldError{"image must be a base64 string"}
-	}
-	if strings.HasPrefix(s, "data:") {
-		i := strings.Index(s, ",")
-		if i < 0 || !strings.HasSuffix(s[:i], ";base64") {
-			return &imageFieldError{"image data URL must be base64"}
-		}
-		s = s[i+1:]
-	}
-	out, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return &imageFieldError{"image is not valid base64"}
-	}
-	*b = out
-	return nil
-}
-
-// imageFieldError says what is wrong with an image field, naming no input.
-type imageFieldError struct{ msg string }
-
-func (e *imageFieldError) Error() string { return e.msg }
-
-// DetectOptions choose the vocabulary and post-processing of a detection.
-type DetectOptions struct {
-	// Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary.
-	Categories []string `json:"categories,omitempty" example:"dog,red umbrella,mug"`
-	// Vocabulary names a stored vocabulary (PUT /v1/vocabularies/{name}).
-	Vocabulary string `json:"vocabulary,omitempty" example:"kitchen"`
-	// Synonyms: several names reported under one label; keys must be categories.
-	Synonyms map[string][]string `json:"synonyms,omitempty"`
-	// Negatives absorb look-alikes and are never reported.
-	Negatives []string `json:"negatives,omitempty" example:"bowl"`
-	// Thresholds are per-category score thresholds; keys must be categories.
-	Thresholds map[string]float32 `json:"thresholds,omitempty"`
-	// ScoreThreshold is the minimum score of a reported detection (default: the model's).
-	ScoreThreshold *float32 `json:"score_threshold,omitempty" example:"0.3" minimum:"0" maximum:"1"`
-	// MaxDetections per image (default: the model's; at most the server's cap, 300 by default).
-	MaxDetections *int `json:"max_detections,omitempty" example:"100" minimum:"1"`
-	// NMSIoU is the IoU above which the lower-scored box of a label is dropped.
-	NMSIoU *float32 `json:"nms_iou,omitempty" example:"0.5" minimum:"0" maximum:"1"`
-	// Head chooses the classifier: ensemble (default), text or image.
-	Head string `json:"head,omitempty" enums:"ensemble,text,image" example:"ensemble"`
-	// RunnersUp is how many runner-up labels to report per detection (default 3, at most 5).
-	RunnersUp *int `json:"runners_up,omitempty" example:"3" minimum:"0"`
-	// LabelsPerBox is how many labels one region may be reported with, each as a
-	// detection of its own (default: the model's, 1 for the bundled one; at most
-	// the server's cap, 20 by default). Above 1 it is the per-class output that
-	// COCO-style evaluation expects.
-	LabelsPerBox *int `json:"labels_per_box,omitempty" example:"1" minimum:"1"`
-}
-
-// DetectRequest is the JSON body of POST /v1/detect: one image or a batch.
-type DetectRequest struct {
-	// Image is one base64-encoded image (JPEG, PNG, GIF or WebP).
-	Image Base64Image `json:"image,omitempty" swaggertype:"string" format:"byte"`
-	// Images is a batch of base64-encoded images; the answer has one result each.
-	Images []Base64Image `json:"images,omitempty" swaggertype:"array,string" format:"byte"`
-	DetectOptions
-}
-
-// ImageRequest is the JSON body of POST /v1/images.
-type ImageRequest struct {
-	Image Base64Image `json:"image" swaggertype:"string" format:"byte"`
-}
+// requestReader parses request bodies within the configured limits.
+type requestReader struct{ cfg Config }
 
 // imageInput is what an image-carrying request was parsed into.
 type imageInput struct {
 	images [][]byte
-	opts   DetectOptions
+	opts   api.DetectOptions
 	batch  bool
 }
 
@@ -132,7 +63,7 @@ func decodeJSON(r io.Reader, v any) error {
 func jsonMessage(err error) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
-	var ie *imageFieldError
+	var ie *api.ImageFieldError
 	switch {
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at byte %d", se.Offset)
@@ -143,7 +74,7 @@ func jsonMessage(err error) string {
 	case strings.Contains(err.Error(), "exceeded max depth"):
 		return "nested too deeply"
 	case errors.As(err, &ie):
-		return ie.msg
+		return ie.Msg
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "unexpected end of input"
 	}
@@ -166,15 +97,15 @@ func mediaType(r *http.Request) (string, map[string]string) {
 // readImageInput parses an image-carrying body: JSON with base64, multipart
 // (streamed, few parts, exactly one image) or a raw image body with options in
 // the query string. withOptions allows detection options (POST /v1/detect).
-func (h *api) readImageInput(w http.ResponseWriter, r *http.Request, withOptions bool) (*imageInput, error) {
+func (rr *requestReader) readImageInput(w http.ResponseWriter, r *http.Request, withOptions bool) (*imageInput, error) {
 	mt, _ := mediaType(r)
 	switch {
 	case mt == "application/json":
-		if err := capBody(w, r, h.cfg.MaxJSONImageBytes); err != nil {
+		if err := capBody(w, r, rr.cfg.MaxJSONImageBytes); err != nil {
 			return nil, err
 		}
 		if withOptions {
-			var req DetectRequest
+			var req api.DetectRequest
 			if err := decodeJSON(r.Body, &req); err != nil {
 				return nil, err
 			}
@@ -185,8 +116,8 @@ func (h *api) readImageInput(w http.ResponseWriter, r *http.Request, withOptions
 			case req.Image != nil:
 				in.images = [][]byte{req.Image}
 			case req.Images != nil:
-				if len(req.Images) == 0 || len(req.Images) > h.cfg.MaxBatch {
-					return nil, badRequest("invalid-request", fmt.Sprintf("images must hold 1 to %d images", h.cfg.MaxBatch), nil)
+				if len(req.Images) == 0 || len(req.Images) > rr.cfg.MaxBatch {
+					return nil, badRequest("invalid-request", fmt.Sprintf("images must hold 1 to %d images", rr.cfg.MaxBatch), nil)
 				}
 				in.batch = true
 				for _, im := range req.Images {
@@ -195,18 +126,18 @@ func (h *api) readImageInput(w http.ResponseWriter, r *http.Request, withOptions
 			}
 			return in.check()
 		}
-		var req ImageRequest
+		var req api.ImageRequest
 		if err := decodeJSON(r.Body, &req); err != nil {
 			return nil, err
 		}
 		return (&imageInput{images: [][]byte{req.Image}}).check()
 	case mt == "multipart/form-data":
-		if err := capBody(w, r, h.cfg.MaxBodyBytes); err != nil {
+		if err := capBody(w, r, rr.cfg.MaxBodyBytes); err != nil {
 			return nil, err
 		}
-		return h.readMultipart(r, withOptions)
+		return rr.readMultipart(r, withOptions)
 	case strings.HasPrefix(mt, "image/") || mt == "application/octet-stream":
-		if err := capBody(w, r, h.cfg.MaxBodyBytes); err != nil {
+		if err := capBody(w, r, rr.cfg.MaxBodyBytes); err != nil {
 			return nil, err
 		}
 		in := &imageInput{}
@@ -248,7 +179,7 @@ func (in *imageInput) check() (*imageInput, error) {
 
 // readMultipart streams the parts: no temporary files, at most MaxParts parts,
 // exactly one part named "image", small text fields.
-func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, error) {
+func (rr *requestReader) readMultipart(r *http.Request, withOptions bool) (*imageInput, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return nil, badRequest("invalid-multipart", "invalid multipart body", err)
@@ -268,13 +199,13 @@ func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, err
 			}
 			return nil, badRequest("invalid-multipart", "invalid multipart body", err)
 		}
-		if n >= h.cfg.MaxParts {
+		if n >= rr.cfg.MaxParts {
 			part.Close()
-			return nil, badRequest("too-many-parts", fmt.Sprintf("a multipart body may have at most %d parts", h.cfg.MaxParts), nil)
+			return nil, badRequest("too-many-parts", fmt.Sprintf("a multipart body may have at most %d parts", rr.cfg.MaxParts), nil)
 		}
-		if hb := headerBytes(part.Header); hb > h.cfg.MaxPartHeaderBytes {
+		if hb := headerBytes(part.Header); hb > rr.cfg.MaxPartHeaderBytes {
 			part.Close()
-			return nil, badRequest("invalid-multipart", fmt.Sprintf("a part's headers exceed %d bytes", h.cfg.MaxPartHeaderBytes), nil)
+			return nil, badRequest("invalid-multipart", fmt.Sprintf("a part's headers exceed %d bytes", rr.cfg.MaxPartHeaderBytes), nil)
 		}
 		name := part.FormName()
 		switch {
@@ -289,12 +220,12 @@ func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, err
 			}
 			in.images = append(in.images, data)
 		case withOptions && (name == "options" || slices.Contains(optionFields, name)):
-			data, err := io.ReadAll(io.LimitReader(part, h.cfg.MaxJSONBytes+1))
+			data, err := io.ReadAll(io.LimitReader(part, rr.cfg.MaxJSONBytes+1))
 			if err != nil {
 				return nil, multipartErr(err)
 			}
-			if int64(len(data)) > h.cfg.MaxJSONBytes {
-				return nil, badRequest("invalid-multipart", fmt.Sprintf("field %s exceeds %d bytes", name, h.cfg.MaxJSONBytes), nil)
+			if int64(len(data)) > rr.cfg.MaxJSONBytes {
+				return nil, badRequest("invalid-multipart", fmt.Sprintf("field %s exceeds %d bytes", name, rr.cfg.MaxJSONBytes), nil)
 			}
 			if name == "options" {
 				if optionsJSON != nil {
@@ -315,9 +246,9 @@ func (h *api) readMultipart(r *http.Request, withOptions bool) (*imageInput, err
 		part.Close()
 	}
 	if withOptions {
-		var base *DetectOptions
+		var base *api.DetectOptions
 		if optionsJSON != nil {
-			base = &DetectOptions{}
+			base = &api.DetectOptions{}
 			if err := decodeJSON(bytes.NewReader(optionsJSON), base); err != nil {
 				return nil, err
 			}
@@ -356,8 +287,8 @@ var optionFields = []string{"categories", "vocabulary", "negatives", "score_thre
 // optionsFromValues reads options from query parameters or multipart text
 // fields; list fields are comma-separated or repeated. base holds options
 // already read from an "options" JSON field.
-func optionsFromValues(v url.Values, base *DetectOptions) (*DetectOptions, error) {
-	o := &DetectOptions{}
+func optionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOptions, error) {
+	o := &api.DetectOptions{}
 	if base != nil {
 		o = base
 	}
@@ -438,4 +369,15 @@ func optionsFromValues(v url.Values, base *DetectOptions) (*DetectOptions, error
 		}
 	}
 	return o, nil
+}
+
+// readJSON reads a small JSON body (no images) strictly.
+func (rr *requestReader) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if mt, _ := mediaType(r); mt != "application/json" {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported-content-type", "send Content-Type: application/json")
+	}
+	if err := capBody(w, r, rr.cfg.MaxJSONBytes); err != nil {
+		return err
+	}
+	return decodeJSON(r.Body, v)
 }

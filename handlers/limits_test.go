@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"fmt"
+	"github.com/vild/vild/api"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -26,7 +27,7 @@ func TestBatchCap(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("8 images: %d %s", rec.Code, rec.Body)
 	}
-	if r := decodeBody[DetectResponse](t, rec); len(r.Results) != 8 {
+	if r := decodeBody[api.DetectResponse](t, rec); len(r.Results) != 8 {
 		t.Fatalf("8 images: %d results", len(r.Results))
 	}
 	calls := e.det.RegionsCalls.Load()
@@ -49,7 +50,7 @@ func TestBatchCap(t *testing.T) {
 func TestSmallJSONCap(t *testing.T) {
 	const limit = 256
 	e := newEnv(t, func(d *Deps) { d.Config.MaxJSONBytes = limit })
-	session := decodeBody[ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(scenePNG(t))}))
+	session := decodeBody[api.ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(scenePNG(t))}))
 	padded := func(v string, n int64) []byte { return append([]byte(v), bytes.Repeat([]byte(" "), int(n)-len(v))...) }
 	for _, r := range []struct {
 		name, method, path, body string
@@ -101,7 +102,7 @@ func TestSmallJSONCap(t *testing.T) {
 	wantProblem(t, d.do(t, "PUT", "/v1/vocabularies/big", "application/json", bytes.NewReader(padded(spec, 4<<20+1))), 413, "body-too-large")
 }
 
-// Problem bodies never echo the request: not an unknown field's name, not the
+// api.Problem bodies never echo the request: not an unknown field's name, not the
 // path, not a category.
 func TestProblemsDoNotEchoInput(t *testing.T) {
 	e := newEnv(t, nil)

@@ -53,7 +53,7 @@ func (m *Metrics) stage(name string, d time.Duration) {
 func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
 
 // instrument counts requests by route pattern and status.
-func (h *api) instrument(next http.Handler) http.Handler {
+func (m *Metrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
@@ -61,7 +61,7 @@ func (h *api) instrument(next http.Handler) http.Handler {
 		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 			route = rc.RoutePattern()
 		}
-		h.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
+		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
 	})
 }
 

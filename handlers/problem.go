@@ -12,19 +12,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/vild/vild/admission"
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/session"
+	"github.com/vild/vild/vocabulary"
 )
-
-// Problem is an RFC 9457 problem details body. Detail is a safe message written
-// for the client: it never echoes input or carries a stack trace.
-type Problem struct {
-	Type   string `json:"type" example:"urn:vild:problem:body-too-large"`
-	Title  string `json:"title" example:"Request Entity Too Large"`
-	Status int    `json:"status" example:"413"`
-	Detail string `json:"detail,omitempty" example:"request body exceeds 20971520 bytes"`
-	// Instance is the route the request matched (a pattern such as /v1/images/{id}/detect, never the raw path: input is not echoed).
-	Instance string `json:"instance,omitempty" example:"/v1/detect"`
-}
 
 // Error is an error with an HTTP status, a problem type slug and a message that
 // is safe to show the client. Err, the cause, goes to the log only.
@@ -54,23 +48,52 @@ func badRequest(slug, msg string, cause error) *Error {
 	return &Error{Status: http.StatusBadRequest, Slug: slug, Msg: msg, Err: cause}
 }
 
-// Sentinel errors of the HTTP layer.
-var (
-	errQueueFull    = &Error{Status: http.StatusServiceUnavailable, Slug: "queue-full", Msg: "the server is busy: the request queue is full; retry later"}
-	errQueueTimeout = &Error{Status: http.StatusServiceUnavailable, Slug: "queue-timeout", Msg: "the server is busy: no worker became free in time; retry later"}
-	errDraining     = &Error{Status: http.StatusServiceUnavailable, Slug: "draining", Msg: "the server is shutting down"}
-)
+var errDraining = &Error{Status: http.StatusServiceUnavailable, Slug: "draining", Msg: "the server is shutting down"}
 
-// DecodeErrors maps the image decoder's sentinel errors to problems. The
-// command wires the image package's sentinels in; see Deps.DecodeErrors.
-type DecodeErrors struct {
-	Unsupported error // format not in the allowlist → 415
-	TooLarge    error // dimensions over the limits → 422
-	Corrupt     error // truncated or malformed data, or a decoder panic → 400
+// domainErrors maps the domain's sentinel errors to problems whose message is
+// the fixed one given here.
+var domainErrors = []struct {
+	err    error
+	status int
+	slug   string
+	msg    string
+}{
+	{admission.ErrQueueFull, http.StatusServiceUnavailable, "queue-full", "the server is busy: the request queue is full; retry later"},
+	{admission.ErrQueueTimeout, http.StatusServiceUnavailable, "queue-timeout", "the server is busy: no worker became free in time; retry later"},
+	{imageio.ErrUnsupportedFormat, http.StatusUnsupportedMediaType, "unsupported-image", "unsupported image format: send JPEG, PNG, GIF or WebP"},
+	{imageio.ErrCorrupt, http.StatusBadRequest, "corrupt-image", "the image could not be decoded"},
+	{vocabulary.ErrNotFound, http.StatusNotFound, "vocabulary-not-found", "no vocabulary of that name"},
+	{vocabulary.ErrETagMismatch, http.StatusPreconditionFailed, "precondition-failed", "If-Match does not match the vocabulary's ETag"},
+	{vocabulary.ErrBadName, http.StatusBadRequest, "invalid-vocabulary-name", "a vocabulary name is 1–64 of A–Z a–z 0–9 . _ - and starts with a letter or digit"},
+	{vocabulary.ErrTemplatesUnsupported, http.StatusUnprocessableEntity, "templates-unsupported", "this model's text encoder does not take custom templates"},
+	{session.ErrNotFound, http.StatusNotFound, "image-not-found", "no image session with that id (it may have expired)"},
+	{detector.ErrEmptyVocabulary, http.StatusUnprocessableEntity, "empty-vocabulary", "the vocabulary has no categories"},
+}
+
+// specSlugs names the problem of each kind of invalid vocabulary spec; the
+// message is the spec error's own (vocabulary.InvalidError).
+var specSlugs = []struct {
+	kind error
+	slug string
+}{
+	{vocabulary.ErrInvalidName, "invalid-category"},
+	{vocabulary.ErrTooManyNames, "too-many-categories"},
+	{vocabulary.ErrInvalidSynonyms, "invalid-synonyms"},
+	{vocabulary.ErrInvalidNegatives, "invalid-negatives"},
+	{vocabulary.ErrInvalidThresholds, "invalid-thresholds"},
+	{vocabulary.ErrInvalidTemplates, "invalid-templates"},
+}
+
+// problems turns errors into problem+json answers: the one translator.
+type problems struct {
+	cfg       Config
+	log       *slog.Logger
+	metrics   *Metrics
+	nameError error
 }
 
 // toError classifies any error into an *Error for the client.
-func (h *api) toError(err error) *Error {
+func (p *problems) toError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
@@ -80,27 +103,30 @@ func (h *api) toError(err error) *Error {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
 			Msg: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), Err: err}
 	}
-	de := h.deps.DecodeErrors
+	var ie *vocabulary.InvalidError
+	if errors.As(err, &ie) {
+		for _, k := range specSlugs {
+			if errors.Is(ie.Kind, k.kind) {
+				return badRequest(k.slug, ie.Msg, err)
+			}
+		}
+	}
+	for _, d := range domainErrors {
+		if errors.Is(err, d.err) {
+			return &Error{Status: d.status, Slug: d.slug, Msg: d.msg, Err: err}
+		}
+	}
 	switch {
-	case de.Unsupported != nil && errors.Is(err, de.Unsupported):
-		return &Error{Status: http.StatusUnsupportedMediaType, Slug: "unsupported-image",
-			Msg: "unsupported image format: send JPEG, PNG, GIF or WebP", Err: err}
-	case de.TooLarge != nil && errors.Is(err, de.TooLarge):
+	case errors.Is(err, imageio.ErrTooLarge):
 		return &Error{Status: http.StatusUnprocessableEntity, Slug: "image-too-large",
 			Msg: fmt.Sprintf("image dimensions exceed the limits (side ≤ %d px, ≤ %d pixels)",
-				h.cfg.MaxImageSide, h.cfg.MaxImagePixels), Err: err}
-	case de.Corrupt != nil && errors.Is(err, de.Corrupt):
-		return &Error{Status: http.StatusBadRequest, Slug: "corrupt-image",
-			Msg: "the image could not be decoded", Err: err}
-	case h.deps.NameError != nil && errors.Is(err, h.deps.NameError):
+				p.cfg.MaxImageSide, p.cfg.MaxImagePixels), Err: err}
+	case p.nameError != nil && errors.Is(err, p.nameError):
 		return &Error{Status: http.StatusBadRequest, Slug: "invalid-category",
 			Msg: "a category name cannot be encoded by this model's tokenizer", Err: err}
-	case errors.Is(err, detector.ErrEmptyVocabulary):
-		return &Error{Status: http.StatusUnprocessableEntity, Slug: "empty-vocabulary",
-			Msg: "the vocabulary has no categories", Err: err}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &Error{Status: http.StatusGatewayTimeout, Slug: "timeout",
-			Msg: fmt.Sprintf("the request did not finish within %s", h.cfg.RequestTimeout), Err: err}
+			Msg: fmt.Sprintf("the request did not finish within %s", p.cfg.RequestTimeout), Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, detector.ErrCanceled):
 		// The client went away; 499 as nginx and ollama do. Nobody reads the body.
 		return &Error{Status: 499, Slug: "canceled", Msg: "the request was canceled", Err: err}
@@ -109,38 +135,63 @@ func (h *api) toError(err error) *Error {
 		Msg: "internal error", Err: err}
 }
 
-// writeError is the one place errors become responses.
-func (h *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// handle adapts a route that returns its error.
+func (p *problems) handle(fn route) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			p.write(w, r, err)
+		}
+	}
+}
+
+// recoverer turns a handler panic into a 500 and keeps the process up.
+func (p *problems) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				p.write(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// write is the one place errors become responses.
+func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errWritten) {
-		h.log.Info("response write failed", "method", r.Method, "path", r.URL.Path, "cause", err)
+		p.log.Info("response write failed", "method", r.Method, "path", r.URL.Path, "cause", err)
 		return
 	}
 	if errors.Is(err, detector.ErrCanceled) && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err) // our deadline, not the client
 	}
-	e := h.toError(err)
+	e := p.toError(err)
 	level := slog.LevelInfo
 	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
 		level = slog.LevelError
 	}
-	h.log.Log(r.Context(), level, "request failed",
+	p.log.Log(r.Context(), level, "request failed",
 		"method", r.Method, "path", r.URL.Path, "status", e.Status, "problem", e.Slug, "cause", err)
-	h.metrics.rejected(e.Slug)
-	if e.RetryAfter == 0 && e.Status == http.StatusServiceUnavailable {
-		e.RetryAfter = h.cfg.RetryAfterSeconds
+	p.metrics.rejected(e.Slug)
+	retryAfter := e.RetryAfter
+	if retryAfter == 0 && e.Status == http.StatusServiceUnavailable {
+		retryAfter = p.cfg.RetryAfterSeconds
 	}
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	writeProblem(w, r, e)
 }
 
-func problemOf(r *http.Request, e *Error) Problem {
+func problemOf(r *http.Request, e *Error) api.Problem {
 	title := http.StatusText(e.Status)
 	if e.Status == 499 {
 		title = "Client Closed Request"
 	}
-	return Problem{Type: "urn:vild:problem:" + e.Slug, Title: title, Status: e.Status,
+	return api.Problem{Type: api.ProblemType(e.Slug), Title: title, Status: e.Status,
 		Detail: e.Msg, Instance: routePattern(r)}
 }
 
@@ -157,9 +208,28 @@ func routePattern(r *http.Request) string {
 	return p
 }
 
+// writeProblem writes e as problem+json; every problem answer goes through it.
 func writeProblem(w http.ResponseWriter, r *http.Request, e *Error) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(problemOf(r, e))
 }
+
+// writeJSON writes v as the JSON answer.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("handlers: encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	if err != nil {
+		return errors.Join(errWritten, err)
+	}
+	return nil
+}
+
+// errWritten marks failures after the status line went out; nothing more can be sent.
+var errWritten = errors.New("handlers: response already written")

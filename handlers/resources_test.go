@@ -2,7 +2,10 @@ package handlers
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"github.com/vild/vild/api"
+	"github.com/vild/vild/vocabulary"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,7 +28,7 @@ func TestVocabularies(t *testing.T) {
 		t.Fatalf("create: %d %s", rec.Code, rec.Body)
 	}
 	etag := rec.Header().Get("ETag")
-	v := decodeBody[Vocabulary](t, rec)
+	v := decodeBody[vocabulary.Entry](t, rec)
 	if `"`+v.ETag+`"` != etag || strings.Join(v.Categories, ",") != "warm,blue" {
 		t.Fatalf("created %+v, ETag %s", v, etag)
 	}
@@ -38,7 +41,7 @@ func TestVocabularies(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("detect: %d %s", rec.Code, rec.Body)
 	}
-	r := decodeBody[DetectResponse](t, rec)
+	r := decodeBody[api.DetectResponse](t, rec)
 	if labels(r.Detections) != "blue,warm" || r.VocabularyDigest != v.ETag {
 		t.Fatalf("detect with vocabulary: %+v", r)
 	}
@@ -56,17 +59,17 @@ func TestVocabularies(t *testing.T) {
 	if rec = put(`{"categories":["red"]}`, "If-Match", etag); rec.Code != 200 || rec.Header().Get("ETag") == etag {
 		t.Fatalf("conditional replace: %d %v", rec.Code, rec.Header())
 	}
-	list := decodeBody[VocabularyList](t, e.do(t, "GET", "/v1/vocabularies", "", nil))
+	list := decodeBody[api.VocabularyList](t, e.do(t, "GET", "/v1/vocabularies", "", nil))
 	if len(list.Vocabularies) != 1 || list.Vocabularies[0].Name != "colours" || list.Vocabularies[0].Categories != 1 {
 		t.Fatalf("list %+v", list)
 	}
 
 	// Persisted: a new store over the same directory sees it.
-	again, err := OpenVocabularyStore(e.store.dir)
+	again, err := vocabulary.OpenFileStore(e.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := again.Get("colours"); err != nil || got.Categories[0] != "red" {
+	if got, err := again.Get(context.Background(), "colours"); err != nil || got.Categories[0] != "red" {
 		t.Fatalf("reopened: %+v %v", got, err)
 	}
 
@@ -98,7 +101,7 @@ func TestVocabularies(t *testing.T) {
 		t.Fatalf("delete: %d", rec.Code)
 	}
 	wantProblem(t, e.do(t, "GET", "/v1/vocabularies/colours", "", nil), 404, "vocabulary-not-found")
-	if ents, _ := os.ReadDir(e.store.dir); len(ents) != 0 {
+	if ents, _ := os.ReadDir(e.dir); len(ents) != 0 {
 		t.Fatalf("files left after delete: %v", ents)
 	}
 }
@@ -125,7 +128,7 @@ func TestImageSessions(t *testing.T) {
 	if rec.Code != 201 {
 		t.Fatalf("create: %d %s", rec.Code, rec.Body)
 	}
-	s := decodeBody[ImageSession](t, rec)
+	s := decodeBody[api.ImageSession](t, rec)
 	if len(s.ID) != 32 || s.Regions != 2 || s.Image.Width != 200 || s.ExpiresAt.IsZero() {
 		t.Fatalf("session %+v", s)
 	}
@@ -144,7 +147,7 @@ func TestImageSessions(t *testing.T) {
 		if rec.Code != 200 {
 			t.Fatalf("re-score: %d %s", rec.Code, rec.Body)
 		}
-		r := decodeBody[DetectResponse](t, rec)
+		r := decodeBody[api.DetectResponse](t, rec)
 		if got := labels(r.Detections); got != c.want {
 			t.Fatalf("re-score %v: %q, want %q", c.cats, got, c.want)
 		}
@@ -182,7 +185,7 @@ func TestSessionCacheBounded(t *testing.T) {
 	e := newEnv(t, func(d *Deps) { d.Config.MaxSessions = 2 })
 	var ids []string
 	for i := 0; i < 3; i++ {
-		ids = append(ids, decodeBody[ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(scenePNG(t))})).ID)
+		ids = append(ids, decodeBody[api.ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(scenePNG(t))})).ID)
 	}
 	wantProblem(t, e.do(t, "GET", "/v1/images/"+ids[0], "", nil), 404, "image-not-found")
 	for _, id := range ids[1:] {
@@ -198,13 +201,13 @@ func TestEmbeddingsAndModels(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
-	r := decodeBody[TextEmbeddingResponse](t, rec)
+	r := decodeBody[api.TextEmbeddingResponse](t, rec)
 	if r.Dim != 3 || len(r.Embeddings) != 2 || r.Embeddings[0].Embedding[0] != 1 || r.Embeddings[1].Embedding[2] != 1 {
 		t.Fatalf("embeddings %+v", r)
 	}
 	wantProblem(t, e.postJSON(t, "/v1/embeddings/text", map[string]any{"texts": []string{}}), 400, "invalid-request")
 	wantProblem(t, e.postJSON(t, "/v1/embeddings/text", map[string]any{"texts": []string{strings.Repeat("x", 200)}}), 400, "invalid-category")
-	m := decodeBody[ModelList](t, e.do(t, "GET", "/v1/models", "", nil))
+	m := decodeBody[api.ModelList](t, e.do(t, "GET", "/v1/models", "", nil))
 	if len(m.Models) != 1 || m.Models[0].ID != "colors@0123" || m.Models[0].EmbeddingDim != 3 || m.Models[0].BaseCategories[0] != "red" {
 		t.Fatalf("models %+v", m)
 	}

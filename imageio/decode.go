@@ -16,6 +16,7 @@ package imageio
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"image"
@@ -156,6 +157,18 @@ func Decode(data []byte, lim Limits) (*Image, error) {
 		img = Orient(img, orientation)
 	}
 	return &Image{Image: img, Format: format, Orientation: orientation}, nil
+}
+
+// Decoder decodes untrusted images with fixed limits (the server's decoder).
+type Decoder struct{ Limits Limits }
+
+// Decode is Decode with d's limits, returning the oriented picture.
+func (d Decoder) Decode(ctx context.Context, data []byte) (image.Image, error) {
+	img, err := Decode(data, d.Limits)
+	if err != nil {
+		return nil, err
+	}
+	return img.Image, nil
 }
 
 func decodeConfig(f Format, r io.Reader) (image.Config, error) {

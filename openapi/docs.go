@@ -56,7 +56,7 @@ const docTemplate = `{
                     "503": {
                         "description": "Service Unavailable",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -87,7 +87,7 @@ const docTemplate = `{
                         "in": "body",
                         "required": true,
                         "schema": {
-                            "$ref": "#/definitions/handlers.DetectRequest"
+                            "$ref": "#/definitions/api.DetectRequest"
                         }
                     },
                     {
@@ -149,55 +149,55 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.DetectResponse"
+                            "$ref": "#/definitions/api.DetectResponse"
                         }
                     },
                     "400": {
                         "description": "bad request: invalid JSON, multipart, options or categories; corrupt image",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "404": {
                         "description": "vocabulary not found",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "406": {
                         "description": "annotated image asked for a batch",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "413": {
                         "description": "body too large",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "415": {
                         "description": "unsupported content type or image format",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "422": {
                         "description": "image dimensions over the limits",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "503": {
                         "description": "queue full or draining; see Retry-After",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "504": {
                         "description": "request deadline exceeded",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -223,7 +223,7 @@ const docTemplate = `{
                         "in": "body",
                         "required": true,
                         "schema": {
-                            "$ref": "#/definitions/handlers.TextEmbeddingRequest"
+                            "$ref": "#/definitions/api.TextEmbeddingRequest"
                         }
                     }
                 ],
@@ -231,25 +231,25 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.TextEmbeddingResponse"
+                            "$ref": "#/definitions/api.TextEmbeddingResponse"
                         }
                     },
                     "400": {
                         "description": "Bad Request",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "413": {
                         "description": "Request Entity Too Large",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "415": {
                         "description": "Unsupported Media Type",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -278,7 +278,7 @@ const docTemplate = `{
                         "in": "body",
                         "required": true,
                         "schema": {
-                            "$ref": "#/definitions/handlers.ImageRequest"
+                            "$ref": "#/definitions/api.ImageRequest"
                         }
                     }
                 ],
@@ -286,43 +286,43 @@ const docTemplate = `{
                     "201": {
                         "description": "Created",
                         "schema": {
-                            "$ref": "#/definitions/handlers.ImageSession"
+                            "$ref": "#/definitions/api.ImageSession"
                         }
                     },
                     "400": {
                         "description": "Bad Request",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "413": {
                         "description": "Request Entity Too Large",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "415": {
                         "description": "Unsupported Media Type",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "422": {
                         "description": "Unprocessable Entity",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "503": {
                         "description": "Service Unavailable",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "504": {
                         "description": "Gateway Timeout",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -350,13 +350,13 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.ImageSession"
+                            "$ref": "#/definitions/api.ImageSession"
                         }
                     },
                     "404": {
                         "description": "Not Found",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -382,7 +382,7 @@ const docTemplate = `{
                     "404": {
                         "description": "Not Found",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -415,7 +415,7 @@ const docTemplate = `{
                         "in": "body",
                         "required": true,
                         "schema": {
-                            "$ref": "#/definitions/handlers.DetectOptions"
+                            "$ref": "#/definitions/api.DetectOptions"
                         }
                     }
                 ],
@@ -423,37 +423,37 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.DetectResponse"
+                            "$ref": "#/definitions/api.DetectResponse"
                         }
                     },
                     "400": {
                         "description": "Bad Request",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "404": {
                         "description": "Not Found",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "413": {
                         "description": "Request Entity Too Large",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "415": {
                         "description": "Unsupported Media Type",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "503": {
                         "description": "Service Unavailable",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -472,7 +472,7 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.ModelList"
+                            "$ref": "#/definitions/api.ModelList"
                         }
                     }
                 }
@@ -491,7 +491,7 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.VocabularyList"
+                            "$ref": "#/definitions/api.VocabularyList"
                         }
                     }
                 }
@@ -525,7 +525,7 @@ const docTemplate = `{
                     "200": {
                         "description": "OK",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Vocabulary"
+                            "$ref": "#/definitions/vocabulary.Entry"
                         }
                     },
                     "304": {
@@ -534,13 +534,13 @@ const docTemplate = `{
                     "400": {
                         "description": "Bad Request",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "404": {
                         "description": "Not Found",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -577,7 +577,7 @@ const docTemplate = `{
                         "in": "body",
                         "required": true,
                         "schema": {
-                            "$ref": "#/definitions/handlers.VocabularySpec"
+                            "$ref": "#/definitions/vocabulary.Spec"
                         }
                     }
                 ],
@@ -585,43 +585,43 @@ const docTemplate = `{
                     "200": {
                         "description": "replaced",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Vocabulary"
+                            "$ref": "#/definitions/vocabulary.Entry"
                         }
                     },
                     "201": {
                         "description": "created",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Vocabulary"
+                            "$ref": "#/definitions/vocabulary.Entry"
                         }
                     },
                     "400": {
                         "description": "Bad Request",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "412": {
                         "description": "Precondition Failed",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "413": {
                         "description": "Request Entity Too Large",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "415": {
                         "description": "Unsupported Media Type",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "422": {
                         "description": "Unprocessable Entity",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -653,19 +653,19 @@ const docTemplate = `{
                     "400": {
                         "description": "Bad Request",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "404": {
                         "description": "Not Found",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     },
                     "412": {
                         "description": "Precondition Failed",
                         "schema": {
-                            "$ref": "#/definitions/handlers.Problem"
+                            "$ref": "#/definitions/api.Problem"
                         }
                     }
                 }
@@ -673,42 +673,7 @@ const docTemplate = `{
         }
     },
     "definitions": {
-        "detector.Candidate": {
-            "type": "object",
-            "properties": {
-                "label": {
-                    "type": "string"
-                },
-                "score": {
-                    "type": "number"
-                }
-            }
-        },
-        "detector.Detection": {
-            "type": "object",
-            "properties": {
-                "box": {
-                    "description": "x1, y1, x2, y2 in the original image's pixels",
-                    "type": "array",
-                    "items": {
-                        "type": "number"
-                    }
-                },
-                "label": {
-                    "type": "string"
-                },
-                "runners_up": {
-                    "type": "array",
-                    "items": {
-                        "$ref": "#/definitions/detector.Candidate"
-                    }
-                },
-                "score": {
-                    "type": "number"
-                }
-            }
-        },
-        "handlers.DetectOptions": {
+        "api.DetectOptions": {
             "type": "object",
             "properties": {
                 "categories": {
@@ -800,7 +765,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.DetectRequest": {
+        "api.DetectRequest": {
             "type": "object",
             "properties": {
                 "categories": {
@@ -905,7 +870,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.DetectResponse": {
+        "api.DetectResponse": {
             "type": "object",
             "properties": {
                 "detections": {
@@ -915,7 +880,7 @@ const docTemplate = `{
                     }
                 },
                 "image": {
-                    "$ref": "#/definitions/handlers.ImageSize"
+                    "$ref": "#/definitions/api.ImageSize"
                 },
                 "model": {
                     "type": "string",
@@ -924,11 +889,11 @@ const docTemplate = `{
                 "results": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/handlers.ImageResult"
+                        "$ref": "#/definitions/api.ImageResult"
                     }
                 },
                 "timings_ms": {
-                    "$ref": "#/definitions/handlers.Timings"
+                    "$ref": "#/definitions/api.Timings"
                 },
                 "vocabulary_digest": {
                     "type": "string",
@@ -936,7 +901,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.ImageRequest": {
+        "api.ImageRequest": {
             "type": "object",
             "properties": {
                 "image": {
@@ -945,7 +910,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.ImageResult": {
+        "api.ImageResult": {
             "type": "object",
             "properties": {
                 "detections": {
@@ -955,17 +920,17 @@ const docTemplate = `{
                     }
                 },
                 "error": {
-                    "$ref": "#/definitions/handlers.Problem"
+                    "$ref": "#/definitions/api.Problem"
                 },
                 "image": {
-                    "$ref": "#/definitions/handlers.ImageSize"
+                    "$ref": "#/definitions/api.ImageSize"
                 },
                 "timings_ms": {
-                    "$ref": "#/definitions/handlers.Timings"
+                    "$ref": "#/definitions/api.Timings"
                 }
             }
         },
-        "handlers.ImageSession": {
+        "api.ImageSession": {
             "type": "object",
             "properties": {
                 "expires_at": {
@@ -976,7 +941,7 @@ const docTemplate = `{
                     "example": "4f9c2a7e0b1d4c3a8e6f5d2c1b0a9f8e"
                 },
                 "image": {
-                    "$ref": "#/definitions/handlers.ImageSize"
+                    "$ref": "#/definitions/api.ImageSize"
                 },
                 "model": {
                     "type": "string"
@@ -986,11 +951,11 @@ const docTemplate = `{
                     "example": 300
                 },
                 "timings_ms": {
-                    "$ref": "#/definitions/handlers.Timings"
+                    "$ref": "#/definitions/api.Timings"
                 }
             }
         },
-        "handlers.ImageSize": {
+        "api.ImageSize": {
             "type": "object",
             "properties": {
                 "height": {
@@ -1003,7 +968,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.Model": {
+        "api.Model": {
             "type": "object",
             "properties": {
                 "base_categories": {
@@ -1043,18 +1008,18 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.ModelList": {
+        "api.ModelList": {
             "type": "object",
             "properties": {
                 "models": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/handlers.Model"
+                        "$ref": "#/definitions/api.Model"
                     }
                 }
             }
         },
-        "handlers.Problem": {
+        "api.Problem": {
             "type": "object",
             "properties": {
                 "detail": {
@@ -1080,7 +1045,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.TextEmbedding": {
+        "api.TextEmbedding": {
             "type": "object",
             "properties": {
                 "embedding": {
@@ -1095,7 +1060,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.TextEmbeddingRequest": {
+        "api.TextEmbeddingRequest": {
             "type": "object",
             "properties": {
                 "texts": {
@@ -1111,7 +1076,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.TextEmbeddingResponse": {
+        "api.TextEmbeddingResponse": {
             "type": "object",
             "properties": {
                 "dim": {
@@ -1121,7 +1086,7 @@ const docTemplate = `{
                 "embeddings": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/handlers.TextEmbedding"
+                        "$ref": "#/definitions/api.TextEmbedding"
                     }
                 },
                 "model": {
@@ -1129,7 +1094,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.Timings": {
+        "api.Timings": {
             "type": "object",
             "properties": {
                 "backbone": {
@@ -1161,7 +1126,53 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.Vocabulary": {
+        "api.VocabularyList": {
+            "type": "object",
+            "properties": {
+                "vocabularies": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/vocabulary.Summary"
+                    }
+                }
+            }
+        },
+        "detector.Candidate": {
+            "type": "object",
+            "properties": {
+                "label": {
+                    "type": "string"
+                },
+                "score": {
+                    "type": "number"
+                }
+            }
+        },
+        "detector.Detection": {
+            "type": "object",
+            "properties": {
+                "box": {
+                    "description": "x1, y1, x2, y2 in the original image's pixels",
+                    "type": "array",
+                    "items": {
+                        "type": "number"
+                    }
+                },
+                "label": {
+                    "type": "string"
+                },
+                "runners_up": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/detector.Candidate"
+                    }
+                },
+                "score": {
+                    "type": "number"
+                }
+            }
+        },
+        "vocabulary.Entry": {
             "type": "object",
             "properties": {
                 "categories": {
@@ -1228,18 +1239,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.VocabularyList": {
-            "type": "object",
-            "properties": {
-                "vocabularies": {
-                    "type": "array",
-                    "items": {
-                        "$ref": "#/definitions/handlers.VocabularySummary"
-                    }
-                }
-            }
-        },
-        "handlers.VocabularySpec": {
+        "vocabulary.Spec": {
             "type": "object",
             "properties": {
                 "categories": {
@@ -1294,7 +1294,7 @@ const docTemplate = `{
                 }
             }
         },
-        "handlers.VocabularySummary": {
+        "vocabulary.Summary": {
             "type": "object",
             "properties": {
                 "categories": {

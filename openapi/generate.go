@@ -2,7 +2,10 @@ package openapi
 
 // The spec is generated from the annotations in package handlers by the
 // pinned swag CLI; TestSpecUpToDate fails when the committed files drift.
-//go:generate go run github.com/swaggo/swag/cmd/swag@v1.16.6 init --quiet -g handlers.go -d ../handlers,../detector -o . --packageName openapi --outputTypes go,json,yaml
+//go:generate go run github.com/swaggo/swag/cmd/swag@v1.16.6 init --quiet -g handlers.go -d ../handlers,../api,../vocabulary,../detector -o . --packageName openapi --outputTypes go,json,yaml
 
 // SwagVersion is the swag release the spec is generated with.
 const SwagVersion = "v1.16.6"
+
+// SwagDirs are the packages whose annotations and types the spec is made of.
+const SwagDirs = "../handlers,../api,../vocabulary,../detector"

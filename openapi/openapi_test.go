@@ -17,7 +17,7 @@ func TestSpecUpToDate(t *testing.T) {
 	}
 	out := t.TempDir()
 	cmd := exec.Command("go", "run", "github.com/swaggo/swag/cmd/swag@"+SwagVersion, "init", "--quiet",
-		"-g", "handlers.go", "-d", "../handlers,../detector", "-o", out,
+		"-g", "handlers.go", "-d", SwagDirs, "-o", out,
 		"--packageName", "openapi", "--outputTypes", "go,json,yaml")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("swag: %v\n%s", err, b)

@@ -18,15 +18,25 @@ import (
 // ErrCacheInUse means another process holds the cache file's lock.
 var ErrCacheInUse = errors.New("cache file in use")
 
-// Store is the on-disk embedding cache: a bbolt file with one bucket per
-// bundle digest + template set + context length, name -> float32 LE bytes.
-// One process holds the file at a time (bbolt's file lock).
-type Store struct {
+// Store is a persistent embedding cache shared by the Banks that use it:
+// buckets name a bundle digest + template set + context length (bucketName),
+// entries map a name to its embedding. Get returns nil, not an error, for a
+// name it does not hold.
+type Store interface {
+	Get(bucket []byte, name string, dim int) ([]float32, error)
+	Put(bucket []byte, name string, e []float32) error
+	Close() error
+}
+
+// BoltStore is the on-disk Store: a bbolt file with one bucket per bundle
+// digest + template set + context length, name -> float32 LE bytes. One
+// process holds the file at a time (bbolt's file lock).
+type BoltStore struct {
 	db *bolt.DB
 }
 
-// OpenStore opens or creates the cache file at path.
-func OpenStore(path string) (*Store, error) {
+// OpenBoltStore opens or creates the cache file at path.
+func OpenBoltStore(path string) (*BoltStore, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("textbank: open cache %s: %w: another vild process holds it; "+
@@ -35,11 +45,11 @@ func OpenStore(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("textbank: open cache %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &BoltStore{db: db}, nil
 }
 
 // Close closes the file.
-func (s *Store) Close() error {
+func (s *BoltStore) Close() error {
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("textbank: close cache: %w", err)
 	}
@@ -56,7 +66,7 @@ func bucketName(digest string, templates []string, contextLength int) []byte {
 
 // Get returns the cached embedding of name, or nil when there is none (or the
 // stored value has the wrong size, which is then ignored and re-encoded).
-func (s *Store) Get(bucket []byte, name string, dim int) ([]float32, error) {
+func (s *BoltStore) Get(bucket []byte, name string, dim int) ([]float32, error) {
 	var out []float32
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
@@ -80,7 +90,7 @@ func (s *Store) Get(bucket []byte, name string, dim int) ([]float32, error) {
 }
 
 // Put stores the embedding of name.
-func (s *Store) Put(bucket []byte, name string, e []float32) error {
+func (s *BoltStore) Put(bucket []byte, name string, e []float32) error {
 	v := make([]byte, 4*len(e))
 	for i, x := range e {
 		binary.LittleEndian.PutUint32(v[4*i:], math.Float32bits(x))

@@ -48,7 +48,7 @@ type Config struct {
 	ContextLength int                  // L of input_ids
 	Dim           int                  // embedding dimension D
 	Digest        string               // bundle digest: part of every cache key
-	Store         *Store               // on-disk cache; nil for memory only
+	Store         Store                // persistent cache; nil for memory only
 	Precomputed   map[string][]float32 // embeddings known without the encoder
 	Workers       int                  // names encoded at once; ≤ 0 means GOMAXPROCS
 	MaxMemory     int                  // embeddings kept in memory; ≤ 0 means DefaultMaxMemory
@@ -139,12 +139,14 @@ func Open(b *bundle.Bundle, rt ort.Runtime, opts Options) (*Bank, error) {
 	if err != nil {
 		return nil, fmt.Errorf("textbank: open %s: %w", b.Source, err)
 	}
-	var store *Store
+	var store Store // nil interface: memory only
 	if opts.CachePath != "" {
-		if store, err = OpenStore(opts.CachePath); err != nil {
+		bs, err := OpenBoltStore(opts.CachePath)
+		if err != nil {
 			sess.Close()
 			return nil, fmt.Errorf("textbank: open: %w", err)
 		}
+		store = bs
 	}
 	bank, err := New(Config{Session: sess, Tokenizer: tok, Templates: m.Text.Templates,
 		ContextLength: m.Text.ContextLength, Dim: m.Embedding.Dim, Digest: b.Digest, Store: store,

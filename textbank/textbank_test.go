@@ -79,7 +79,7 @@ func testTokenizer(t *testing.T) *tokenizer.Tokenizer {
 
 var templates = []string{"a photo of a {}.", "a {} in the scene."}
 
-func newBank(t *testing.T, enc *fakeEncoder, store *Store, digest string) *Bank {
+func newBank(t *testing.T, enc *fakeEncoder, store Store, digest string) *Bank {
 	t.Helper()
 	b, err := New(Config{Session: enc, Tokenizer: testTokenizer(t), Templates: templates,
 		ContextLength: enc.ctxLen, Dim: enc.dim, Digest: digest, Store: store,
@@ -175,7 +175,7 @@ func TestConcurrentCallersEncodeOnce(t *testing.T) {
 func TestDiskCacheSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "textbank.db")
 	open := func(digest string) (*Bank, *fakeEncoder) {
-		store, err := OpenStore(path)
+		store, err := OpenBoltStore(path)
 		if err != nil {
 			t.Fatal(err)
 		}

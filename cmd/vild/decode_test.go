@@ -12,13 +12,13 @@ import (
 )
 
 // The served wiring (imageio's decoder and its sentinels) gives each hostile
-// image of RELIABILITY items 4–7 its documented answer; imageio's own tests
+// image of the hostile-image list (docs/api.md) its documented answer; imageio's own tests
 // prove the allocations stay small.
 func TestServedDecoderAnswers(t *testing.T) {
 	cfg := testServeConfig(t)
 	m := colorModel(&handlerstest.ColorDetector{})
 	h, err := handlers.New(handlers.Deps{Detector: m.Detector, Embedder: m.Embedder,
-		Decoder: imageDecoder(cfg.API), DecodeErrors: decodeErrors, Model: m.Info, Config: cfg.API})
+		Decoder: imageDecoder(cfg.API), Model: m.Info, Config: cfg.API})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vild/vild/annotate"
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
-	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/vocabulary"
 )
 
 // detectConfig is what `vild detect` is told.
@@ -37,7 +39,7 @@ type detectResult struct {
 	File             string               `json:"file"`
 	Model            string               `json:"model"`
 	VocabularyDigest string               `json:"vocabulary_digest"`
-	Image            handlers.ImageSize   `json:"image"`
+	Image            api.ImageSize        `json:"image"`
 	Detections       []detector.Detection `json:"detections"`
 	Milliseconds     float64              `json:"milliseconds"`
 }
@@ -112,8 +114,8 @@ func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writ
 	if len(names) == 0 {
 		return errors.New("detect: give --categories (the model has no default vocabulary)")
 	}
-	vocab, err := handlers.BuildVocabulary(ctx, m.Embedder, handlers.BaseNames(m.Info.BaseCategories),
-		handlers.VocabularySpec{Categories: dedupe(names)})
+	vocab, err := vocabulary.Build(ctx, m.Embedder, vocabulary.BaseNames(m.Info.BaseCategories),
+		vocabulary.Spec{Categories: dedupe(names)})
 	if err != nil {
 		return fmt.Errorf("detect: %w", err)
 	}
@@ -151,7 +153,7 @@ func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writ
 			return fmt.Errorf("detect: %s: %w", file, err)
 		}
 		out := detectResult{File: file, Model: m.Info.ID, VocabularyDigest: vocab.Digest,
-			Image: handlers.ImageSize{Width: res.Width, Height: res.Height}, Detections: res.Detections,
+			Image: api.ImageSize{Width: res.Width, Height: res.Height}, Detections: res.Detections,
 			Milliseconds: float64(time.Since(start).Microseconds()) / 1000}
 		if out.Detections == nil {
 			out.Detections = []detector.Detection{}
@@ -160,7 +162,7 @@ func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writ
 			return err
 		}
 		if cfg.Out != "" {
-			if err := writeAnnotated(cfg.Out, handlers.Annotate(img.Image, res.Detections)); err != nil {
+			if err := writeAnnotated(cfg.Out, annotate.Draw(img.Image, res.Detections)); err != nil {
 				return fmt.Errorf("detect: %w", err)
 			}
 		}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/eval"
-	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/vocabulary"
 )
 
 // evalConfig is what `vild eval` is told.
@@ -233,16 +233,16 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 // embeddings serve names it knows). A category is base when the file says so;
 // without a split, when the model was trained on it.
 func evalVocabulary(ctx context.Context, gt *eval.COCO, m *model) (*detector.Vocabulary, error) {
-	modelBase := handlers.BaseNames(m.Info.BaseCategories)
+	modelBase := vocabulary.BaseNames(m.Info.BaseCategories)
 	names := make([]string, 0, len(gt.Categories))
 	var base []string
 	for _, c := range gt.Categories {
 		names = append(names, c.Name)
-		if c.Split == "base" || (c.Split == "" && modelBase[strings.ToLower(strings.TrimSpace(c.Name))]) {
+		if c.Split == "base" || (c.Split == "" && modelBase[vocabulary.NormName(c.Name)]) {
 			base = append(base, c.Name)
 		}
 	}
-	vocab, err := handlers.BuildVocabulary(ctx, m.Embedder, handlers.BaseNames(base), handlers.VocabularySpec{Categories: names})
+	vocab, err := vocabulary.Build(ctx, m.Embedder, vocabulary.BaseNames(base), vocabulary.Spec{Categories: names})
 	if err != nil {
 		return nil, fmt.Errorf("eval: vocabulary: %w", err)
 	}

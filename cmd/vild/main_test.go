@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/handlers/handlerstest"
@@ -114,7 +115,7 @@ func TestDetectConfig(t *testing.T) {
 func colorModel(det *handlerstest.ColorDetector) *model {
 	return &model{
 		Detector: det, Embedder: &handlerstest.ColorEmbedder{},
-		Info: handlers.Model{ID: "colors@0", Name: "colors", EmbeddingDim: handlerstest.Dim,
+		Info: api.Model{ID: "colors@0", Name: "colors", EmbeddingDim: handlerstest.Dim,
 			Defaults: detector.Options{ScoreThreshold: 0.3, NMSIoU: 0.5, MaxDetections: 100}},
 		Warmup: func(ctx context.Context) error { return nil },
 		Close:  func() error { return nil },
@@ -349,7 +350,7 @@ func TestServeRealModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out handlers.DetectResponse
+	var out api.DetectResponse
 	json.NewDecoder(resp.Body).Decode(&out)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || out.Image == nil || out.Image.Width != 120 || !strings.HasPrefix(out.Model, "") || out.TimingsMS.Backbone <= 0 {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/detector/pipeline"
@@ -17,13 +18,14 @@ import (
 	"github.com/vild/vild/models"
 	"github.com/vild/vild/ort"
 	"github.com/vild/vild/textbank"
+	"github.com/vild/vild/vocabulary"
 )
 
 // model is a loaded model: what the HTTP layer and `vild detect` need.
 type model struct {
 	Detector detector.Detector
-	Embedder handlers.Embedder
-	Info     handlers.Model
+	Embedder vocabulary.Embedder
+	Info     api.Model
 	// NameError is the embedder's sentinel for names it cannot encode.
 	NameError error
 	// Warmup runs one inference end to end.
@@ -79,7 +81,7 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		return nil, err
 	}
 	m := b.Manifest
-	info := handlers.Model{
+	info := api.Model{
 		ID:           m.Name + "@" + shortDigest(b.Digest),
 		Name:         m.Name,
 		Digest:       b.Digest,
@@ -105,7 +107,7 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		if len(names) == 0 {
 			names = []string{"object"}
 		}
-		vocab, err := handlers.BuildVocabulary(ctx, bank, handlers.BaseNames(info.BaseCategories), handlers.VocabularySpec{Categories: names})
+		vocab, err := vocabulary.Build(ctx, bank, vocabulary.BaseNames(info.BaseCategories), vocabulary.Spec{Categories: names})
 		if err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
@@ -133,21 +135,7 @@ func shortDigest(d string) string {
 	return d
 }
 
-// imageDecoder is imageio.Decode with the configured limits.
-func imageDecoder(cfg handlers.Config) handlers.Decoder {
-	lim := imageio.Limits{MaxSide: cfg.MaxImageSide, MaxPixels: int64(cfg.MaxImagePixels)}
-	return handlers.DecoderFunc(func(ctx context.Context, data []byte) (image.Image, error) {
-		img, err := imageio.Decode(data, lim)
-		if err != nil {
-			return nil, err
-		}
-		return img.Image, nil
-	})
-}
-
-// decodeErrors maps imageio's sentinels for the HTTP layer.
-var decodeErrors = handlers.DecodeErrors{
-	Unsupported: imageio.ErrUnsupportedFormat,
-	TooLarge:    imageio.ErrTooLarge,
-	Corrupt:     imageio.ErrCorrupt,
+// imageDecoder is imageio's decoder with the configured limits.
+func imageDecoder(cfg handlers.Config) imageio.Decoder {
+	return imageio.Decoder{Limits: imageio.Limits{MaxSide: cfg.MaxImageSide, MaxPixels: int64(cfg.MaxImagePixels)}}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/vocabulary"
 	"github.com/vild/vild/web"
 )
 
@@ -63,20 +63,6 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	(*s.h.Load()).ServeHTTP(w, r)
 }
 
-// loadingHandler answers while the model loads: alive, not ready.
-func loadingHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		json.NewEncoder(w).Encode(handlers.Problem{Type: "urn:vild:problem:not-ready", Title: "Service Unavailable",
-			Status: http.StatusServiceUnavailable, Detail: "the model is loading"})
-	})
-	return mux
-}
-
 // serve listens at once (live, not ready), loads the model, warms it up, turns
 // ready and serves until ctx ends; then it drains: readiness 503, listeners
 // closed, in-flight requests finished within the shutdown timeout.
@@ -91,7 +77,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 	health := &handlers.Health{}
 
 	swap := &swapHandler{}
-	swap.set(loadingHandler())
+	swap.set(handlers.Loading())
 	srv := newHTTPServer(cfg, swap, log)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
@@ -141,14 +127,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 			log.Error("closing the model", "cause", err)
 		}
 	}()
-	store, err := handlers.OpenVocabularyStore(filepath.Join(cfg.Model.DataDir, "vocabularies"))
+	store, err := vocabulary.OpenFileStore(filepath.Join(cfg.Model.DataDir, "vocabularies"))
 	if err != nil {
 		shutdown()
 		return fmt.Errorf("serve: %w", err)
 	}
 	api, err := handlers.New(handlers.Deps{
 		Detector: m.Detector, Embedder: m.Embedder,
-		Decoder: imageDecoder(cfg.API), DecodeErrors: decodeErrors, NameError: m.NameError,
+		Decoder: imageDecoder(cfg.API), NameError: m.NameError,
 		Model: m.Info, Vocabularies: store, Health: health, Metrics: metrics, Logger: log,
 		Config: cfg.API, Web: web.FS(),
 	})

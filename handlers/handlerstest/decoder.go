@@ -9,13 +9,15 @@ import (
 	_ "image/gif" // registered formats of Decoder
 	_ "image/jpeg"
 	_ "image/png"
+
+	"github.com/vild/vild/imageio"
 )
 
-// Errors of Decoder, to wire into handlers.DecodeErrors.
+// Errors of Decoder: imageio's sentinels, which the server maps to problems.
 var (
-	ErrUnsupported = errors.New("handlerstest: unsupported image format")
-	ErrTooLarge    = errors.New("handlerstest: image too large")
-	ErrCorrupt     = errors.New("handlerstest: corrupt image")
+	ErrUnsupported = imageio.ErrUnsupportedFormat
+	ErrTooLarge    = imageio.ErrTooLarge
+	ErrCorrupt     = imageio.ErrCorrupt
 )
 
 // Decoder is a standard-library decoder with the same contract as the

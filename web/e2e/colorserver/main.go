@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/handlers/handlerstest"
@@ -39,9 +40,7 @@ func run(ctx context.Context, args []string) error {
 	h, err := handlers.New(handlers.Deps{
 		Detector: &handlerstest.ColorDetector{}, Embedder: &handlerstest.ColorEmbedder{},
 		Decoder: handlerstest.Decoder{MaxSide: cfg.MaxImageSide, MaxPixels: cfg.MaxImagePixels},
-		DecodeErrors: handlers.DecodeErrors{Unsupported: handlerstest.ErrUnsupported,
-			TooLarge: handlerstest.ErrTooLarge, Corrupt: handlerstest.ErrCorrupt},
-		Model: handlers.Model{ID: "colors@test", Name: "colors", EmbeddingDim: handlerstest.Dim,
+		Model: api.Model{ID: "colors@test", Name: "colors", EmbeddingDim: handlerstest.Dim,
 			Defaults: detector.Options{ScoreThreshold: 0.3, NMSIoU: 0.5, MaxDetections: 100}},
 		Config: cfg, Web: web.FS(),
 	})

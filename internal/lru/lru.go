@@ -1,4 +1,6 @@
-package handlers
+// Package lru is a mutex'd map with least-recently-used eviction and optional
+// expiry, the in-memory cache behind image sessions and built vocabularies.
+package lru
 
 import (
 	"container/list"
@@ -6,9 +8,9 @@ import (
 	"time"
 )
 
-// lru is a mutex'd map with least-recently-used eviction and optional expiry
-// (ttl 0: entries never expire).
-type lru[K comparable, V any] struct {
+// Cache holds at most a fixed number of entries, evicting the least recently
+// used; entries expire after a ttl (0: never). It is safe for concurrent use.
+type Cache[K comparable, V any] struct {
 	mu    sync.Mutex
 	cap   int
 	ttl   time.Duration
@@ -23,12 +25,13 @@ type lruEntry[K comparable, V any] struct {
 	expires time.Time
 }
 
-func newLRU[K comparable, V any](capacity int, ttl time.Duration) *lru[K, V] {
-	return &lru[K, V]{cap: capacity, ttl: ttl, now: time.Now, order: list.New(), items: make(map[K]*list.Element)}
+// New returns a Cache of the given capacity and ttl.
+func New[K comparable, V any](capacity int, ttl time.Duration) *Cache[K, V] {
+	return &Cache[K, V]{cap: capacity, ttl: ttl, now: time.Now, order: list.New(), items: make(map[K]*list.Element)}
 }
 
-// put stores v under k and returns when it expires.
-func (c *lru[K, V]) put(k K, v V) time.Time {
+// Put stores v under k and returns when it expires.
+func (c *Cache[K, V]) Put(k K, v V) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var exp time.Time
@@ -47,8 +50,8 @@ func (c *lru[K, V]) put(k K, v V) time.Time {
 	return exp
 }
 
-// get returns the value under k if present and not expired, marking it used.
-func (c *lru[K, V]) get(k K) (V, time.Time, bool) {
+// Get returns the value under k if present and not expired, marking it used.
+func (c *Cache[K, V]) Get(k K) (V, time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var zero V
@@ -65,7 +68,8 @@ func (c *lru[K, V]) get(k K) (V, time.Time, bool) {
 	return e.val, e.expires, true
 }
 
-func (c *lru[K, V]) remove(k K) bool {
+// Remove drops k and reports whether it was there.
+func (c *Cache[K, V]) Remove(k K) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
@@ -75,13 +79,14 @@ func (c *lru[K, V]) remove(k K) bool {
 	return ok
 }
 
-func (c *lru[K, V]) len() int {
+// Len is the number of entries, expired ones not yet dropped included.
+func (c *Cache[K, V]) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.order.Len()
 }
 
-func (c *lru[K, V]) removeLocked(el *list.Element) {
+func (c *Cache[K, V]) removeLocked(el *list.Element) {
 	c.order.Remove(el)
 	delete(c.items, el.Value.(*lruEntry[K, V]).key)
 }

@@ -1,18 +1,14 @@
-package handlers
+// Package annotate draws detections on a picture: a box and a "label score"
+// tag per detection, in a colour that is stable per label. The server's
+// annotated answers and `vild detect --out` use it.
+package annotate
 
 import (
-	"bytes"
 	"fmt"
 	"hash/fnv"
 	"image"
 	"image/color"
 	"image/draw"
-	"image/jpeg"
-	"image/png"
-	"net/http"
-	"strconv"
-	"strings"
-	"time"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -21,15 +17,15 @@ import (
 	"github.com/vild/vild/detector"
 )
 
-// Annotate draws detections (boxes and "label score" tags) on a copy of img.
-func Annotate(img image.Image, ds []detector.Detection) *image.RGBA {
+// Draw draws detections (boxes and "label score" tags) on a copy of img.
+func Draw(img image.Image, ds []detector.Detection) *image.RGBA {
 	b := img.Bounds()
 	out := image.NewRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
 	draw.Draw(out, out.Bounds(), img, b.Min, draw.Src)
 	thick := max(2, min(b.Dx(), b.Dy())/200)
 	face := basicfont.Face7x13
 	for _, d := range ds {
-		c := labelColor(d.Label)
+		c := LabelColor(d.Label)
 		r := image.Rect(int(d.Box[0]), int(d.Box[1]), int(d.Box[2]), int(d.Box[3])).Intersect(out.Bounds())
 		if r.Empty() {
 			continue
@@ -56,8 +52,8 @@ func Annotate(img image.Image, ds []detector.Detection) *image.RGBA {
 	return out
 }
 
-// labelColor is a stable, saturated colour per label.
-func labelColor(label string) color.RGBA {
+// LabelColor is a stable, saturated colour per label.
+func LabelColor(label string) color.RGBA {
 	f := fnv.New32a()
 	f.Write([]byte(label))
 	hue := float64(f.Sum32()%360) / 60
@@ -92,63 +88,4 @@ func textColor(c color.RGBA) color.Color {
 		return color.Black
 	}
 	return color.White
-}
-
-// writeAnnotated encodes the annotated picture as PNG or JPEG.
-func (h *api) writeAnnotated(w http.ResponseWriter, mediaType string, out *outcome) error {
-	t := time.Now()
-	img := Annotate(out.img, out.result.Detections)
-	var buf bytes.Buffer
-	var err error
-	if mediaType == "image/jpeg" {
-		err = jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90})
-	} else {
-		err = (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, img)
-	}
-	if err != nil {
-		return fmt.Errorf("handlers: encode annotated image: %w", err)
-	}
-	h.metrics.stage("encode", time.Since(t))
-	w.Header().Set("Content-Type", mediaType)
-	w.Header().Set("X-Detections", strconv.Itoa(len(out.result.Detections)))
-	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("%w: %w", errWritten, err)
-	}
-	return nil
-}
-
-// acceptQ is the quality an Accept header gives a media type (0: not acceptable).
-func acceptQ(accept, mediaType string) float64 {
-	typ, _, _ := strings.Cut(mediaType, "/")
-	best, spec := 0.0, -1
-	for _, part := range strings.Split(accept, ",") {
-		fields := strings.Split(part, ";")
-		mt := strings.ToLower(strings.TrimSpace(fields[0]))
-		s := -1
-		switch {
-		case mt == mediaType:
-			s = 2
-		case mt == typ+"/*":
-			s = 1
-		case mt == "*/*":
-			s = 0
-		}
-		if s < spec || s < 0 {
-			continue
-		}
-		q := 1.0
-		for _, p := range fields[1:] {
-			k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if strings.EqualFold(k, "q") {
-				if f, err := strconv.ParseFloat(v, 64); err == nil {
-					q = f
-				}
-			}
-		}
-		if s > spec {
-			best, spec = q, s
-		}
-	}
-	return best
 }

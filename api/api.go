@@ -1,0 +1,192 @@
+// Package api holds the JSON types of vild's HTTP API, shared by the server
+// (package handlers), the command line and clients: requests, responses and
+// the RFC 9457 problem body. It has no behaviour beyond JSON decoding.
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/vild/vild/detector"
+	"github.com/vild/vild/vocabulary"
+)
+
+// Problem is an RFC 9457 problem details body. Detail is a safe message written
+// for the client: it never echoes input or carries a stack trace.
+type Problem struct {
+	Type   string `json:"type" example:"urn:vild:problem:body-too-large"`
+	Title  string `json:"title" example:"Request Entity Too Large"`
+	Status int    `json:"status" example:"413"`
+	Detail string `json:"detail,omitempty" example:"request body exceeds 20971520 bytes"`
+	// Instance is the route the request matched (a pattern such as /v1/images/{id}/detect, never the raw path: input is not echoed).
+	Instance string `json:"instance,omitempty" example:"/v1/detect"`
+}
+
+// ProblemType is the type URI of a problem slug.
+func ProblemType(slug string) string { return "urn:vild:problem:" + slug }
+
+// Base64Image is image bytes carried in JSON as standard base64; a data URL
+// prefix ("data:image/png;base64,") is accepted and dropped.
+type Base64Image []byte
+
+// UnmarshalJSON decodes a base64 string.
+func (b *Base64Image) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return &ImageFieldError{"image must be a base64 string"}
+	}
+	if strings.HasPrefix(s, "data:") {
+		i := strings.Index(s, ",")
+		if i < 0 || !strings.HasSuffix(s[:i], ";base64") {
+			return &ImageFieldError{"image data URL must be base64"}
+		}
+		s = s[i+1:]
+	}
+	out, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return &ImageFieldError{"image is not valid base64"}
+	}
+	*b = out
+	return nil
+}
+
+// ImageFieldError says what is wrong with an image field, naming no input.
+type ImageFieldError struct{ Msg string }
+
+func (e *ImageFieldError) Error() string { return e.Msg }
+
+// DetectOptions choose the vocabulary and post-processing of a detection.
+type DetectOptions struct {
+	// Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary.
+	Categories []string `json:"categories,omitempty" example:"dog,red umbrella,mug"`
+	// Vocabulary names a stored vocabulary (PUT /v1/vocabularies/{name}).
+	Vocabulary string `json:"vocabulary,omitempty" example:"kitchen"`
+	// Synonyms: several names reported under one label; keys must be categories.
+	Synonyms map[string][]string `json:"synonyms,omitempty"`
+	// Negatives absorb look-alikes and are never reported.
+	Negatives []string `json:"negatives,omitempty" example:"bowl"`
+	// Thresholds are per-category score thresholds; keys must be categories.
+	Thresholds map[string]float32 `json:"thresholds,omitempty"`
+	// ScoreThreshold is the minimum score of a reported detection (default: the model's).
+	ScoreThreshold *float32 `json:"score_threshold,omitempty" example:"0.3" minimum:"0" maximum:"1"`
+	// MaxDetections per image (default: the model's; at most the server's cap, 300 by default).
+	MaxDetections *int `json:"max_detections,omitempty" example:"100" minimum:"1"`
+	// NMSIoU is the IoU above which the lower-scored box of a label is dropped.
+	NMSIoU *float32 `json:"nms_iou,omitempty" example:"0.5" minimum:"0" maximum:"1"`
+	// Head chooses the classifier: ensemble (default), text or image.
+	Head string `json:"head,omitempty" enums:"ensemble,text,image" example:"ensemble"`
+	// RunnersUp is how many runner-up labels to report per detection (default 3, at most 5).
+	RunnersUp *int `json:"runners_up,omitempty" example:"3" minimum:"0"`
+	// LabelsPerBox is how many labels one region may be reported with, each as a
+	// detection of its own (default: the model's, 1 for the bundled one; at most
+	// the server's cap, 20 by default). Above 1 it is the per-class output that
+	// COCO-style evaluation expects.
+	LabelsPerBox *int `json:"labels_per_box,omitempty" example:"1" minimum:"1"`
+}
+
+// DetectRequest is the JSON body of POST /v1/detect: one image or a batch.
+type DetectRequest struct {
+	// Image is one base64-encoded image (JPEG, PNG, GIF or WebP).
+	Image Base64Image `json:"image,omitempty" swaggertype:"string" format:"byte"`
+	// Images is a batch of base64-encoded images; the answer has one result each.
+	Images []Base64Image `json:"images,omitempty" swaggertype:"array,string" format:"byte"`
+	DetectOptions
+}
+
+// ImageRequest is the JSON body of POST /v1/images.
+type ImageRequest struct {
+	Image Base64Image `json:"image" swaggertype:"string" format:"byte"`
+}
+
+// ImageSize is an image's size in pixels.
+type ImageSize struct {
+	Width  int `json:"width" example:"640"`
+	Height int `json:"height" example:"480"`
+}
+
+// Timings are per-stage wall times in milliseconds.
+type Timings struct {
+	Queue      float64 `json:"queue"`
+	Decode     float64 `json:"decode"`
+	Preprocess float64 `json:"preprocess"`
+	Backbone   float64 `json:"backbone"`
+	Proposals  float64 `json:"proposals"`
+	RoIAlign   float64 `json:"roi_align"`
+	BoxHead    float64 `json:"box_head"`
+	Scoring    float64 `json:"scoring"`
+	Total      float64 `json:"total"`
+}
+
+// ImageResult is the outcome for one image of a batch: detections or a problem.
+type ImageResult struct {
+	Image      *ImageSize           `json:"image,omitempty"`
+	Detections []detector.Detection `json:"detections"`
+	TimingsMS  *Timings             `json:"timings_ms,omitempty"`
+	Error      *Problem             `json:"error,omitempty"`
+}
+
+// DetectResponse answers POST /v1/detect. A single image fills image,
+// detections and timings_ms; a batch (images) fills results, one per image.
+type DetectResponse struct {
+	Model            string               `json:"model" example:"pictogram-vild-small@3f2a9c1b"`
+	VocabularyDigest string               `json:"vocabulary_digest" example:"sha256:9b1c..."`
+	Image            *ImageSize           `json:"image,omitempty"`
+	Detections       []detector.Detection `json:"detections,omitempty"`
+	TimingsMS        *Timings             `json:"timings_ms,omitempty"`
+	Results          []ImageResult        `json:"results,omitempty"`
+}
+
+// ImageSession answers POST /v1/images and GET /v1/images/{id}.
+type ImageSession struct {
+	ID        string    `json:"id" example:"4f9c2a7e0b1d4c3a8e6f5d2c1b0a9f8e"`
+	Image     ImageSize `json:"image"`
+	Regions   int       `json:"regions" example:"300"`
+	Model     string    `json:"model"`
+	ExpiresAt time.Time `json:"expires_at"`
+	TimingsMS *Timings  `json:"timings_ms,omitempty"`
+}
+
+// VocabularyList answers GET /v1/vocabularies.
+type VocabularyList struct {
+	Vocabularies []vocabulary.Summary `json:"vocabularies"`
+}
+
+// TextEmbeddingRequest is the body of POST /v1/embeddings/text.
+type TextEmbeddingRequest struct {
+	// Texts to embed (1–128 characters each; at most the per-request category cap).
+	Texts []string `json:"texts" example:"mug,red umbrella"`
+}
+
+// TextEmbedding is one text's prompt-ensemble embedding.
+type TextEmbedding struct {
+	Text      string    `json:"text" example:"mug"`
+	Embedding []float32 `json:"embedding"`
+}
+
+// TextEmbeddingResponse answers POST /v1/embeddings/text.
+type TextEmbeddingResponse struct {
+	Model      string          `json:"model"`
+	Dim        int             `json:"dim" example:"256"`
+	Embeddings []TextEmbedding `json:"embeddings"`
+}
+
+// Model describes the served model bundle.
+type Model struct {
+	ID             string   `json:"id" example:"pictogram-vild-small@3f2a9c1b"`
+	Name           string   `json:"name" example:"pictogram-vild-small"`
+	Digest         string   `json:"digest" example:"sha256:3f2a9c1b..."`
+	EmbeddingDim   int      `json:"embedding_dim" example:"256"`
+	Templates      []string `json:"templates"`
+	BaseCategories []string `json:"base_categories"`
+	// Categories is the bundle's default vocabulary, used when a request names none.
+	Categories []string `json:"categories"`
+	// Defaults are the model's post-processing defaults.
+	Defaults detector.Options `json:"-"`
+}
+
+// ModelList answers GET /v1/models.
+type ModelList struct {
+	Models []Model `json:"models"`
+}

@@ -1,0 +1,115 @@
+package vocabulary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vild/vild/detector"
+	"github.com/vild/vild/internal/lru"
+)
+
+// Embedder turns names into L2-normalised text embeddings with the model's
+// prompt templates (textbank.Bank satisfies it).
+type Embedder interface {
+	Embed(ctx context.Context, names []string) ([][]float32, error)
+}
+
+// TemplateEmbedder is implemented by embedders that can use a vocabulary's own
+// prompt templates instead of the model's.
+type TemplateEmbedder interface {
+	EmbedTemplates(ctx context.Context, names, templates []string) ([][]float32, error)
+}
+
+// ErrTemplatesUnsupported: the spec has templates and the embedder takes none.
+var ErrTemplatesUnsupported = errors.New("this model's text encoder does not take custom templates")
+
+// BaseNames returns the set Build marks classes base by: the model's base
+// category names, compared case-insensitively.
+func BaseNames(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[NormName(n)] = true
+	}
+	return m
+}
+
+// Build embeds a spec (categories, their synonyms under the category's label,
+// negatives, per-category thresholds, templates) into the detector's classes.
+// base names the model's base categories (BaseNames). The spec should be
+// canonical (Normalize); its digest becomes the vocabulary's.
+func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (*detector.Vocabulary, error) {
+	var classes []detector.Class
+	add := func(label, text string, negative bool) {
+		classes = append(classes, detector.Class{
+			Label: label, Text: text, Negative: negative,
+			Base:      base[NormName(text)] || base[NormName(label)],
+			Threshold: spec.Thresholds[label],
+		})
+	}
+	for _, c := range spec.Categories {
+		add(c, c, false)
+		for _, s := range spec.Synonyms[c] {
+			add(c, s, false)
+		}
+	}
+	for _, n := range spec.Negatives {
+		add(n, n, true)
+	}
+	if len(classes) == 0 {
+		return nil, detector.ErrEmptyVocabulary
+	}
+	texts := make([]string, len(classes))
+	for i, c := range classes {
+		texts[i] = c.Text
+	}
+	var embs [][]float32
+	var err error
+	if len(spec.Templates) > 0 {
+		te, ok := emb.(TemplateEmbedder)
+		if !ok {
+			return nil, ErrTemplatesUnsupported
+		}
+		embs, err = te.EmbedTemplates(ctx, texts, spec.Templates)
+	} else {
+		embs, err = emb.Embed(ctx, texts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vocabulary: embed: %w", err)
+	}
+	if len(embs) != len(texts) {
+		return nil, fmt.Errorf("vocabulary: embedder returned %d embeddings for %d names", len(embs), len(texts))
+	}
+	for i := range classes {
+		classes[i].Embedding = embs[i]
+	}
+	return &detector.Vocabulary{Classes: classes, Digest: spec.Digest()}, nil
+}
+
+// Builder builds vocabularies for one model and keeps the most recently used
+// ones in memory by digest, so a spec is embedded once while it is in use.
+// It is safe for concurrent use.
+type Builder struct {
+	emb   Embedder
+	base  map[string]bool
+	cache *lru.Cache[string, *detector.Vocabulary]
+}
+
+// NewBuilder returns a Builder over emb for a model with the given base
+// category names, keeping up to cacheSize built vocabularies.
+func NewBuilder(emb Embedder, baseCategories []string, cacheSize int) *Builder {
+	return &Builder{emb: emb, base: BaseNames(baseCategories), cache: lru.New[string, *detector.Vocabulary](cacheSize, 0)}
+}
+
+// Build is Build with the Builder's embedder and base names, cached by digest.
+func (b *Builder) Build(ctx context.Context, spec Spec) (*detector.Vocabulary, error) {
+	if v, _, ok := b.cache.Get(spec.Digest()); ok {
+		return v, nil
+	}
+	v, err := Build(ctx, b.emb, b.base, spec)
+	if err != nil {
+		return nil, err
+	}
+	b.cache.Put(v.Digest, v)
+	return v, nil
+}
