@@ -1,11 +1,14 @@
 // Package api holds the JSON types of vild's HTTP API, shared by the server
 // (package handlers), the command line and clients: requests, responses and
-// the RFC 9457 problem body. It has no behaviour beyond JSON decoding.
+// the RFC 9457 problem body. It has no behaviour beyond JSON decoding and
+// the Error the server answers as a Problem.
 package api
 
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -189,4 +192,34 @@ type Model struct {
 // ModelList answers GET /v1/models.
 type ModelList struct {
 	Models []Model `json:"models"`
+}
+
+// Error is an error with an HTTP status, a problem type slug and a message that
+// is safe to show the client; the server answers it as a Problem. Err, the
+// cause, goes to the server's log only.
+type Error struct {
+	Status     int
+	Slug       string
+	Msg        string
+	Err        error
+	RetryAfter int // seconds; set on 503s
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Slug, e.Msg, e.Err)
+	}
+	return e.Slug + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf is an *Error without a cause.
+func Errorf(status int, slug, format string, args ...any) *Error {
+	return &Error{Status: status, Slug: slug, Msg: fmt.Sprintf(format, args...)}
+}
+
+// BadRequest is a 400 with a client-safe message and the cause for the log.
+func BadRequest(slug, msg string, cause error) *Error {
+	return &Error{Status: http.StatusBadRequest, Slug: slug, Msg: msg, Err: cause}
 }

@@ -16,18 +16,21 @@ import (
 	"github.com/vild/vild/annotate"
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/inference"
+	"github.com/vild/vild/request"
 )
 
 // detectResource is POST /v1/detect.
 type detectResource struct {
-	p      *problems
-	in     *requestReader
-	run    *runner
-	vocabs *resolver
-	opts   *optionRules
-	health *Health
-	model  string
-	log    *slog.Logger
+	p       *problems
+	in      request.Reader
+	run     *inference.Runner
+	vocabs  *resolver
+	opts    *optionRules
+	health  *Health
+	model   string
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 // Routes mounts the resource.
@@ -79,38 +82,38 @@ func (d detectResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	in, err := d.in.readImageInput(w, r, true)
+	in, err := d.in.Image(w, r, true)
 	if err != nil {
 		return err
 	}
-	if want != "application/json" && in.batch {
-		return errorf(http.StatusNotAcceptable, "not-acceptable", "an annotated image answers a single image, not a batch")
+	if want != "application/json" && in.Batch {
+		return api.Errorf(http.StatusNotAcceptable, "not-acceptable", "an annotated image answers a single image, not a batch")
 	}
-	opts, err := d.opts.resolve(in.opts)
+	opts, err := d.opts.resolve(in.Options)
 	if err != nil {
 		return err
 	}
-	vocab, err := d.vocabs.resolve(ctx, in.opts)
+	vocab, err := d.vocabs.resolve(ctx, in.Options)
 	if err != nil {
 		return err
 	}
 	resp := api.DetectResponse{Model: d.model, VocabularyDigest: vocab.Digest}
-	if !in.batch {
-		out, err := d.run.detect(ctx, in.images[0], vocab, opts)
+	if !in.Batch {
+		out, err := d.run.Detect(ctx, in.Images[0], vocab, opts)
 		if err != nil {
 			return err
 		}
 		if want != "application/json" {
 			return d.writeAnnotated(w, want, out)
 		}
-		resp.Image = &api.ImageSize{Width: out.result.Width, Height: out.result.Height}
-		resp.Detections = nonNil(out.result.Detections)
-		resp.TimingsMS = &out.timings
+		resp.Image = &api.ImageSize{Width: out.Result.Width, Height: out.Result.Height}
+		resp.Detections = nonNil(out.Result.Detections)
+		resp.TimingsMS = apiTimings(out.Timings)
 		return writeJSON(w, http.StatusOK, resp)
 	}
-	resp.Results = make([]api.ImageResult, len(in.images))
-	for i, data := range in.images {
-		out, err := d.run.detect(ctx, data, vocab, opts)
+	resp.Results = make([]api.ImageResult, len(in.Images))
+	for i, data := range in.Images {
+		out, err := d.run.Detect(ctx, data, vocab, opts)
 		if err != nil {
 			e := d.p.toError(err)
 			if e.Status >= 500 || e.Status == 499 {
@@ -121,10 +124,18 @@ func (d detectResource) detect(w http.ResponseWriter, r *http.Request) error {
 			resp.Results[i] = api.ImageResult{Detections: []detector.Detection{}, Error: &p}
 			continue
 		}
-		resp.Results[i] = api.ImageResult{Image: &api.ImageSize{Width: out.result.Width, Height: out.result.Height},
-			Detections: nonNil(out.result.Detections), TimingsMS: &out.timings}
+		resp.Results[i] = api.ImageResult{Image: &api.ImageSize{Width: out.Result.Width, Height: out.Result.Height},
+			Detections: nonNil(out.Result.Detections), TimingsMS: apiTimings(out.Timings)}
 	}
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// apiTimings is t in milliseconds.
+func apiTimings(t inference.Timings) *api.Timings {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return &api.Timings{Queue: ms(t.Queue), Decode: ms(t.Decode), Preprocess: ms(t.Preprocess),
+		Backbone: ms(t.Backbone), Proposals: ms(t.Proposals), RoIAlign: ms(t.RoIAlign), BoxHead: ms(t.BoxHead),
+		Scoring: ms(t.Scoring), Total: ms(t.Total)}
 }
 
 func nonNil(ds []detector.Detection) []detector.Detection {
@@ -156,23 +167,23 @@ func (o *optionRules) resolve(req api.DetectOptions) (detector.Options, error) {
 	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
 		opts.Head = detector.Head(req.Head)
 	default:
-		return opts, badRequest("invalid-option", "head must be ensemble, text or image", nil)
+		return opts, api.BadRequest("invalid-option", "head must be ensemble, text or image", nil)
 	}
 	if req.ScoreThreshold != nil {
 		if t := *req.ScoreThreshold; !(t >= 0 && t <= 1) {
-			return opts, badRequest("invalid-option", "score_threshold must be in [0, 1]", nil)
+			return opts, api.BadRequest("invalid-option", "score_threshold must be in [0, 1]", nil)
 		}
 		opts.ScoreThreshold = *req.ScoreThreshold
 	}
 	if req.NMSIoU != nil {
 		if t := *req.NMSIoU; !(t > 0 && t <= 1) {
-			return opts, badRequest("invalid-option", "nms_iou must be in (0, 1]", nil)
+			return opts, api.BadRequest("invalid-option", "nms_iou must be in (0, 1]", nil)
 		}
 		opts.NMSIoU = *req.NMSIoU
 	}
 	if req.MaxDetections != nil {
 		if *req.MaxDetections < 1 {
-			return opts, badRequest("invalid-option", "max_detections must be at least 1", nil)
+			return opts, api.BadRequest("invalid-option", "max_detections must be at least 1", nil)
 		}
 		opts.MaxDetections = *req.MaxDetections
 	}
@@ -181,13 +192,13 @@ func (o *optionRules) resolve(req api.DetectOptions) (detector.Options, error) {
 	}
 	if req.RunnersUp != nil {
 		if *req.RunnersUp < 0 || *req.RunnersUp > cfg.MaxRunnersUp {
-			return opts, badRequest("invalid-option", fmt.Sprintf("runners_up must be 0 to %d", cfg.MaxRunnersUp), nil)
+			return opts, api.BadRequest("invalid-option", fmt.Sprintf("runners_up must be 0 to %d", cfg.MaxRunnersUp), nil)
 		}
 		opts.RunnersUp = *req.RunnersUp
 	}
 	if req.LabelsPerBox != nil {
 		if *req.LabelsPerBox < 1 || *req.LabelsPerBox > cfg.MaxLabelsPerBox {
-			return opts, badRequest("invalid-option", fmt.Sprintf("labels_per_box must be 1 to %d", cfg.MaxLabelsPerBox), nil)
+			return opts, api.BadRequest("invalid-option", fmt.Sprintf("labels_per_box must be 1 to %d", cfg.MaxLabelsPerBox), nil)
 		}
 		opts.LabelsPerBox = *req.LabelsPerBox
 	}
@@ -196,9 +207,9 @@ func (o *optionRules) resolve(req api.DetectOptions) (detector.Options, error) {
 }
 
 // writeAnnotated encodes the annotated picture as PNG or JPEG.
-func (d detectResource) writeAnnotated(w http.ResponseWriter, mediaType string, out *outcome) error {
+func (d detectResource) writeAnnotated(w http.ResponseWriter, mediaType string, out *inference.Outcome) error {
 	t := time.Now()
-	img := annotate.Draw(out.img, out.result.Detections)
+	img := annotate.Draw(out.Image, out.Result.Detections)
 	var buf bytes.Buffer
 	var err error
 	if mediaType == "image/jpeg" {
@@ -209,9 +220,9 @@ func (d detectResource) writeAnnotated(w http.ResponseWriter, mediaType string, 
 	if err != nil {
 		return fmt.Errorf("handlers: encode annotated image: %w", err)
 	}
-	d.run.metrics.stage("encode", time.Since(t))
+	d.metrics.stage("encode", time.Since(t))
 	w.Header().Set("Content-Type", mediaType)
-	w.Header().Set("X-Detections", strconv.Itoa(len(out.result.Detections)))
+	w.Header().Set("X-Detections", strconv.Itoa(len(out.Result.Detections)))
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		return fmt.Errorf("%w: %w", errWritten, err)
@@ -232,7 +243,7 @@ func negotiate(r *http.Request) (string, error) {
 		}
 	}
 	if bestQ <= 0 {
-		return "", errorf(http.StatusNotAcceptable, "not-acceptable", "this route answers application/json, image/png or image/jpeg")
+		return "", api.Errorf(http.StatusNotAcceptable, "not-acceptable", "this route answers application/json, image/png or image/jpeg")
 	}
 	return best, nil
 }

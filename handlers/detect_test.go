@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/vild/vild/annotate"
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/inference"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -476,7 +477,7 @@ func TestPanicsContained(t *testing.T) {
 	e := newEnv(t, func(d *Deps) {
 		d.Detector = det
 		d.Config.Workers, d.Config.QueueLength = 1, 1
-		d.Decoder = DecoderFunc(func(ctx context.Context, data []byte) (image.Image, error) {
+		d.Decoder = inference.DecoderFunc(func(ctx context.Context, data []byte) (image.Image, error) {
 			if string(data) == "boom" {
 				panic("decoder bug")
 			}

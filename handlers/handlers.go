@@ -15,7 +15,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"image"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -28,25 +27,12 @@ import (
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/inference"
 	_ "github.com/vild/vild/openapi" // registers the generated spec for /docs
+	"github.com/vild/vild/request"
 	"github.com/vild/vild/session"
 	"github.com/vild/vild/vocabulary"
 )
-
-// Decoder decodes an untrusted image (imageio.Decoder is the real one): format
-// allowlist by magic bytes, dimensions checked before decoding, first frame
-// only. Its errors wrap imageio's sentinels.
-type Decoder interface {
-	Decode(ctx context.Context, data []byte) (image.Image, error)
-}
-
-// DecoderFunc adapts a function to Decoder.
-type DecoderFunc func(ctx context.Context, data []byte) (image.Image, error)
-
-// Decode calls f.
-func (f DecoderFunc) Decode(ctx context.Context, data []byte) (image.Image, error) {
-	return f(ctx, data)
-}
 
 // Health holds liveness state the command flips: ready after a warm-up
 // inference, draining once shutdown begins.
@@ -71,7 +57,7 @@ func (h *Health) Draining() bool { return h.draining.Load() }
 type Deps struct {
 	Detector detector.Detector
 	Embedder vocabulary.Embedder
-	Decoder  Decoder
+	Decoder  inference.Decoder // imageio.Decoder
 	// NameError is the embedder's error for a name it cannot encode (400).
 	NameError    error
 	Model        api.Model
@@ -108,11 +94,12 @@ func New(deps Deps) (http.Handler, error) {
 		deps.Sessions = session.NewMemory(cfg.MaxSessions, cfg.SessionTTL)
 	}
 	p := &problems{cfg: cfg, log: deps.Logger, metrics: deps.Metrics, nameError: deps.NameError}
-	in := &requestReader{cfg: cfg}
+	in := request.Reader{Limits: request.Limits{MaxBodyBytes: cfg.MaxBodyBytes, MaxJSONImageBytes: cfg.MaxJSONImageBytes,
+		MaxJSONBytes: cfg.MaxJSONBytes, MaxParts: cfg.MaxParts, MaxPartHeaderBytes: cfg.MaxPartHeaderBytes, MaxBatch: cfg.MaxBatch}}
 	m := deps.Metrics
-	run := &runner{
-		detector: deps.Detector, decoder: deps.Decoder, metrics: m,
-		queue: admission.New(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, admission.Gauges{
+	run := &inference.Runner{
+		Detector: deps.Detector, Decoder: deps.Decoder, Observe: m.stage,
+		Queue: admission.New(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, admission.Gauges{
 			Waiting: m.queueDepth, Running: m.inflight, Waited: func(d time.Duration) { m.stage("queue", d) }}),
 	}
 	vocabs := &resolver{builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
@@ -127,11 +114,11 @@ func New(deps Deps) (http.Handler, error) {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(deadline(cfg))
 		r.Mount("/detect", detectResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
-			health: deps.Health, model: deps.Model.ID, log: deps.Logger}.Routes())
+			health: deps.Health, model: deps.Model.ID, log: deps.Logger, metrics: m}.Routes())
 		r.Mount("/vocabularies", vocabulariesResource{p: p, in: in, vocabs: vocabs}.Routes())
 		r.Mount("/images", imagesResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
 			sessions: deps.Sessions, health: deps.Health, model: deps.Model.ID}.Routes())
-		r.Mount("/embeddings", embeddingsResource{p: p, in: in, embedder: deps.Embedder, model: deps.Model}.Routes())
+		r.Mount("/embeddings", embeddingsResource{p: p, in: in, embedder: deps.Embedder, model: deps.Model, cfg: cfg}.Routes())
 		r.Mount("/models", modelsResource{p: p, model: deps.Model}.Routes())
 	})
 	r.Get("/docs", http.RedirectHandler("/docs/index.html", http.StatusMovedPermanently).ServeHTTP)
@@ -140,10 +127,10 @@ func New(deps Deps) (http.Handler, error) {
 		r.Handle("/*", http.FileServerFS(deps.Web))
 	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		p.write(w, r, errorf(http.StatusNotFound, "not-found", "no such route"))
+		p.write(w, r, api.Errorf(http.StatusNotFound, "not-found", "no such route"))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		p.write(w, r, errorf(http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route"))
+		p.write(w, r, api.Errorf(http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed on this route"))
 	})
 	return r, nil
 }
@@ -174,7 +161,7 @@ func deadline(cfg Config) func(http.Handler) http.Handler {
 // healthResource answers the probes.
 type healthResource struct{ health *Health }
 
-var errNotReady = &Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the model is loading"}
+var errNotReady = &api.Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the model is loading"}
 
 // livez godoc
 //
@@ -200,7 +187,7 @@ func (h healthResource) readyz(w http.ResponseWriter, r *http.Request) {
 	if !h.health.Ready() {
 		e := errNotReady
 		if h.health.Draining() {
-			e = &Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the server is shutting down"}
+			e = &api.Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the server is shutting down"}
 		}
 		writeProblem(w, r, e)
 		return

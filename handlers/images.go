@@ -6,14 +6,16 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/inference"
+	"github.com/vild/vild/request"
 	"github.com/vild/vild/session"
 )
 
 // imagesResource is /v1/images: registered images re-scored without the backbone.
 type imagesResource struct {
 	p        *problems
-	in       *requestReader
-	run      *runner
+	in       request.Reader
+	run      *inference.Runner
 	vocabs   *resolver
 	opts     *optionRules
 	sessions session.Store
@@ -54,11 +56,11 @@ func (im imagesResource) create(w http.ResponseWriter, r *http.Request) error {
 	if im.health.Draining() {
 		return errDraining
 	}
-	in, err := im.in.readImageInput(w, r, false)
+	in, err := im.in.Image(w, r, false)
 	if err != nil {
 		return err
 	}
-	regions, tm, err := im.run.register(r.Context(), in.images[0])
+	regions, tm, err := im.run.Register(r.Context(), in.Images[0])
 	if err != nil {
 		return err
 	}
@@ -68,7 +70,7 @@ func (im imagesResource) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", "/v1/images/"+id)
 	return writeJSON(w, http.StatusCreated, api.ImageSession{ID: id, Image: api.ImageSize{Width: regions.Width, Height: regions.Height},
-		Regions: len(regions.Boxes), Model: im.model, ExpiresAt: exp, TimingsMS: &tm})
+		Regions: len(regions.Boxes), Model: im.model, ExpiresAt: exp, TimingsMS: apiTimings(tm)})
 }
 
 // get godoc
@@ -128,7 +130,7 @@ func (im imagesResource) detect(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var o api.DetectOptions
-	if err := im.in.readJSON(w, r, &o); err != nil {
+	if err := im.in.JSON(w, r, &o); err != nil {
 		return err
 	}
 	opts, err := im.opts.resolve(o)
@@ -139,10 +141,10 @@ func (im imagesResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, tm, err := im.run.rescore(r.Context(), regions, vocab, opts)
+	res, tm, err := im.run.Rescore(r.Context(), regions, vocab, opts)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, api.DetectResponse{Model: im.model, VocabularyDigest: vocab.Digest,
-		Image: &api.ImageSize{Width: res.Width, Height: res.Height}, Detections: nonNil(res.Detections), TimingsMS: &tm})
+		Image: &api.ImageSize{Width: res.Width, Height: res.Height}, Detections: nonNil(res.Detections), TimingsMS: apiTimings(tm)})
 }

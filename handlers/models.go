@@ -7,15 +7,17 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/request"
 	"github.com/vild/vild/vocabulary"
 )
 
 // embeddingsResource is /v1/embeddings.
 type embeddingsResource struct {
 	p        *problems
-	in       *requestReader
+	in       request.Reader
 	embedder vocabulary.Embedder
 	model    api.Model
+	cfg      Config
 }
 
 // Routes mounts the resource.
@@ -40,12 +42,12 @@ func (e embeddingsResource) Routes() chi.Router {
 //	@Router			/v1/embeddings/text [post]
 func (e embeddingsResource) text(w http.ResponseWriter, r *http.Request) error {
 	var req api.TextEmbeddingRequest
-	if err := e.in.readJSON(w, r, &req); err != nil {
+	if err := e.in.JSON(w, r, &req); err != nil {
 		return err
 	}
-	cfg := e.in.cfg
+	cfg := e.cfg
 	if len(req.Texts) == 0 || len(req.Texts) > cfg.MaxCategories {
-		return badRequest("invalid-request", fmt.Sprintf("texts must hold 1 to %d entries", cfg.MaxCategories), nil)
+		return api.BadRequest("invalid-request", fmt.Sprintf("texts must hold 1 to %d entries", cfg.MaxCategories), nil)
 	}
 	texts := make([]string, len(req.Texts))
 	for i, t := range req.Texts {

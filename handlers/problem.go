@@ -20,35 +20,7 @@ import (
 	"github.com/vild/vild/vocabulary"
 )
 
-// Error is an error with an HTTP status, a problem type slug and a message that
-// is safe to show the client. Err, the cause, goes to the log only.
-type Error struct {
-	Status     int
-	Slug       string
-	Msg        string
-	Err        error
-	RetryAfter int // seconds; set on 503s
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("%s: %s: %v", e.Slug, e.Msg, e.Err)
-	}
-	return e.Slug + ": " + e.Msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-func errorf(status int, slug, format string, args ...any) *Error {
-	return &Error{Status: status, Slug: slug, Msg: fmt.Sprintf(format, args...)}
-}
-
-// badRequest is a 400 with a client-safe message and the cause for the log.
-func badRequest(slug, msg string, cause error) *Error {
-	return &Error{Status: http.StatusBadRequest, Slug: slug, Msg: msg, Err: cause}
-}
-
-var errDraining = &Error{Status: http.StatusServiceUnavailable, Slug: "draining", Msg: "the server is shutting down"}
+var errDraining = &api.Error{Status: http.StatusServiceUnavailable, Slug: "draining", Msg: "the server is shutting down"}
 
 // domainErrors maps the domain's sentinel errors to problems whose message is
 // the fixed one given here.
@@ -92,46 +64,46 @@ type problems struct {
 	nameError error
 }
 
-// toError classifies any error into an *Error for the client.
-func (p *problems) toError(err error) *Error {
-	var e *Error
+// toError classifies any error into an *api.Error for the client.
+func (p *problems) toError(err error) *api.Error {
+	var e *api.Error
 	if errors.As(err, &e) {
 		return e
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
+		return &api.Error{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
 			Msg: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), Err: err}
 	}
 	var ie *vocabulary.InvalidError
 	if errors.As(err, &ie) {
 		for _, k := range specSlugs {
 			if errors.Is(ie.Kind, k.kind) {
-				return badRequest(k.slug, ie.Msg, err)
+				return api.BadRequest(k.slug, ie.Msg, err)
 			}
 		}
 	}
 	for _, d := range domainErrors {
 		if errors.Is(err, d.err) {
-			return &Error{Status: d.status, Slug: d.slug, Msg: d.msg, Err: err}
+			return &api.Error{Status: d.status, Slug: d.slug, Msg: d.msg, Err: err}
 		}
 	}
 	switch {
 	case errors.Is(err, imageio.ErrTooLarge):
-		return &Error{Status: http.StatusUnprocessableEntity, Slug: "image-too-large",
+		return &api.Error{Status: http.StatusUnprocessableEntity, Slug: "image-too-large",
 			Msg: fmt.Sprintf("image dimensions exceed the limits (side ≤ %d px, ≤ %d pixels)",
 				p.cfg.MaxImageSide, p.cfg.MaxImagePixels), Err: err}
 	case p.nameError != nil && errors.Is(err, p.nameError):
-		return &Error{Status: http.StatusBadRequest, Slug: "invalid-category",
+		return &api.Error{Status: http.StatusBadRequest, Slug: "invalid-category",
 			Msg: "a category name cannot be encoded by this model's tokenizer", Err: err}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Status: http.StatusGatewayTimeout, Slug: "timeout",
+		return &api.Error{Status: http.StatusGatewayTimeout, Slug: "timeout",
 			Msg: fmt.Sprintf("the request did not finish within %s", p.cfg.RequestTimeout), Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, detector.ErrCanceled):
 		// The client went away; 499 as nginx and ollama do. Nobody reads the body.
-		return &Error{Status: 499, Slug: "canceled", Msg: "the request was canceled", Err: err}
+		return &api.Error{Status: 499, Slug: "canceled", Msg: "the request was canceled", Err: err}
 	}
-	return &Error{Status: http.StatusInternalServerError, Slug: "internal",
+	return &api.Error{Status: http.StatusInternalServerError, Slug: "internal",
 		Msg: "internal error", Err: err}
 }
 
@@ -186,7 +158,7 @@ func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
 	writeProblem(w, r, e)
 }
 
-func problemOf(r *http.Request, e *Error) api.Problem {
+func problemOf(r *http.Request, e *api.Error) api.Problem {
 	title := http.StatusText(e.Status)
 	if e.Status == 499 {
 		title = "Client Closed Request"
@@ -209,7 +181,7 @@ func routePattern(r *http.Request) string {
 }
 
 // writeProblem writes e as problem+json; every problem answer goes through it.
-func writeProblem(w http.ResponseWriter, r *http.Request, e *Error) {
+func writeProblem(w http.ResponseWriter, r *http.Request, e *api.Error) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)

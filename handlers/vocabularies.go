@@ -8,6 +8,7 @@ import (
 
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/request"
 	"github.com/vild/vild/vocabulary"
 )
 
@@ -20,17 +21,17 @@ type resolver struct {
 	cfg      Config
 }
 
-var errNoStore = errorf(http.StatusNotFound, "vocabulary-not-found", "this server stores no vocabularies")
+var errNoStore = api.Errorf(http.StatusNotFound, "vocabulary-not-found", "this server stores no vocabularies")
 
 func (v *resolver) resolve(ctx context.Context, o api.DetectOptions) (*detector.Vocabulary, error) {
 	var spec vocabulary.Spec
 	var err error
 	switch {
 	case o.Vocabulary != "" && len(o.Categories) > 0:
-		return nil, badRequest("invalid-request", "give categories or vocabulary, not both", nil)
+		return nil, api.BadRequest("invalid-request", "give categories or vocabulary, not both", nil)
 	case o.Vocabulary != "":
 		if o.Synonyms != nil || o.Negatives != nil || o.Thresholds != nil {
-			return nil, badRequest("invalid-request", "synonyms, negatives and thresholds belong to the stored vocabulary; send categories to override them", nil)
+			return nil, api.BadRequest("invalid-request", "synonyms, negatives and thresholds belong to the stored vocabulary; send categories to override them", nil)
 		}
 		if v.store == nil {
 			return nil, errNoStore
@@ -45,7 +46,7 @@ func (v *resolver) resolve(ctx context.Context, o api.DetectOptions) (*detector.
 			Negatives: o.Negatives, Thresholds: o.Thresholds}, v.limits(v.cfg.MaxCategories))
 	default:
 		if len(v.defaults) == 0 {
-			return nil, badRequest("invalid-category", "give categories or a vocabulary", nil)
+			return nil, api.BadRequest("invalid-category", "give categories or a vocabulary", nil)
 		}
 		spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: v.defaults, Synonyms: o.Synonyms,
 			Negatives: o.Negatives, Thresholds: o.Thresholds}, v.limits(v.cfg.MaxVocabularyCategories))
@@ -63,7 +64,7 @@ func (v *resolver) limits(maxNames int) vocabulary.Limits {
 // vocabulariesResource is /v1/vocabularies.
 type vocabulariesResource struct {
 	p      *problems
-	in     *requestReader
+	in     request.Reader
 	vocabs *resolver
 }
 
@@ -160,7 +161,7 @@ func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	var spec vocabulary.Spec
-	if err := v.in.readJSON(w, r, &spec); err != nil {
+	if err := v.in.JSON(w, r, &spec); err != nil {
 		return err
 	}
 	spec, err = vocabulary.Normalize(spec, v.vocabs.limits(v.vocabs.cfg.MaxVocabularyCategories))

@@ -12,7 +12,7 @@ import (
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
-	"github.com/vild/vild/detector/pipeline"
+	"github.com/vild/vild/pipeline"
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/models"

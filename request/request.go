@@ -1,4 +1,8 @@
-package handlers
+// Package request reads the bodies of vild's API requests: JSON (strict: one
+// value, no unknown fields), streamed multipart with few small parts, or a raw
+// image with options in the query string, each within byte limits checked
+// before and while reading. Its errors are *api.Error, answered as problems.
+package request
 
 import (
 	"bytes"
@@ -16,14 +20,24 @@ import (
 	"github.com/vild/vild/api"
 )
 
-// requestReader parses request bodies within the configured limits.
-type requestReader struct{ cfg Config }
+// Limits bound what a Reader reads.
+type Limits struct {
+	MaxBodyBytes       int64 // raw and multipart bodies
+	MaxJSONImageBytes  int64 // JSON bodies carrying base64 images
+	MaxJSONBytes       int64 // other JSON bodies, and each multipart text field
+	MaxParts           int   // parts of a multipart body
+	MaxPartHeaderBytes int   // header bytes of one part
+	MaxBatch           int   // images of one JSON request
+}
 
-// imageInput is what an image-carrying request was parsed into.
-type imageInput struct {
-	images [][]byte
-	opts   api.DetectOptions
-	batch  bool
+// Reader reads request bodies within its limits.
+type Reader struct{ Limits Limits }
+
+// Input is what an image-carrying request was read into.
+type Input struct {
+	Images  [][]byte
+	Options api.DetectOptions
+	Batch   bool // a JSON batch (images), answered with one result each
 }
 
 // capBody rejects by Content-Length before reading, then caps the reader.
@@ -35,8 +49,8 @@ func capBody(w http.ResponseWriter, r *http.Request, limit int64) error {
 	return nil
 }
 
-// decodeJSON decodes exactly one JSON value, rejecting unknown fields and trailing data.
-func decodeJSON(r io.Reader, v any) error {
+// DecodeJSON decodes exactly one JSON value, rejecting unknown fields and trailing data.
+func DecodeJSON(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -45,16 +59,16 @@ func decodeJSON(r io.Reader, v any) error {
 			return err
 		}
 		if errors.Is(err, io.EOF) {
-			return badRequest("invalid-json", "the request body is empty", err)
+			return api.BadRequest("invalid-json", "the request body is empty", err)
 		}
-		return badRequest("invalid-json", "invalid JSON body: "+jsonMessage(err), err)
+		return api.BadRequest("invalid-json", "invalid JSON body: "+jsonMessage(err), err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return badRequest("invalid-json", "invalid JSON body: trailing data after the JSON value", err)
+		return api.BadRequest("invalid-json", "invalid JSON body: trailing data after the JSON value", err)
 	}
 	return nil
 }
@@ -94,84 +108,84 @@ func mediaType(r *http.Request) (string, map[string]string) {
 	return mt, params
 }
 
-// readImageInput parses an image-carrying body: JSON with base64, multipart
+// Image reads an image-carrying body: JSON with base64, multipart
 // (streamed, few parts, exactly one image) or a raw image body with options in
 // the query string. withOptions allows detection options (POST /v1/detect).
-func (rr *requestReader) readImageInput(w http.ResponseWriter, r *http.Request, withOptions bool) (*imageInput, error) {
+func (rd Reader) Image(w http.ResponseWriter, r *http.Request, withOptions bool) (*Input, error) {
 	mt, _ := mediaType(r)
 	switch {
 	case mt == "application/json":
-		if err := capBody(w, r, rr.cfg.MaxJSONImageBytes); err != nil {
+		if err := capBody(w, r, rd.Limits.MaxJSONImageBytes); err != nil {
 			return nil, err
 		}
 		if withOptions {
 			var req api.DetectRequest
-			if err := decodeJSON(r.Body, &req); err != nil {
+			if err := DecodeJSON(r.Body, &req); err != nil {
 				return nil, err
 			}
-			in := &imageInput{opts: req.DetectOptions}
+			in := &Input{Options: req.DetectOptions}
 			switch {
 			case req.Image != nil && req.Images != nil:
-				return nil, badRequest("invalid-request", "give image or images, not both", nil)
+				return nil, api.BadRequest("invalid-request", "give image or images, not both", nil)
 			case req.Image != nil:
-				in.images = [][]byte{req.Image}
+				in.Images = [][]byte{req.Image}
 			case req.Images != nil:
-				if len(req.Images) == 0 || len(req.Images) > rr.cfg.MaxBatch {
-					return nil, badRequest("invalid-request", fmt.Sprintf("images must hold 1 to %d images", rr.cfg.MaxBatch), nil)
+				if len(req.Images) == 0 || len(req.Images) > rd.Limits.MaxBatch {
+					return nil, api.BadRequest("invalid-request", fmt.Sprintf("images must hold 1 to %d images", rd.Limits.MaxBatch), nil)
 				}
-				in.batch = true
+				in.Batch = true
 				for _, im := range req.Images {
-					in.images = append(in.images, im)
+					in.Images = append(in.Images, im)
 				}
 			}
 			return in.check()
 		}
 		var req api.ImageRequest
-		if err := decodeJSON(r.Body, &req); err != nil {
+		if err := DecodeJSON(r.Body, &req); err != nil {
 			return nil, err
 		}
-		return (&imageInput{images: [][]byte{req.Image}}).check()
+		return (&Input{Images: [][]byte{req.Image}}).check()
 	case mt == "multipart/form-data":
-		if err := capBody(w, r, rr.cfg.MaxBodyBytes); err != nil {
+		if err := capBody(w, r, rd.Limits.MaxBodyBytes); err != nil {
 			return nil, err
 		}
-		return rr.readMultipart(r, withOptions)
+		return rd.readMultipart(r, withOptions)
 	case strings.HasPrefix(mt, "image/") || mt == "application/octet-stream":
-		if err := capBody(w, r, rr.cfg.MaxBodyBytes); err != nil {
+		if err := capBody(w, r, rd.Limits.MaxBodyBytes); err != nil {
 			return nil, err
 		}
-		in := &imageInput{}
+		in := &Input{}
 		if withOptions {
-			opts, err := optionsFromValues(r.URL.Query(), nil)
+			opts, err := OptionsFromValues(r.URL.Query(), nil)
 			if err != nil {
 				return nil, err
 			}
-			in.opts = *opts
+			in.Options = *opts
 		} else if len(r.URL.Query()) > 0 {
-			return nil, badRequest("invalid-request", "this route takes no query parameters", nil)
+			return nil, api.BadRequest("invalid-request", "this route takes no query parameters", nil)
 		}
 		data, err := io.ReadAll(r.Body)
 		if err != nil {
 			return nil, err
 		}
-		in.images = [][]byte{data}
+		in.Images = [][]byte{data}
 		return in.check()
 	case mt == "":
-		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported-content-type",
+		return nil, api.Errorf(http.StatusUnsupportedMediaType, "unsupported-content-type",
 			"set Content-Type: application/json, multipart/form-data or the image's type")
 	default:
-		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported-content-type",
+		return nil, api.Errorf(http.StatusUnsupportedMediaType, "unsupported-content-type",
 			"unsupported Content-Type: use application/json, multipart/form-data or the image's type")
 	}
 }
 
-func (in *imageInput) check() (*imageInput, error) {
-	if len(in.images) == 0 {
-		return nil, badRequest("missing-image", "the request carries no image", nil)
+func (in *Input) check() (*Input, error) {
+	if len(in.Images) == 0 {
+		return nil, api.BadRequest("missing-image", "the request carries no image", nil)
 	}
-	for _, im := range in.images {
+	for _, im := range in.Images {
 		if len(im) == 0 {
-			return nil, badRequest("missing-image", "an image is empty", nil)
+			return nil, api.BadRequest("missing-image", "an image is empty", nil)
 		}
 	}
 	return in, nil
@@ -179,12 +193,12 @@ func (in *imageInput) check() (*imageInput, error) {
 
 // readMultipart streams the parts: no temporary files, at most MaxParts parts,
 // exactly one part named "image", small text fields.
-func (rr *requestReader) readMultipart(r *http.Request, withOptions bool) (*imageInput, error) {
+func (rd Reader) readMultipart(r *http.Request, withOptions bool) (*Input, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return nil, badRequest("invalid-multipart", "invalid multipart body", err)
+		return nil, api.BadRequest("invalid-multipart", "invalid multipart body", err)
 	}
-	in := &imageInput{}
+	in := &Input{}
 	fields := url.Values{}
 	var optionsJSON []byte
 	for n := 0; ; n++ {
@@ -197,39 +211,39 @@ func (rr *requestReader) readMultipart(r *http.Request, withOptions bool) (*imag
 			if errors.As(err, &mbe) {
 				return nil, err
 			}
-			return nil, badRequest("invalid-multipart", "invalid multipart body", err)
+			return nil, api.BadRequest("invalid-multipart", "invalid multipart body", err)
 		}
-		if n >= rr.cfg.MaxParts {
+		if n >= rd.Limits.MaxParts {
 			part.Close()
-			return nil, badRequest("too-many-parts", fmt.Sprintf("a multipart body may have at most %d parts", rr.cfg.MaxParts), nil)
+			return nil, api.BadRequest("too-many-parts", fmt.Sprintf("a multipart body may have at most %d parts", rd.Limits.MaxParts), nil)
 		}
-		if hb := headerBytes(part.Header); hb > rr.cfg.MaxPartHeaderBytes {
+		if hb := headerBytes(part.Header); hb > rd.Limits.MaxPartHeaderBytes {
 			part.Close()
-			return nil, badRequest("invalid-multipart", fmt.Sprintf("a part's headers exceed %d bytes", rr.cfg.MaxPartHeaderBytes), nil)
+			return nil, api.BadRequest("invalid-multipart", fmt.Sprintf("a part's headers exceed %d bytes", rd.Limits.MaxPartHeaderBytes), nil)
 		}
 		name := part.FormName()
 		switch {
 		case name == "image":
-			if len(in.images) > 0 {
+			if len(in.Images) > 0 {
 				part.Close()
-				return nil, badRequest("invalid-multipart", "send exactly one part named image", nil)
+				return nil, api.BadRequest("invalid-multipart", "send exactly one part named image", nil)
 			}
 			data, err := io.ReadAll(part)
 			if err != nil {
 				return nil, multipartErr(err)
 			}
-			in.images = append(in.images, data)
+			in.Images = append(in.Images, data)
 		case withOptions && (name == "options" || slices.Contains(optionFields, name)):
-			data, err := io.ReadAll(io.LimitReader(part, rr.cfg.MaxJSONBytes+1))
+			data, err := io.ReadAll(io.LimitReader(part, rd.Limits.MaxJSONBytes+1))
 			if err != nil {
 				return nil, multipartErr(err)
 			}
-			if int64(len(data)) > rr.cfg.MaxJSONBytes {
-				return nil, badRequest("invalid-multipart", fmt.Sprintf("field %s exceeds %d bytes", name, rr.cfg.MaxJSONBytes), nil)
+			if int64(len(data)) > rd.Limits.MaxJSONBytes {
+				return nil, api.BadRequest("invalid-multipart", fmt.Sprintf("field %s exceeds %d bytes", name, rd.Limits.MaxJSONBytes), nil)
 			}
 			if name == "options" {
 				if optionsJSON != nil {
-					return nil, badRequest("invalid-multipart", "send at most one options field", nil)
+					return nil, api.BadRequest("invalid-multipart", "send at most one options field", nil)
 				}
 				optionsJSON = data
 			} else {
@@ -241,7 +255,7 @@ func (rr *requestReader) readMultipart(r *http.Request, withOptions bool) (*imag
 			if withOptions {
 				want = "image, " + strings.Join(optionFields, ", ") + " or options"
 			}
-			return nil, badRequest("invalid-multipart", "unknown multipart field (want "+want+")", nil)
+			return nil, api.BadRequest("invalid-multipart", "unknown multipart field (want "+want+")", nil)
 		}
 		part.Close()
 	}
@@ -249,15 +263,15 @@ func (rr *requestReader) readMultipart(r *http.Request, withOptions bool) (*imag
 		var base *api.DetectOptions
 		if optionsJSON != nil {
 			base = &api.DetectOptions{}
-			if err := decodeJSON(bytes.NewReader(optionsJSON), base); err != nil {
+			if err := DecodeJSON(bytes.NewReader(optionsJSON), base); err != nil {
 				return nil, err
 			}
 		}
-		opts, err := optionsFromValues(fields, base)
+		opts, err := OptionsFromValues(fields, base)
 		if err != nil {
 			return nil, err
 		}
-		in.opts = *opts
+		in.Options = *opts
 	}
 	return in.check()
 }
@@ -267,7 +281,7 @@ func multipartErr(err error) error {
 	if errors.As(err, &mbe) {
 		return err
 	}
-	return badRequest("invalid-multipart", "invalid multipart body", err)
+	return api.BadRequest("invalid-multipart", "invalid multipart body", err)
 }
 
 func headerBytes(h map[string][]string) int {
@@ -284,17 +298,17 @@ func headerBytes(h map[string][]string) int {
 var optionFields = []string{"categories", "vocabulary", "negatives", "score_threshold", "max_detections",
 	"nms_iou", "head", "runners_up", "labels_per_box"}
 
-// optionsFromValues reads options from query parameters or multipart text
+// OptionsFromValues reads options from query parameters or multipart text
 // fields; list fields are comma-separated or repeated. base holds options
 // already read from an "options" JSON field.
-func optionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOptions, error) {
+func OptionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOptions, error) {
 	o := &api.DetectOptions{}
 	if base != nil {
 		o = base
 	}
 	for k := range v {
 		if !slices.Contains(optionFields, k) {
-			return nil, badRequest("invalid-request", "unknown parameter (want "+
+			return nil, api.BadRequest("invalid-request", "unknown parameter (want "+
 				strings.Join(optionFields[:len(optionFields)-1], ", ")+" or "+optionFields[len(optionFields)-1]+")", nil)
 		}
 	}
@@ -315,7 +329,7 @@ func optionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 			return "", false, nil
 		}
 		if len(vs) > 1 {
-			return "", false, badRequest("invalid-request", key+" given more than once", nil)
+			return "", false, api.BadRequest("invalid-request", key+" given more than once", nil)
 		}
 		return strings.TrimSpace(vs[0]), true, nil
 	}
@@ -346,7 +360,7 @@ func optionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 		if ok {
 			x, err := strconv.ParseFloat(s, 32)
 			if err != nil {
-				return nil, badRequest("invalid-request", f.key+" must be a number", err)
+				return nil, api.BadRequest("invalid-request", f.key+" must be a number", err)
 			}
 			x32 := float32(x)
 			*f.dst = &x32
@@ -363,7 +377,7 @@ func optionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 		if ok {
 			x, err := strconv.Atoi(s)
 			if err != nil {
-				return nil, badRequest("invalid-request", f.key+" must be an integer", err)
+				return nil, api.BadRequest("invalid-request", f.key+" must be an integer", err)
 			}
 			*f.dst = &x
 		}
@@ -371,13 +385,13 @@ func optionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 	return o, nil
 }
 
-// readJSON reads a small JSON body (no images) strictly.
-func (rr *requestReader) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+// JSON reads a small JSON body (no images) strictly.
+func (rd Reader) JSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if mt, _ := mediaType(r); mt != "application/json" {
-		return errorf(http.StatusUnsupportedMediaType, "unsupported-content-type", "send Content-Type: application/json")
+		return api.Errorf(http.StatusUnsupportedMediaType, "unsupported-content-type", "send Content-Type: application/json")
 	}
-	if err := capBody(w, r, rr.cfg.MaxJSONBytes); err != nil {
+	if err := capBody(w, r, rd.Limits.MaxJSONBytes); err != nil {
 		return err
 	}
-	return decodeJSON(r.Body, v)
+	return DecodeJSON(r.Body, v)
 }
