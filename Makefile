@@ -3,7 +3,10 @@ PY      ?= /usr/bin/python3
 export VILD_CACHE   ?= $(CURDIR)/.cache
 export VILD_ORT_LIB ?= $(VILD_CACHE)/onnxruntime/libonnxruntime.so
 
-.PHONY: setup serve test test-go test-python test-web build
+.PHONY: setup serve test test-go test-python test-web build lint
+
+# staticcheck, pinned; run from the Go module proxy like any module.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 setup:
 	bash scripts/setup.sh
@@ -19,8 +22,14 @@ serve:
 # (2) Run every test.
 test: setup test-go test-python test-web
 
-test-go:
+# gofmt, go.mod/go.sum as `go mod tidy` leaves them, vet and staticcheck.
+lint:
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt -w needed:"; echo "$$out"; exit 1; fi
+	go mod tidy -diff
 	go vet ./...
+	go run $(STATICCHECK) ./...
+
+test-go: lint
 	CGO_ENABLED=0 go build ./...
 	go test ./...
 	go test -race -run 'Concurrent' ./ort ./pipeline

@@ -16,7 +16,6 @@ type Metrics struct {
 	inflight   prometheus.Gauge
 	queueDepth prometheus.Gauge
 	rejections *prometheus.CounterVec
-	sessions   prometheus.GaugeFunc
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not registered).

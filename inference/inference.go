@@ -28,7 +28,9 @@ type Decoder interface {
 type DecoderFunc func(ctx context.Context, data []byte) (image.Image, error)
 
 // Decode calls f.
-func (f DecoderFunc) Decode(ctx context.Context, data []byte) (image.Image, error) { return f(ctx, data) }
+func (f DecoderFunc) Decode(ctx context.Context, data []byte) (image.Image, error) {
+	return f(ctx, data)
+}
 
 // Runner runs the detector on the queue's workers.
 type Runner struct {

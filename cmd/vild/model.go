@@ -12,11 +12,11 @@ import (
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
-	"github.com/vild/vild/pipeline"
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/models"
 	"github.com/vild/vild/ort"
+	"github.com/vild/vild/pipeline"
 	"github.com/vild/vild/textbank"
 	"github.com/vild/vild/vocabulary"
 )
