@@ -93,6 +93,13 @@ func TestServeConfig(t *testing.T) {
 			t.Errorf("%v accepted", bad.args)
 		}
 	}
+	// Every bad setting is reported at once, the environment's too.
+	_, err = parseServeConfig([]string{"--workers", "0", "--read-header-timeout", "0s"}, env("VILD_QUEUE", "x"), io.Discard)
+	for _, want := range []string{"--workers", "--read-header-timeout", "VILD_QUEUE"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
 }
 
 func TestDetectConfig(t *testing.T) {
