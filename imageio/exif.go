@@ -3,7 +3,8 @@ package imageio
 import (
 	"encoding/binary"
 	"image"
-	"image/draw"
+
+	"github.com/disintegration/imaging"
 )
 
 // JPEGOrientation returns the EXIF orientation (1–8) stored in a JPEG's APP1
@@ -87,51 +88,24 @@ func tiffOrientation(t []byte) int {
 // Orient returns img transformed so that it displays upright for the given
 // EXIF orientation: 2 mirror, 3 rotate 180°, 4 flip, 5 transpose, 6 rotate 90°
 // clockwise, 7 transverse, 8 rotate 90° counter-clockwise. Orientation 1 (or
-// any other value) returns img unchanged.
+// any other value) returns img unchanged. The transforms are imaging's, which
+// move pixels exactly and return an *image.NRGBA at (0, 0).
 func Orient(img image.Image, orientation int) image.Image {
-	if orientation < 2 || orientation > 8 {
-		return img
+	switch orientation {
+	case 2:
+		return imaging.FlipH(img)
+	case 3:
+		return imaging.Rotate180(img)
+	case 4:
+		return imaging.FlipV(img)
+	case 5:
+		return imaging.Transpose(img)
+	case 6:
+		return imaging.Rotate270(img) // imaging turns counter-clockwise
+	case 7:
+		return imaging.Transverse(img)
+	case 8:
+		return imaging.Rotate90(img)
 	}
-	src := toNRGBA(img)
-	w, h := src.Rect.Dx(), src.Rect.Dy()
-	dw, dh := w, h
-	if orientation >= 5 {
-		dw, dh = h, w
-	}
-	dst := image.NewNRGBA(image.Rect(0, 0, dw, dh))
-	for y := range h {
-		row := src.Pix[y*src.Stride : y*src.Stride+4*w]
-		for x := range w {
-			var dx, dy int
-			switch orientation {
-			case 2:
-				dx, dy = w-1-x, y
-			case 3:
-				dx, dy = w-1-x, h-1-y
-			case 4:
-				dx, dy = x, h-1-y
-			case 5:
-				dx, dy = y, x
-			case 6:
-				dx, dy = h-1-y, x
-			case 7:
-				dx, dy = h-1-y, w-1-x
-			case 8:
-				dx, dy = y, w-1-x
-			}
-			copy(dst.Pix[dy*dst.Stride+4*dx:], row[4*x:4*x+4])
-		}
-	}
-	return dst
-}
-
-// toNRGBA returns img as an *image.NRGBA whose bounds start at (0, 0).
-func toNRGBA(img image.Image) *image.NRGBA {
-	if n, ok := img.(*image.NRGBA); ok && n.Rect.Min == (image.Point{}) {
-		return n
-	}
-	b := img.Bounds()
-	n := image.NewNRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
-	draw.Draw(n, n.Rect, img, b.Min, draw.Src)
-	return n
+	return img
 }
