@@ -39,6 +39,8 @@ var domainErrors = []struct {
 	{vocabulary.ErrBadName, http.StatusBadRequest, "invalid-vocabulary-name", "a vocabulary name is 1–64 of A–Z a–z 0–9 . _ - and starts with a letter or digit"},
 	{vocabulary.ErrTemplatesUnsupported, http.StatusUnprocessableEntity, "templates-unsupported", "this model's text encoder does not take custom templates"},
 	{session.ErrNotFound, http.StatusNotFound, "image-not-found", "no image session with that id (it may have expired)"},
+	{vocabulary.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the shared store is unavailable; retry later"},
+	{session.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the shared store is unavailable; retry later"},
 	{detector.ErrEmptyVocabulary, http.StatusUnprocessableEntity, "empty-vocabulary", "the vocabulary has no categories"},
 }
 

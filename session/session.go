@@ -17,6 +17,9 @@ import (
 // ErrNotFound: no session with that id (it may have expired or been evicted).
 var ErrNotFound = errors.New("no image session with that id")
 
+// ErrUnavailable wraps failures of a shared store that a retry may cure.
+var ErrUnavailable = errors.New("the session store is unavailable")
+
 // Store keeps sessions under random ids, bounded in count and lifetime.
 type Store interface {
 	// Create stores regions under a new id and says when the session expires.

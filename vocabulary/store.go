@@ -48,6 +48,9 @@ var (
 	ErrNotFound     = errors.New("no vocabulary of that name")
 	ErrETagMismatch = errors.New("the vocabulary's ETag does not match")
 	ErrBadName      = errors.New("a vocabulary name is 1–64 of A–Z a–z 0–9 . _ - and starts with a letter or digit")
+	// ErrUnavailable wraps failures of a shared store that a retry may cure
+	// (the store is down or unreachable); nothing was written.
+	ErrUnavailable = errors.New("the vocabulary store is unavailable")
 )
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
