@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages: PyTorch stack for training (with OpenBLAS: without
 # libopenblas0-pthread PyTorch links the reference BLAS and runs ~25x slower),
-# librsvg2-bin to rasterise OpenMoji SVGs, pytest, and Chromium for the web test.
+# librsvg2-bin to rasterise OpenMoji SVGs, pytest, Chromium for the web test,
+# and the real services of the scale-out tests: redis-server and HAProxy (the
+# tests start their own on free loopback ports; a service the package may
+# start on its default port is not used).
 set -euo pipefail
 pkgs=(python3-torch python3-torchvision python3-onnx python3-pil python3-numpy
-      python3-pytest libopenblas0-pthread librsvg2-bin chromium)
+      python3-pytest libopenblas0-pthread librsvg2-bin chromium redis-server haproxy)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
