@@ -27,6 +27,9 @@ type Decoder struct {
 	MaxSide, MaxPixels int
 }
 
+// supported are the formats Decoder takes, whatever else is registered.
+var supported = map[string]bool{"png": true, "jpeg": true, "gif": true}
+
 // Decode decodes data.
 func (d Decoder) Decode(ctx context.Context, data []byte) (img image.Image, err error) {
 	defer func() {
@@ -34,9 +37,9 @@ func (d Decoder) Decode(ctx context.Context, data []byte) (img image.Image, err 
 			img, err = nil, fmt.Errorf("%w: decoder panic: %v", ErrCorrupt, v)
 		}
 	}()
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
-	if errors.Is(err, image.ErrFormat) {
-		return nil, ErrUnsupported
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	if errors.Is(err, image.ErrFormat) || !supported[format] {
+		return nil, ErrUnsupported // other packages in the binary may register more formats (BMP, TIFF)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
