@@ -62,11 +62,14 @@ type Deps struct {
 	NameError    error
 	Model        api.Model
 	Vocabularies vocabulary.Store // nil: vocabulary routes answer 404
-	Sessions     session.Store    // nil: in memory, bounded by Config.MaxSessions and SessionTTL
-	Health       *Health
-	Metrics      *Metrics // nil: metrics are not recorded
-	Logger       *slog.Logger
-	Config       Config
+	// StoreCheck, when set, tells whether a shared store answers; /readyz is
+	// 503 while it does not.
+	StoreCheck func(ctx context.Context) error
+	Sessions   session.Store // nil: in memory, bounded by Config.MaxSessions and SessionTTL
+	Health     *Health
+	Metrics    *Metrics // nil: metrics are not recorded
+	Logger     *slog.Logger
+	Config     Config
 	// Web is the static site served at / (nil: none).
 	Web fs.FS
 }
@@ -104,11 +107,15 @@ func New(deps Deps) (http.Handler, error) {
 	}
 	vocabs := &resolver{builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
 		store: deps.Vocabularies, defaults: deps.Model.Categories, cfg: cfg}
+	if w, ok := deps.Vocabularies.(vocabulary.Watcher); ok {
+		// A vocabulary changed by any replica: its old embeddings leave memory.
+		w.Watch(func(_, oldETag string) { vocabs.builder.Forget(oldETag) })
+	}
 	opts := &optionRules{defaults: deps.Model.Defaults, cfg: cfg}
 
 	r := chi.NewRouter()
 	r.Use(m.instrument, p.recoverer) // instrument outermost: a recovered panic's 500 is counted
-	health := healthResource{health: deps.Health}
+	health := healthResource{health: deps.Health, storeCheck: deps.StoreCheck}
 	r.Get("/livez", health.livez)
 	r.Get("/readyz", health.readyz)
 	r.Route("/v1", func(r chi.Router) {
@@ -159,7 +166,13 @@ func deadline(cfg Config) func(http.Handler) http.Handler {
 }
 
 // healthResource answers the probes.
-type healthResource struct{ health *Health }
+type healthResource struct {
+	health     *Health
+	storeCheck func(ctx context.Context) error
+}
+
+// storeCheckTimeout bounds the shared store's answer to a readiness probe.
+const storeCheckTimeout = time.Second
 
 var errNotReady = &api.Error{Status: http.StatusServiceUnavailable, Slug: "not-ready", Msg: "the model is loading"}
 
@@ -191,6 +204,15 @@ func (h healthResource) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		writeProblem(w, r, e)
 		return
+	}
+	if h.storeCheck != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), storeCheckTimeout)
+		defer cancel()
+		if err := h.storeCheck(ctx); err != nil {
+			writeProblem(w, r, &api.Error{Status: http.StatusServiceUnavailable, Slug: "not-ready",
+				Msg: "the shared store is unavailable"})
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ready\n"))

@@ -110,6 +110,9 @@ func New(cfg Config) (*Bank, error) {
 // Options configure Open.
 type Options struct {
 	CachePath string // bbolt file for the on-disk cache; empty for memory only
+	// Store, when set, is the persistent cache instead of CachePath's file
+	// (a shared one, such as redisstore's); the Bank closes it with itself.
+	Store     Store
 	Workers   int
 	MaxMemory int
 }
@@ -139,8 +142,8 @@ func Open(b *bundle.Bundle, rt ort.Runtime, opts Options) (*Bank, error) {
 	if err != nil {
 		return nil, fmt.Errorf("textbank: open %s: %w", b.Source, err)
 	}
-	var store Store // nil interface: memory only
-	if opts.CachePath != "" {
+	store := opts.Store // nil interface: memory only, unless CachePath
+	if store == nil && opts.CachePath != "" {
 		bs, err := OpenBoltStore(opts.CachePath)
 		if err != nil {
 			sess.Close()

@@ -101,6 +101,10 @@ func NewBuilder(emb Embedder, baseCategories []string, cacheSize int) *Builder {
 	return &Builder{emb: emb, base: BaseNames(baseCategories), cache: lru.New[string, *detector.Vocabulary](cacheSize, 0)}
 }
 
+// Forget drops the built vocabulary of a digest (a stored vocabulary's ETag)
+// from memory, as when another replica replaced or deleted it.
+func (b *Builder) Forget(digest string) { b.cache.Remove(digest) }
+
 // Build is Build with the Builder's embedder and base names, cached by digest.
 func (b *Builder) Build(ctx context.Context, spec Spec) (*detector.Vocabulary, error) {
 	if v, _, ok := b.cache.Get(spec.Digest()); ok {

@@ -43,6 +43,13 @@ type Store interface {
 	Delete(ctx context.Context, name, ifMatch string) error
 }
 
+// Watcher is implemented by stores that several processes share: fn is
+// called with a vocabulary's name and previous ETag ("" when it is new) after
+// any of them writes or deletes it.
+type Watcher interface {
+	Watch(fn func(name, oldETag string))
+}
+
 // Errors of a Store.
 var (
 	ErrNotFound     = errors.New("no vocabulary of that name")

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/ort"
+	"github.com/vild/vild/redisstore"
+	"github.com/vild/vild/textbank"
 )
 
 // modelConfig selects and loads the model.
@@ -21,14 +24,20 @@ type modelConfig struct {
 	ORTLib         string // ONNX Runtime library; empty: ort.DefaultLibraryPath()
 	IntraOpThreads int
 	DataDir        string // on-disk caches and vocabularies
+	// Embeddings, when set, is the text-embedding cache instead of the bbolt
+	// file in DataDir (set by serve from --store, not a flag).
+	Embeddings textbank.Store
 }
 
 // serveConfig is everything `vild serve` is told, validated.
 type serveConfig struct {
 	Addr        string
 	MetricsAddr string // empty: no metrics listener
-	Model       modelConfig
-	API         handlers.Config
+	// Store is where state lives: file://DIR (files, bbolt and memory; the
+	// default, DIR = --data-dir) or redis:// / rediss:// (shared by replicas).
+	Store string
+	Model modelConfig
+	API   handlers.Config
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -93,6 +102,7 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.Addr, "addr", env.str("VILD_ADDR", "127.0.0.1:8080"), "API listen address `HOST:PORT` (VILD_ADDR)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("VILD_METRICS_ADDR", "127.0.0.1:9090"), "listen address of /metrics and /debug/pprof; empty disables (VILD_METRICS_ADDR)")
 	addModelFlags(fs, env, &c.Model)
+	fs.StringVar(&c.Store, "store", env.str("VILD_STORE", ""), "where vocabularies, image sessions and the embedding cache live: `URL` file://DIR (default: file:// + --data-dir) or redis://[user:password@]host:port/db, rediss:// for TLS; the password may come from "+redisstore.PasswordEnv+" (VILD_STORE)")
 	fs.IntVar(&c.API.Workers, "workers", env.int("VILD_WORKERS", 1), "concurrent inferences (VILD_WORKERS)")
 	fs.IntVar(&c.API.QueueLength, "queue", env.int("VILD_QUEUE", 0), "requests waiting for a worker; more get 503 (VILD_QUEUE; 0 = 4 × workers)")
 	fs.DurationVar(&c.API.MaxQueueWait, "max-queue-wait", env.dur("VILD_MAX_QUEUE_WAIT", d.MaxQueueWait), "longest wait for a worker before a 503 (VILD_MAX_QUEUE_WAIT)")
@@ -130,6 +140,20 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		c.Model.IntraOpThreads = max(1, runtime.GOMAXPROCS(0)/max(1, c.API.Workers))
 	}
 	errs := env.errs
+	switch u, err := url.Parse(c.Store); {
+	case c.Store == "":
+		c.Store = "file://" + c.Model.DataDir
+	case err != nil:
+		errs = append(errs, errors.New("--store: not a URL"))
+	case u.Scheme == "file":
+		if u.Host+u.Path == "" {
+			errs = append(errs, errors.New("--store file://DIR needs a directory"))
+		}
+		c.Model.DataDir = u.Host + u.Path
+	case u.Scheme == "redis" || u.Scheme == "rediss":
+	default:
+		errs = append(errs, fmt.Errorf("--store: scheme %q: use file://, redis:// or rediss://", u.Scheme))
+	}
 	if c.Addr == "" {
 		errs = append(errs, errors.New("--addr must not be empty"))
 	}

@@ -74,7 +74,7 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		}
 		cache = filepath.Join(cfg.DataDir, "textbank.db")
 	}
-	bank, err := textbank.Open(b, rt, textbank.Options{CachePath: cache})
+	bank, err := textbank.Open(b, rt, textbank.Options{CachePath: cache, Store: cfg.Embeddings})
 	if err != nil {
 		p.Close()
 		rt.Close()

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vild/vild/handlers"
-	"github.com/vild/vild/vocabulary"
 	"github.com/vild/vild/web"
 )
 
@@ -117,6 +115,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 	}
 
 	start := time.Now()
+	st, err := openStores(ctx, cfg, reg)
+	if err != nil {
+		shutdown()
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer func() {
+		if err := st.close(); err != nil {
+			log.Error("closing the store", "cause", err)
+		}
+	}()
+	cfg.Model.Embeddings = st.embeddings
 	m, err := load(ctx, cfg.Model)
 	if err != nil {
 		shutdown()
@@ -127,15 +136,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 			log.Error("closing the model", "cause", err)
 		}
 	}()
-	store, err := vocabulary.OpenFileStore(filepath.Join(cfg.Model.DataDir, "vocabularies"))
-	if err != nil {
-		shutdown()
-		return fmt.Errorf("serve: %w", err)
-	}
 	api, err := handlers.New(handlers.Deps{
 		Detector: m.Detector, Embedder: m.Embedder,
 		Decoder: imageDecoder(cfg.API), NameError: m.NameError,
-		Model: m.Info, Vocabularies: store, Health: health, Metrics: metrics, Logger: log,
+		Model: m.Info, Vocabularies: st.vocabularies, Sessions: st.sessions, StoreCheck: st.check,
+		Health: health, Metrics: metrics, Logger: log,
 		Config: cfg.API, Web: web.FS(),
 	})
 	if err != nil {
