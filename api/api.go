@@ -124,21 +124,53 @@ type Timings struct {
 
 // ImageResult is the outcome for one image of a batch: detections or a problem.
 type ImageResult struct {
-	Image      *ImageSize           `json:"image,omitempty"`
+	Image *ImageSize `json:"image,omitempty"`
+	// Detections of this image: always present, [] when nothing was found or the image failed.
 	Detections []detector.Detection `json:"detections"`
 	TimingsMS  *Timings             `json:"timings_ms,omitempty"`
 	Error      *Problem             `json:"error,omitempty"`
 }
 
+// MarshalJSON writes detections as [] when there are none.
+func (r ImageResult) MarshalJSON() ([]byte, error) {
+	type plain ImageResult // the fields without this method
+	if r.Detections == nil {
+		r.Detections = []detector.Detection{}
+	}
+	return json.Marshal(plain(r))
+}
+
 // DetectResponse answers POST /v1/detect. A single image fills image,
 // detections and timings_ms; a batch (images) fills results, one per image.
+// Its JSON (MarshalJSON) always carries detections for a single image, [] when
+// there are none, and never for a batch.
 type DetectResponse struct {
-	Model            string               `json:"model" example:"pictogram-vild-small@3f2a9c1b"`
-	VocabularyDigest string               `json:"vocabulary_digest" example:"sha256:9b1c..."`
-	Image            *ImageSize           `json:"image,omitempty"`
-	Detections       []detector.Detection `json:"detections,omitempty"`
-	TimingsMS        *Timings             `json:"timings_ms,omitempty"`
-	Results          []ImageResult        `json:"results,omitempty"`
+	Model            string     `json:"model" example:"pictogram-vild-small@3f2a9c1b"`
+	VocabularyDigest string     `json:"vocabulary_digest" example:"sha256:9b1c..."`
+	Image            *ImageSize `json:"image,omitempty"`
+	// Detections of a single image: always present, [] when nothing was found. Absent from a batch answer (see results).
+	Detections []detector.Detection `json:"detections"`
+	TimingsMS  *Timings             `json:"timings_ms,omitempty"`
+	// Results of a batch (images), one per image in order. Absent for a single image.
+	Results []ImageResult `json:"results,omitempty"`
+}
+
+// MarshalJSON writes detections for a single image ([] for none) and leaves
+// them out of a batch answer, which carries results instead.
+func (r DetectResponse) MarshalJSON() ([]byte, error) {
+	type plain DetectResponse // the fields without this method
+	out := struct {
+		plain
+		Detections *[]detector.Detection `json:"detections,omitempty"` // shadows plain's
+	}{plain: plain(r)}
+	if r.Results == nil {
+		ds := r.Detections
+		if ds == nil {
+			ds = []detector.Detection{}
+		}
+		out.Detections = &ds
+	}
+	return json.Marshal(out)
 }
 
 // ImageSession answers POST /v1/images and GET /v1/images/{id}.

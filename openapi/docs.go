@@ -874,6 +874,7 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "detections": {
+                    "description": "Detections of a single image: always present, [] when nothing was found. Absent from a batch answer (see results).",
                     "type": "array",
                     "items": {
                         "$ref": "#/definitions/detector.Detection"
@@ -887,6 +888,7 @@ const docTemplate = `{
                     "example": "pictogram-vild-small@3f2a9c1b"
                 },
                 "results": {
+                    "description": "Results of a batch (images), one per image in order. Absent for a single image.",
                     "type": "array",
                     "items": {
                         "$ref": "#/definitions/api.ImageResult"
@@ -914,6 +916,7 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "detections": {
+                    "description": "Detections of this image: always present, [] when nothing was found or the image failed.",
                     "type": "array",
                     "items": {
                         "$ref": "#/definitions/detector.Detection"
