@@ -62,7 +62,7 @@ func (e *ImageFieldError) Error() string { return e.Msg }
 
 // DetectOptions choose the vocabulary and post-processing of a detection.
 type DetectOptions struct {
-	// Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary.
+	// Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary. An empty list is answered 422 empty-vocabulary.
 	Categories []string `json:"categories,omitempty" example:"dog,red umbrella,mug"`
 	// Vocabulary names a stored vocabulary (PUT /v1/vocabularies/{name}).
 	Vocabulary string `json:"vocabulary,omitempty" example:"kitchen"`

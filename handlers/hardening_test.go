@@ -5,6 +5,7 @@ import (
 	"image"
 	"image/color"
 	"image/draw"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -86,4 +87,77 @@ func TestDetectNoMatchAnswersEmptyDetections(t *testing.T) {
 			t.Fatalf("batch results %+v", r.Results)
 		}
 	})
+}
+
+// An explicit empty category list answers 422 empty-vocabulary by every body
+// kind; categories left out still mean the model's own vocabulary.
+func TestEmptyCategoriesAnswer422(t *testing.T) {
+	e := newEnv(t, func(d *Deps) { d.Model.Categories = []string{"red", "blue"} })
+	img := scenePNG(t)
+	s := decodeBody[api.ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(img)}))
+	multipart := func(fields ...[2]string) func(t *testing.T) *httptest.ResponseRecorder {
+		return func(t *testing.T) *httptest.ResponseRecorder {
+			body, ct := multipartBody(t, fields, img)
+			return e.do(t, "POST", "/v1/detect", ct, body)
+		}
+	}
+	raw := func(query string) func(t *testing.T) *httptest.ResponseRecorder {
+		return func(t *testing.T) *httptest.ResponseRecorder {
+			return e.do(t, "POST", "/v1/detect"+query, "image/png", bytes.NewReader(img))
+		}
+	}
+	jsonBody := func(path, body string) func(t *testing.T) *httptest.ResponseRecorder {
+		return func(t *testing.T) *httptest.ResponseRecorder { return e.postJSON(t, path, body) }
+	}
+	for _, c := range []struct {
+		name string
+		do   func(t *testing.T) *httptest.ResponseRecorder
+	}{
+		{"json", jsonBody("/v1/detect", `{"image":"`+b64(img)+`","categories":[]}`)},
+		{"json batch", jsonBody("/v1/detect", `{"images":["`+b64(img)+`"],"categories":[]}`)},
+		{"json re-scoring", jsonBody("/v1/images/"+s.ID+"/detect", `{"categories":[]}`)},
+		{"multipart empty field", multipart([2]string{"categories", ""})},
+		{"multipart commas and spaces", multipart([2]string{"categories", " , ,"})},
+		{"multipart options", multipart([2]string{"options", `{"categories":[]}`})},
+		{"multipart options and empty field", multipart([2]string{"options", `{"categories":[]}`}, [2]string{"categories", ","})},
+		{"query empty", raw("?categories=")},
+		{"query commas", raw("?categories=,%20,")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := wantProblem(t, c.do(t), 422, "empty-vocabulary")
+			if !strings.Contains(p.Detail, "leave categories out") {
+				t.Fatalf("detail %q does not say how to get the model's vocabulary", p.Detail)
+			}
+		})
+	}
+	if e.det.ScoreCalls.Load() != 0 {
+		t.Fatal("an empty vocabulary reached the detector")
+	}
+	// Left out: the model's own vocabulary (red, blue).
+	for _, c := range []struct {
+		name string
+		do   func(t *testing.T) *httptest.ResponseRecorder
+	}{
+		{"json", jsonBody("/v1/detect", `{"image":"`+b64(img)+`"}`)},
+		{"json null", jsonBody("/v1/detect", `{"image":"`+b64(img)+`","categories":null}`)},
+		{"json re-scoring", jsonBody("/v1/images/"+s.ID+"/detect", `{}`)},
+		{"multipart", multipart([2]string{"score_threshold", "0.3"})},
+		{"multipart options and a category", multipart([2]string{"options", `{"categories":[]}`}, [2]string{"categories", "red"})},
+		{"query", raw("?score_threshold=0.3")},
+	} {
+		t.Run("left out/"+c.name, func(t *testing.T) {
+			rec := c.do(t)
+			if rec.Code != 200 {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			want := "blue,red"
+			if strings.HasPrefix(c.name, "multipart options and") {
+				want = "red,red"
+			}
+			if got := labels(decodeBody[api.DetectResponse](t, rec).Detections); got != want {
+				t.Fatalf("labels %q, want %q", got, want)
+			}
+		})
+	}
+	wantProblem(t, e.postJSON(t, "/v1/detect", `{"image":"`+b64(img)+`","categories":[],"vocabulary":"v"}`), 400, "invalid-request")
 }

@@ -23,11 +23,18 @@ type resolver struct {
 
 var errNoStore = api.Errorf(http.StatusNotFound, "vocabulary-not-found", "this server stores no vocabularies")
 
+// errEmptyCategories answers categories given as an empty list: leaving them
+// out means the model's own vocabulary, an empty list means nothing to detect.
+var errEmptyCategories = api.Errorf(http.StatusUnprocessableEntity, "empty-vocabulary",
+	"categories is an empty list: give at least one category, or leave categories out for the model's own vocabulary")
+
+// resolve picks the vocabulary of o. Categories given (non-nil, even empty)
+// differ from categories left out (nil): request keeps the difference.
 func (v *resolver) resolve(ctx context.Context, o api.DetectOptions) (*detector.Vocabulary, error) {
 	var spec vocabulary.Spec
 	var err error
 	switch {
-	case o.Vocabulary != "" && len(o.Categories) > 0:
+	case o.Vocabulary != "" && o.Categories != nil:
 		return nil, api.BadRequest("invalid-request", "give categories or vocabulary, not both", nil)
 	case o.Vocabulary != "":
 		if o.Synonyms != nil || o.Negatives != nil || o.Thresholds != nil {
@@ -41,6 +48,8 @@ func (v *resolver) resolve(ctx context.Context, o api.DetectOptions) (*detector.
 			return nil, err
 		}
 		spec = e.Spec // stored specs are canonical
+	case o.Categories != nil && len(o.Categories) == 0:
+		return nil, errEmptyCategories
 	case len(o.Categories) > 0:
 		spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: o.Categories, Synonyms: o.Synonyms,
 			Negatives: o.Negatives, Thresholds: o.Thresholds}, v.limits(v.cfg.MaxCategories))

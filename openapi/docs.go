@@ -677,7 +677,7 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "categories": {
-                    "description": "Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary.",
+                    "description": "Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary. An empty list is answered 422 empty-vocabulary.",
                     "type": "array",
                     "items": {
                         "type": "string"
@@ -769,7 +769,7 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "categories": {
-                    "description": "Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary.",
+                    "description": "Categories to detect (1–128 characters each, deduplicated). Give these or Vocabulary; neither means the model's default vocabulary. An empty list is answered 422 empty-vocabulary.",
                     "type": "array",
                     "items": {
                         "type": "string"

@@ -300,7 +300,8 @@ var optionFields = []string{"categories", "vocabulary", "negatives", "score_thre
 
 // OptionsFromValues reads options from query parameters or multipart text
 // fields; list fields are comma-separated or repeated. base holds options
-// already read from an "options" JSON field.
+// already read from an "options" JSON field. A categories field that is
+// present but empty after splitting gives an empty, non-nil Categories.
 func OptionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOptions, error) {
 	o := &api.DetectOptions{}
 	if base != nil {
@@ -333,8 +334,13 @@ func OptionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 		}
 		return strings.TrimSpace(vs[0]), true, nil
 	}
-	if c := list("categories"); c != nil {
-		o.Categories = append(o.Categories, c...)
+	if _, given := v["categories"]; given {
+		// Present, even empty after splitting, is not absent: an empty list is
+		// answered empty-vocabulary, no categories at all the model's own.
+		o.Categories = append(o.Categories, list("categories")...)
+		if o.Categories == nil {
+			o.Categories = []string{}
+		}
 	}
 	if n := list("negatives"); n != nil {
 		o.Negatives = append(o.Negatives, n...)

@@ -87,7 +87,9 @@
     $("status").textContent = "Detecting…";
     const form = new FormData();
     form.append("image", state.file, "image");
-    form.append("categories", $("categories").value);
+    // Blank: no categories field, so the server uses the model's own
+    // vocabulary (an empty categories field is answered 422).
+    if ($("categories").value.replace(/[\s,]/g, "") !== "") form.append("categories", $("categories").value);
     form.append("score_threshold", $("threshold").value);
     let resp, body;
     try {
