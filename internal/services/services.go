@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,13 +74,38 @@ func WaitTCP(t testing.TB, addr string, within time.Duration) {
 // Process is a server started by a test.
 type Process struct {
 	cmd *exec.Cmd
-	out *bytes.Buffer
+	out *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Start runs a program in the background; the test's cleanup kills it.
 func Start(t testing.TB, path string, args ...string) *Process {
 	t.Helper()
-	p := &Process{cmd: exec.Command(path, args...), out: &bytes.Buffer{}}
+	return StartEnv(t, nil, path, args...)
+}
+
+// StartEnv is Start with extra environment variables (KEY=value).
+func StartEnv(t testing.TB, env []string, path string, args ...string) *Process {
+	t.Helper()
+	p := &Process{cmd: exec.Command(path, args...), out: &syncBuffer{}}
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
