@@ -129,7 +129,7 @@ func decodeOne(data []byte, v any) error {
 // a vocabulary), local image file names, positive image sizes, annotations
 // that refer to listed images and categories with four finite box numbers and
 // a non-negative size. Crowd annotations are refused: the evaluation, like
-// training/vildtrain/evaluate.py, has no ignore regions.
+// training/vildtrain/evaluate/cocoeval.py, has no ignore regions.
 func ParseCOCO(data []byte) (*COCO, error) {
 	var raw rawCOCO
 	if err := decodeOne(data, &raw); err != nil {

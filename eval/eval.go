@@ -1,6 +1,6 @@
 // Package eval measures detections against COCO ground truth: COCO-style box
 // AP@[.5:.95] and AP50 per category, and their means over the novel, base and
-// all categories that have ground truth. It is training/vildtrain/evaluate.py
+// all categories that have ground truth. It is training/vildtrain/evaluate/cocoeval.py
 // in Go, operation for operation, so `vild eval` and the Python table agree:
 //
 //   - per image and category, detections are sorted by score (stable, so
@@ -190,7 +190,7 @@ func Evaluate(gt *COCO, dets []ImageDetections) *Result {
 	return res
 }
 
-// iou is evaluate.py's iou_xywh for one pair, with its order of operations
+// iou is cocoeval.py's iou_xywh for one pair, with its order of operations
 // (the conversions stop fused multiply-adds).
 func iou(d, g [4]float64) float64 {
 	dx2, dy2 := d[0]+d[2], d[1]+d[3]
@@ -205,7 +205,7 @@ func iou(d, g [4]float64) float64 {
 	return 0
 }
 
-// matchImage is evaluate.py's match_image: one image and category.
+// matchImage is cocoeval.py's match_image: one image and category.
 // It returns the kept scores in score order and tp[t][d].
 func matchImage(boxes [][4]float64, scores []float64, gts [][4]float64) ([]float64, [][]bool) {
 	order := make([]int, len(scores))
@@ -251,7 +251,7 @@ func matchImage(boxes [][4]float64, scores []float64, gts [][4]float64) ([]float
 // spacing1 is numpy.spacing(1).
 var spacing1 = math.Nextafter(1, 2) - 1
 
-// averagePrecision is evaluate.py's average_precision for one category.
+// averagePrecision is cocoeval.py's average_precision for one category.
 func averagePrecision(scores []float64, tp [][]bool, numGT int) []float64 {
 	T := len(IoUThresholds)
 	out := make([]float64, T)
@@ -299,7 +299,7 @@ func averagePrecision(scores []float64, tp [][]bool, numGT int) []float64 {
 	return out
 }
 
-// summarize is evaluate.py's summarize for one group.
+// summarize is cocoeval.py's summarize for one group.
 func summarize(cats []CategoryAP, in func(CategoryAP) bool) Group {
 	var all, at50 []float64
 	for _, c := range cats {

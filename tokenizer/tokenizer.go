@@ -4,7 +4,7 @@
 // tokens, context 77).
 //
 // It is equal, id for id, to the Python reference
-// training/vildtrain/clip_tokenizer.py (itself a mirror of OpenAI's
+// training/vildtrain/text/clip_tokenizer.py (itself a mirror of OpenAI's
 // simple_tokenizer.py with Unicode NFC in place of ftfy); golden files under
 // testdata/ pin that, and docs/tokenizer.md describes the algorithm, the file
 // formats and the deviations from CLIP.

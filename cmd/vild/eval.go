@@ -35,11 +35,11 @@ type evalConfig struct {
 
 // evalLabelsPerBox is the evaluation's labels per region: COCO-style
 // per-class output (at the 0.05 score threshold a region's probability
-// allows at most 20 labels), as training/vildtrain/evaluate.py reports
+// allows at most 20 labels), as training/vildtrain/evaluate/evaluate.py reports
 // (docs/decisions/0006-per-class-evaluation.md).
 const evalLabelsPerBox = 20
 
-// evalMethods names each head as training/vildtrain/evaluate.py's table does,
+// evalMethods names each head as training/vildtrain/evaluate/evaluate.py's table does,
 // in its row order.
 var evalMethods = []struct {
 	Head   detector.Head

@@ -1,4 +1,4 @@
-"""Write eval/testdata/golden.json: randomised COCO cases scored by vildtrain.evaluate.
+"""Write eval/testdata/golden.json: randomised COCO cases scored by vildtrain.evaluate.cocoeval.
 
     PYTHONPATH=training /usr/bin/python3 eval/testdata/gen_golden.py
 
@@ -21,7 +21,7 @@ import math
 import os
 import random
 
-from vildtrain import evaluate as ev
+from vildtrain.evaluate import cocoeval as ev
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden.json")
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Writes the golden files of the Go tokenizer tests from the Python reference
-# (training/vildtrain/clip_tokenizer.py) and the committed vocabulary.
+# (training/vildtrain/text/clip_tokenizer.py) and the committed vocabulary.
 #   usage: sh tokenizer/testdata/generate.sh    (from the repository root, or via go generate)
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -4,8 +4,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from vildtrain import assets
-from vildtrain.art import ArtLibrary, crop_to_alpha
+from vildtrain.data import assets, cache
+from vildtrain.data.art import ArtLibrary, crop_to_alpha
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 72">'
        '<circle cx="36" cy="36" r="20" fill="#f00"/></svg>')
@@ -14,11 +14,11 @@ SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 72">'
 @pytest.mark.parametrize("raw,key", [("1F336-FE0F", "1f336"), ("1f336", "1f336"), ("0023-FE0F-20E3", "23-20e3"),
                                      ("23-fe0f-20e3", "23-20e3"), ("1F408-200D-2B1B", "1f408-200d-2b1b")])
 def test_norm_key(raw, key):
-    assert assets.norm_key(raw) == key
+    assert cache.norm_key(raw) == key
 
 
 def test_missing_package_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(assets.MissingAssetError, match="fetch-npm.sh"):
+    with pytest.raises(cache.MissingAssetError, match="fetch-npm.sh"):
         assets.ensure_art(str(tmp_path))
     assert assets.main(["--cache", str(tmp_path)]) == 1
     assert "scripts/fetch-npm.sh" in capsys.readouterr().err
@@ -29,7 +29,7 @@ def test_missing_heldout_art_is_a_clear_error(tmp_path, cache_dir):
     os.symlink(os.path.join(cache_dir, "npm", "emoji-datasource-google"), tmp_path / "npm" / "emoji-datasource-google")
     lib = ArtLibrary(str(tmp_path), styles=("noto", "openmoji"))
     assert lib.has(1, "noto")
-    with pytest.raises(assets.MissingAssetError, match="vildtrain assets"):
+    with pytest.raises(cache.MissingAssetError, match="vildtrain assets"):
         lib.has(1, "openmoji")
 
 
@@ -52,7 +52,7 @@ def test_build_is_idempotent(tmp_path):
     keys = ["1f336", "1f429", "1f999"]  # the last has no source: skipped, not an error
     for style in ("openmoji", "fluent3d"):
         assert assets.build_style(style, keys, str(tmp_path), size=64) == (2, 2)
-        out = assets.art_dir(style, str(tmp_path))
+        out = cache.art_dir(style, str(tmp_path))
         files = sorted(f for f in os.listdir(out) if f.endswith(".png"))
         assert files == ["1f336.png", "1f429.png"]
         mtimes = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in files}
@@ -62,7 +62,7 @@ def test_build_is_idempotent(tmp_path):
         assert im.size == (64, 64) and im.mode == "RGBA"
         assert crop_to_alpha(im).size[0] < 64  # transparent margin cropped away
     # a deleted file is rebuilt once the key set or size changes the stamp
-    os.remove(os.path.join(assets.art_dir("openmoji", str(tmp_path)), "1f429.png"))
+    os.remove(os.path.join(cache.art_dir("openmoji", str(tmp_path)), "1f429.png"))
     assert assets.build_style("openmoji", keys, str(tmp_path), size=48) == (1, 2)
 
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from vildtrain import categories as C
+from vildtrain.data import categories as C
 
 # Changing the vocabulary or its base/novel split must be a deliberate act:
 # regenerate with `python3 -m vildtrain categories --write`, then update this pin.

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from vildtrain import coco
-from vildtrain.categories import load_categories
-from vildtrain.scenes import SceneObject
+from vildtrain.data import coco
+from vildtrain.data.categories import load_categories
+from vildtrain.data.scenes import SceneObject
 
 
 def test_rle_string_known_values():

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vildtrain import infer, losses
-from vildtrain.detector import DetectorConfig, build_detector, init_body_from_miniclip, load_checkpoint
-from vildtrain.miniclip import miniclip_digest
+from vildtrain.models import infer, losses
+from vildtrain.models.detector import DetectorConfig, build_detector, init_body_from_miniclip, load_checkpoint
+from vildtrain.models.miniclip import miniclip_digest
 
 TINY = DetectorConfig(embed_dim=32, stem_channels=8, widths=(16, 16, 16, 16), blocks=(1, 1, 1, 1), fpn_channels=16,
                       head_hidden=32, rpn_batch_per_image=64, box_batch_per_image=64,
@@ -23,7 +23,7 @@ TINY = DetectorConfig(embed_dim=32, stem_channels=8, widths=(16, 16, 16, 16), bl
 def tiny_clip():
     """A small, randomly initialised mini-CLIP: the interface of the real one at a
     fraction of the cost (the smoke tests check mechanics, not accuracy)."""
-    from vildtrain.miniclip import MiniClip, MiniClipConfig
+    from vildtrain.models.miniclip import MiniClip, MiniClipConfig
     torch.manual_seed(1)
     cfg = MiniClipConfig(image_size=32, embed_dim=32, widths=(8, 16, 16, 16), vocab_size=4096, context_length=32,
                          text_width=32, text_layers=1, text_heads=2)
@@ -267,15 +267,16 @@ def test_teacher_embeddings_average_the_two_crops():
 # ---------------------------------------------------------------- training
 
 def _args(out, *extra):
-    from vildtrain.train_detector import build_parser
+    from vildtrain.train.train_detector import build_parser
     return build_parser().parse_args(["--out", str(out), "--batch", "2", "--size", "128", "--procs", "1",
                                       "--warmup", "2", "--log-every", "1", "--lr", "1e-3", "--time-budget", "0",
                                       *extra])
 
 
 def test_training_step_learns_a_fixed_batch():
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import LossWeights, SceneStream, base_categories, collate, make_sampler, train_step
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_data import SceneStream, base_categories, collate
+    from vildtrain.train.detector_step import LossWeights, make_sampler, train_step
     torch.manual_seed(0)
     clip = tiny_clip()
     cats = load_categories()[:80]
@@ -300,8 +301,9 @@ def test_training_step_learns_a_fixed_batch():
 def test_bf16_backbone_step_follows_the_float32_step():
     """--precision bf16: the same loss and backbone gradients as float32 within
     bfloat16's precision, and every weight and gradient stays float32."""
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import LossWeights, SceneStream, base_categories, collate, make_sampler, train_step
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_data import SceneStream, base_categories, collate
+    from vildtrain.train.detector_step import LossWeights, make_sampler, train_step
     torch.manual_seed(0)
     clip = tiny_clip()
     cats = load_categories()[:80]
@@ -328,8 +330,8 @@ def test_bf16_backbone_step_follows_the_float32_step():
 
 
 def test_training_scene_density_is_a_setting():
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import SceneStream, base_categories
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_data import SceneStream, base_categories
     cats = load_categories()[:80]
     _, index = base_categories(cats)
     sparse = SceneStream(3, 10, index, size=128, categories=cats, objects=(1, 1))
@@ -342,8 +344,8 @@ def test_training_scene_density_is_a_setting():
 
 
 def test_grid_scenes_are_an_even_share_of_the_stream():
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import SceneStream, base_categories
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_data import SceneStream, base_categories
     cats = load_categories()[:80]
     _, index = base_categories(cats)
     for f in (0.0, 0.25, 0.5, 1.0):
@@ -364,9 +366,10 @@ def test_grid_scenes_are_an_even_share_of_the_stream():
 
 
 def test_grid_sides_set_the_cells_of_grid_scenes():
-    from vildtrain.categories import load_categories
-    from vildtrain.scenes import GRID_SIDES
-    from vildtrain.train_detector import SceneStream, base_categories, build_parser
+    from vildtrain.data.categories import load_categories
+    from vildtrain.data.scenes import GRID_SIDES
+    from vildtrain.train.detector_data import SceneStream, base_categories
+    from vildtrain.train.train_detector import build_parser
     cats = load_categories()[:80]
     _, index = base_categories(cats)
     assert build_parser().parse_args([]).grid_sides == GRID_SIDES
@@ -385,8 +388,8 @@ def test_grid_sides_set_the_cells_of_grid_scenes():
 
 
 def test_train_smoke_resume_equals_uninterrupted(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_run import train
     clip = tiny_clip()
     cats = load_categories()[:80]  # a smaller vocabulary keeps the text embeddings quick
     assert {c.split for c in cats} == {"base", "novel"}
@@ -396,7 +399,7 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
     assert all(math.isfinite(v) for v in a["final"].values())
     model_a, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
     assert extra["seed"] == 0 and extra["steps"] == 3 and "train_detector" in extra["command"]
-    from vildtrain.train_detector import build_parser
+    from vildtrain.train.train_detector import build_parser
     assert extra["distill_weight"] == build_parser().parse_args([]).distill_weight == 0.25
     # the run names the mini-CLIP it distilled from (in memory here: a digest, no path)
     assert extra["teacher"] == {"digest": miniclip_digest(clip)}
@@ -433,8 +436,8 @@ def test_train_smoke_resume_equals_uninterrupted(tmp_path):
 
 
 def test_train_data_parallel_processes(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_run import train
     args = _args(tmp_path, "--steps", "2")
     args.procs = 2
     summary = train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
@@ -445,8 +448,8 @@ def test_train_data_parallel_processes(tmp_path):
 
 
 def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_run import train
     args = _args(tmp_path, "--steps", "50", "--box-positive-fraction", "0.5", "--roi-canonical-scale", "48",
                  "--head-hidden", "48", "--image-head-hidden", "24", "--box-rois", "40",
                  "--rpn-train-proposals", "120")
@@ -468,8 +471,8 @@ def test_time_budget_ends_the_run_with_a_final_model(tmp_path):
 
 
 def test_head_widths_default_to_the_config_and_refuse_zero(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_run import train
     args = _args(tmp_path, "--steps", "1")
     assert args.head_hidden is None and args.image_head_hidden is None   # the config's widths stay
     for flag in ("--head-hidden", "--image-head-hidden"):
@@ -479,8 +482,8 @@ def test_head_widths_default_to_the_config_and_refuse_zero(tmp_path):
 
 
 def test_roi_canonical_scale_picks_the_pooling_level(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_run import train
     # level floor(4 + log2(side / scale)), clamped to p2..p5
     for scale, side, level in ((224, 48, "p2"), (224, 120, "p3"), (48, 12, "p2"), (48, 24, "p3"), (48, 47, "p3"),
                                (48, 48, "p4"), (48, 95, "p4"), (48, 96, "p5"), (48, 300, "p5")):
@@ -493,8 +496,10 @@ def test_roi_canonical_scale_picks_the_pooling_level(tmp_path):
 
 
 def test_box_positive_fraction_sets_the_labelled_share_of_sampled_rois(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import SceneStream, base_categories, make_sampler, train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_data import SceneStream, base_categories
+    from vildtrain.train.detector_run import train
+    from vildtrain.train.detector_step import make_sampler
     cats = load_categories()[:80]
     _, index = base_categories(cats)
     _, boxes, labels = SceneStream(3, 10, index, size=128, categories=cats, grid_fraction=1.0, grid_sides=(6,))[0]
@@ -529,9 +534,9 @@ def test_box_positive_fraction_sets_the_labelled_share_of_sampled_rois(tmp_path)
 
 def test_diagnose_counts_every_ground_truth_box(tmp_path):
     import json as json_
-    from vildtrain import scenes
-    from vildtrain.categories import load_categories
-    from vildtrain.diagnose import diagnose
+    from vildtrain.data import scenes
+    from vildtrain.data.categories import load_categories
+    from vildtrain.tools.diagnose import diagnose
     cats = load_categories()[:80]
     coco = scenes.write_set(str(tmp_path), "seen", 3, categories=cats)
     model = build_detector(TINY).eval()
@@ -547,7 +552,7 @@ def test_diagnose_counts_every_ground_truth_box(tmp_path):
             assert v is None or 0.0 <= v <= 1.0
             t5 = result["top5"][head][s]
             assert (t5 is None) == (v is None) and (v is None or v <= t5 <= 1.0)
-    from vildtrain.diagnose import size_bin
+    from vildtrain.tools.diagnose import size_bin
     sides = [size_bin((a["bbox"][2] * a["bbox"][3]) ** 0.5) for a in anns]
     assert result["boxes_by_size"] == {b: sides.count(b) for b in result["boxes_by_size"]}
     assert sum(result["boxes_by_size"].values()) == len(anns)
@@ -570,13 +575,13 @@ def test_diagnose_counts_every_ground_truth_box(tmp_path):
 
 
 def test_size_bins_cover_every_side():
-    from vildtrain.diagnose import size_bin
+    from vildtrain.tools.diagnose import size_bin
     assert [size_bin(s) for s in (0.5, 31.9, 32, 64, 127, 128, 4000)] == \
         ["0-32", "0-32", "32-64", "64-128", "64-128", "128+", "128+"]
 
 
 def test_recorded_command_leaves_out_pause_and_resume():
-    from vildtrain.train_detector import reproducing_command
+    from vildtrain.train.detector_run import reproducing_command
     base = "python3 -m vildtrain train_detector --out runs/d --steps 1601 --grid-scenes 0.5"
     assert reproducing_command(base + " --resume") == base
     assert reproducing_command(base + " --max-steps-now 600") == base
@@ -602,12 +607,12 @@ class _Clock:
 
 @pytest.mark.parametrize("refit_every", [5, 0])
 def test_schedule_is_refitted_when_the_machine_slows_down(tmp_path, monkeypatch, capsys, refit_every):
-    from vildtrain import train_detector
-    from vildtrain.categories import load_categories
-    monkeypatch.setattr(train_detector, "time", _Clock(1.0, 3.0, switch_after=15))
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train import detector_run
+    monkeypatch.setattr(detector_run, "time", _Clock(1.0, 3.0, switch_after=15))
     args = _args(tmp_path, "--steps", "60", "--calibrate", "6", "--refit-every", str(refit_every))
     args.time_budget = 1.5  # minutes of the fake clock: 60 one-second steps fit, not at three seconds each
-    summary = train_detector.train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
+    summary = detector_run.train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
     err = capsys.readouterr().err
     assert summary["done"]
     if refit_every:
@@ -621,8 +626,8 @@ def test_schedule_is_refitted_when_the_machine_slows_down(tmp_path, monkeypatch,
 
 
 def test_device_must_be_cpu_or_an_available_cuda_in_one_process(tmp_path):
-    from vildtrain.categories import load_categories
-    from vildtrain.train_detector import train
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.detector_run import train
     cats = load_categories()[:80]
     with pytest.raises(ValueError, match="need cpu or cuda"):
         train(_args(tmp_path, "--steps", "1", "--device", "tpu"), clip=tiny_clip(), categories=cats, cfg=TINY)
@@ -637,12 +642,12 @@ def test_device_must_be_cpu_or_an_available_cuda_in_one_process(tmp_path):
 
 
 def test_schedule_grows_back_when_a_slow_spell_ends(tmp_path, monkeypatch, capsys):
-    from vildtrain import train_detector
-    from vildtrain.categories import load_categories
-    monkeypatch.setattr(train_detector, "time", _Clock(3.0, 1.0, switch_after=12))
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train import detector_run
+    monkeypatch.setattr(detector_run, "time", _Clock(3.0, 1.0, switch_after=12))
     args = _args(tmp_path, "--steps", "60", "--calibrate", "6", "--refit-every", "5")
     args.time_budget = 1.5
-    summary = train_detector.train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
+    summary = detector_run.train(args, clip=tiny_clip(), categories=load_categories()[:80], cfg=TINY)
     err = capsys.readouterr().err
     fitted = [int(line.rsplit("training ", 1)[1].split()[0]) for line in err.splitlines()
               if line.startswith("train_detector:") and "training " in line]
@@ -652,7 +657,7 @@ def test_schedule_grows_back_when_a_slow_spell_ends(tmp_path, monkeypatch, capsy
 
 
 def test_profile_step_times_every_phase_of_a_training_step():
-    from vildtrain.profile_step import PHASES, profile_steps
+    from vildtrain.tools.profile_step import PHASES, profile_steps
     out = profile_steps(freeze=2, scenes=1, steps=1, warmup=0, ops=5)
     assert set(out["phases_ms"]) == set(PHASES)
     assert "Self CPU" in out["ops_table"] and "aten::" in out["ops_table"], out["ops_table"]
@@ -664,7 +669,7 @@ def test_profile_step_times_every_phase_of_a_training_step():
 
 def test_profile_step_precisions_and_poolers_are_lists_of_known_names():
     import argparse
-    from vildtrain.profile_step import _poolers, _precisions
+    from vildtrain.tools.profile_step import _poolers, _precisions
     assert _precisions("fp32,bf16") == ["fp32", "bf16"]
     assert _precisions("bf16") == ["bf16"]
     assert _poolers("torchvision,bag") == ["torchvision", "bag"]
@@ -676,7 +681,7 @@ def test_profile_step_precisions_and_poolers_are_lists_of_known_names():
 
 def test_profile_step_box_rois_sets_the_sampler_of_each_profiled_run(capsys):
     import argparse
-    from vildtrain.profile_step import _box_rois, main, profile_steps
+    from vildtrain.tools.profile_step import _box_rois, main, profile_steps
     assert _box_rois("256,512") == [256, 512]
     for bad in ("0", "256,256", "", "many"):
         with pytest.raises(argparse.ArgumentTypeError):
@@ -690,8 +695,8 @@ def test_profile_step_box_rois_sets_the_sampler_of_each_profiled_run(capsys):
 def test_profile_step_image_head_and_distill_variants(capsys, monkeypatch):
     import argparse
 
-    import vildtrain.train_detector as td
-    from vildtrain.profile_step import _distill, _image_head_hidden, main
+    from vildtrain.tools.profile_step import _distill, _image_head_hidden, main
+    import vildtrain.train.detector_step as td
     assert _image_head_hidden("256,1024") == [256, 1024]
     assert _distill("24+8,48+16") == [(24, 8), (48, 16)]
     for parse, bad in ((_image_head_hidden, "0"), (_image_head_hidden, "64,64"), (_distill, "24"),
@@ -718,7 +723,7 @@ def test_profile_step_image_head_and_distill_variants(capsys, monkeypatch):
 
 
 def test_profile_step_torchvision_pooler_pools_like_the_trainers():
-    from vildtrain.profile_step import torchvision_pooler
+    from vildtrain.tools.profile_step import torchvision_pooler
     model = tiny_model()
     pool = torchvision_pooler(model.roi_pool)
     assert type(pool).__name__ == "MultiScaleRoIAlign" and pool.scales == model.roi_pool.scales
@@ -732,7 +737,7 @@ def test_profile_step_torchvision_pooler_pools_like_the_trainers():
 def test_box_iou_is_torchvision_bit_for_bit():
     from torchvision.ops import box_iou as tv_box_iou
 
-    from vildtrain.detector import box_iou, build_detector
+    from vildtrain.models.detector import box_iou, build_detector
     g = torch.Generator().manual_seed(3)
     for n, m in ((1, 1), (7, 500), (40, 3000)):
         xy1 = torch.rand(n, 2, generator=g) * 300

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from vildtrain.evaluate import IOU_THRESHOLDS, evaluate_detections, iou_xywh, markdown, summarize
+from vildtrain.evaluate.cocoeval import IOU_THRESHOLDS, evaluate_detections, iou_xywh, summarize
+from vildtrain.evaluate.evaluate import markdown
 
 
 def test_iou_xywh():
@@ -87,9 +88,9 @@ def test_evaluate_command_end_to_end_serial_equals_parallel(tmp_path):
     import json
 
     from test_detector import tiny_clip, tiny_model
-    from vildtrain.detector import save_checkpoint
-    from vildtrain.evaluate import main
-    from vildtrain.miniclip import miniclip_digest, save_miniclip
+    from vildtrain.evaluate.evaluate import main
+    from vildtrain.models.detector import save_checkpoint
+    from vildtrain.models.miniclip import miniclip_digest, save_miniclip
 
     save_checkpoint(str(tmp_path / "det.pt"), tiny_model(), extra={"command": "train", "train_seconds": 1.0})
     save_miniclip(tiny_clip(), str(tmp_path / "clip.pt"), half=False)

@@ -1,7 +1,7 @@
 """The exporter writes a complete, self-consistent bundle (docs/bundle.md).
 
 The graphs' numbers under ONNX Runtime are checked against the golden files by
-the Go harness (go test ./detector/pipeline), which has the runtime."""
+the Go harness (go test ./pipeline), which has the runtime."""
 import copy
 import hashlib
 import json
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from test_detector import TINY, tiny_clip, tiny_model
-from vildtrain.detector import backbone_output_names, save_checkpoint
-from vildtrain.export import (GOLDEN_CASES, HALF_MIN_ELEMENTS, ROIS_SAVED, export_bundle, export_graph,
-                              fold_batchnorm, round_to_half, store_half)
-from vildtrain.miniclip import miniclip_digest, teacher_record
-from vildtrain.prompts import TEMPLATES
+from vildtrain.export.export import (GOLDEN_CASES, HALF_MIN_ELEMENTS, ROIS_SAVED, export_bundle, export_graph,
+                                     fold_batchnorm, round_to_half, store_half)
+from vildtrain.models.detector import backbone_output_names, save_checkpoint
+from vildtrain.models.miniclip import miniclip_digest, teacher_record
+from vildtrain.text.prompts import TEMPLATES
 
 RUNTIME = ["backbone.onnx", "box_head.onnx", "text_encoder.onnx", "tokenizer/vocab.json", "tokenizer/merges.txt",
            "background.npy", "category_embeddings.npy"]
@@ -25,7 +25,7 @@ RUNTIME = ["backbone.onnx", "box_head.onnx", "text_encoder.onnx", "tokenizer/voc
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from vildtrain.categories import load_categories
+    from vildtrain.data.categories import load_categories
     tmp = tmp_path_factory.mktemp("bundle")
     model = tiny_model()
     ckpt = str(tmp / "detector.pt")
@@ -139,7 +139,7 @@ def test_golden_cases(bundle):
         # the backbone outputs are what the graph gives for image.npy, with the
         # weights the graph stores (BatchNorm folded, rounded to float16)
         with torch.no_grad():
-            from vildtrain.detector import BackboneGraph
+            from vildtrain.models.detector import BackboneGraph
             outs = BackboneGraph(as_exported(model))(torch.from_numpy(image))
         for name, t in zip(backbone_output_names(TINY), outs):
             np.testing.assert_array_equal(load(out, f"{d}/{name}.npy"), t.numpy())
@@ -209,7 +209,7 @@ def test_folding_batchnorm_keeps_the_outputs():
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     x = torch.randn(1, 3, 128, 128)
-    from vildtrain.detector import BackboneGraph
+    from vildtrain.models.detector import BackboneGraph
     with torch.no_grad():
         before = BackboneGraph(model)(x)
         folded = copy.deepcopy(model)

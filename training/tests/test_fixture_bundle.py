@@ -4,7 +4,7 @@ import os
 
 import onnx
 
-from vildtrain import fixture_bundle
+from vildtrain.export import fixture_bundle
 
 
 def test_fixture_bundle_follows_the_contract(tmp_path):

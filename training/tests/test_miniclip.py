@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from vildtrain import train_clip
-from vildtrain import miniclip as miniclip_module
-from vildtrain.miniclip import (MiniClip, MiniClipConfig, check_teacher, load_miniclip, load_teacher,
-                                miniclip_digest, save_miniclip, teacher_record)
+from vildtrain.models import miniclip as miniclip_module
+from vildtrain.train import train_clip
+from vildtrain.models.miniclip import (MiniClip, MiniClipConfig, check_teacher, load_miniclip, load_teacher,
+                                       miniclip_digest, save_miniclip, teacher_record)
 
 TINY = ["--batch", "8", "--max-categories", "8", "--image-size", "32", "--widths", "8,16,16,32",
         "--text-width", "32", "--text-layers", "1", "--embed-dim", "32", "--backgrounds", "16",
@@ -83,8 +83,8 @@ def test_training_smoke_loss_falls_and_resume_is_exact(tmp_path):
 def test_scene_crop_boxes_match_the_teachers_crops_without_jitter():
     import numpy as np
 
-    from vildtrain.clipdata import jittered_square_boxes
-    from vildtrain.losses import crop_boxes
+    from vildtrain.models.losses import crop_boxes
+    from vildtrain.train.clipdata import jittered_square_boxes
     boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 8.0, 30.0]])
     rng = np.random.default_rng(0)
     for s in (1.0, 1.5):
@@ -96,10 +96,10 @@ def test_scene_crop_boxes_match_the_teachers_crops_without_jitter():
 
 
 def test_scene_bank_is_seeded_and_labels_every_visible_object():
-    from vildtrain.art import STYLES_TRAIN, ArtLibrary
-    from vildtrain.categories import load_categories
-    from vildtrain.clipdata import build_scene_bank
-    from vildtrain.scenes import generate_scene, scene_rng
+    from vildtrain.data.art import STYLES_TRAIN, ArtLibrary
+    from vildtrain.data.categories import load_categories
+    from vildtrain.data.scenes import generate_scene, scene_rng
+    from vildtrain.train.clipdata import build_scene_bank
     cats = load_categories()
     art = ArtLibrary()
     a = build_scene_bank(art, cats, STYLES_TRAIN, 4, seed=11, size=24)

@@ -5,7 +5,7 @@ import torch
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import initLevelMapper
 
-from vildtrain.roialign import BagMultiScaleRoIAlign, bag_roi_align
+from vildtrain.models.roialign import BagMultiScaleRoIAlign, bag_roi_align
 
 NAMES = ["p2", "p3", "p4", "p5"]
 STRIDES = [4, 8, 16, 32]

@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from vildtrain import coco, scenes
-from vildtrain.art import ArtLibrary
-from vildtrain.categories import load_categories
+from vildtrain.data import coco, scenes
+from vildtrain.data.art import ArtLibrary
+from vildtrain.data.categories import load_categories
 
 SEEN = ("noto", "twemoji")
 

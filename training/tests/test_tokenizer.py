@@ -10,8 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from vildtrain import bpe
-from vildtrain import clip_tokenizer as ct
+from vildtrain.text import bpe
+from vildtrain.text import clip_tokenizer as ct
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TESTDATA = os.path.join(REPO, "tokenizer", "testdata")

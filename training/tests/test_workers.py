@@ -14,7 +14,7 @@ LAUNCHER = textwrap.dedent('''
 
     def work(rank, fix, folder):
         if fix:
-            from vildtrain.workers import end_with_launcher
+            from vildtrain.train.workers import end_with_launcher
             end_with_launcher()
         with open(os.path.join(folder, str(rank)), "w") as f:
             f.write(str(os.getpid()))

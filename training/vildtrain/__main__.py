@@ -1,37 +1,55 @@
 """Command-line dispatcher: ``python3 -m vildtrain <command> [args...]``.
 
-A command is the name of a module in this package that defines ``main(argv)``.
+COMMANDS is the whole list: each command names the module whose
+``main(argv) -> int`` runs it, imported only when the command is run (torch
+takes seconds to import). ``python3 -m vildtrain <command> --help`` documents
+each one.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import sys
 
-import vildtrain
+# name -> (module, what it does), in the order of the pipeline
+COMMANDS: dict[str, tuple[str, str]] = {
+    "assets": ("vildtrain.data.assets", "rasterise the held-out art styles into $VILD_CACHE/art"),
+    "categories": ("vildtrain.data.categories", "show the category table, or regenerate it from the npm packages"),
+    "scenes": ("vildtrain.data.scenes", "write a COCO set of generated scenes, or time the generator"),
+    "coco": ("vildtrain.data.coco", "validate a COCO annotations file"),
+    "bpe": ("vildtrain.text.bpe", "train the byte-level BPE tokenizer on the caption corpus"),
+    "clip_tokenizer": ("vildtrain.text.clip_tokenizer", "encode text with CLIP's tokenizer, or write golden ids"),
+    "train_clip": ("vildtrain.train.train_clip", "train the mini-CLIP"),
+    "train_detector": ("vildtrain.train.train_detector", "train the ViLD detector"),
+    "infer": ("vildtrain.models.infer", "detect objects in one image with a trained detector"),
+    "export": ("vildtrain.export.export", "export a trained detector and its mini-CLIP as a vild bundle"),
+    "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),
+    "evaluate": ("vildtrain.evaluate.evaluate", "COCO-style AP of a detector on the held-out scene sets"),
+    "diagnose": ("vildtrain.tools.diagnose", "where a detector's accuracy goes: RPN recall, per-head top-1"),
+    "profile_step": ("vildtrain.tools.profile_step", "where a CPU training step's time goes"),
+}
 
 
 def commands() -> list[str]:
-    names = []
-    for info in pkgutil.iter_modules(vildtrain.__path__):
-        if info.name.startswith("_"):
-            continue
-        names.append(info.name)
-    return sorted(names)
+    return list(COMMANDS)
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: python3 -m vildtrain <command> [args...]", "", "commands:"]
+    lines += [f"  {name:{width}s}  {about}" for name, (_, about) in COMMANDS.items()]
+    lines += ["", "python3 -m vildtrain <command> --help documents each command."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python3 -m vildtrain <command> [args...]\ncommands: " + ", ".join(commands()))
+        print(usage())
         return 0 if argv else 2
     name = argv[0]
-    if name not in commands():
-        print(f"vildtrain: unknown command {name!r}; commands: {', '.join(commands())}", file=sys.stderr)
+    if name not in COMMANDS:
+        print(f"vildtrain: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"vildtrain.{name}")
-    if not hasattr(module, "main"):
-        print(f"vildtrain: {name} has no command-line entry point", file=sys.stderr)
-        return 2
+    module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(argv[1:]) or 0)
 
 

@@ -12,8 +12,8 @@ from typing import Iterable
 
 from PIL import Image
 
-from vildtrain.assets import MissingAssetError, art_dir, cache_root, norm_key, npm_dir
-from vildtrain.categories import Category, Distractor, load_categories, load_distractors
+from vildtrain.data.cache import MissingAssetError, art_dir, cache_root, norm_key, npm_dir
+from vildtrain.data.categories import Category, Distractor, load_categories, load_distractors
 
 STYLES_TRAIN: tuple[str, ...] = ("noto", "twemoji")
 STYLES_HELDOUT: tuple[str, ...] = ("openmoji", "fluent3d")

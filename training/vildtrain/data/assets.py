@@ -1,7 +1,8 @@
-"""Art assets: where the pinned npm packages live, and turning them into PNGs.
+"""Art assets: turning the held-out styles' npm packages into PNGs.
 
 scripts/fetch-npm.sh fetches and integrity-checks the npm tarballs and unpacks
-them under ``$VILD_CACHE/npm/<name>/``. This module does what comes after:
+them under ``$VILD_CACHE/npm/<name>/`` (:mod:`vildtrain.data.cache` says where).
+This module does what comes after:
 
 * rasterises the OpenMoji SVGs of the categories and distractors with
   ``rsvg-convert`` to ``$VILD_CACHE/art/openmoji/<key>.png`` (ART_SIZE px);
@@ -12,7 +13,7 @@ Noto (emoji-datasource-google) and Twemoji (emoji-datasource-twitter) PNGs are
 used in place (64 px). ``python3 -m vildtrain assets`` does it all; a re-run
 is a no-op (a stamp file records what was built).
 
-``<key>`` is :func:`norm_key` of the code points: lower-case hex without
+``<key>`` is :func:`~vildtrain.data.cache.norm_key` of the code points: lower-case hex without
 leading zeros and without FE0F variation selectors, joined by "-".
 """
 from __future__ import annotations
@@ -28,74 +29,10 @@ from typing import Iterable
 
 from PIL import Image
 
+from vildtrain.data.cache import MissingAssetError, art_dir, fluent_sources, norm_key, npm_dir, openmoji_sources
+from vildtrain.data.categories import load_categories, load_distractors
+
 ART_SIZE = 160  # px, side of the rasterised OpenMoji / Fluent 3D images
-
-PACKAGES = {
-    "noto": "emoji-datasource-google",
-    "twemoji": "emoji-datasource-twitter",
-    "emojibase": "emojibase-data",
-    "openmoji": "openmoji",
-    "fluent3d": "@lobehub/fluent-emoji-3d",
-}
-
-
-class MissingAssetError(RuntimeError):
-    """An npm package or a derived art folder is not where it should be."""
-
-
-def repo_root() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.dirname(os.path.dirname(here))
-
-
-def cache_root(cache_dir: str | None = None) -> str:
-    """$VILD_CACHE, default <repo>/.cache."""
-    if cache_dir:
-        return cache_dir
-    return os.environ.get("VILD_CACHE") or os.path.join(repo_root(), ".cache")
-
-
-def npm_dir(package: str, cache_dir: str | None = None, check: str | None = None) -> str:
-    """Directory of an unpacked npm package; raises MissingAssetError if absent.
-
-    ``check`` is a path inside the package that must exist too.
-    """
-    d = os.path.join(cache_root(cache_dir), "npm", package)
-    probe = os.path.join(d, check) if check else d
-    if not os.path.exists(probe):
-        raise MissingAssetError(
-            f"npm package {package} is missing ({probe} not found); "
-            f"run scripts/fetch-npm.sh (or make setup) first"
-        )
-    return d
-
-
-def norm_key(codepoints: str) -> str:
-    """Canonical file key: '1F336-FE0F' and '1f336' both give '1f336'; '0023' gives '23'."""
-    parts = [p for p in codepoints.replace("_", "-").lower().split("-") if p]
-    return "-".join(format(int(p, 16), "x") for p in parts if p != "fe0f")
-
-
-def art_dir(style: str, cache_dir: str | None = None) -> str:
-    return os.path.join(cache_root(cache_dir), "art", style)
-
-
-def _index(folder: str, suffix: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name in os.listdir(folder):
-        if name.endswith(suffix):
-            out.setdefault(norm_key(name[: -len(suffix)]), os.path.join(folder, name))
-    return out
-
-
-def openmoji_sources(cache_dir: str | None = None) -> dict[str, str]:
-    """norm_key -> OpenMoji colour SVG path."""
-    return _index(os.path.join(npm_dir("openmoji", cache_dir, "color/svg"), "color", "svg"), ".svg")
-
-
-def fluent_sources(cache_dir: str | None = None) -> dict[str, str]:
-    """norm_key -> Fluent 3D WebP path."""
-    return _index(os.path.join(npm_dir("@lobehub/fluent-emoji-3d", cache_dir, "assets"), "assets"), ".webp")
 
 
 def _rasterise_svg(src: str, dst: str, size: int) -> None:
@@ -120,8 +57,6 @@ def _decode_webp(src: str, dst: str, size: int) -> None:
 
 def wanted_keys() -> list[str]:
     """norm_keys of every category and distractor (the art that scenes use)."""
-    from vildtrain.categories import load_categories, load_distractors
-
     keys = {norm_key(c.codepoints) for c in load_categories()}
     keys |= {norm_key(d.codepoints) for d in load_distractors()}
     return sorted(keys)
@@ -194,5 +129,4 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["ART_SIZE", "MissingAssetError", "cache_root", "npm_dir", "norm_key", "art_dir", "build_style",
-           "ensure_art", "main"]
+__all__ = ["ART_SIZE", "wanted_keys", "build_style", "ensure_art", "main"]

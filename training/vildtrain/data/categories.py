@@ -34,7 +34,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from vildtrain.assets import MissingAssetError, norm_key, npm_dir, repo_root
+from vildtrain.data.cache import MissingAssetError, fluent_sources, norm_key, npm_dir, openmoji_sources
+from vildtrain.paths import TRAINING_DIR
 
 TIER_SALT = "vild-tier-v1:"
 RARE_FRACTION = 0.25
@@ -144,7 +145,7 @@ class Category:
 
     @property
     def key(self) -> str:
-        """File key of the art (see assets.norm_key)."""
+        """File key of the art (see cache.norm_key)."""
         return norm_key(self.codepoints)
 
     @property
@@ -165,7 +166,7 @@ class Distractor:
 
 
 def data_dir() -> str:
-    return os.path.join(repo_root(), "training", "data")
+    return os.path.join(TRAINING_DIR, "data")
 
 
 def default_path() -> str:
@@ -244,8 +245,6 @@ def _datasource(cache_dir: str | None) -> list[dict]:
 
 
 def _art_present(cache_dir: str | None) -> dict[str, set[str]]:
-    from vildtrain.assets import fluent_sources, openmoji_sources
-
     out = {"noto": set(), "twemoji": set()}
     for style, pkg, sub in (("noto", "emoji-datasource-google", "img/google/64"),
                             ("twemoji", "emoji-datasource-twitter", "img/twitter/64")):

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from vildtrain.categories import Category
+from vildtrain.data.categories import Category
 
 FREQUENCY_LETTER = {"frequent": "f", "common": "c", "rare": "r"}
 

@@ -38,8 +38,9 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from vildtrain.art import STYLES_TRAIN, ArtLibrary
-from vildtrain.categories import Category, load_categories
+from vildtrain.data.art import STYLES_TRAIN, ArtLibrary
+from vildtrain.data.cache import MissingAssetError
+from vildtrain.data.categories import Category, load_categories
 
 MIN_VISIBLE = 0.35   # fraction of an object's own mask that must stay visible for it to be labelled
 MIN_BOX = 4          # px, smallest box side kept
@@ -559,7 +560,7 @@ def write_set(out_dir: str, name: str, count: int, seed: int | None = None, size
     so evaluations in different languages see the same input."""
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"scenes: image format {image_format!r}: png or jpeg")
-    from vildtrain import coco
+    from vildtrain.data import coco
 
     seed, styles, label_novel = set_config(name, seed)
     categories = categories if categories is not None else load_categories()
@@ -638,7 +639,6 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.out:
         p.error("--out is required")
-    from vildtrain.assets import MissingAssetError
     t0 = time.time()
     try:
         data = write_set(args.out, args.set, args.count, args.seed, args.size, image_format=args.format,

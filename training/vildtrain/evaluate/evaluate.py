@@ -5,7 +5,7 @@
 
 For each set (seen styles, OpenMoji, Fluent 3D; written by ``python3 -m vildtrain
 scenes --set NAME --out DATA/NAME`` when missing) every image is run once through
-the detector (:func:`vildtrain.infer.regions`) and scored four ways against the
+the detector (:func:`vildtrain.models.infer.regions`) and scored four ways against the
 WHOLE vocabulary (every category, as LVIS does): ViLD-text, ViLD-image,
 ViLD-ensemble, and the mini-CLIP on cropped proposals. Reported: AP@[.5:.95]
 and AP50 averaged over the novel, base and all categories that have ground
@@ -18,19 +18,8 @@ that reaches the threshold (``--labels-per-box 20``; 20 labels at 0.05 exhaust
 a region's probability), each a detection of its own. ``--labels-per-box 1``
 measures the server's default output, each region's best label only.
 
-The metric is COCO's (pycocotools ``COCOeval``, bbox, area "all", maxDets 100),
-re-implemented in NumPy:
-
-* per image and category, detections sorted by score (stable) and cut to 100;
-* for each IoU threshold t in 0.50:0.05:0.95, each detection in score order is
-  matched to the unmatched ground truth with the highest IoU >= t (boxes as
-  x, y, w, h without the +1 of the old VOC code); unmatched detections are
-  false positives; there are no crowd or ignored boxes in these sets;
-* per category, the detections of all images are merged and sorted by score
-  (stable), precision is made monotonically non-increasing from the right and
-  sampled at the 101 recall points 0:0.01:1 (``searchsorted`` left; a recall
-  point beyond the last reached recall gets precision 0); AP is the mean;
-* categories without ground truth are left out of every mean.
+The metric is COCO's box AP, re-implemented in NumPy in
+:mod:`vildtrain.evaluate.cocoeval` (its docstring gives the details).
 """
 from __future__ import annotations
 
@@ -41,13 +30,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-MAX_DETS = 100
+from vildtrain.evaluate.cocoeval import evaluate_detections, summarize
+
 # Labels one region may be reported with: COCO-style per-class output (every
 # label scoring at least 0.05 is at most 20 labels; docs/decisions/0006).
 EVAL_LABELS_PER_BOX = 20
@@ -55,112 +42,6 @@ METHODS: list[tuple[str, str]] = [("ViLD-text", "text"), ("ViLD-image", "image")
                                   ("mini-CLIP on crops", "clip")]
 SETS: list[tuple[str, str]] = [("seen", "seen styles"), ("openmoji", "OpenMoji"), ("fluent3d", "Fluent 3D")]
 
-
-# ---------------------------------------------------------------- COCO AP
-
-def iou_xywh(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU matrix [len(dt), len(gt)] of x, y, w, h boxes."""
-    if len(dt) == 0 or len(gt) == 0:
-        return np.zeros((len(dt), len(gt)))
-    dx1, dy1 = dt[:, 0:1], dt[:, 1:2]
-    dx2, dy2 = dx1 + dt[:, 2:3], dy1 + dt[:, 3:4]
-    gx1, gy1 = gt[:, 0], gt[:, 1]
-    gx2, gy2 = gx1 + gt[:, 2], gy1 + gt[:, 3]
-    iw = np.clip(np.minimum(dx2, gx2) - np.maximum(dx1, gx1), 0, None)
-    ih = np.clip(np.minimum(dy2, gy2) - np.maximum(dy1, gy1), 0, None)
-    inter = iw * ih
-    union = (dt[:, 2:3] * dt[:, 3:4]) + (gt[:, 2] * gt[:, 3]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def match_image(dt_boxes: np.ndarray, dt_scores: np.ndarray, gt_boxes: np.ndarray,
-                thresholds: np.ndarray = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
-    """One image, one category: (scores of the kept detections, tp [T, D] bool)."""
-    order = np.argsort(-dt_scores, kind="mergesort")[:MAX_DETS]
-    dt_boxes, dt_scores = dt_boxes[order], dt_scores[order]
-    ious = iou_xywh(dt_boxes, gt_boxes)
-    tp = np.zeros((len(thresholds), len(dt_boxes)), bool)
-    for ti, t in enumerate(thresholds):
-        taken = np.zeros(len(gt_boxes), bool)
-        for d in range(len(dt_boxes)):
-            best, m = min(t, 1 - 1e-10), -1
-            for g in range(len(gt_boxes)):
-                if taken[g] or ious[d, g] < best:
-                    continue
-                best, m = ious[d, g], g
-            if m >= 0:
-                taken[m] = True
-                tp[ti, d] = True
-    return dt_scores, tp
-
-
-def average_precision(scores: list[np.ndarray], tps: list[np.ndarray], num_gt: int) -> np.ndarray:
-    """Per IoU threshold AP [T] of one category from its per-image matches; NaN when num_gt == 0."""
-    if num_gt == 0:
-        return np.full(len(IOU_THRESHOLDS), np.nan)
-    if not scores or sum(len(s) for s in scores) == 0:
-        return np.zeros(len(IOU_THRESHOLDS))
-    s = np.concatenate(scores)
-    tp = np.concatenate(tps, axis=1)
-    order = np.argsort(-s, kind="mergesort")
-    tp = tp[:, order]
-    tp_sum = np.cumsum(tp, axis=1, dtype=np.float64)
-    fp_sum = np.cumsum(~tp, axis=1, dtype=np.float64)
-    out = np.zeros(tp.shape[0])
-    for t in range(tp.shape[0]):
-        rc = tp_sum[t] / num_gt
-        pr = tp_sum[t] / (tp_sum[t] + fp_sum[t] + np.spacing(1))
-        pr = np.maximum.accumulate(pr[::-1])[::-1]
-        inds = np.searchsorted(rc, RECALL_POINTS, side="left")
-        q = np.where(inds < len(pr), pr[np.minimum(inds, len(pr) - 1)], 0.0)
-        out[t] = q.mean()
-    return out
-
-
-def evaluate_detections(gts: dict[int, list[tuple[int, list[float]]]],
-                        dts: dict[int, list[tuple[int, list[float], float]]],
-                        category_ids: list[int]) -> dict[int, np.ndarray]:
-    """COCO bbox AP per category.
-
-    gts: image id -> [(category id, [x, y, w, h])]; dts: image id -> [(category id,
-    [x, y, w, h], score)]. Returns category id -> AP per IoU threshold [10] (NaN
-    for categories without ground truth)."""
-    per_cat_scores: dict[int, list[np.ndarray]] = {c: [] for c in category_ids}
-    per_cat_tps: dict[int, list[np.ndarray]] = {c: [] for c in category_ids}
-    num_gt = {c: 0 for c in category_ids}
-    wanted = set(category_ids)
-    for img in set(gts) | set(dts):
-        g_by: dict[int, list[list[float]]] = {}
-        for c, box in gts.get(img, []):
-            if c in wanted:
-                g_by.setdefault(c, []).append(box)
-                num_gt[c] += 1
-        d_by: dict[int, tuple[list, list]] = {}
-        for c, box, score in dts.get(img, []):
-            if c in wanted:
-                d_by.setdefault(c, ([], []))
-                d_by[c][0].append(box)
-                d_by[c][1].append(score)
-        for c, (boxes, scores) in d_by.items():
-            g = np.asarray(g_by.get(c, []), np.float64).reshape(-1, 4)
-            s, tp = match_image(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64), g)
-            per_cat_scores[c].append(s)
-            per_cat_tps[c].append(tp)
-    return {c: average_precision(per_cat_scores[c], per_cat_tps[c], num_gt[c]) for c in category_ids}
-
-
-def summarize(ap: dict[int, np.ndarray], groups: dict[str, list[int]]) -> dict[str, dict[str, float]]:
-    """Mean AP@[.5:.95] and AP50 over each group's categories with ground truth."""
-    out = {}
-    for name, ids in groups.items():
-        rows = np.array([ap[c] for c in ids if c in ap and not np.isnan(ap[c][0])]).reshape(-1, len(IOU_THRESHOLDS))
-        out[name] = {"AP": float(rows.mean()) if len(rows) else float("nan"),
-                     "AP50": float(rows[:, 0].mean()) if len(rows) else float("nan"),
-                     "categories": int(len(rows))}
-    return out
-
-
-# ---------------------------------------------------------------- running
 
 @dataclass
 class SceneSet:
@@ -189,7 +70,7 @@ def ensure_set(data_dir: str, name: str, count: int) -> SceneSet:
             keep = {im["id"] for im in s.images}
             s.gts = {k: v for k, v in s.gts.items() if k in keep}
             return s
-    from vildtrain.scenes import write_set
+    from vildtrain.data.scenes import write_set
     print(f"evaluate: writing {count} scenes of set {name} to {root}", file=sys.stderr, flush=True)
     write_set(root, name, count, progress=True)
     return load_set(root, name)
@@ -200,7 +81,7 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
             methods: list[tuple[str, str]] = METHODS, log_every: int = 50,
             labels_per_box: int | None = None) -> dict[str, dict]:
     """Detections of every method on every image of a set -> {method: dts}."""
-    from vildtrain.infer import detect, regions
+    from vildtrain.models.infer import detect, regions
     dts: dict[str, dict] = {m: {} for _, m in methods}
     t0 = time.time()
     for i, im in enumerate(s.images):
@@ -252,9 +133,9 @@ def _shard(job: tuple) -> dict[str, dict]:
     """One process's share of a set (run under ``ProcessPoolExecutor``)."""
     checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads, labels_per_box = job
     torch.set_num_threads(threads)
-    from vildtrain.detector import load_checkpoint
-    from vildtrain.infer import Vocabulary
-    from vildtrain.miniclip import load_miniclip
+    from vildtrain.models.detector import load_checkpoint
+    from vildtrain.models.infer import Vocabulary
+    from vildtrain.models.miniclip import load_miniclip
     model, _ = load_checkpoint(checkpoint)
     clip = load_miniclip(miniclip)
     vocab = Vocabulary(labels, torch.from_numpy(embeddings), base)
@@ -282,7 +163,7 @@ def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, 
 
 
 def main(argv: list[str]) -> int:
-    from vildtrain.miniclip import MINICLIP_HELP
+    from vildtrain.models.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt",
                     help="a final detector.pt, or a run's checkpoint.pt to evaluate it before it ends")
@@ -301,10 +182,10 @@ def main(argv: list[str]) -> int:
     if args.labels_per_box < 1:
         ap.error(f"--labels-per-box must be at least 1, not {args.labels_per_box}")
     torch.set_num_threads(2)
-    from vildtrain.categories import load_categories
-    from vildtrain.detector import load_checkpoint
-    from vildtrain.infer import category_vocabulary
-    from vildtrain.miniclip import load_teacher, miniclip_digest
+    from vildtrain.data.categories import load_categories
+    from vildtrain.models.detector import load_checkpoint
+    from vildtrain.models.infer import category_vocabulary
+    from vildtrain.models.miniclip import load_teacher, miniclip_digest
     model, extra = load_checkpoint(args.checkpoint)
     clip, clip_path = load_teacher(extra, args.miniclip)
     cats = load_categories()

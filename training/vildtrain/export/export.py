@@ -8,7 +8,7 @@ dynamic axes, each passing ``onnx.checker``; the detector graphs store their
 weights as float16, see :func:`store_half`), the tokenizer files,
 ``background.npy``, ``category_embeddings.npy`` (prompt ensemble of every
 category), ``golden/`` (PyTorch reference numbers for several images and for the
-text encoder, computed by :mod:`vildtrain.infer`) and ``manifest.json`` with
+text encoder, computed by :mod:`vildtrain.models.infer`) and ``manifest.json`` with
 every number, the training command and seed, and the SHA-256 of every file.
 
 ONNX Runtime is not available to Python here; the Go test suite (``go test
@@ -31,9 +31,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vildtrain.detector import BackboneGraph, DetectorConfig, VildDetector, backbone_output_names, load_checkpoint
-from vildtrain.infer import Vocabulary, detect, regions
-from vildtrain.prompts import TEMPLATES
+from vildtrain.models.detector import (BackboneGraph, DetectorConfig, VildDetector, backbone_output_names,
+                                       load_checkpoint)
+from vildtrain.models.infer import Vocabulary, detect, regions
+from vildtrain.paths import PACKAGE_DIR
+from vildtrain.text.prompts import TEMPLATES
 
 OPSET = 17
 FORMAT = "vild-bundle/1"
@@ -178,9 +180,9 @@ def export_graphs(model: VildDetector, clip, out: str) -> None:
 
 def golden_images(cache_dir: str | None = None) -> dict[str, Image.Image]:
     """The golden cases' images, drawn from the held-out scene generators."""
-    from vildtrain.art import ArtLibrary
-    from vildtrain.categories import load_categories
-    from vildtrain.scenes import HELDOUT_SETS, generate_scene, scene_rng
+    from vildtrain.data.art import ArtLibrary
+    from vildtrain.data.categories import load_categories
+    from vildtrain.data.scenes import HELDOUT_SETS, generate_scene, scene_rng
     cats = load_categories()
     out = {}
     for i, (name, set_name, crop, size) in enumerate(GOLDEN_CASES):
@@ -239,7 +241,7 @@ def write_text_golden(out: str, clip, tokenizer, names: list[str]) -> None:
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+                              cwd=PACKAGE_DIR).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
@@ -281,9 +283,9 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     """Write the bundle to ``out`` (replaced if it exists); returns the manifest. The
     mini-CLIP is ``clip``, else the checkpoint at ``miniclip`` checked against the one the
     detector records (``load_teacher``), else that recorded one."""
-    from vildtrain import clip_tokenizer
+    from vildtrain.text import clip_tokenizer
     if categories is None:
-        from vildtrain.categories import load_categories
+        from vildtrain.data.categories import load_categories
         categories = load_categories()
     model, extra = load_checkpoint(checkpoint)
     # The detector's graphs store their weights as float16 (docs/bundle.md): fold the
@@ -292,7 +294,7 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     fold_batchnorm(model)
     for part in (model.backbone, model.rpn, model.box_head):
         round_to_half(part)
-    from vildtrain.miniclip import check_teacher, load_teacher, miniclip_digest
+    from vildtrain.models.miniclip import check_teacher, load_teacher, miniclip_digest
     if clip is None:
         clip, _ = load_teacher(extra, miniclip)   # checked against the record as it loads
     else:
@@ -302,14 +304,7 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     cfg = model.cfg
     if cfg.embed_dim != clip.embed_dim:
         raise ValueError(f"export: detector embeds in {cfg.embed_dim} dims, mini-CLIP in {clip.embed_dim}")
-    # The directory is replaced whole, except a README.md describing it (the
-    # committed models/default has one); it is not part of the bundle's digests.
-    readme = None
-    if os.path.exists(os.path.join(out, "README.md")):
-        with open(os.path.join(out, "README.md"), "rb") as f:
-            readme = f.read()
-    if os.path.exists(out):
-        shutil.rmtree(out)
+    readme = _clear(out)
     os.makedirs(os.path.join(out, "tokenizer"))
     tok_dir = tokenizer_dir or clip_tokenizer.data_dir()
     for fname in ("vocab.json", "merges.txt"):
@@ -330,17 +325,44 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     counts = {case: write_golden_case(os.path.join(out, "golden", case), model, img, vocab)
               for case, img in images.items()}
 
-    from vildtrain.train_detector import reproducing_command
-    training = {"command": reproducing_command(extra.get("command", "")), "seed": extra.get("seed", 0),
-                "commit": git_commit(),
-                "steps": extra.get("steps", 0), "images_seen": extra.get("images_seen", 0),
-                "train_seconds": round(float(extra.get("train_seconds", 0.0)), 1),
-                "distill_weight": extra.get("distill_weight"),
-                "detector": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
-                "miniclip": dict(getattr(clip, "cfg", None).__dict__) if hasattr(clip, "cfg") else {},
-                "miniclip_digest": digest,
-                "golden_detections": counts}
-    man = manifest(cfg, clip, categories, training, name)
+    man = manifest(cfg, clip, categories, _training_record(extra, cfg, clip, digest, counts), name)
+    _write_manifest(out, man)
+    if readme is not None:
+        with open(os.path.join(out, "README.md"), "wb") as f:
+            f.write(readme)
+    return man
+
+
+def _clear(out: str) -> bytes | None:
+    """Remove the bundle directory ``out``; returns the README.md it had, if any.
+
+    The directory is replaced whole, except a README.md describing it (the
+    committed models/default has one); it is not part of the bundle's digests."""
+    readme = None
+    if os.path.exists(os.path.join(out, "README.md")):
+        with open(os.path.join(out, "README.md"), "rb") as f:
+            readme = f.read()
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    return readme
+
+
+def _training_record(extra: dict, cfg: DetectorConfig, clip, digest: str, counts: dict) -> dict:
+    """The manifest's ``training``: how the detector was trained, from its checkpoint's extras."""
+    from vildtrain.train.detector_run import reproducing_command
+    return {"command": reproducing_command(extra.get("command", "")), "seed": extra.get("seed", 0),
+            "commit": git_commit(),
+            "steps": extra.get("steps", 0), "images_seen": extra.get("images_seen", 0),
+            "train_seconds": round(float(extra.get("train_seconds", 0.0)), 1),
+            "distill_weight": extra.get("distill_weight"),
+            "detector": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
+            "miniclip": dict(getattr(clip, "cfg", None).__dict__) if hasattr(clip, "cfg") else {},
+            "miniclip_digest": digest,
+            "golden_detections": counts}
+
+
+def _write_manifest(out: str, man: dict) -> None:
+    """Add the SHA-256 of every other file of the bundle to ``man`` and write it."""
     files = []
     for root, _, fnames in os.walk(out):
         for fname in fnames:
@@ -351,10 +373,6 @@ def export_bundle(checkpoint: str, out: str, clip=None, categories=None, tokeniz
     with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(man, f, indent=1, ensure_ascii=False, default=_json_default)
         f.write("\n")
-    if readme is not None:
-        with open(os.path.join(out, "README.md"), "wb") as f:
-            f.write(readme)
-    return man
 
 
 def _json_default(o):
@@ -364,7 +382,7 @@ def _json_default(o):
 
 
 def main(argv: list[str]) -> int:
-    from vildtrain.miniclip import MINICLIP_HELP
+    from vildtrain.models.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
     ap.add_argument("--out", required=True)

@@ -39,8 +39,8 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, batched_n
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.poolers import initLevelMapper
 
-from vildtrain import clip_tokenizer
-from vildtrain.prompts import TEMPLATES
+from vildtrain.text import clip_tokenizer
+from vildtrain.text.prompts import TEMPLATES
 
 OPSET = 17
 SEED = 0

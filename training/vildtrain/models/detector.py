@@ -37,7 +37,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.poolers import initLevelMapper
 
-from vildtrain.roialign import BagMultiScaleRoIAlign
+from vildtrain.models.roialign import BagMultiScaleRoIAlign
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU matrix [N,M] of two sets of (x1, y1, x2, y2) boxes, bit for bit
@@ -274,8 +274,9 @@ class BoxHead(nn.Module):
 
 
 class VildDetector(nn.Module):
-    """The whole detector. Training logic lives in :mod:`vildtrain.train_detector`,
-    inference in :mod:`vildtrain.infer`; this module holds the parts."""
+    """The whole detector. Training logic lives in :mod:`vildtrain.train.detector_step`
+    and :mod:`vildtrain.train.detector_run`, inference in :mod:`vildtrain.models.infer`;
+    this module holds the parts."""
 
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """PyTorch inference with exactly the semantics of docs/bundle.md ("Semantics").
 
 The stages mirror the Go pipeline one for one, so every intermediate tensor can
-be written as a golden file (:mod:`vildtrain.export`) and compared:
+be written as a golden file (:mod:`vildtrain.export.export`) and compared:
 
     preprocess -> backbone graph -> anchors -> propose (torchvision
     filter_proposals, keeping logits) -> MultiScaleRoIAlign -> box-head graph ->
@@ -32,8 +32,8 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 
-from vildtrain.detector import BackboneGraph, DetectorConfig, VildDetector, backbone_output_names
-from vildtrain.losses import crop_embeddings
+from vildtrain.models.detector import BackboneGraph, DetectorConfig, VildDetector, backbone_output_names
+from vildtrain.models.losses import crop_embeddings
 
 HEADS: tuple[str, ...] = ("text", "image", "ensemble", "clip")
 
@@ -287,7 +287,7 @@ def category_vocabulary(categories, embeddings: Tensor) -> Vocabulary:
 
 
 def main(argv: list[str]) -> int:
-    from vildtrain.miniclip import MINICLIP_HELP
+    from vildtrain.models.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain infer", description=__doc__.split("\n\n")[0])
     ap.add_argument("image")
     ap.add_argument("--checkpoint", default="training/runs/detector/detector.pt")
@@ -298,9 +298,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--labels-per-box", type=int, default=None,
                     help="labels each region may be reported with (default: the checkpoint's labels_per_box)")
     args = ap.parse_args(argv)
-    from vildtrain.categories import load_categories
-    from vildtrain.detector import load_checkpoint
-    from vildtrain.miniclip import load_teacher
+    from vildtrain.data.categories import load_categories
+    from vildtrain.models.detector import load_checkpoint
+    from vildtrain.models.miniclip import load_teacher
     torch.set_num_threads(2)
     model, extra = load_checkpoint(args.checkpoint)
     clip, _ = load_teacher(extra, args.miniclip)

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vildtrain.prompts import TEMPLATES
+from vildtrain.paths import REPO_DIR
+from vildtrain.text.prompts import TEMPLATES
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = REPO_DIR
 DEFAULT_CHECKPOINT = os.path.join(REPO, "training", "checkpoints", "miniclip.pt")
 
 # ImageNet statistics: the image encoder normalises its [0,1] input with them.
@@ -165,7 +166,7 @@ class MiniClip(nn.Module):
 
 
 def default_tokenizer():
-    from vildtrain import clip_tokenizer
+    from vildtrain.text import clip_tokenizer
     return clip_tokenizer.load()
 
 

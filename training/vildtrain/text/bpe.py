@@ -3,11 +3,11 @@
 Corpus (see docs/tokenizer.md): every English label and tag in emojibase-data's
 ``en/data.json`` (skin-tone variants left out), the category names and synonyms
 of ``training/data/categories.tsv`` (when it exists), and every prompt template
-of :data:`vildtrain.prompts.TEMPLATES` filled with each category name.
+of :data:`vildtrain.text.prompts.TEMPLATES` filled with each category name.
 
 Training is the standard algorithm on a word-frequency table: each text is
-cleaned and pre-tokenised exactly as :mod:`vildtrain.clip_tokenizer` does, each
-piece becomes byte symbols with ``</w>`` on the last one, and the most frequent
+cleaned and pre-tokenised exactly as :mod:`vildtrain.text.clip_tokenizer` does,
+each piece becomes byte symbols with ``</w>`` on the last one, and the most frequent
 adjacent pair is merged until the merge budget is spent or no pair occurs
 twice. Ties are broken by the smaller pair (first symbol, then second, in code
 point order), so training is deterministic.
@@ -29,7 +29,8 @@ import sys
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
-from vildtrain import clip_tokenizer as ct
+from vildtrain.paths import REPO_DIR
+from vildtrain.text import clip_tokenizer as ct
 
 # 512 byte tokens + 3,582 merges + 2 special tokens = 4,096 (docs/tokenizer.md says why).
 DEFAULT_MERGES = 3582
@@ -61,11 +62,10 @@ def category_texts(categories: Sequence, templates: Sequence[str]) -> list[str]:
 
 def default_corpus(cache_dir: str | None = None, categories_path: str | None = None) -> list[str]:
     """The corpus the committed tokenizer is trained on."""
-    from vildtrain.prompts import TEMPLATES
-    cache_dir = cache_dir or os.environ.get("VILD_CACHE") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".cache")
+    from vildtrain.text.prompts import TEMPLATES
+    cache_dir = cache_dir or os.environ.get("VILD_CACHE") or os.path.join(REPO_DIR, ".cache")
     texts = emojibase_texts(os.path.join(cache_dir, "npm", "emojibase-data", "en", "data.json"))
-    from vildtrain.categories import default_path, load_categories
+    from vildtrain.data.categories import default_path, load_categories
     path = categories_path or default_path()
     if os.path.exists(path):
         texts += category_texts(load_categories(path), TEMPLATES)

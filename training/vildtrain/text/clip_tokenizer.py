@@ -40,6 +40,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from vildtrain.paths import TRAINING_DIR
+
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
 EOW = "</w>"
@@ -48,7 +50,7 @@ DEFAULT_CONTEXT = 77
 
 def data_dir() -> str:
     """training/data/tokenizer: the committed vocab.json + merges.txt."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "tokenizer")
+    return os.path.join(TRAINING_DIR, "data", "tokenizer")
 
 
 @functools.lru_cache(maxsize=1)

@@ -42,8 +42,8 @@ def size_bin(side: float) -> str:
 
 def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.5) -> dict:
     """Recall and per-head top-1 on the first ``count`` images of ``data_dir``."""
-    from vildtrain.infer import regions
-    from vildtrain.losses import crop_embeddings
+    from vildtrain.models.infer import regions
+    from vildtrain.models.losses import crop_embeddings
     index = {c.id: i for i, c in enumerate(categories)}
     novel = torch.tensor([c.split == "novel" for c in categories])
     with torch.no_grad():
@@ -109,7 +109,7 @@ def diagnose(model, clip, categories, data_dir: str, count: int, iou: float = 0.
 
 
 def main(argv: list[str]) -> int:
-    from vildtrain.miniclip import MINICLIP_HELP
+    from vildtrain.models.miniclip import MINICLIP_HELP
     ap = argparse.ArgumentParser(prog="vildtrain diagnose", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="runs/detector/detector.pt",
                     help="a final detector.pt, or a run's checkpoint.pt")
@@ -118,9 +118,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--miniclip", default=None, help=MINICLIP_HELP)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    from vildtrain.categories import load_categories
-    from vildtrain.detector import load_checkpoint
-    from vildtrain.miniclip import load_teacher
+    from vildtrain.data.categories import load_categories
+    from vildtrain.models.detector import load_checkpoint
+    from vildtrain.models.miniclip import load_teacher
     torch.set_num_threads(args.threads)
     if not os.path.exists(os.path.join(args.data, "annotations.json")):
         print(f"diagnose: {args.data} has no annotations.json; write it with "

@@ -1,4 +1,4 @@
-"""Where a CPU training step's time goes: the phases of ``train_detector.train_step``.
+"""Where a CPU training step's time goes: the phases of ``detector_step.train_step``.
 
     python3 -m vildtrain profile_step [--freeze 0] [--precision bf16] [--pooler bag] [--box-rois 256]
                                       [--image-head-hidden 1024] [--distill 48+16] [--scenes 4] [--steps 8]
@@ -24,7 +24,7 @@ about a fifth slower than in the other order. The phase tables still come
 from one profiled pass per variant, one after the other (one profiler at a
 time), so a drift in the machine's speed shows in them: compare variants by
 the step ratio. ``--pooler torchvision`` swaps the
-detector's RoI pooler (``roialign.BagMultiScaleRoIAlign``) for torchvision's
+detector's RoI pooler (``models.roialign.BagMultiScaleRoIAlign``) for torchvision's
 ``MultiScaleRoIAlign`` with the same levels and scales: the pooler the trainer
 used before decision 0009. ``--box-rois`` is train_detector's: the RoIs sampled
 per picture for the text and box losses.
@@ -66,9 +66,10 @@ def profile_variants(variants: list[dict], freeze: int, scenes: int, steps: int,
     The profiler-off steps of the variants are interleaved: timed step i runs
     every variant once, starting with variant i mod n, so a drift in the
     machine's speed, or a variant's place in the order, weighs on all alike."""
-    from vildtrain.categories import load_categories
-    from vildtrain.miniclip import load_miniclip
-    from vildtrain.train_detector import SceneStream, base_categories, build_parser, collate
+    from vildtrain.data.categories import load_categories
+    from vildtrain.models.miniclip import load_miniclip
+    from vildtrain.train.detector_data import SceneStream, base_categories, collate
+    from vildtrain.train.train_detector import build_parser
     defaults = build_parser().parse_args([])  # the trainer's scenes and distillation settings
     torch.set_num_threads(1)
     categories = load_categories()
@@ -113,8 +114,8 @@ def _variant(defaults, clip, base_text, freeze: int, seed: int, precision: str =
              box_rois: int | None = None, image_head_hidden: int | None = None,
              distill: tuple[int, int] | None = None):
     """A fresh student (weights from ``seed``) and its optimizer -> (step function, RoIs sampled per picture)."""
-    from vildtrain.detector import DetectorConfig
-    from vildtrain.train_detector import LossWeights, build_student, make_sampler, train_step
+    from vildtrain.models.detector import DetectorConfig
+    from vildtrain.train.detector_step import LossWeights, build_student, make_sampler, train_step
     if pooler not in POOLERS:
         raise ValueError(f"profile_step: pooler {pooler!r}: need one of {', '.join(POOLERS)}")
     cfg = dataclasses.replace(DetectorConfig(), embed_dim=clip.embed_dim, max_side=defaults.size)
@@ -159,7 +160,7 @@ def _names(text: str, allowed: tuple[str, ...]) -> list[str]:
 
 
 def _precisions(text: str) -> list[str]:
-    from vildtrain.train_detector import PRECISIONS
+    from vildtrain.train.detector_step import PRECISIONS
     return _names(text, PRECISIONS)
 
 

@@ -75,7 +75,7 @@ def build_art_bank(art, categories, styles: tuple[str, ...]) -> ArtBank:
 
 def build_backgrounds(count: int, seed: int, size: int = BACKGROUND_SIZE) -> torch.Tensor:
     """A bank of procedural backgrounds from the scene generator, [count, 3, size, size]."""
-    from vildtrain.scenes import random_background
+    from vildtrain.data.scenes import random_background
 
     rng = np.random.default_rng(seed)
     out = np.stack([np.asarray(random_background(rng, size, size).convert("RGB")) for _ in range(count)])
@@ -231,7 +231,7 @@ def build_scene_bank(art, categories, styles: tuple[str, ...], scenes: int, seed
     is called every 500 scenes."""
     from torchvision.ops import roi_align
 
-    from vildtrain.scenes import generate_scene, scene_rng
+    from vildtrain.data.scenes import generate_scene, scene_rng
 
     if scenes < 1:
         raise ValueError(f"clipdata: scene bank of {scenes} scenes: need at least 1")

@@ -24,15 +24,15 @@ import random
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vildtrain import clipdata
-from vildtrain.miniclip import DEFAULT_CHECKPOINT, MiniClip, MiniClipConfig, save_miniclip
-from vildtrain.prompts import TEMPLATES
+from vildtrain.models.miniclip import DEFAULT_CHECKPOINT, MiniClip, MiniClipConfig, save_miniclip
+from vildtrain.text.prompts import TEMPLATES
+from vildtrain.train import clipdata
 
 EVAL_SEED = 20261125
 SYNONYM_P = 0.25
@@ -94,7 +94,7 @@ def in_context(model: MiniClip, art, categories, text: torch.Tensor, scenes: int
     """Top-1 over all categories of the objects of ``scenes`` held-out scenes of the
     training styles, each cropped square at 1x and 1.5x and the two embeddings
     averaged: the teacher's accuracy on the detector's ground-truth boxes."""
-    from vildtrain.art import STYLES_TRAIN
+    from vildtrain.data.art import STYLES_TRAIN
     was_training = model.training
     model.eval()
     emb = None
@@ -211,7 +211,7 @@ def main(argv: list[str]) -> int:
 def _spawned(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[str]) -> None:
     import torch.distributed as dist
 
-    from vildtrain.workers import end_with_launcher
+    from vildtrain.train.workers import end_with_launcher
     end_with_launcher()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -236,19 +236,27 @@ def _mean_(tensors: list[torch.Tensor], world: int) -> None:
         offset += t.numel()
 
 
-def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[str]) -> int:
-    lead = rank == 0
+@dataclass
+class _Data:
+    """What the mini-CLIP learns from and is scored on."""
+    categories: list
+    tokenizer: object
+    art: object  # ArtLibrary
+    train_bank: clipdata.ArtBank
+    by_label: dict[int, list[int]]  # the training bank's tiles of each category
+    heldout_banks: dict[str, clipdata.ArtBank]
+    backgrounds: torch.Tensor
+    eval_backgrounds: torch.Tensor
+    scene_bank: clipdata.SceneCropBank | None
+    scene_by_label: dict[int, list[int]]
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
-    t_start = time.time()
 
-    from vildtrain import clip_tokenizer
-    from vildtrain.art import STYLES_HELDOUT, STYLES_TRAIN, ArtLibrary
-    from vildtrain.categories import load_categories
+def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float) -> _Data:
+    """The categories, the tokenizer, the art banks of the training and held-out
+    styles, the backgrounds and (with ``--scene-crops``) the scene bank."""
+    from vildtrain.data.art import STYLES_HELDOUT, STYLES_TRAIN, ArtLibrary
+    from vildtrain.data.categories import load_categories
+    from vildtrain.text import clip_tokenizer
 
     categories = load_categories()
     if args.max_categories:
@@ -282,97 +290,190 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
         print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles, "
               f"held-out tiles {({k: len(v) for k, v in heldout_banks.items()})}, {world} process(es), "
               f"setup {time.time() - t_start:.1f}s", file=sys.stderr)
+    return _Data(categories, tokenizer, art, train_bank, by_label, heldout_banks, backgrounds, eval_backgrounds,
+                 scene_bank, scene_by_label)
 
+
+def _build(args: argparse.Namespace, data: _Data) -> tuple[MiniClipConfig, MiniClip, torch.nn.Parameter,
+                                                             torch.optim.AdamW]:
+    """The model, the trainer-only category prototypes and the optimizer of both."""
     cfg = MiniClipConfig(image_size=args.image_size, embed_dim=args.embed_dim,
                          widths=tuple(int(w) for w in args.widths.split(",")),
-                         vocab_size=tokenizer.vocab_size, context_length=args.context_length,
+                         vocab_size=data.tokenizer.vocab_size, context_length=args.context_length,
                          text_width=args.text_width, text_layers=args.text_layers)
     model = MiniClip(cfg)
     # channels-last convolutions are ~5% faster here (oneDNN); the weights are the same
     model.image.to(memory_format=torch.channels_last)
-    ids, by_name, by_synonym = caption_table(categories, tokenizer, cfg.context_length)
     # Per-category prototypes (trainer-only, discarded after training): images and
     # captions are both classified against them, which gives both towers a strong
     # signal from the first step; the CLIP loss aligns the towers directly.
-    prototypes = torch.nn.Parameter(torch.randn(len(categories), cfg.embed_dim) * 0.02)
+    prototypes = torch.nn.Parameter(torch.randn(len(data.categories), cfg.embed_dim) * 0.02)
     groups = param_groups(model, args.weight_decay) + [{"params": [prototypes], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    return cfg, model, prototypes, opt
 
+
+def _resume(state_path: str, args: argparse.Namespace, cfg: MiniClipConfig, model: MiniClip,
+            prototypes: torch.nn.Parameter, opt, lead: bool) -> int | None:
+    """The step to continue from (0 for a new run); None if OUT/state.pt is from
+    another configuration."""
+    if not os.path.exists(state_path):
+        return 0
+    state = torch.load(state_path, map_location="cpu")
+    if state["config"] != asdict(cfg) or state["args"]["steps"] != args.steps:
+        print(f"train_clip: {state_path} is from a different configuration; "
+              f"delete it or use another --out", file=sys.stderr)
+        return None
+    model.load_state_dict(state["model"])
+    prototypes.data.copy_(state["prototypes"])
+    opt.load_state_dict(state["optimizer"])
+    if lead:
+        print(f"train_clip: resuming at step {state['step']}", file=sys.stderr)
+    return state["step"]
+
+
+def _draw_batch(args: argparse.Namespace, step: int, rank: int, world: int, batch: int, data: _Data,
+                captions: tuple[torch.Tensor, list[list[int]], list[list[int]]], crop_cfg: clipdata.CropConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This process's share of step ``step``'s batch: (category labels, crops,
+    caption token ids). The categories, tiles and captions of the whole batch come
+    from (seed, step), the pixels from (seed, step, process)."""
+    ids, by_name, by_synonym = captions
+    g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    classes = torch.randperm(len(data.categories), generator=g)[:batch]
+    tiles, rows = [], []
+    for c in classes.tolist():
+        options = data.by_label[c]
+        tiles.append(options[int(torch.randint(0, len(options), (1,), generator=g))])
+        pool = by_synonym[c] if by_synonym[c] and float(torch.rand(1, generator=g)) < SYNONYM_P else by_name[c]
+        rows.append(pool[int(torch.randint(0, len(pool), (1,), generator=g))])
+    # which categories show a scene crop instead (a generator of their own: a run
+    # without scene crops draws exactly what it drew before they existed)
+    scene_pick = [-1] * len(tiles)
+    if data.scene_bank is not None:
+        g_scene = torch.Generator().manual_seed(args.seed * 1_000_003 + step + 500_000_000)
+        for k, c in enumerate(classes.tolist()):
+            u, r = float(torch.rand(1, generator=g_scene)), float(torch.rand(1, generator=g_scene))
+            if u < args.scene_crops and c in data.scene_by_label:
+                options = data.scene_by_label[c]
+                scene_pick[k] = options[min(int(r * len(options)), len(options) - 1)]
+    # this process's share of the batch; its own generator for the pixels
+    classes, tiles, rows = classes[rank::world], tiles[rank::world], rows[rank::world]
+    scene_pick = torch.tensor(scene_pick[rank::world], dtype=torch.int64)
+    g_local = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 64 + rank)
+    from_scene = scene_pick >= 0
+    crops = torch.empty(len(tiles), 3, crop_cfg.size, crop_cfg.size)
+    if not bool(from_scene.all()):
+        crops[~from_scene] = clipdata.synthesize(data.train_bank, torch.tensor(tiles)[~from_scene],
+                                                 data.backgrounds, g_local, crop_cfg)
+    if bool(from_scene.any()):
+        cut = data.scene_bank.images(scene_pick[from_scene])
+        flip = torch.rand(cut.shape[0], generator=g_local) < 0.5
+        cut[flip] = cut[flip].flip(-1)
+        crops[from_scene] = cut
+    crops = crops.contiguous(memory_format=torch.channels_last)
+    return classes, crops, trim(ids[torch.tensor(rows)])
+
+
+def _losses(model: MiniClip, prototypes: torch.nn.Parameter, crops: torch.Tensor, text_ids: torch.Tensor,
+            classes: torch.Tensor, prototype_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CLIP's symmetric InfoNCE over the batch plus, with ``prototype_weight`` > 0,
+    both towers classified against the prototypes. Returns (loss, the logits and
+    scale the progress line reports)."""
+    img = model.encode_image(crops)
+    txt = model.encode_text(text_ids)
+    scale = model.logit_scale.exp().clamp(max=100)
+    logits = scale * img @ txt.T
+    target = torch.arange(len(classes))
+    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    shown = {"scale": scale, "logits": logits, "target": target}
+    if prototype_weight > 0:
+        p = F.normalize(prototypes, dim=-1)
+        shown["img_proto"] = PROTOTYPE_SCALE * img @ p.T
+        shown["txt_proto"] = PROTOTYPE_SCALE * txt @ p.T
+        loss = loss + prototype_weight * (F.cross_entropy(shown["img_proto"], classes) +
+                                          F.cross_entropy(shown["txt_proto"], classes)) / 2
+    return loss, shown
+
+
+def _report(args: argparse.Namespace, step: int, batch: int, rate: float, elapsed: float, loss: torch.Tensor,
+            shown: dict[str, torch.Tensor], classes: torch.Tensor, lr: float, log) -> None:
+    """Print a progress line (and the prototype accuracies) and log it."""
+    eta = (args.steps - step) / max(rate, 1e-9)
+    acc = float((shown["logits"].argmax(1) == shown["target"]).float().mean())
+    if args.prototype_weight > 0:
+        print(f"  prototype acc: image {float((shown['img_proto'].argmax(1) == classes).float().mean()):.2f} "
+              f"text {float((shown['txt_proto'].argmax(1) == classes).float().mean()):.2f}", file=sys.stderr)
+    rec = {"step": step, "loss": round(float(loss), 4), "batch_acc": round(acc, 3),
+           "scale": round(float(shown["scale"]), 2), "lr": lr,
+           "steps_per_s": round(rate, 3), "images_per_s": round(rate * batch, 1),
+           "eta_s": round(eta), "elapsed_s": round(elapsed)}
+    print(f"step {step}/{args.steps} loss {rec['loss']:.3f} acc {acc:.2f} scale {rec['scale']} "
+          f"{rec['images_per_s']} img/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+
+
+def _final_metrics(args: argparse.Namespace, argv: list[str], model: MiniClip, data: _Data,
+                   captions: tuple, cfg: MiniClipConfig, batch: int, world: int, fixed_start: float,
+                   t_start: float) -> dict:
+    """Zero-shot top-1 on every art bank, the fixed batch's loss before and after,
+    the in-context top-1 and what reproduces the run."""
+    ids, by_name, _ = captions
+    categories = data.categories
+    text = model.text_embeddings([c.name for c in categories], data.tokenizer)
+    metrics = {"categories": len(categories), "steps": args.steps, "batch": batch,
+               "zero_shot_top1": {"seen": zero_shot(model, data.train_bank, data.eval_backgrounds, text,
+                                                     args.eval_crops, EVAL_SEED, cfg.image_size)}}
+    for style, bank in data.heldout_banks.items():
+        metrics["zero_shot_top1"][style] = zero_shot(model, bank, data.eval_backgrounds, text, args.eval_crops,
+                                                      EVAL_SEED, cfg.image_size)
+    metrics["fixed_batch_loss"] = {"start": fixed_start, "end": fixed_batch_loss(
+        model, data.train_bank, data.eval_backgrounds, ids, by_name, cfg.image_size,
+        min(args.batch, len(categories)))}
+    if args.in_context_scenes > 0:
+        metrics["in_context_top1"] = in_context(model, data.art, categories, text, args.in_context_scenes,
+                                                cfg.image_size)
+    metrics["scene_crops"] = {"share": args.scene_crops,
+                              "bank_scenes": args.scene_bank if data.scene_bank else 0,
+                              "bank_crops": len(data.scene_bank) if data.scene_bank else 0}
+    metrics["train_seconds"] = round(time.time() - t_start)
+    metrics["command"] = "python3 -m vildtrain train_clip " + " ".join(argv)
+    metrics["processes"] = world
+    return metrics
+
+
+def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[str]) -> int:
+    """One process's part of the run (all of it alone): set up, resume, loop, save."""
+    lead = rank == 0
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+    data = _load_data(args, lead, world, t_start)
+    cfg, model, prototypes, opt = _build(args, data)
+    captions = caption_table(data.categories, data.tokenizer, cfg.context_length)
     state_path = os.path.join(args.out, "state.pt")
-    step = 0
-    if os.path.exists(state_path):
-        state = torch.load(state_path, map_location="cpu")
-        if state["config"] != asdict(cfg) or state["args"]["steps"] != args.steps:
-            print(f"train_clip: {state_path} is from a different configuration; "
-                  f"delete it or use another --out", file=sys.stderr)
-            return 2
-        model.load_state_dict(state["model"])
-        prototypes.data.copy_(state["prototypes"])
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
-        if lead:
-            print(f"train_clip: resuming at step {step}", file=sys.stderr)
+    step = _resume(state_path, args, cfg, model, prototypes, opt, lead)
+    if step is None:
+        return 2
 
     log = open(os.path.join(args.out, "log.jsonl"), "a") if lead else None
-    fixed_start = fixed_batch_loss(model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size,
-                                   min(args.batch, len(categories)))
+    fixed_start = fixed_batch_loss(model, data.train_bank, data.eval_backgrounds, captions[0], captions[1],
+                                   cfg.image_size, min(args.batch, len(data.categories)))
     crop_cfg = clipdata.CropConfig(size=cfg.image_size)
-    n_classes = len(categories)
-    batch = min(args.batch, n_classes)
+    batch = min(args.batch, len(data.categories))
     batch -= batch % world
     t_last, s_last = time.time(), step
     params = [p for group in opt.param_groups for p in group["params"]]
     model.train()
     while step < args.steps:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        classes = torch.randperm(n_classes, generator=g)[:batch]
-        tiles, rows = [], []
-        for c in classes.tolist():
-            options = by_label[c]
-            tiles.append(options[int(torch.randint(0, len(options), (1,), generator=g))])
-            pool = by_synonym[c] if by_synonym[c] and float(torch.rand(1, generator=g)) < SYNONYM_P else by_name[c]
-            rows.append(pool[int(torch.randint(0, len(pool), (1,), generator=g))])
-        # which categories show a scene crop instead (a generator of their own: a run
-        # without scene crops draws exactly what it drew before they existed)
-        scene_pick = [-1] * len(tiles)
-        if scene_bank is not None:
-            g_scene = torch.Generator().manual_seed(args.seed * 1_000_003 + step + 500_000_000)
-            for k, c in enumerate(classes.tolist()):
-                u, r = float(torch.rand(1, generator=g_scene)), float(torch.rand(1, generator=g_scene))
-                if u < args.scene_crops and c in scene_by_label:
-                    options = scene_by_label[c]
-                    scene_pick[k] = options[min(int(r * len(options)), len(options) - 1)]
-        # this process's share of the batch; its own generator for the pixels
-        classes, tiles, rows = classes[rank::world], tiles[rank::world], rows[rank::world]
-        scene_pick = torch.tensor(scene_pick[rank::world], dtype=torch.int64)
-        g_local = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 64 + rank)
-        from_scene = scene_pick >= 0
-        crops = torch.empty(len(tiles), 3, cfg.image_size, cfg.image_size)
-        if not bool(from_scene.all()):
-            crops[~from_scene] = clipdata.synthesize(train_bank, torch.tensor(tiles)[~from_scene], backgrounds,
-                                                     g_local, crop_cfg)
-        if bool(from_scene.any()):
-            cut = scene_bank.images(scene_pick[from_scene])
-            flip = torch.rand(cut.shape[0], generator=g_local) < 0.5
-            cut[flip] = cut[flip].flip(-1)
-            crops[from_scene] = cut
-        crops = crops.contiguous(memory_format=torch.channels_last)
-        text_ids = trim(ids[torch.tensor(rows)])
-
+        classes, crops, text_ids = _draw_batch(args, step, rank, world, batch, data, captions, crop_cfg)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        img = model.encode_image(crops)
-        txt = model.encode_text(text_ids)
-        scale = model.logit_scale.exp().clamp(max=100)
-        logits = scale * img @ txt.T
-        target = torch.arange(len(classes))
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        if args.prototype_weight > 0:
-            p = F.normalize(prototypes, dim=-1)
-            img_proto = PROTOTYPE_SCALE * img @ p.T
-            txt_proto = PROTOTYPE_SCALE * txt @ p.T
-            loss = loss + args.prototype_weight * (F.cross_entropy(img_proto, classes) +
-                                                   F.cross_entropy(txt_proto, classes)) / 2
+        loss, shown = _losses(model, prototypes, crops, text_ids, classes, args.prototype_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _mean_([p.grad for p in params if p.grad is not None], world)
@@ -391,20 +492,8 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
 
         if step % args.log_every == 0 or step == args.steps:
             now = time.time()
-            rate = (step - s_last) / max(1e-9, now - t_last)
-            eta = (args.steps - step) / max(rate, 1e-9)
-            acc = float((logits.argmax(1) == target).float().mean())
-            if args.prototype_weight > 0:
-                print(f"  prototype acc: image {float((img_proto.argmax(1) == classes).float().mean()):.2f} "
-                      f"text {float((txt_proto.argmax(1) == classes).float().mean()):.2f}", file=sys.stderr)
-            rec = {"step": step, "loss": round(float(loss), 4), "batch_acc": round(acc, 3),
-                   "scale": round(float(scale), 2), "lr": opt.param_groups[0]["lr"],
-                   "steps_per_s": round(rate, 3), "images_per_s": round(rate * batch, 1),
-                   "eta_s": round(eta), "elapsed_s": round(now - t_start)}
-            print(f"step {step}/{args.steps} loss {rec['loss']:.3f} acc {acc:.2f} scale {rec['scale']} "
-                  f"{rec['images_per_s']} img/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            _report(args, step, batch, (step - s_last) / max(1e-9, now - t_last), now - t_start, loss, shown,
+                    classes, opt.param_groups[0]["lr"], log)
             t_last, s_last = now, step
         if step % args.save_every == 0 or step == args.steps:
             tmp = state_path + ".tmp"
@@ -417,8 +506,8 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
             return 0
         if step % args.eval_every == 0 and step < args.steps:
             model.eval()
-            text = model.text_embeddings([c.name for c in categories], tokenizer)
-            acc = zero_shot(model, train_bank, eval_backgrounds, text, 1, EVAL_SEED, cfg.image_size)
+            text = model.text_embeddings([c.name for c in data.categories], data.tokenizer)
+            acc = zero_shot(model, data.train_bank, data.eval_backgrounds, text, 1, EVAL_SEED, cfg.image_size)
             print(f"step {step}: zero-shot top-1 (seen styles) {acc:.3f}", file=sys.stderr, flush=True)
             log.write(json.dumps({"step": step, "zero_shot_seen": acc}) + "\n")
             model.train()
@@ -426,23 +515,7 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
     if not lead:
         return 0
     model.eval()
-    text = model.text_embeddings([c.name for c in categories], tokenizer)
-    metrics = {"categories": n_classes, "steps": args.steps, "batch": batch,
-               "zero_shot_top1": {"seen": zero_shot(model, train_bank, eval_backgrounds, text,
-                                                     args.eval_crops, EVAL_SEED, cfg.image_size)}}
-    for style, bank in heldout_banks.items():
-        metrics["zero_shot_top1"][style] = zero_shot(model, bank, eval_backgrounds, text, args.eval_crops,
-                                                      EVAL_SEED, cfg.image_size)
-    metrics["fixed_batch_loss"] = {"start": fixed_start, "end": fixed_batch_loss(
-        model, train_bank, eval_backgrounds, ids, by_name, cfg.image_size, min(args.batch, len(categories)))}
-    if args.in_context_scenes > 0:
-        metrics["in_context_top1"] = in_context(model, art, categories, text, args.in_context_scenes,
-                                                cfg.image_size)
-    metrics["scene_crops"] = {"share": args.scene_crops, "bank_scenes": args.scene_bank if scene_bank else 0,
-                              "bank_crops": len(scene_bank) if scene_bank else 0}
-    metrics["train_seconds"] = round(time.time() - t_start)
-    metrics["command"] = "python3 -m vildtrain train_clip " + " ".join(argv)
-    metrics["processes"] = world
+    metrics = _final_metrics(args, argv, model, data, captions, cfg, batch, world, fixed_start, t_start)
     print("train_clip: " + json.dumps(metrics), file=sys.stderr)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

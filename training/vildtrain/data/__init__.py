@@ -1,0 +1,1 @@
+"""Data: the asset cache, the categories, emoji art, generated scenes and COCO files."""

@@ -1,0 +1,1 @@
+"""Evaluation: COCO-style AP of a detector on the held-out scene sets."""

@@ -1,0 +1,1 @@
+"""Text: prompt templates, the CLIP tokenizer and its BPE trainer."""

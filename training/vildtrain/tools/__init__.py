@@ -1,0 +1,1 @@
+"""Tools: diagnostics outside the pipeline (where accuracy and training-step time go)."""

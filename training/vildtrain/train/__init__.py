@@ -1,0 +1,1 @@
+"""Training: the mini-CLIP trainer and the detector trainer (data, step, run, command)."""
