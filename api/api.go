@@ -207,18 +207,56 @@ type TextEmbeddingResponse struct {
 	Embeddings []TextEmbedding `json:"embeddings"`
 }
 
-// Model describes the served model bundle.
+// ModelCategory is one of the categories a model was trained or evaluated on.
+type ModelCategory struct {
+	Name string `json:"name" example:"raccoon"`
+	// Split is base (boxed in training) or novel (never boxed: found through its text embedding alone).
+	Split string `json:"split" enums:"base,novel" example:"base"`
+	// Synonyms are further names of the category; a class named by one counts as the category's split. Absent when none.
+	Synonyms []string `json:"synonyms,omitempty" example:"trash panda"`
+}
+
+// Model describes the served model bundle. Its categories are set with
+// SetCategories, which also fills the name lists the server builds
+// vocabularies with.
 type Model struct {
-	ID             string   `json:"id" example:"pictogram-vild-small@3f2a9c1b"`
-	Name           string   `json:"name" example:"pictogram-vild-small"`
-	Digest         string   `json:"digest" example:"sha256:3f2a9c1b..."`
-	EmbeddingDim   int      `json:"embedding_dim" example:"256"`
-	Templates      []string `json:"templates"`
-	BaseCategories []string `json:"base_categories"`
-	// Categories is the bundle's default vocabulary, used when a request names none.
-	Categories []string `json:"categories"`
+	ID           string   `json:"id" example:"pictogram-vild-small@3f2a9c1b"`
+	Name         string   `json:"name" example:"pictogram-vild-small"`
+	Digest       string   `json:"digest" example:"sha256:3f2a9c1b..."`
+	EmbeddingDim int      `json:"embedding_dim" example:"256"`
+	Templates    []string `json:"templates"`
+	// The bundle's categories in its order, each with its split and synonyms; their names are the default vocabulary, used when a request names no categories.
+	CategoryList []ModelCategory `json:"categories"`
+	// Categories are CategoryList's names: the default vocabulary.
+	Categories []string `json:"-"`
+	// BaseCategories are the names that mark a class base
+	// (vocabulary.BaseNames): the base categories and their synonyms.
+	BaseCategories []string `json:"-"`
 	// Defaults are the model's post-processing defaults.
 	Defaults detector.Options `json:"-"`
+}
+
+// SetCategories sets CategoryList and the name lists derived from it,
+// Categories and BaseCategories.
+func (m *Model) SetCategories(cs []ModelCategory) {
+	m.CategoryList = cs
+	m.Categories, m.BaseCategories = nil, nil
+	for _, c := range cs {
+		m.Categories = append(m.Categories, c.Name)
+		if c.Split == "base" {
+			m.BaseCategories = append(m.BaseCategories, c.Name)
+			m.BaseCategories = append(m.BaseCategories, c.Synonyms...)
+		}
+	}
+}
+
+// MarshalJSON writes categories as [] when there are none.
+func (m Model) MarshalJSON() ([]byte, error) {
+	type plain Model // the fields without this method
+	if m.CategoryList == nil {
+		m.CategoryList = []ModelCategory{}
+	}
+	return json.Marshal(plain(m))
 }
 
 // ModelList answers GET /v1/models.

@@ -92,7 +92,9 @@ func TestDetectNoMatchAnswersEmptyDetections(t *testing.T) {
 // An explicit empty category list answers 422 empty-vocabulary by every body
 // kind; categories left out still mean the model's own vocabulary.
 func TestEmptyCategoriesAnswer422(t *testing.T) {
-	e := newEnv(t, func(d *Deps) { d.Model.Categories = []string{"red", "blue"} })
+	e := newEnv(t, func(d *Deps) {
+		d.Model.SetCategories([]api.ModelCategory{{Name: "red", Split: "base"}, {Name: "blue", Split: "novel"}})
+	})
 	img := scenePNG(t)
 	s := decodeBody[api.ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(img)}))
 	multipart := func(fields ...[2]string) func(t *testing.T) *httptest.ResponseRecorder {

@@ -44,12 +44,14 @@ func newEnv(t *testing.T, mod func(*Deps)) *testEnv {
 	}
 	e.store = store
 	cfg := DefaultConfig()
+	model := api.Model{ID: "colors@0123", Name: "colors", Digest: "sha256:0123", EmbeddingDim: handlerstest.Dim,
+		Templates: []string{"a photo of a {}."},
+		Defaults:  detector.Options{ScoreThreshold: 0.3, NMSIoU: 0.5, MaxDetections: 100}}
+	model.SetCategories([]api.ModelCategory{{Name: "red", Split: "base", Synonyms: []string{"crimson"}}, {Name: "blue", Split: "novel"}})
 	deps := Deps{
 		Detector: e.det, Embedder: e.emb,
-		Decoder: handlerstest.Decoder{MaxSide: cfg.MaxImageSide, MaxPixels: cfg.MaxImagePixels},
-		Model: api.Model{ID: "colors@0123", Name: "colors", Digest: "sha256:0123", EmbeddingDim: handlerstest.Dim,
-			Templates: []string{"a photo of a {}."}, BaseCategories: []string{"red"},
-			Defaults: detector.Options{ScoreThreshold: 0.3, NMSIoU: 0.5, MaxDetections: 100}},
+		Decoder:      handlerstest.Decoder{MaxSide: cfg.MaxImageSide, MaxPixels: cfg.MaxImagePixels},
+		Model:        model,
 		Vocabularies: store,
 		Metrics:      NewMetrics(e.reg),
 		Config:       cfg,

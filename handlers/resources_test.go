@@ -207,9 +207,17 @@ func TestEmbeddingsAndModels(t *testing.T) {
 	}
 	wantProblem(t, e.postJSON(t, "/v1/embeddings/text", map[string]any{"texts": []string{}}), 400, "invalid-request")
 	wantProblem(t, e.postJSON(t, "/v1/embeddings/text", map[string]any{"texts": []string{strings.Repeat("x", 200)}}), 400, "invalid-category")
-	m := decodeBody[api.ModelList](t, e.do(t, "GET", "/v1/models", "", nil))
-	if len(m.Models) != 1 || m.Models[0].ID != "colors@0123" || m.Models[0].EmbeddingDim != 3 || m.Models[0].BaseCategories[0] != "red" {
+	rec = e.do(t, "GET", "/v1/models", "", nil)
+	m := decodeBody[api.ModelList](t, rec)
+	if len(m.Models) != 1 || m.Models[0].ID != "colors@0123" || m.Models[0].EmbeddingDim != 3 {
 		t.Fatalf("models %+v", m)
+	}
+	// Categories are objects with their split and synonyms; base_categories is gone.
+	if got, _ := jsonString(m.Models[0].CategoryList); got != `[{"name":"red","split":"base","synonyms":["crimson"]},{"name":"blue","split":"novel"}]` {
+		t.Fatalf("categories %s", got)
+	}
+	if strings.Contains(rec.Body.String(), "base_categories") {
+		t.Fatalf("models %s still carry base_categories", rec.Body)
 	}
 	wantProblem(t, e.do(t, "GET", "/v1/nothing", "", nil), 404, "not-found")
 	wantProblem(t, e.do(t, "GET", "/v1/detect", "", nil), 405, "method-not-allowed")

@@ -974,17 +974,11 @@ const docTemplate = `{
         "api.Model": {
             "type": "object",
             "properties": {
-                "base_categories": {
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    }
-                },
                 "categories": {
-                    "description": "Categories is the bundle's default vocabulary, used when a request names none.",
+                    "description": "The bundle's categories in its order, each with its split and synonyms; their names are the default vocabulary, used when a request names no categories.",
                     "type": "array",
                     "items": {
-                        "type": "string"
+                        "$ref": "#/definitions/api.ModelCategory"
                     }
                 },
                 "digest": {
@@ -1008,6 +1002,34 @@ const docTemplate = `{
                     "items": {
                         "type": "string"
                     }
+                }
+            }
+        },
+        "api.ModelCategory": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "example": "raccoon"
+                },
+                "split": {
+                    "description": "Split is base (boxed in training) or novel (never boxed: found through its text embedding alone).",
+                    "type": "string",
+                    "enum": [
+                        "base",
+                        "novel"
+                    ],
+                    "example": "base"
+                },
+                "synonyms": {
+                    "description": "Synonyms are further names of the category; a class named by one counts as the category's split. Absent when none.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "trash panda"
+                    ]
                 }
             }
         },

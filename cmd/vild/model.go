@@ -80,22 +80,7 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		rt.Close()
 		return nil, err
 	}
-	m := b.Manifest
-	info := api.Model{
-		ID:           m.Name + "@" + shortDigest(b.Digest),
-		Name:         m.Name,
-		Digest:       b.Digest,
-		EmbeddingDim: m.Embedding.Dim,
-		Templates:    m.Text.Templates,
-		Defaults:     p.DefaultOptions(),
-	}
-	for _, c := range m.Categories {
-		info.Categories = append(info.Categories, c.Name)
-		if c.Split == "base" {
-			info.BaseCategories = append(info.BaseCategories, c.Name)
-			info.BaseCategories = append(info.BaseCategories, c.Synonyms...)
-		}
-	}
+	info := modelInfo(b, p.DefaultOptions())
 	warm := func(ctx context.Context) error {
 		if err := p.Warmup(ctx); err != nil {
 			return err
@@ -125,6 +110,28 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		Detector: p, Embedder: bank, Info: info, NameError: textbank.ErrName, Warmup: warm,
 		Close: func() error { return errors.Join(bank.Close(), p.Close(), rt.Close()) },
 	}, nil
+}
+
+// modelInfo describes bundle b for GET /v1/models and the vocabulary
+// builders: its categories with their split and synonyms, the default
+// vocabulary (every category) and the names that mark a class base (the base
+// categories and their synonyms).
+func modelInfo(b *bundle.Bundle, defaults detector.Options) api.Model {
+	m := b.Manifest
+	info := api.Model{
+		ID:           m.Name + "@" + shortDigest(b.Digest),
+		Name:         m.Name,
+		Digest:       b.Digest,
+		EmbeddingDim: m.Embedding.Dim,
+		Templates:    m.Text.Templates,
+		Defaults:     defaults,
+	}
+	cats := make([]api.ModelCategory, len(m.Categories))
+	for i, c := range m.Categories {
+		cats[i] = api.ModelCategory{Name: c.Name, Split: c.Split, Synonyms: c.Synonyms}
+	}
+	info.SetCategories(cats)
+	return info
 }
 
 func shortDigest(d string) string {
