@@ -117,6 +117,109 @@ test("errors are shown to the user", async () => {
   assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "0");
 });
 
+// greenScenePNG is a white picture with one pure green square, drawn by the
+// browser: red and blue each score exactly 0.5 on it.
+async function greenScenePNG() {
+  const url = await page.evaluate(() => {
+    const c = document.createElement("canvas");
+    c.width = 160; c.height = 120;
+    const g = c.getContext("2d");
+    g.fillStyle = "#fff"; g.fillRect(0, 0, 160, 120);
+    g.fillStyle = "#00ff00"; g.fillRect(40, 30, 60, 60);
+    return c.toDataURL("image/png");
+  });
+  return Buffer.from(url.slice(url.indexOf(",") + 1), "base64");
+}
+
+// bmp is a 2×2 24-bit BMP: the browser shows it, the server does not take it.
+function bmp() {
+  const b = Buffer.alloc(54 + 16);
+  b.write("BM", 0);
+  b.writeUInt32LE(b.length, 2);
+  b.writeUInt32LE(54, 10);
+  b.writeUInt32LE(40, 14);
+  b.writeInt32LE(2, 18);
+  b.writeInt32LE(2, 22);
+  b.writeUInt16LE(1, 26);
+  b.writeUInt16LE(24, 28);
+  b.writeUInt32LE(16, 34);
+  b.fill(0xff, 54); // white pixels, rows padded to 8 bytes
+  return b;
+}
+
+// detectWith loads the page, sets the categories (and threshold), gives it a
+// file and waits until the page has settled: an answer shown or an error.
+async function detectWith(categories, file, threshold) {
+  await page.goto(base + "/");
+  await page.fill("#categories", categories);
+  if (threshold !== undefined) {
+    await page.$eval("#threshold", (el, v) => { el.value = v; el.dispatchEvent(new Event("input")); }, String(threshold));
+  }
+  await page.setInputFiles("#file", file);
+  await page.waitForFunction(() => {
+    const s = document.getElementById("status").textContent;
+    return !document.getElementById("error").hidden || (s !== "" && !s.startsWith("Detecting"));
+  });
+}
+
+async function shownError() {
+  assert.equal(await page.isVisible("#error"), true, "no error is shown");
+  assert.doesNotMatch(await page.textContent("#status"), /Detecting/);
+  assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "0");
+  assert.equal(await page.$$eval("#detections tbody tr", (trs) => trs.length), 0);
+  return page.textContent("#error");
+}
+
+test("a scene with no match shows no detections", async () => {
+  await detectWith("red, blue", { name: "green.png", mimeType: "image/png", buffer: await greenScenePNG() }, 0.6);
+  assert.equal(await page.isVisible("#error"), false);
+  assert.match(await page.textContent("#status"), /^No detections in \d+ ms · colors@test$/);
+  assert.deepEqual(await page.evaluate(() => window.vild.lastResponse.detections), []);
+  assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "0");
+  const rows = await page.$$eval("#detections tbody tr", (trs) => trs.map((tr) => tr.textContent));
+  assert.deepEqual(rows, ["no detections"]);
+  // The next answer with boxes replaces the empty state.
+  await page.$eval("#threshold", (el) => { el.value = "0.3"; el.dispatchEvent(new Event("input")); });
+  await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "1");
+  assert.equal(await page.$$eval("#detections tbody tr td.empty", (tds) => tds.length), 0);
+});
+
+test("an unsupported file shows an error", async () => {
+  // Not an image at all: the browser cannot show it, nothing is sent.
+  let posted = 0;
+  const count = (r) => { if (r.url().endsWith("/v1/detect")) posted++; };
+  page.on("request", count);
+  await detectWith("red", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a picture") });
+  page.off("request", count);
+  assert.match(await shownError(), /not an image the browser can show/);
+  assert.equal(posted, 0);
+  assert.equal(await page.isDisabled("#detect"), true);
+  // An image the browser shows but the server does not take: its problem detail.
+  await detectWith("red", { name: "white.bmp", mimeType: "image/bmp", buffer: bmp() });
+  assert.match(await shownError(), /^HTTP 415: unsupported image format: send JPEG, PNG, GIF or WebP$/);
+});
+
+test("server errors are shown, not waited on", async () => {
+  const shapes = path.join(root, "web/static/samples/shapes.png");
+  await detectWith("red, fail-internal", shapes);
+  assert.match(await shownError(), /^HTTP 500: internal error$/);
+  await detectWith("red, fail-busy", shapes);
+  assert.match(await shownError(), /^HTTP 503: the server is busy.*\(retry in \d+ s\)$/);
+  // A proxy's HTML error page and a network failure.
+  await page.route("**/v1/detect", (r) => r.fulfill({ status: 502, contentType: "text/html", body: "<html><body>Bad gateway</body></html>" }));
+  await detectWith("red", shapes);
+  assert.match(await shownError(), /^HTTP 502: Bad Gateway$/);
+  await page.unroute("**/v1/detect");
+  await page.route("**/v1/detect", (r) => r.abort("connectionrefused"));
+  await detectWith("red", shapes);
+  assert.match(await shownError(), /could not be reached/);
+  await page.unroute("**/v1/detect");
+  // And the page recovers: the same scene detects again.
+  await detectWith("red square, blue circle", shapes);
+  assert.equal(await page.isVisible("#error"), false);
+  assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "2");
+});
+
 test("Swagger UI is served at /docs from embedded assets", async () => {
   const external = [];
   page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:")) external.push(r.url()); });

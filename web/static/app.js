@@ -5,9 +5,10 @@
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
   const state = { file: null, img: null, timer: null, seq: 0 };
+  const ANSWER_TIMEOUT_MS = 60000; // the page never waits longer than this for an answer
   // Exposed for the browser test and the curious: the last answer and the
   // boxes as drawn, in canvas pixels.
-  window.vild = { lastResponse: null, drawnBoxes: [] };
+  window.vild = { lastResponse: null, lastError: null, drawnBoxes: [] };
 
   function colorFor(label) { // the same hue for the same label
     let h = 0;
@@ -19,15 +20,45 @@
     const el = $("error");
     el.textContent = msg;
     el.hidden = !msg;
+    window.vild.lastError = msg || null;
+  }
+
+  // fail ends a detection or a load with an error: no status, no boxes, no rows.
+  function fail(msg) {
+    $("status").textContent = "";
+    showError(msg);
+    draw([]);
+    fillTable(null);
   }
 
   function setImage(blob) {
-    state.file = blob;
+    state.seq++; // an answer still on its way is for the previous image
+    showError("");
     const url = URL.createObjectURL(blob);
     const img = new Image();
-    img.onload = () => { state.img = img; $("detect").disabled = false; draw([]); detect(); };
-    img.onerror = () => { showError("This file is not an image the browser can show."); };
+    img.onload = () => {
+      URL.revokeObjectURL(url);
+      state.file = blob;
+      state.img = img;
+      $("detect").disabled = false;
+      draw([]);
+      detect();
+    };
+    img.onerror = () => {
+      URL.revokeObjectURL(url);
+      state.file = null;
+      state.img = null;
+      $("detect").disabled = true;
+      clearCanvas();
+      fail("This file is not an image the browser can show: pick a JPEG, PNG, GIF or WebP.");
+    };
     img.src = url;
+  }
+
+  function clearCanvas() {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    canvas.dataset.boxes = "0";
+    window.vild.drawnBoxes = [];
   }
 
   function draw(detections) {
@@ -59,10 +90,22 @@
     canvas.dataset.boxes = String(detections.length);
   }
 
+  // fillTable lists the detections; an empty list says "no detections", null
+  // (no answer) leaves the table empty.
   function fillTable(detections) {
     const body = $("detections").querySelector("tbody");
     body.replaceChildren();
-    detections.forEach((d, i) => {
+    if (detections && detections.length === 0) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.className = "empty";
+      td.textContent = "no detections";
+      tr.append(td);
+      body.append(tr);
+      return;
+    }
+    (detections || []).forEach((d, i) => {
       const tr = document.createElement("tr");
       const sw = document.createElement("span");
       sw.className = "swatch";
@@ -80,6 +123,27 @@
     });
   }
 
+  // readAnswer reads a response's body: JSON (the answer or a problem) or,
+  // from something in between such as a proxy, text.
+  async function readAnswer(resp) {
+    const type = resp.headers.get("Content-Type") || "";
+    if (/json/.test(type)) {
+      try { return await resp.json(); } catch (e) { return null; }
+    }
+    await resp.text().catch(() => "");
+    return null;
+  }
+
+  // problemMessage is what to show for an error answer: the problem's detail
+  // (written for the client), else its title, else the status.
+  function problemMessage(resp, body) {
+    const what = (body && (body.detail || body.title)) || resp.statusText || "error";
+    let msg = "HTTP " + resp.status + ": " + what;
+    const retry = resp.headers.get("Retry-After");
+    if (retry) msg += " (retry in " + retry + " s)";
+    return msg;
+  }
+
   async function detect() {
     if (!state.file) return;
     const seq = ++state.seq;
@@ -91,28 +155,42 @@
     // vocabulary (an empty categories field is answered 422).
     if ($("categories").value.replace(/[\s,]/g, "") !== "") form.append("categories", $("categories").value);
     form.append("score_threshold", $("threshold").value);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), ANSWER_TIMEOUT_MS);
     let resp, body;
     try {
-      resp = await fetch("/v1/detect", { method: "POST", body: form, headers: { Accept: "application/json" } });
-      body = await resp.json();
+      resp = await fetch("/v1/detect", { method: "POST", body: form, headers: { Accept: "application/json" }, signal: abort.signal });
+      body = await readAnswer(resp);
     } catch (e) {
-      if (seq === state.seq) { $("status").textContent = ""; showError("The server could not be reached: " + e.message); }
+      if (seq === state.seq) {
+        fail(abort.signal.aborted
+          ? "The server did not answer within " + ANSWER_TIMEOUT_MS / 1000 + " s."
+          : "The server could not be reached (" + e.message + ").");
+      }
       return;
+    } finally {
+      clearTimeout(timer);
     }
     if (seq !== state.seq) return; // a newer request is on its way
+    window.vild.lastResponse = body;
     if (!resp.ok) {
-      $("status").textContent = "";
-      showError((body && (body.detail || body.title)) || ("HTTP " + resp.status));
-      draw([]);
-      fillTable([]);
-      window.vild.lastResponse = body;
+      fail(problemMessage(resp, body));
       return;
     }
-    window.vild.lastResponse = body;
-    draw(body.detections);
-    fillTable(body.detections);
+    if (!body || !Array.isArray(body.detections)) {
+      fail("The server's answer could not be read (HTTP " + resp.status + ").");
+      return;
+    }
+    try {
+      draw(body.detections);
+      fillTable(body.detections);
+    } catch (e) {
+      fail("The server's answer could not be shown (" + e.message + ").");
+      return;
+    }
     const t = body.timings_ms || {};
-    $("status").textContent = body.detections.length + " detection(s) in " + (t.total || 0).toFixed(0) + " ms · " + body.model;
+    const n = body.detections.length;
+    $("status").textContent = (n === 0 ? "No detections" : n + " detection(s)") + " in " + (t.total || 0).toFixed(0) + " ms · " + body.model;
   }
 
   function later() { clearTimeout(state.timer); state.timer = setTimeout(detect, 250); }
@@ -134,8 +212,13 @@
     b.addEventListener("click", async () => {
       showError("");
       $("categories").value = b.dataset.categories;
-      const resp = await fetch(b.dataset.src);
-      setImage(await resp.blob());
+      try {
+        const resp = await fetch(b.dataset.src);
+        if (!resp.ok) throw new Error("HTTP " + resp.status);
+        setImage(await resp.blob());
+      } catch (e) {
+        fail("The sample could not be loaded (" + e.message + ").");
+      }
     });
   }
 })();

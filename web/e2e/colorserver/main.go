@@ -2,10 +2,15 @@
 // detector of handlers/handlerstest, for the browser test: its detections are
 // known exactly (one box per coloured shape, labelled by colour), so the test
 // can check what the page draws without the neural model.
+//
+// Two magic categories make a detection fail, so the test can see the page
+// show a server error: "fail-internal" (the detector fails: 500 internal) and
+// "fail-busy" (the queue is full: 503 queue-full with Retry-After).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -14,6 +19,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers"
@@ -38,7 +44,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	cfg := handlers.DefaultConfig()
 	h, err := handlers.New(handlers.Deps{
-		Detector: &handlerstest.ColorDetector{}, Embedder: &handlerstest.ColorEmbedder{},
+		Detector: failing{&handlerstest.ColorDetector{}}, Embedder: &handlerstest.ColorEmbedder{},
 		Decoder: handlerstest.Decoder{MaxSide: cfg.MaxImageSide, MaxPixels: cfg.MaxImagePixels},
 		Model: api.Model{ID: "colors@test", Name: "colors", EmbeddingDim: handlerstest.Dim,
 			Defaults: detector.Options{ScoreThreshold: 0.3, NMSIoU: 0.5, MaxDetections: 100}},
@@ -58,4 +64,20 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// failing is the colour detector, failing when a magic category is asked for.
+type failing struct{ *handlerstest.ColorDetector }
+
+// Score fails for "fail-internal" and "fail-busy", else scores.
+func (f failing) Score(ctx context.Context, r *detector.Regions, vocab *detector.Vocabulary, opts detector.Options) (*detector.Result, error) {
+	for _, c := range vocab.Classes {
+		switch c.Label {
+		case "fail-internal":
+			return nil, errors.New("colorserver: failure asked for")
+		case "fail-busy":
+			return nil, admission.ErrQueueFull
+		}
+	}
+	return f.ColorDetector.Score(ctx, r, vocab, opts)
 }
