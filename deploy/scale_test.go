@@ -36,7 +36,7 @@ type cluster struct {
 }
 
 // buildVild builds the command once for the test.
-func buildVild(t *testing.T) string {
+func buildVild(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "vild")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/vild")
@@ -47,7 +47,7 @@ func buildVild(t *testing.T) string {
 	return bin
 }
 
-func ortLibrary(t *testing.T) string {
+func ortLibrary(t testing.TB) string {
 	lib := os.Getenv("VILD_ORT_LIB")
 	if lib == "" {
 		lib, _ = filepath.Abs("../.cache/onnxruntime/libonnxruntime.so")
@@ -61,19 +61,29 @@ func ortLibrary(t *testing.T) string {
 	return lib
 }
 
-func startCluster(t *testing.T) *cluster {
+// startCluster starts the cluster on the tiny fixture bundle (fast: the
+// scale test is about state and routing, not the model).
+func startCluster(t testing.TB) *cluster {
+	t.Helper()
+	model, _ := filepath.Abs("../testdata/tinybundle")
+	return startClusterWith(t, "--model", model)
+}
+
+// startClusterWith starts redis-server, three replicas run with the extra
+// serve flags, and HAProxy.
+func startClusterWith(t testing.TB, serveFlags ...string) *cluster {
 	t.Helper()
 	haproxy := services.Need(t, "haproxy")
 	lib := ortLibrary(t)
 	c := &cluster{redis: services.StartRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")}
 	bin := buildVild(t)
-	model, _ := filepath.Abs("../testdata/tinybundle")
 	for range 3 {
 		port := services.FreePort(t)
-		p := services.StartEnv(t, []string{"VILD_ORT_LIB=" + lib}, bin, "serve",
-			"--addr", "127.0.0.1:"+strconv.Itoa(port), "--metrics-addr", "", "--model", model,
+		args := append([]string{"serve",
+			"--addr", "127.0.0.1:" + strconv.Itoa(port), "--metrics-addr", "",
 			"--store", c.redis.URL(), "--data-dir", t.TempDir(), "--workers", "1", "--queue", "16",
-			"--max-queue-wait", "5s", "--shutdown-timeout", "10s", "--log-level", "warn")
+			"--max-queue-wait", "5s", "--shutdown-timeout", "10s", "--log-level", "warn"}, serveFlags...)
+		p := services.StartEnv(t, []string{"VILD_ORT_LIB=" + lib}, bin, args...)
 		c.replicas = append(c.replicas, p)
 		c.urls = append(c.urls, "http://127.0.0.1:"+strconv.Itoa(port))
 	}
@@ -101,7 +111,7 @@ func startCluster(t *testing.T) *cluster {
 	return c
 }
 
-func waitReady(t *testing.T, url string, within time.Duration, p *services.Process) {
+func waitReady(t testing.TB, url string, within time.Duration, p *services.Process) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -120,7 +130,7 @@ func waitReady(t *testing.T, url string, within time.Duration, p *services.Proce
 }
 
 // status is each replica's status in HAProxy's statistics (UP, DOWN, …).
-func (c *cluster) status(t *testing.T) map[string]string {
+func (c *cluster) status(t testing.TB) map[string]string {
 	resp, err := http.Get(c.stats)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +154,7 @@ func (c *cluster) status(t *testing.T) map[string]string {
 	return out
 }
 
-func (c *cluster) upCount(t *testing.T) int {
+func (c *cluster) upCount(t testing.TB) int {
 	n := 0
 	for _, s := range c.status(t) {
 		if s == "UP" {
@@ -175,7 +185,7 @@ func send(method, url, contentType string, body []byte, hdr ...string) (int, str
 	return resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("ETag"), b, err
 }
 
-func scenePNG(t *testing.T) []byte {
+func scenePNG(t testing.TB) []byte {
 	img := image.NewRGBA(image.Rect(0, 0, 96, 64))
 	for y := range 64 {
 		for x := range 96 {
@@ -350,4 +360,36 @@ func TestScaleOut(t *testing.T) {
 			t.Fatalf("want 300 × 200: %s; errors %v", res, res.errors)
 		}
 	})
+}
+
+// BenchmarkReplicas measures detections per second on the embedded default
+// model with 8 concurrent clients: straight to one replica, and through
+// HAProxy to three, in the same run (docs/deploy.md). On one 2-core machine
+// the three replicas share the same two cores, so this shows the cost and
+// the (small) gain of replicas here, not what three machines would give.
+func BenchmarkReplicas(b *testing.B) {
+	c := startClusterWith(b) // no --model: the embedded default bundle
+	scene, err := os.ReadFile("../models/default/golden/exact/input.png") // a 384×192 pictogram scene
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, target := range []struct{ name, url string }{{"one-replica", c.urls[0]}, {"three-replicas-haproxy", c.lb}} {
+		b.Run(target.name, func(b *testing.B) {
+			var failed atomic.Int64
+			b.SetParallelism(4) // 4 × GOMAXPROCS (2) = 8 clients
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					code, _, _, _, err := send("POST", target.url+"/v1/detect?categories=cat,dog,mug,kettle", "image/png", scene)
+					if err != nil || code != 200 {
+						failed.Add(1)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+			if n := failed.Load(); n > 0 {
+				b.Fatalf("%d of %d requests failed", n, b.N)
+			}
+		})
+	}
 }
