@@ -166,23 +166,11 @@ func (c *cluster) upCount(t testing.TB) int {
 
 // send makes one request and returns its status, Retry-After, ETag and body.
 func send(method, url, contentType string, body []byte, hdr ...string) (int, string, string, []byte, error) {
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	resp, b, err := services.Send(method, url, contentType, body, hdr...)
 	if err != nil {
 		return 0, "", "", nil, err
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", "", nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("ETag"), b, err
+	return resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("ETag"), b, nil
 }
 
 func scenePNG(t testing.TB) []byte {
@@ -364,16 +352,26 @@ func TestScaleOut(t *testing.T) {
 
 // BenchmarkReplicas measures detections per second on the embedded default
 // model with 8 concurrent clients: straight to one replica, and through
-// HAProxy to three, in the same run (docs/deploy.md). On one 2-core machine
+// HAProxy to three, and straight to one replica with two workers, in the
+// same run (docs/deploy.md). On one 2-core machine
 // the three replicas share the same two cores, so this shows the cost and
 // the (small) gain of replicas here, not what three machines would give.
 func BenchmarkReplicas(b *testing.B) {
-	c := startClusterWith(b) // no --model: the embedded default bundle
+	c := startClusterWith(b)                                              // no --model: the embedded default bundle
 	scene, err := os.ReadFile("../models/default/golden/exact/input.png") // a 384×192 pictogram scene
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, target := range []struct{ name, url string }{{"one-replica", c.urls[0]}, {"three-replicas-haproxy", c.lb}} {
+	// A fourth server outside HAProxy: one replica with two workers (each with
+	// cores / workers = 1 intra-op thread), to tell replicas from concurrency.
+	port := services.FreePort(b)
+	two := services.StartEnv(b, []string{"VILD_ORT_LIB=" + ortLibrary(b)}, buildVild(b), "serve",
+		"--addr", "127.0.0.1:"+strconv.Itoa(port), "--metrics-addr", "", "--store", c.redis.URL(),
+		"--data-dir", b.TempDir(), "--workers", "2", "--queue", "16", "--max-queue-wait", "5s", "--log-level", "warn")
+	twoURL := "http://127.0.0.1:" + strconv.Itoa(port)
+	waitReady(b, twoURL+"/readyz", 30*time.Second, two)
+	for _, target := range []struct{ name, url string }{{"one-replica", c.urls[0]},
+		{"one-replica-2-workers", twoURL}, {"three-replicas-haproxy", c.lb}} {
 		b.Run(target.name, func(b *testing.B) {
 			var failed atomic.Int64
 			b.SetParallelism(4) // 4 × GOMAXPROCS (2) = 8 clients
