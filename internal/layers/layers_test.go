@@ -16,7 +16,7 @@ const module = "github.com/vild/vild/"
 
 // domain are the packages that must not import net/http or the HTTP layer.
 var domain = []string{"admission", "annotate", "boxes", "bundle", "detector", "eval", "imageio", "inference",
-	"models", "ort", "pipeline", "roialign", "rpn", "scoring", "session", "textbank", "tokenizer", "vocabulary"}
+	"models", "ort", "pipeline", "redisstore", "roialign", "rpn", "scoring", "session", "textbank", "tokenizer", "vocabulary"}
 
 // httpLayer are the packages a domain package must not import.
 var httpLayer = []string{"net/http", module + "handlers", module + "request", module + "api"}
