@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"runtime"
 	"strings"
@@ -115,6 +116,9 @@ type Options struct {
 	Store     Store
 	Workers   int
 	MaxMemory int
+	// Logger takes the warning about a corrupt cache file moved aside (nil:
+	// slog.Default()).
+	Logger *slog.Logger
 }
 
 // Open builds a Bank for bundle b: it loads the text encoder and the tokenizer
@@ -148,6 +152,14 @@ func Open(b *bundle.Bundle, rt ort.Runtime, opts Options) (*Bank, error) {
 		if err != nil {
 			sess.Close()
 			return nil, fmt.Errorf("textbank: open: %w", err)
+		}
+		if aside, why := bs.MovedAside(); aside != "" {
+			log := opts.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Warn("the text-embedding cache was corrupt: moved aside, starting an empty one (names are encoded again as they are asked for)",
+				"path", opts.CachePath, "moved_to", aside, "cause", why)
 		}
 		store = bs
 	}
