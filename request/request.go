@@ -13,9 +13,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/vild/vild/api"
 )
@@ -82,7 +84,10 @@ func jsonMessage(err error) string {
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at byte %d", se.Offset)
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q has the wrong type (want %s)", te.Field, te.Type)
+		if p := jsonPath(te.Field); p != "" {
+			return fmt.Sprintf("field %q has the wrong type (want %s)", p, jsonType(te.Type))
+		}
+		return fmt.Sprintf("the body has the wrong type (want %s)", jsonType(te.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return "unknown field (the API docs list the accepted fields)" // the name is input: not echoed
 	case strings.Contains(err.Error(), "exceeded max depth"):
@@ -93,6 +98,41 @@ func jsonMessage(err error) string {
 		return "unexpected end of input"
 	}
 	return "malformed"
+}
+
+// jsonPath is a field path as the client wrote it: the Go names of embedded
+// structs (DetectOptions.thresholds) left out.
+func jsonPath(field string) string {
+	var out []string
+	for _, p := range strings.Split(field, ".") {
+		if p != "" && !unicode.IsUpper([]rune(p)[0]) {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ".")
+}
+
+// jsonType names the JSON type a Go type is read from.
+func jsonType(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Pointer:
+		return jsonType(t.Elem())
+	}
+	return "object"
 }
 
 // mediaType returns the request's media type, lower case, without parameters.

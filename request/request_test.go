@@ -1,6 +1,7 @@
 package request
 
 import (
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -60,6 +61,33 @@ func TestCategoriesGivenOrLeftOut(t *testing.T) {
 		}
 		if (o.Categories != nil) != c.given || len(o.Categories) != c.n {
 			t.Errorf("query %q over %#v: categories %#v", c.query, c.base, o.Categories)
+		}
+	}
+}
+
+// A wrong type is named in the client's terms: the JSON path without Go's
+// embedded struct names, and the JSON type wanted.
+func TestWrongTypeMessage(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"categories":"red"}`:         `field "categories" has the wrong type (want array)`,
+		`{"thresholds":{"a":"x"}}`:     `field "thresholds" has the wrong type (want number)`,
+		`{"synonyms":{"a":[1]}}`:       `field "synonyms" has the wrong type (want string)`,
+		`{"max_detections":"x"}`:       `field "max_detections" has the wrong type (want integer)`,
+		`{"max_detections":1.5}`:       `field "max_detections" has the wrong type (want integer)`,
+		`{"vocabulary":["a"]}`:         `field "vocabulary" has the wrong type (want string)`,
+		`{"images":{"a":"b"}}`:         `field "images" has the wrong type (want array)`,
+		`{"negatives":[["nested"]]}`:   `field "negatives" has the wrong type (want string)`,
+		`{"score_threshold":"high"}`:   `field "score_threshold" has the wrong type (want number)`,
+		`{"synonyms":["a"]}`:           `field "synonyms" has the wrong type (want object)`,
+		`{"head":{"DetectOptions":1}}`: `field "head" has the wrong type (want string)`,
+		`000`:                          `the body has the wrong type (want object)`, // found by FuzzDecodeJSON
+		`["a"]`:                        `the body has the wrong type (want object)`,
+	} {
+		var req api.DetectRequest
+		err := DecodeJSON(strings.NewReader(body), &req)
+		var e *api.Error
+		if !errors.As(err, &e) || e.Msg != "invalid JSON body: "+want {
+			t.Errorf("%s: %v, want %q", body, err, want)
 		}
 	}
 }

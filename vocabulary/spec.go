@@ -198,13 +198,23 @@ func (n *normalizer) negatives(spec Spec) error {
 }
 
 func (n *normalizer) thresholds(spec Spec) error {
-	for k, t := range spec.Thresholds {
+	keys := make([]string, 0, len(spec.Thresholds))
+	for k := range spec.Thresholds {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // errors, like the result, do not depend on map order
+	for _, k := range keys {
+		t := spec.Thresholds[k]
 		label, ok := n.canon[NormName(k)]
 		if !ok {
 			return invalid(ErrInvalidThresholds, "every thresholds key must be one of the categories")
 		}
 		if !(t >= 0 && t <= 1) {
 			return invalid(ErrInvalidThresholds, "thresholds must be in [0, 1]")
+		}
+		if _, dup := n.out.Thresholds[label]; dup {
+			// "Red" and "red": which one wins would depend on map order.
+			return invalid(ErrInvalidThresholds, "two thresholds keys name the same category")
 		}
 		if n.out.Thresholds == nil {
 			n.out.Thresholds = map[string]float32{}

@@ -48,6 +48,9 @@ func TestNormalizeErrors(t *testing.T) {
 		{"synonym is a category", Spec{Categories: []string{"a", "b"}, Synonyms: map[string][]string{"a": {"B"}}}, ErrInvalidSynonyms},
 		{"negative is a category", Spec{Categories: []string{"a"}, Negatives: []string{"A"}}, ErrInvalidNegatives},
 		{"threshold above 1", Spec{Categories: []string{"a"}, Thresholds: map[string]float32{"a": 1.5}}, ErrInvalidThresholds},
+		// Found by FuzzNormalize: which of the two won depended on map order,
+		// so the digest of one spec could differ between two calls.
+		{"two thresholds for one category", Spec{Categories: []string{"Red"}, Thresholds: map[string]float32{"Red": 0.1, "red": 0.9}}, ErrInvalidThresholds},
 		{"template without {}", Spec{Categories: []string{"a"}, Templates: []string{"a photo"}}, ErrInvalidTemplates},
 	} {
 		_, err := Normalize(c.spec, lim)
