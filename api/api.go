@@ -186,6 +186,8 @@ type ImageSession struct {
 // VocabularyList answers GET /v1/vocabularies.
 type VocabularyList struct {
 	Vocabularies []vocabulary.Summary `json:"vocabularies"`
+	// Unavailable are stored vocabularies whose files could not be loaded at start (set aside, not served); [] when none. Writing one of these names again stores it anew.
+	Unavailable []vocabulary.Unavailable `json:"unavailable"`
 }
 
 // TextEmbeddingRequest is the body of POST /v1/embeddings/text.

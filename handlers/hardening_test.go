@@ -2,14 +2,23 @@ package handlers
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"image"
 	"image/color"
 	"image/draw"
+	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/vocabulary"
 )
 
 // greenScene is a white picture with one pure green square: red and blue each
@@ -162,4 +171,136 @@ func TestEmptyCategoriesAnswer422(t *testing.T) {
 		})
 	}
 	wantProblem(t, e.postJSON(t, "/v1/detect", `{"image":"`+b64(img)+`","categories":[],"vocabulary":"v"}`), 400, "invalid-request")
+}
+
+// Vocabulary files that do not load are listed as unavailable (name, reason,
+// since; never the file's content or path), counted in a metric and logged;
+// the others are served, and writing a name again makes it available.
+func TestUnavailableVocabularies(t *testing.T) {
+	dir := t.TempDir()
+	seed, err := vocabulary.OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := vocabulary.Spec{Categories: []string{"red", "blue"}}
+	if _, _, err := seed.Put(context.Background(), "colours", spec, spec.Digest(), ""); err != nil {
+		t.Fatal(err)
+	}
+	for f, c := range map[string]string{
+		"broken.json": `{"name":"broken","categories":["SECRET-CONTENT"`,
+		"wrong.json":  `{"name":"colours","categories":["red"],"etag":"x"}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, err := vocabulary.OpenFileStore(dir)
+	if err != nil {
+		t.Fatalf("a bad file stopped the store: %v", err)
+	}
+	var logged bytes.Buffer
+	e := newEnv(t, func(d *Deps) {
+		d.Vocabularies = store
+		d.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	})
+	rec := e.do(t, "GET", "/v1/vocabularies", "", nil)
+	if rec.Code != 200 {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if strings.Contains(rec.Body.String(), "SECRET") || strings.Contains(rec.Body.String(), dir) {
+		t.Fatalf("the list shows a file's content or path: %s", rec.Body)
+	}
+	list := decodeBody[api.VocabularyList](t, rec)
+	if len(list.Vocabularies) != 1 || list.Vocabularies[0].Name != "colours" {
+		t.Fatalf("served %+v", list.Vocabularies)
+	}
+	got := map[string]string{}
+	for _, u := range list.Unavailable {
+		got[u.Name] = u.Reason
+		if u.Since.IsZero() {
+			t.Fatalf("%+v has no since", u)
+		}
+	}
+	if len(got) != 2 || got["broken"] != "the file does not parse as a vocabulary" || got["wrong"] != "the file holds another vocabulary's name" {
+		t.Fatalf("unavailable %+v", list.Unavailable)
+	}
+	if n := testutil.ToFloat64(e.deps.Metrics.quarantined); n != 2 {
+		t.Fatalf("vild_vocabulary_files_quarantined_total = %v, want 2", n)
+	}
+	for _, name := range []string{"broken", "wrong"} {
+		if !strings.Contains(logged.String(), "vocabulary="+name) {
+			t.Fatalf("%s not logged: %s", name, logged.String())
+		}
+	}
+	// The good one detects; an unavailable one is not found.
+	if rec := e.postJSON(t, "/v1/detect", map[string]any{"image": b64(scenePNG(t)), "vocabulary": "colours"}); rec.Code != 200 {
+		t.Fatalf("detect with the good vocabulary: %d %s", rec.Code, rec.Body)
+	}
+	wantProblem(t, e.do(t, "GET", "/v1/vocabularies/broken", "", nil), 404, "vocabulary-not-found")
+	// Written again: available, no longer listed as unavailable.
+	if rec := e.do(t, "PUT", "/v1/vocabularies/broken", "application/json", strings.NewReader(`{"categories":["red"]}`)); rec.Code != 201 {
+		t.Fatalf("rewrite: %d %s", rec.Code, rec.Body)
+	}
+	list = decodeBody[api.VocabularyList](t, e.do(t, "GET", "/v1/vocabularies", "", nil))
+	if len(list.Vocabularies) != 2 || len(list.Unavailable) != 1 || list.Unavailable[0].Name != "wrong" {
+		t.Fatalf("after the rewrite: %+v", list)
+	}
+	// A store with nothing set aside lists unavailable as [].
+	clean := newEnv(t, nil)
+	if rec := clean.do(t, "GET", "/v1/vocabularies", "", nil); !strings.Contains(rec.Body.String(), `"unavailable":[]`) {
+		t.Fatalf("clean list %s", rec.Body)
+	}
+}
+
+// failingStore is a vocabulary store whose writes the storage refuses.
+type failingStore struct {
+	vocabulary.Store
+	err error
+}
+
+func (f failingStore) Put(ctx context.Context, name string, spec vocabulary.Spec, etag, ifMatch string) (*vocabulary.Entry, bool, error) {
+	return nil, false, f.err
+}
+
+func (f failingStore) Delete(ctx context.Context, name, ifMatch string) error { return f.err }
+
+// A write that the storage refuses answers 507 insufficient-storage (full) or
+// 503 storage-read-only with Retry-After (read-only, not permitted), never a
+// path; reads go on. The file store leaving nothing half-written is
+// vocabulary's TestFileStoreWriteFailures.
+func TestVocabularyWriteFailures(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		err    error
+		status int
+		slug   string
+	}{
+		{"disk full", fmt.Errorf("vocabulary: store: %w: %w", vocabulary.ErrStorageFull,
+			&os.PathError{Op: "write", Path: "/data/vocabularies/.vocab-123", Err: syscall.ENOSPC}), 507, "insufficient-storage"},
+		{"read-only", fmt.Errorf("vocabulary: store: %w: %w", vocabulary.ErrStorageReadOnly,
+			&os.PathError{Op: "open", Path: "/data/vocabularies/.vocab-123", Err: syscall.EROFS}), 503, "storage-read-only"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ok := newEnv(t, nil)
+			if rec := ok.do(t, "PUT", "/v1/vocabularies/v", "application/json", strings.NewReader(`{"categories":["red"]}`)); rec.Code != 201 {
+				t.Fatalf("create: %d", rec.Code)
+			}
+			e := newEnv(t, func(d *Deps) { d.Vocabularies = failingStore{Store: ok.store, err: c.err} })
+			for _, rec := range []*httptest.ResponseRecorder{
+				e.do(t, "PUT", "/v1/vocabularies/v", "application/json", strings.NewReader(`{"categories":["blue"]}`)),
+				e.do(t, "DELETE", "/v1/vocabularies/v", "", nil),
+			} {
+				p := wantProblem(t, rec, c.status, c.slug)
+				if strings.Contains(p.Detail, "/data") || !strings.Contains(p.Detail, "nothing was written") {
+					t.Fatalf("detail %q", p.Detail)
+				}
+				if ra := rec.Header().Get("Retry-After"); (c.status == 503) != (ra != "") {
+					t.Fatalf("status %d with Retry-After %q", c.status, ra)
+				}
+			}
+			if rec := e.do(t, "GET", "/v1/vocabularies/v", "", nil); rec.Code != 200 {
+				t.Fatalf("read after a refused write: %d", rec.Code)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package handlers
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -16,6 +17,10 @@ type Metrics struct {
 	inflight   prometheus.Gauge
 	queueDepth prometheus.Gauge
 	rejections *prometheus.CounterVec
+	// quarantined counts the vocabulary files the store set aside; its
+	// source is set when the vocabularies resource is mounted.
+	quarantined       prometheus.CounterFunc
+	quarantinedSource atomic.Pointer[func() int]
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not registered).
@@ -39,11 +44,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "vild_rejections_total", Help: "Requests answered with an error, by problem type.",
 		}, []string{"reason"}),
 	}
+	m.quarantined = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "vild_vocabulary_files_quarantined_total",
+		Help: "Stored vocabulary files that could not be loaded and were set aside (listed as unavailable).",
+	}, func() float64 {
+		if f := m.quarantinedSource.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.stages, m.inflight, m.queueDepth, m.rejections)
+		reg.MustRegister(m.requests, m.stages, m.inflight, m.queueDepth, m.rejections, m.quarantined)
 	}
 	return m
 }
+
+// countQuarantined makes the quarantine counter read n.
+func (m *Metrics) countQuarantined(n func() int) { m.quarantinedSource.Store(&n) }
 
 func (m *Metrics) stage(name string, d time.Duration) {
 	m.stages.WithLabelValues(name).Observe(d.Seconds())

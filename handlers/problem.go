@@ -42,6 +42,8 @@ var domainErrors = []struct {
 	{vocabulary.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the shared store is unavailable; retry later"},
 	{session.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the shared store is unavailable; retry later"},
 	{detector.ErrEmptyVocabulary, http.StatusUnprocessableEntity, "empty-vocabulary", "the vocabulary has no categories"},
+	{vocabulary.ErrStorageFull, http.StatusInsufficientStorage, "insufficient-storage", "the server's storage is full: nothing was written"},
+	{vocabulary.ErrStorageReadOnly, http.StatusServiceUnavailable, "storage-read-only", "the server cannot write vocabularies now (its storage is read-only): nothing was written; retry later"},
 }
 
 // specSlugs names the problem of each kind of invalid vocabulary spec; the

@@ -77,8 +77,17 @@ type vocabulariesResource struct {
 	vocabs *resolver
 }
 
-// Routes mounts the resource.
+// Routes mounts the resource. A store that set unreadable vocabularies aside
+// (vocabulary.Quarantiner) has each one logged here, once, and counted in
+// vild_vocabulary_files_quarantined_total.
 func (v vocabulariesResource) Routes() chi.Router {
+	if q, ok := v.vocabs.store.(vocabulary.Quarantiner); ok {
+		for _, u := range q.Quarantined() {
+			v.p.log.Warn("stored vocabulary unavailable: its file was set aside",
+				"vocabulary", u.Name, "reason", u.Reason, "file", u.File, "cause", u.Cause)
+		}
+		v.p.metrics.countQuarantined(func() int { return len(q.Quarantined()) })
+	}
 	r := chi.NewRouter()
 	r.Get("/", v.p.handle(v.list))
 	r.Get("/{name}", v.p.handle(v.get))
@@ -101,11 +110,12 @@ func (v vocabulariesResource) storeAndName(r *http.Request) (vocabulary.Store, s
 
 // list godoc
 //
-//	@Summary	List stored vocabularies
-//	@Tags		vocabularies
-//	@Produce	json
-//	@Success	200	{object}	api.VocabularyList
-//	@Router		/v1/vocabularies [get]
+//	@Summary		List stored vocabularies
+//	@Description	unavailable lists stored vocabularies whose files could not be loaded at start (they were set aside and are not served) until the name is written again.
+//	@Tags			vocabularies
+//	@Produce		json
+//	@Success		200	{object}	api.VocabularyList
+//	@Router			/v1/vocabularies [get]
 func (v vocabulariesResource) list(w http.ResponseWriter, r *http.Request) error {
 	if v.vocabs.store == nil {
 		return errNoStore
@@ -114,7 +124,19 @@ func (v vocabulariesResource) list(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, api.VocabularyList{Vocabularies: list})
+	out := api.VocabularyList{Vocabularies: list, Unavailable: []vocabulary.Unavailable{}}
+	if q, ok := v.vocabs.store.(vocabulary.Quarantiner); ok {
+		stored := map[string]bool{}
+		for _, s := range list {
+			stored[s.Name] = true
+		}
+		for _, u := range q.Quarantined() {
+			if !stored[u.Name] { // written again since: available
+				out.Unavailable = append(out.Unavailable, u)
+			}
+		}
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 // get godoc
@@ -163,6 +185,8 @@ func (v vocabulariesResource) get(w http.ResponseWriter, r *http.Request) error 
 //	@Failure		413			{object}	api.Problem
 //	@Failure		415			{object}	api.Problem
 //	@Failure		422			{object}	api.Problem
+//	@Failure		503			{object}	api.Problem	"storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After"
+//	@Failure		507			{object}	api.Problem	"storage full (insufficient-storage): nothing was written"
 //	@Router			/v1/vocabularies/{name} [put]
 func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error {
 	store, name, err := v.storeAndName(r)
@@ -204,6 +228,7 @@ func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error 
 //	@Failure	400			{object}	api.Problem
 //	@Failure	404			{object}	api.Problem
 //	@Failure	412			{object}	api.Problem
+//	@Failure	503			{object}	api.Problem	"storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After"
 //	@Router		/v1/vocabularies/{name} [delete]
 func (v vocabulariesResource) delete(w http.ResponseWriter, r *http.Request) error {
 	store, name, err := v.storeAndName(r)

@@ -480,6 +480,7 @@ const docTemplate = `{
         },
         "/v1/vocabularies": {
             "get": {
+                "description": "unavailable lists stored vocabularies whose files could not be loaded at start (they were set aside and are not served) until the name is written again.",
                 "produces": [
                     "application/json"
                 ],
@@ -623,6 +624,18 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
+                    },
+                    "503": {
+                        "description": "storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "507": {
+                        "description": "storage full (insufficient-storage): nothing was written",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
                 }
             },
@@ -664,6 +677,12 @@ const docTemplate = `{
                     },
                     "412": {
                         "description": "Precondition Failed",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "503": {
+                        "description": "storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -1154,6 +1173,13 @@ const docTemplate = `{
         "api.VocabularyList": {
             "type": "object",
             "properties": {
+                "unavailable": {
+                    "description": "Unavailable are stored vocabularies whose files could not be loaded at start (set aside, not served); [] when none. Writing one of these names again stores it anew.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/vocabulary.Unavailable"
+                    }
+                },
                 "vocabularies": {
                     "type": "array",
                     "items": {
@@ -1334,6 +1360,25 @@ const docTemplate = `{
                     "example": "kitchen"
                 },
                 "updated": {
+                    "type": "string"
+                }
+            }
+        },
+        "vocabulary.Unavailable": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "description": "Name is the vocabulary the file stood for (its file name).",
+                    "type": "string",
+                    "example": "kitchen"
+                },
+                "reason": {
+                    "description": "Reason says what was wrong, for the client (it holds no file content).",
+                    "type": "string",
+                    "example": "the file does not parse as a vocabulary"
+                },
+                "since": {
+                    "description": "Since is when the file was set aside.",
                     "type": "string"
                 }
             }

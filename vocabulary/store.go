@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -58,7 +61,34 @@ var (
 	// ErrUnavailable wraps failures of a shared store that a retry may cure
 	// (the store is down or unreachable); nothing was written.
 	ErrUnavailable = errors.New("the vocabulary store is unavailable")
+	// ErrStorageFull wraps a write that failed for want of space (ENOSPC,
+	// EDQUOT); nothing was written, the old version is intact.
+	ErrStorageFull = errors.New("the vocabulary store's storage is full")
+	// ErrStorageReadOnly wraps a write that the storage refused (read-only
+	// file system, permission); nothing was written, the old version is intact.
+	ErrStorageReadOnly = errors.New("the vocabulary store's storage is read-only")
 )
+
+// Unavailable is a stored vocabulary that could not be loaded: its file did
+// not parse or named another vocabulary, and was set aside.
+type Unavailable struct {
+	// Name is the vocabulary the file stood for (its file name).
+	Name string `json:"name" example:"kitchen"`
+	// Reason says what was wrong, for the client (it holds no file content).
+	Reason string `json:"reason" example:"the file does not parse as a vocabulary"`
+	// Since is when the file was set aside.
+	Since time.Time `json:"since"`
+	// File is where the file now is, and Cause what reading it said: for
+	// the server's log only.
+	File  string `json:"-"`
+	Cause string `json:"-"`
+}
+
+// Quarantiner is implemented by stores that set unreadable vocabularies
+// aside instead of failing (FileStore): Quarantined lists them.
+type Quarantiner interface {
+	Quarantined() []Unavailable
+}
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
@@ -85,18 +115,50 @@ func MatchETag(list, etag string) bool {
 // FileStore keeps vocabularies as one JSON file each in a directory, written
 // atomically (temporary file + rename) and loaded at start; reads are served
 // from memory. One process owns the directory.
+//
+// A file that does not parse, names another vocabulary or holds no
+// categories does not stop the store: it is renamed <file>.corrupt-<UTC
+// time>, and Quarantined lists it. A write the storage refuses leaves nothing
+// behind and wraps ErrStorageFull or ErrStorageReadOnly.
 type FileStore struct {
-	dir   string
-	mu    sync.RWMutex
-	items map[string]*Entry
+	dir         string
+	fs          fileSystem
+	mu          sync.RWMutex
+	items       map[string]*Entry
+	quarantined []Unavailable
+}
+
+// fileSystem is how a FileStore writes its directory; tests inject failures.
+type fileSystem struct {
+	createTemp func(dir, pattern string) (tempFile, error)
+	rename     func(oldpath, newpath string) error
+	remove     func(name string) error
+}
+
+// tempFile is the temporary file a write goes through (an *os.File).
+type tempFile interface {
+	Write(b []byte) (int, error)
+	Sync() error
+	Close() error
+	Name() string
+}
+
+var osFileSystem = fileSystem{
+	createTemp: func(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) },
+	rename:     os.Rename,
+	remove:     os.Remove,
 }
 
 // OpenFileStore loads every vocabulary under dir, creating dir if needed.
-func OpenFileStore(dir string) (*FileStore, error) {
+// Unreadable vocabularies are set aside (Quarantined); a directory that
+// cannot be listed or a file that cannot be read is an error.
+func OpenFileStore(dir string) (*FileStore, error) { return openFileStore(dir, osFileSystem) }
+
+func openFileStore(dir string, fsys fileSystem) (*FileStore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("vocabulary: store: %w", err)
 	}
-	s := &FileStore{dir: dir, items: map[string]*Entry{}}
+	s := &FileStore{dir: dir, fs: fsys, items: map[string]*Entry{}}
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return nil, err
@@ -106,16 +168,41 @@ func OpenFileStore(dir string) (*FileStore, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vocabulary: store: %w", err)
 		}
+		name := strings.TrimSuffix(filepath.Base(f), ".json")
 		var v Entry
-		if err := json.Unmarshal(b, &v); err != nil {
-			return nil, fmt.Errorf("vocabulary: store: %s: %w", filepath.Base(f), err)
+		switch err := json.Unmarshal(b, &v); {
+		case err != nil:
+			s.quarantine(f, name, "the file does not parse as a vocabulary", err.Error())
+		case CheckStoreName(name) != nil:
+			s.quarantine(f, name, "the file name is not a vocabulary name", "")
+		case v.Name != name:
+			s.quarantine(f, name, "the file holds another vocabulary's name", fmt.Sprintf("it names %q", v.Name))
+		case len(v.Categories) == 0:
+			s.quarantine(f, name, "the file holds no categories", "")
+		default:
+			s.items[v.Name] = &v
 		}
-		if v.Name+".json" != filepath.Base(f) || CheckStoreName(v.Name) != nil {
-			return nil, fmt.Errorf("vocabulary: store: %s holds vocabulary %q", filepath.Base(f), v.Name)
-		}
-		s.items[v.Name] = &v
 	}
 	return s, nil
+}
+
+// quarantine sets file aside: renamed <file>.corrupt-<UTC time> when the
+// directory allows it (else left where it is, still unloaded).
+func (s *FileStore) quarantine(file, name, reason, cause string) {
+	now := time.Now().UTC()
+	aside := file + ".corrupt-" + now.Format("20060102T150405.000000000Z")
+	if err := s.fs.rename(file, aside); err != nil {
+		aside = file
+		cause = strings.TrimPrefix(cause+"; ", "; ") + "not moved aside: " + err.Error()
+	}
+	s.quarantined = append(s.quarantined, Unavailable{Name: name, Reason: reason, Since: now, File: aside, Cause: cause})
+}
+
+// Quarantined lists the vocabularies set aside when the store opened.
+func (s *FileStore) Quarantined() []Unavailable {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.quarantined)
 }
 
 // Get returns the named vocabulary.
@@ -161,7 +248,7 @@ func (s *FileStore) Put(ctx context.Context, name string, spec Spec, etag, ifMat
 		return nil, false, err
 	}
 	if err := s.writeFile(name+".json", b); err != nil {
-		return nil, false, fmt.Errorf("vocabulary: store: %w", err)
+		return nil, false, storageError(err)
 	}
 	s.items[name] = v
 	return v, !exists, nil
@@ -170,11 +257,11 @@ func (s *FileStore) Put(ctx context.Context, name string, spec Spec, etag, ifMat
 // writeFile replaces dir/name with b: a synced temporary file, then a rename,
 // so a reader or a crash sees the old file or the new one, never a part.
 func (s *FileStore) writeFile(name string, b []byte) error {
-	tmp, err := os.CreateTemp(s.dir, ".vocab-*")
+	tmp, err := s.fs.createTemp(s.dir, ".vocab-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer s.fs.remove(tmp.Name()) // gone after the rename; removed after a failure
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return err
@@ -186,7 +273,19 @@ func (s *FileStore) writeFile(name string, b []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), filepath.Join(s.dir, name))
+	return s.fs.rename(tmp.Name(), filepath.Join(s.dir, name))
+}
+
+// storageError wraps a failed write with ErrStorageFull or ErrStorageReadOnly
+// when the storage refused it for want of space or of permission.
+func storageError(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("vocabulary: store: %w: %w", ErrStorageFull, err)
+	case errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("vocabulary: store: %w: %w", ErrStorageReadOnly, err)
+	}
+	return fmt.Errorf("vocabulary: store: %w", err)
 }
 
 // Delete removes a vocabulary (see Store).
@@ -200,8 +299,8 @@ func (s *FileStore) Delete(ctx context.Context, name, ifMatch string) error {
 	if ifMatch != "" && !MatchETag(ifMatch, old.ETag) {
 		return ErrETagMismatch
 	}
-	if err := os.Remove(filepath.Join(s.dir, name+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("vocabulary: store: %w", err)
+	if err := s.fs.remove(filepath.Join(s.dir, name+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return storageError(err)
 	}
 	delete(s.items, name)
 	return nil
