@@ -3,7 +3,7 @@ PY      ?= /usr/bin/python3
 export VILD_CACHE   ?= $(CURDIR)/.cache
 export VILD_ORT_LIB ?= $(VILD_CACHE)/onnxruntime/libonnxruntime.so
 
-.PHONY: setup serve test test-go test-python test-web build lint
+.PHONY: setup serve test test-go test-python test-web build lint fuzz fuzz-ci
 
 # staticcheck, pinned; run from the Go module proxy like any module.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -20,7 +20,7 @@ serve:
 	go run ./cmd/vild serve $(ARGS)
 
 # (2) Run every test.
-test: setup test-go test-python test-web
+test: setup test-go fuzz-ci test-python test-web
 
 # gofmt, go.mod/go.sum as `go mod tidy` leaves them, vet and staticcheck.
 lint:
@@ -35,6 +35,26 @@ test-go: lint
 	CGO_ENABLED=0 go build ./...
 	VILD_SERVICES_REQUIRED=1 go test ./...
 	go test -race -run 'Concurrent' ./ort ./pipeline
+
+# The request parsers' and vocabulary normalisation's fuzz targets, bounded:
+# part of make test (docs/api.md, Fuzzing).
+FUZZ_CI_TIME ?= 20s
+fuzz-ci:
+	@set -e; for t in request:FuzzDecodeJSON request:FuzzOptionsFromValues request:FuzzMultipart vocabulary:FuzzNormalize; do \
+	  echo "== ./$${t%%:*} $${t#*:} ($(FUZZ_CI_TIME))"; \
+	  go test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZ_CI_TIME); \
+	done
+
+# Every Go fuzz target for FUZZTIME each (20 s: about 5 minutes for the 12);
+# before a release, make fuzz FUZZTIME=10m.
+FUZZTIME ?= 20s
+fuzz:
+	@set -e; for dir in $$(git grep -l '^func Fuzz' -- '*_test.go' | xargs -n1 dirname | sort -u); do \
+	  for f in $$(go test -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
+	    echo "== ./$$dir $$f ($(FUZZTIME))"; \
+	    go test ./$$dir -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
 
 test-python:
 	cd training && $(PY) -m pytest

@@ -190,7 +190,7 @@ func (healthResource) livez(w http.ResponseWriter, r *http.Request) {
 
 // readyz godoc
 //
-//	@Summary	Readiness: the model is loaded and a warm-up inference passed; 503 while loading or draining
+//	@Summary	Readiness: the model is loaded, a warm-up inference passed and the shared store (if any) answers; 503 while loading, draining or while the shared store does not
 //	@Tags		health
 //	@Produce	plain
 //	@Success	200	{string}	string	"ready"

@@ -45,7 +45,7 @@ const docTemplate = `{
                 "tags": [
                     "health"
                 ],
-                "summary": "Readiness: the model is loaded and a warm-up inference passed; 503 while loading or draining",
+                "summary": "Readiness: the model is loaded, a warm-up inference passed and the shared store (if any) answers; 503 while loading, draining or while the shared store does not",
                 "responses": {
                     "200": {
                         "description": "ready",

@@ -31,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("serve: --log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log) // libraries that log without a logger given (textbank) log the same way
 	return serve(ctx, cfg, log, loadModel, func(addr, metricsAddr string) {
 		fmt.Fprintf(stdout, "vild: listening on http://%s (web page at /, API docs at /docs)\n", addr)
 		if metricsAddr != "" {
