@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vild/vild/apikey"
 )
 
 // Config holds every limit of the HTTP layer. Zero fields take the defaults
@@ -51,6 +53,18 @@ type Config struct {
 	SessionTTL  time.Duration
 	// VocabularyCacheSize bounds the embedded vocabularies kept in memory.
 	VocabularyCacheSize int
+	// KeyRPS, KeyBurst and KeyMaxConcurrent are the limits of an API key
+	// that sets none of its own (Deps.Keys): requests per second with a
+	// burst, and concurrent inferences; 0 = unlimited (burst 0: the rate
+	// rounded up).
+	KeyRPS           float64
+	KeyBurst         int
+	KeyMaxConcurrent int
+}
+
+// keyLimits are the default limits of an API key.
+func (c Config) keyLimits() apikey.Limits {
+	return apikey.Limits{RPS: c.KeyRPS, Burst: c.KeyBurst, MaxConcurrent: c.KeyMaxConcurrent}
 }
 
 // DefaultConfig returns the documented defaults.
@@ -147,6 +161,9 @@ func (c Config) Validate() error {
 	pos("request timeout", int64(c.RequestTimeout))
 	pos("max queue wait", int64(c.MaxQueueWait))
 	pos("max sessions", int64(c.MaxSessions))
+	if c.KeyRPS < 0 || c.KeyBurst < 0 || c.KeyMaxConcurrent < 0 {
+		errs = append(errs, errors.New("key limits must not be negative (0 = unlimited)"))
+	}
 	if c.MaxVocabularyCategories < c.MaxCategories {
 		errs = append(errs, fmt.Errorf("max vocabulary categories (%d) must be at least max categories (%d)",
 			c.MaxVocabularyCategories, c.MaxCategories))

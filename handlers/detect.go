@@ -72,6 +72,10 @@ func (d detectResource) Routes() chi.Router {
 //	@Failure		422				{object}	api.Problem	"image dimensions over the limits"
 //	@Failure		503				{object}	api.Problem	"queue full or draining; see Retry-After"
 //	@Failure		504				{object}	api.Problem	"request deadline exceeded"
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/detect [post]
 func (d detectResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if d.health.Draining() {

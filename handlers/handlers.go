@@ -10,6 +10,11 @@
 //	@description	Open-vocabulary object detection after ViLD (Gu et al., ICLR 2022). POST an image with any list of category names; get boxes, labels and scores back. Errors are RFC 9457 problem+json.
 //	@license.name	Apache-2.0
 //	@BasePath		/
+//
+//	@securityDefinitions.apikey	ApiKey
+//	@in							header
+//	@name						Authorization
+//	@description				Bearer vild_…: a key made with vild keys create (X-API-Key: vild_… also works). Needed on the /v1 routes when the server runs with --auth keys.
 package handlers
 
 import (
@@ -26,6 +31,7 @@ import (
 
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/apikey"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/inference"
 	_ "github.com/vild/vild/openapi" // registers the generated spec for /docs
@@ -72,6 +78,15 @@ type Deps struct {
 	Config     Config
 	// Web is the static site served at / (nil: none).
 	Web fs.FS
+	// Keys, when set, makes the /v1 routes require an API key with the
+	// route's scope (access.go); nil: they are open.
+	Keys apikey.Store
+	// Limiter holds each key to its limits (nil: apikey.Local, this process
+	// only); Config's Key* fields are the defaults.
+	Limiter apikey.Limiter
+	// CORSOrigins are the origins allowed to call the API from a browser
+	// ("*": any); none: no CORS headers.
+	CORSOrigins []string
 }
 
 // New returns the HTTP handler of the API.
@@ -114,12 +129,22 @@ func New(deps Deps) (http.Handler, error) {
 	opts := &optionRules{defaults: deps.Model.Defaults, cfg: cfg}
 
 	r := chi.NewRouter()
-	r.Use(m.instrument, p.recoverer) // instrument outermost: a recovered panic's 500 is counted
+	// instrument outermost: a recovered panic's 500 is counted; CORS
+	// preflights are answered before the key check.
+	r.Use(m.instrument, p.recoverer, securityHeaders, corsFor(deps.CORSOrigins))
 	health := healthResource{health: deps.Health, storeCheck: deps.StoreCheck}
 	r.Get("/livez", health.livez)
 	r.Get("/readyz", health.readyz)
+	root := r
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(deadline(cfg))
+		if deps.Keys != nil {
+			if deps.Limiter == nil {
+				deps.Limiter = apikey.NewLocal()
+			}
+			r.Use((&access{p: p, auth: apikey.Authenticator{Store: deps.Keys}, limiter: deps.Limiter,
+				defaults: cfg.keyLimits(), route: finder(root)}).middleware)
+		}
 		r.Mount("/detect", detectResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
 			health: deps.Health, model: deps.Model.ID, log: deps.Logger, metrics: m}.Routes())
 		r.Mount("/vocabularies", vocabulariesResource{p: p, in: in, vocabs: vocabs}.Routes())

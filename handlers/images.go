@@ -51,6 +51,10 @@ func (im imagesResource) Routes() chi.Router {
 //	@Failure		422		{object}	api.Problem
 //	@Failure		503		{object}	api.Problem
 //	@Failure		504		{object}	api.Problem
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/images [post]
 func (im imagesResource) create(w http.ResponseWriter, r *http.Request) error {
 	if im.health.Draining() {
@@ -81,6 +85,10 @@ func (im imagesResource) create(w http.ResponseWriter, r *http.Request) error {
 //	@Param		id	path		string	true	"image session id"
 //	@Success	200	{object}	api.ImageSession
 //	@Failure	404	{object}	api.Problem
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router		/v1/images/{id} [get]
 func (im imagesResource) get(w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "id")
@@ -99,6 +107,10 @@ func (im imagesResource) get(w http.ResponseWriter, r *http.Request) error {
 //	@Param		id	path	string	true	"image session id"
 //	@Success	204	"deleted"
 //	@Failure	404	{object}	api.Problem
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router		/v1/images/{id} [delete]
 func (im imagesResource) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := im.sessions.Delete(r.Context(), chi.URLParam(r, "id")); err != nil {
@@ -123,6 +135,10 @@ func (im imagesResource) delete(w http.ResponseWriter, r *http.Request) error {
 //	@Failure		413		{object}	api.Problem
 //	@Failure		415		{object}	api.Problem
 //	@Failure		503		{object}	api.Problem
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/images/{id}/detect [post]
 func (im imagesResource) detect(w http.ResponseWriter, r *http.Request) error {
 	regions, _, err := im.sessions.Get(r.Context(), chi.URLParam(r, "id"))

@@ -39,6 +39,10 @@ func (e embeddingsResource) Routes() chi.Router {
 //	@Failure		400		{object}	api.Problem
 //	@Failure		413		{object}	api.Problem
 //	@Failure		415		{object}	api.Problem
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/embeddings/text [post]
 func (e embeddingsResource) text(w http.ResponseWriter, r *http.Request) error {
 	var req api.TextEmbeddingRequest
@@ -93,6 +97,10 @@ func (m modelsResource) Routes() chi.Router {
 //	@Tags		models
 //	@Produce	json
 //	@Success	200	{object}	api.ModelList
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router		/v1/models [get]
 func (m modelsResource) list(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, api.ModelList{Models: []api.Model{m.model}})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/apikey"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/session"
@@ -44,6 +46,34 @@ var domainErrors = []struct {
 	{detector.ErrEmptyVocabulary, http.StatusUnprocessableEntity, "empty-vocabulary", "the vocabulary has no categories"},
 	{vocabulary.ErrStorageFull, http.StatusInsufficientStorage, "insufficient-storage", "the server's storage is full: nothing was written"},
 	{vocabulary.ErrStorageReadOnly, http.StatusServiceUnavailable, "storage-read-only", "the server cannot write vocabularies now (its storage is read-only): nothing was written; retry later"},
+	{apikey.ErrNoKey, http.StatusUnauthorized, "unauthorized", "an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"},
+	{apikey.ErrInvalidKey, http.StatusUnauthorized, "unauthorized", "the API key is not valid (unknown, revoked or malformed)"},
+	{apikey.ErrForbidden, http.StatusForbidden, "forbidden", "the API key lacks the scope this route needs"},
+	{apikey.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the key store is unavailable; retry later"},
+}
+
+// challenges are the WWW-Authenticate values of the key errors (RFC 6750).
+var challenges = []struct {
+	err   error
+	value string
+}{
+	{apikey.ErrNoKey, `Bearer realm="vild"`},
+	{apikey.ErrInvalidKey, `Bearer realm="vild", error="invalid_token"`},
+	{apikey.ErrForbidden, `Bearer realm="vild", error="insufficient_scope"`},
+}
+
+// challenge is err's WWW-Authenticate value, "" for none.
+func challenge(err error) string {
+	var se *apikey.ScopeError
+	if errors.As(err, &se) {
+		return fmt.Sprintf(`Bearer realm="vild", error="insufficient_scope", scope=%q`, string(se.Need))
+	}
+	for _, c := range challenges {
+		if errors.Is(err, c.err) {
+			return c.value
+		}
+	}
+	return ""
 }
 
 // specSlugs names the problem of each kind of invalid vocabulary spec; the
@@ -78,6 +108,20 @@ func (p *problems) toError(err error) *api.Error {
 	if errors.As(err, &mbe) {
 		return &api.Error{Status: http.StatusRequestEntityTooLarge, Slug: "body-too-large",
 			Msg: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), Err: err}
+	}
+	var le *apikey.LimitError
+	if errors.As(err, &le) {
+		msg := "the API key's request rate is used up; retry later"
+		if le.Concurrent {
+			msg = "the API key's concurrent inferences are all in use; retry later"
+		}
+		return &api.Error{Status: http.StatusTooManyRequests, Slug: "rate-limited", Msg: msg,
+			RetryAfter: max(1, int(math.Ceil(le.RetryAfter.Seconds()))), Err: err}
+	}
+	var se *apikey.ScopeError
+	if errors.As(err, &se) {
+		return &api.Error{Status: http.StatusForbidden, Slug: "forbidden",
+			Msg: fmt.Sprintf("the API key lacks the scope this route needs (%s)", se.Need), Err: err}
 	}
 	var ie *vocabulary.InvalidError
 	if errors.As(err, &ie) {
@@ -149,9 +193,15 @@ func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
 		level = slog.LevelError
 	}
-	p.log.Log(r.Context(), level, "request failed",
-		"method", r.Method, "path", r.URL.Path, "status", e.Status, "problem", e.Slug, "cause", err)
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", e.Status, "problem", e.Slug, "cause", err}
+	if name := keyName(r.Context()); name != "" {
+		attrs = append(attrs, "key", name) // the key's name, never its token
+	}
+	p.log.Log(r.Context(), level, "request failed", attrs...)
 	p.metrics.rejected(e.Slug)
+	if c := challenge(err); c != "" {
+		w.Header().Set("WWW-Authenticate", c)
+	}
 	retryAfter := e.RetryAfter
 	if retryAfter == 0 && e.Status == http.StatusServiceUnavailable {
 		retryAfter = p.cfg.RetryAfterSeconds

@@ -115,6 +115,10 @@ func (v vocabulariesResource) storeAndName(r *http.Request) (vocabulary.Store, s
 //	@Tags			vocabularies
 //	@Produce		json
 //	@Success		200	{object}	api.VocabularyList
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/vocabularies [get]
 func (v vocabulariesResource) list(w http.ResponseWriter, r *http.Request) error {
 	if v.vocabs.store == nil {
@@ -150,6 +154,10 @@ func (v vocabulariesResource) list(w http.ResponseWriter, r *http.Request) error
 //	@Success	304				"not modified"
 //	@Failure	400				{object}	api.Problem
 //	@Failure	404				{object}	api.Problem
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router		/v1/vocabularies/{name} [get]
 func (v vocabulariesResource) get(w http.ResponseWriter, r *http.Request) error {
 	store, name, err := v.storeAndName(r)
@@ -187,6 +195,10 @@ func (v vocabulariesResource) get(w http.ResponseWriter, r *http.Request) error 
 //	@Failure		422			{object}	api.Problem
 //	@Failure		503			{object}	api.Problem	"storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After"
 //	@Failure		507			{object}	api.Problem	"storage full (insufficient-storage): nothing was written"
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/vocabularies/{name} [put]
 func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error {
 	store, name, err := v.storeAndName(r)
@@ -229,6 +241,10 @@ func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error 
 //	@Failure	404			{object}	api.Problem
 //	@Failure	412			{object}	api.Problem
 //	@Failure	503			{object}	api.Problem	"storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After"
+//	@Security	ApiKey
+//	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"
+//	@Failure	403	{object}	api.Problem	"the API key lacks this route's scope"
+//	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router		/v1/vocabularies/{name} [delete]
 func (v vocabulariesResource) delete(w http.ResponseWriter, r *http.Request) error {
 	store, name, err := v.storeAndName(r)

@@ -64,6 +64,11 @@ const docTemplate = `{
         },
         "/v1/detect": {
             "post": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "description": "The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.\nWith Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only).",
                 "consumes": [
                     "application/json",
@@ -158,6 +163,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "vocabulary not found",
                         "schema": {
@@ -188,6 +205,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "503": {
                         "description": "queue full or draining; see Retry-After",
                         "schema": {
@@ -205,6 +228,11 @@ const docTemplate = `{
         },
         "/v1/embeddings/text": {
             "post": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "description": "Each text goes through the prompt-template ensemble; embeddings are L2-normalised.",
                 "consumes": [
                     "application/json"
@@ -240,6 +268,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "413": {
                         "description": "Request Entity Too Large",
                         "schema": {
@@ -251,12 +291,23 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
                 }
             }
         },
         "/v1/images": {
             "post": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "description": "Runs the vocabulary-independent part of the detector once (backbone, proposals, region embeddings) and keeps the result in a bounded cache with expiry. The image comes as JSON base64, multipart (field image) or a raw image body.",
                 "consumes": [
                     "application/json",
@@ -295,6 +346,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "413": {
                         "description": "Request Entity Too Large",
                         "schema": {
@@ -309,6 +372,12 @@ const docTemplate = `{
                     },
                     "422": {
                         "description": "Unprocessable Entity",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -330,6 +399,11 @@ const docTemplate = `{
         },
         "/v1/images/{id}": {
             "get": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "produces": [
                     "application/json"
                 ],
@@ -353,8 +427,26 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.ImageSession"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "Not Found",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -362,6 +454,11 @@ const docTemplate = `{
                 }
             },
             "delete": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "tags": [
                     "images"
                 ],
@@ -379,8 +476,26 @@ const docTemplate = `{
                     "204": {
                         "description": "deleted"
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "Not Found",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -390,6 +505,11 @@ const docTemplate = `{
         },
         "/v1/images/{id}/detect": {
             "post": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "description": "Scores the cached region embeddings against the vocabulary without running the backbone again: the timings show scoring only.",
                 "consumes": [
                     "application/json"
@@ -432,6 +552,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "Not Found",
                         "schema": {
@@ -450,6 +582,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "503": {
                         "description": "Service Unavailable",
                         "schema": {
@@ -461,6 +599,11 @@ const docTemplate = `{
         },
         "/v1/models": {
             "get": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "produces": [
                     "application/json"
                 ],
@@ -474,12 +617,35 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.ModelList"
                         }
+                    },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
                 }
             }
         },
         "/v1/vocabularies": {
             "get": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "description": "unavailable lists stored vocabularies whose files could not be loaded at start (they were set aside and are not served) until the name is written again.",
                 "produces": [
                     "application/json"
@@ -494,12 +660,35 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.VocabularyList"
                         }
+                    },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
                 }
             }
         },
         "/v1/vocabularies/{name}": {
             "get": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "produces": [
                     "application/json"
                 ],
@@ -538,8 +727,26 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "Not Found",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -547,6 +754,11 @@ const docTemplate = `{
                 }
             },
             "put": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "description": "Names are validated and deduplicated and their text embeddings computed now, once; detection requests then name the vocabulary.",
                 "consumes": [
                     "application/json"
@@ -601,6 +813,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "412": {
                         "description": "Precondition Failed",
                         "schema": {
@@ -625,6 +849,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "503": {
                         "description": "storage read-only (storage-read-only), or a shared store down (store-unavailable); see Retry-After",
                         "schema": {
@@ -640,6 +870,11 @@ const docTemplate = `{
                 }
             },
             "delete": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
                 "tags": [
                     "vocabularies"
                 ],
@@ -669,6 +904,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "no API key, or one that is not valid (with --auth keys); see WWW-Authenticate",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks this route's scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "Not Found",
                         "schema": {
@@ -677,6 +924,12 @@ const docTemplate = `{
                     },
                     "412": {
                         "description": "Precondition Failed",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up; see Retry-After",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -1382,6 +1635,14 @@ const docTemplate = `{
                     "type": "string"
                 }
             }
+        }
+    },
+    "securityDefinitions": {
+        "ApiKey": {
+            "description": "Bearer vild_…: a key made with vild keys create (X-API-Key: vild_… also works). Needed on the /v1 routes when the server runs with --auth keys.",
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header"
         }
     }
 }`
