@@ -5,11 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vild/vild/handlers"
@@ -46,6 +48,16 @@ type serveConfig struct {
 	MaxHeaderBytes    int
 	ShutdownTimeout   time.Duration
 	LogLevel          string
+
+	// Auth is "none" (the /v1 routes are open) or "keys" (they need an API
+	// key: vild keys create). No auth on an address other than loopback
+	// needs InsecureNoAuth.
+	Auth           string
+	InsecureNoAuth bool
+	// TLSCert and TLSKey are PEM files; both set: the API listener speaks TLS.
+	TLSCert, TLSKey string
+	// CORSOrigins may call the API from a browser; none: no CORS headers.
+	CORSOrigins []string
 }
 
 // envSource reads defaults from the environment, collecting parse errors.
@@ -69,6 +81,30 @@ func (e *envSource) int(key string, def int) int {
 			return def
 		}
 		return n
+	}
+	return def
+}
+
+func (e *envSource) float(key string, def float64) float64 {
+	if v := e.get(key); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not a number", key, v))
+			return def
+		}
+		return f
+	}
+	return def
+}
+
+func (e *envSource) bool(key string, def bool) bool {
+	if v := e.get(key); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s=%q: not true or false", key, v))
+			return def
+		}
+		return b
 	}
 	return def
 }
@@ -129,8 +165,21 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", env.int("VILD_MAX_HEADER_BYTES", 1<<20), "(VILD_MAX_HEADER_BYTES)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", env.dur("VILD_SHUTDOWN_TIMEOUT", 25*time.Second), "how long SIGTERM waits for in-flight requests (VILD_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.LogLevel, "log-level", env.str("VILD_LOG_LEVEL", "info"), "debug, info, warn or error (VILD_LOG_LEVEL)")
+	fs.StringVar(&c.Auth, "auth", env.str("VILD_AUTH", "none"), "none, or keys: the /v1 routes need an API key made with vild keys create (VILD_AUTH)")
+	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", env.bool("VILD_INSECURE_NO_AUTH", false), "serve with --auth none on an address other than loopback (VILD_INSECURE_NO_AUTH)")
+	fs.Float64Var(&c.API.KeyRPS, "key-rps", env.float("VILD_KEY_RPS", d.KeyRPS), "requests per second of an API key that sets none (VILD_KEY_RPS; 0 = unlimited)")
+	fs.IntVar(&c.API.KeyBurst, "key-burst", env.int("VILD_KEY_BURST", d.KeyBurst), "burst of an API key that sets none (VILD_KEY_BURST; 0 = the rate rounded up)")
+	fs.IntVar(&c.API.KeyMaxConcurrent, "key-max-concurrent", env.int("VILD_KEY_MAX_CONCURRENT", d.KeyMaxConcurrent), "concurrent inferences of an API key that sets none (VILD_KEY_MAX_CONCURRENT; 0 = unlimited)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env.str("VILD_TLS_CERT", ""), "certificate chain `FILE` (PEM); with --tls-key the API listener speaks TLS (VILD_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env.str("VILD_TLS_KEY", ""), "private key `FILE` (PEM) of --tls-cert (VILD_TLS_KEY)")
+	cors := fs.String("cors-origins", env.str("VILD_CORS_ORIGINS", ""), "comma-separated origins (https://app.example) that may call the API from a browser; empty: none (VILD_CORS_ORIGINS)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	for _, o := range strings.Split(*cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.CORSOrigins = append(c.CORSOrigins, o)
+		}
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
@@ -140,22 +189,27 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		c.Model.IntraOpThreads = max(1, runtime.GOMAXPROCS(0)/max(1, c.API.Workers))
 	}
 	errs := env.errs
-	switch u, err := url.Parse(c.Store); {
-	case c.Store == "":
-		c.Store = "file://" + c.Model.DataDir
-	case err != nil:
-		errs = append(errs, errors.New("--store: not a URL"))
-	case u.Scheme == "file":
-		if u.Host+u.Path == "" {
-			errs = append(errs, errors.New("--store file://DIR needs a directory"))
-		}
-		c.Model.DataDir = u.Host + u.Path
-	case u.Scheme == "redis" || u.Scheme == "rediss":
-	default:
-		errs = append(errs, fmt.Errorf("--store: scheme %q: use file://, redis:// or rediss://", u.Scheme))
+	var err error
+	if c.Store, c.Model.DataDir, err = resolveStore(c.Store, c.Model.DataDir); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Addr == "" {
 		errs = append(errs, errors.New("--addr must not be empty"))
+	}
+	switch c.Auth {
+	case "keys":
+	case "none":
+		if c.Addr != "" && !loopback(c.Addr) && !c.InsecureNoAuth {
+			errs = append(errs, fmt.Errorf("--addr %s is not a loopback address and --auth is none: anyone who reaches the port could use and change everything. Serve with --auth keys (make a key with vild keys create), or give --insecure-no-auth to serve without keys anyway", c.Addr))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--auth %q: use none or keys", c.Auth))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both or neither"))
+	}
+	if c.API.KeyRPS < 0 || c.API.KeyBurst < 0 || c.API.KeyMaxConcurrent < 0 {
+		errs = append(errs, errors.New("--key-rps, --key-burst and --key-max-concurrent must not be negative (0 = unlimited)"))
 	}
 	for _, t := range []struct {
 		name string
@@ -179,6 +233,40 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 		return c, fmt.Errorf("serve: %w", err)
 	}
 	return c, nil
+}
+
+// resolveStore reads --store: "" is file:// + dataDir; file://DIR sets the
+// data directory; redis:// and rediss:// are kept as they are.
+func resolveStore(store, dataDir string) (string, string, error) {
+	switch u, err := url.Parse(store); {
+	case store == "":
+		return "file://" + dataDir, dataDir, nil
+	case err != nil:
+		return store, dataDir, errors.New("--store: not a URL")
+	case u.Scheme == "file":
+		if u.Host+u.Path == "" {
+			return store, dataDir, errors.New("--store file://DIR needs a directory")
+		}
+		return store, u.Host + u.Path, nil
+	case u.Scheme == "redis" || u.Scheme == "rediss":
+		return store, dataDir, nil
+	default:
+		return store, dataDir, fmt.Errorf("--store: scheme %q: use file://, redis:// or rediss://", u.Scheme)
+	}
+}
+
+// loopback reports whether addr (HOST:PORT) listens on loopback only:
+// 127.0.0.0/8, ::1 or localhost. An empty host is every address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // addModelFlags adds the flags that choose and load the model.

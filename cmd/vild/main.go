@@ -3,6 +3,7 @@
 //	vild serve   [--addr HOST:PORT] [--model DIR] [--metrics-addr HOST:PORT] [--ort-lib PATH] …
 //	vild detect  IMAGE... --categories "a,b,c" [--out annotated.png]
 //	vild eval    --annotations COCO.json --images DIR
+//	vild keys    create --name NAME --scopes detect[,vocabularies:write][,admin] | list | revoke NAME
 //	vild version
 //
 // Every flag of serve also reads an environment variable (VILD_ADDR, …);
@@ -46,6 +47,7 @@ var commands = map[string]command{
 	"detect":  runDetect,
 	"eval":    runEval,
 	"version": runVersion,
+	"keys":    runKeys,
 }
 
 func usage() string {

@@ -40,7 +40,7 @@ func TestRunVersion(t *testing.T) {
 
 func TestRunUnknownCommand(t *testing.T) {
 	for _, args := range [][]string{nil, {"nope"}} {
-		if err := run(context.Background(), args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "usage: vild <detect|eval|serve|version>") {
+		if err := run(context.Background(), args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "usage: vild <detect|eval|keys|serve|version>") {
 			t.Fatalf("%v: %v", args, err)
 		}
 	}
@@ -55,11 +55,11 @@ func env(kv ...string) func(string) string {
 }
 
 func TestServeConfig(t *testing.T) {
-	c, err := parseServeConfig([]string{"--workers", "2", "--model", "/m"}, env("VILD_ADDR", ":9000", "VILD_WORKERS", "7", "VILD_REQUEST_TIMEOUT", "3s"), io.Discard)
+	c, err := parseServeConfig([]string{"--workers", "2", "--model", "/m"}, env("VILD_ADDR", ":9000", "VILD_WORKERS", "7", "VILD_REQUEST_TIMEOUT", "3s", "VILD_INSECURE_NO_AUTH", "true"), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != ":9000" || c.API.Workers != 2 || c.Model.ModelDir != "/m" || c.API.RequestTimeout != 3*time.Second {
+	if c.Addr != ":9000" || !c.InsecureNoAuth || c.Auth != "none" || c.API.Workers != 2 || c.Model.ModelDir != "/m" || c.API.RequestTimeout != 3*time.Second {
 		t.Fatalf("flags over env over defaults: %+v", c)
 	}
 	if c.ReadHeaderTimeout != 5*time.Second || c.ReadTimeout != 30*time.Second || c.WriteTimeout != 35*time.Second ||
@@ -88,6 +88,12 @@ func TestServeConfig(t *testing.T) {
 		{[]string{"--request-timeout", "40s"}, env()},
 		{[]string{"extra"}, env()},
 		{[]string{"--nope"}, env()},
+		{[]string{"--auth", "password"}, env()},
+		{[]string{"--tls-cert", "c.pem"}, env()},
+		{nil, env("VILD_TLS_KEY", "k.pem")},
+		{[]string{"--key-rps", "-1"}, env()},
+		{nil, env("VILD_KEY_RPS", "fast")},
+		{nil, env("VILD_INSECURE_NO_AUTH", "maybe")},
 	} {
 		if _, err := parseServeConfig(bad.args, bad.env, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad.args)
@@ -145,11 +151,17 @@ type running struct {
 
 func startServe(t *testing.T, cfg serveConfig, load loader) *running {
 	t.Helper()
+	return startServeLog(t, cfg, load, slog.New(slog.DiscardHandler))
+}
+
+// startServeLog is startServe logging to log.
+func startServeLog(t *testing.T, cfg serveConfig, load loader, log *slog.Logger) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{done: make(chan error, 1), cancel: cancel}
 	addrs := make(chan [2]string, 1)
 	go func() {
-		r.done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), load, func(a, m string) { addrs <- [2]string{a, m} })
+		r.done <- serve(ctx, cfg, log, load, func(a, m string) { addrs <- [2]string{a, m} })
 	}()
 	select {
 	case a := <-addrs:
@@ -366,5 +378,36 @@ func TestServeRealModel(t *testing.T) {
 	r.cancel()
 	if err := <-r.done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With no auth the server listens on loopback only, unless told
+// --insecure-no-auth; with --auth keys it listens anywhere.
+func TestServeRefusesNoAuthBeyondLoopback(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:8080", "127.1.2.3:80", "[::1]:8080", "localhost:8080", "LOCALHOST:1"} {
+		if _, err := parseServeConfig([]string{"--addr", addr}, env(), io.Discard); err != nil {
+			t.Errorf("%s: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"0.0.0.0:8080", ":8080", "[::]:8080", "10.0.0.5:8080", "vild.example:8080", "[::ffff:10.0.0.1]:80"} {
+		_, err := parseServeConfig([]string{"--addr", addr}, env(), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "--insecure-no-auth") {
+			t.Errorf("%s with no auth: %v", addr, err)
+		}
+		if _, err := parseServeConfig([]string{"--addr", addr, "--insecure-no-auth"}, env(), io.Discard); err != nil {
+			t.Errorf("%s --insecure-no-auth: %v", addr, err)
+		}
+		if _, err := parseServeConfig([]string{"--addr", addr}, env("VILD_AUTH", "keys"), io.Discard); err != nil {
+			t.Errorf("%s --auth keys: %v", addr, err)
+		}
+	}
+	// The refusal is at start: serve never listens.
+	cfg := testServeConfig(t)
+	_, err := parseServeConfig([]string{"--addr", "0.0.0.0:0", "--data-dir", cfg.Model.DataDir}, env(), io.Discard)
+	if err == nil {
+		t.Fatal("0.0.0.0 with no auth accepted")
+	}
+	if err := run(context.Background(), []string{"serve", "--addr", "0.0.0.0:0", "--metrics-addr", ""}, io.Discard); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Fatalf("vild serve --addr 0.0.0.0:0: %v", err)
 	}
 }

@@ -64,3 +64,34 @@ func TestModelInfoCategories(t *testing.T) {
 		t.Fatal("base_categories is still on the wire")
 	}
 }
+
+// GET /v1/models lists synonyms that name the object: the embedded bundle's
+// synonyms were curated (docs/data.md, "Synonyms"), so descriptive emoji tags
+// such as "curious" for raccoon or "strong" for lion are not among them, and
+// neither are they base names; genuine synonyms are.
+func TestModelInfoSynonymsNameTheObject(t *testing.T) {
+	b, err := models.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := modelInfo(b, detector.Options{})
+	synonyms := map[string][]string{}
+	for _, c := range info.CategoryList {
+		synonyms[c.Name] = c.Synonyms
+	}
+	for name, tags := range map[string][]string{"raccoon": {"curious", "sly"}, "lion": {"alpha", "order", "strong"}} {
+		if _, ok := synonyms[name]; !ok {
+			t.Fatalf("no category %q", name)
+		}
+		for _, tag := range tags {
+			if slices.Contains(synonyms[name], tag) || slices.Contains(info.BaseCategories, tag) {
+				t.Errorf("%q is still a synonym of %s: %v", tag, name, synonyms[name])
+			}
+		}
+	}
+	for name, syn := range map[string]string{"cat": "kitten", "rabbit": "bunny", "doughnut": "donut", "lion": "lion face"} {
+		if !slices.Contains(synonyms[name], syn) {
+			t.Errorf("%s lost its synonym %q: %v", name, syn, synonyms[name])
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,8 +33,12 @@ func runServe(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log) // libraries that log without a logger given (textbank) log the same way
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
 	return serve(ctx, cfg, log, loadModel, func(addr, metricsAddr string) {
-		fmt.Fprintf(stdout, "vild: listening on http://%s (web page at /, API docs at /docs)\n", addr)
+		fmt.Fprintf(stdout, "vild: listening on %s://%s (web page at /, API docs at /docs)\n", scheme, addr)
 		if metricsAddr != "" {
 			fmt.Fprintf(stdout, "vild: metrics on http://%s/metrics\n", metricsAddr)
 		}
@@ -66,9 +71,20 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ready and serves until ctx ends; then it drains: readiness 503, listeners
 // closed, in-flight requests finished within the shutdown timeout.
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, listening func(addr, metricsAddr string)) error {
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("serve: --tls-cert, --tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -88,6 +104,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 		if err != nil {
 			srv.Close()
 			return fmt.Errorf("serve: metrics: %w", err)
+		}
+		if !loopback(cfg.MetricsAddr) {
+			log.Warn("the metrics listener has no API keys and no TLS: keep its port internal", "metrics_addr", cfg.MetricsAddr)
 		}
 		metricsAddr = mln.Addr().String()
 		mux := http.NewServeMux()
@@ -126,6 +145,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 			log.Error("closing the store", "cause", err)
 		}
 	}()
+	switch {
+	case cfg.Auth == "keys":
+		if keys, err := st.keys.List(ctx); err == nil && len(keys) == 0 {
+			log.Warn("no API keys yet: every /v1 request answers 401 until one is made with vild keys create")
+		}
+	case !loopback(cfg.Addr):
+		log.Warn("the API needs no key on an address other than loopback (--insecure-no-auth)", "addr", cfg.Addr)
+	}
 	cfg.Model.Embeddings = st.embeddings
 	m, err := load(ctx, cfg.Model)
 	if err != nil {
@@ -143,6 +170,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 		Model: m.Info, Vocabularies: st.vocabularies, Sessions: st.sessions, StoreCheck: st.check,
 		Health: health, Metrics: metrics, Logger: log,
 		Config: cfg.API, Web: web.FS(),
+		Keys: st.keys, Limiter: st.limiter, CORSOrigins: cfg.CORSOrigins,
 	})
 	if err != nil {
 		shutdown()
