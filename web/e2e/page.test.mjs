@@ -6,6 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,21 +16,30 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
 const chromiumPath = process.env.VILD_CHROMIUM || "/usr/bin/chromium";
 const work = mkdtempSync(path.join(tmpdir(), "vild-e2e-"));
-let server, base, browser, page;
+let base, browser, page;
 
-before(async () => {
-  const bin = path.join(work, "colorserver");
-  execFileSync("go", ["build", "-o", bin, "./web/e2e/colorserver"], { cwd: root, stdio: "inherit" });
-  server = spawn(bin, ["--addr", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
-  base = await new Promise((resolve, reject) => {
+const bin = path.join(work, "colorserver");
+const servers = [];
+const cspViolations = [];
+
+// startServer runs colorserver with extra flags and returns its base URL.
+async function startServer(...flags) {
+  const proc = spawn(bin, ["--addr", "127.0.0.1:0", ...flags], { stdio: ["ignore", "pipe", "inherit"] });
+  servers.push(proc);
+  return new Promise((resolve, reject) => {
     let out = "";
-    server.stdout.on("data", (b) => {
+    proc.stdout.on("data", (b) => {
       out += b;
       const m = out.match(/listening on (http:\/\/\S+)/);
       if (m) resolve(m[1]);
     });
-    server.on("exit", (code) => reject(new Error("colorserver exited " + code)));
+    proc.on("exit", (code) => reject(new Error("colorserver exited " + code)));
   });
+}
+
+before(async () => {
+  execFileSync("go", ["build", "-o", bin, "./web/e2e/colorserver"], { cwd: root, stdio: "inherit" });
+  base = await startServer();
   browser = await chromium.launchPersistentContext(path.join(work, "profile"), {
     executablePath: chromiumPath,
     headless: true,
@@ -38,11 +48,12 @@ before(async () => {
   });
   page = browser.pages()[0] || (await browser.newPage());
   page.setDefaultTimeout(20000);
+  page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (server) server.kill("SIGTERM");
+  for (const s of servers) s.kill("SIGTERM");
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -68,7 +79,13 @@ async function boxPixels() {
 const close = (a, b) => a.every((v, i) => Math.abs(v - b[i]) <= 3);
 
 test("upload a scene, type categories, see the boxes drawn", async () => {
-  await page.goto(base + "/");
+  const page0 = await page.goto(base + "/");
+  const h = page0.headers();
+  assert.match(h["content-security-policy"], /script-src 'self';.*frame-ancestors 'none'/);
+  assert.doesNotMatch(h["content-security-policy"], /unsafe-inline/);
+  assert.equal(h["x-content-type-options"], "nosniff");
+  assert.equal(h["referrer-policy"], "no-referrer");
+  assert.equal(await page.isVisible("#key-box"), false, "a server without keys needs no key field");
   await page.fill("#categories", "red square, blue circle, green");
   await page.setInputFiles("#file", path.join(root, "web/static/samples/shapes.png"));
   await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2");
@@ -227,4 +244,53 @@ test("Swagger UI is served at /docs from embedded assets", async () => {
   await page.waitForSelector("text=vild API");
   await page.waitForSelector('[data-path="/v1/detect"]');
   assert.deepEqual(external, []);
+});
+
+test("a server that needs keys: the page asks for one, a bad key is an error, a good key detects", async () => {
+  const token = "vild_" + randomBytes(32).toString("base64url");
+  const keyed = await startServer("--key", token);
+  const shapes = path.join(root, "web/static/samples/shapes.png");
+  const sent = [];
+  const watch = (r) => { if (r.url().endsWith("/v1/detect")) sent.push(r.headers()["authorization"] || ""); };
+  page.on("request", watch);
+  try {
+    await page.goto(keyed + "/");
+    await page.evaluate(() => sessionStorage.clear());
+    await page.goto(keyed + "/");
+    assert.equal(await page.isVisible("#key-box"), false);
+    await page.fill("#categories", "red square, blue circle");
+    await page.setInputFiles("#file", shapes);
+    await page.waitForSelector("#error:not([hidden])");
+    assert.match(await page.textContent("#error"), /^HTTP 401: an API key is required.*Enter an API key\.$/);
+    assert.equal(await page.isVisible("#key-box"), true, "the page does not ask for a key");
+    assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "0");
+
+    // A bad key: the server's error is shown, the field stays.
+    await page.fill("#key", "vild_" + randomBytes(32).toString("base64url"));
+    await page.press("#key", "Enter");
+    await page.waitForFunction(() => /not valid/.test(document.getElementById("error").textContent));
+    assert.match(await page.textContent("#error"), /^HTTP 401: the API key is not valid \(unknown, revoked or malformed\) Check the API key\.$/);
+    assert.equal(await page.isVisible("#key-box"), true);
+
+    // The good key: detections, and the key is sent as a Bearer token.
+    await page.fill("#key", token);
+    await page.click("#key-use");
+    await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2");
+    assert.equal(await page.isVisible("#error"), false);
+    assert.equal(sent[sent.length - 1], "Bearer " + token);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("vild-api-key")), token);
+
+    // A reload in the same tab keeps it: no question asked.
+    await page.goto(keyed + "/");
+    await page.setInputFiles("#file", shapes);
+    await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2");
+    assert.equal(await page.isVisible("#error"), false);
+  } finally {
+    page.off("request", watch);
+    await page.evaluate(() => sessionStorage.clear());
+  }
+});
+
+test("the page breaks no Content-Security-Policy rule", () => {
+  assert.deepEqual(cspViolations, []);
 });

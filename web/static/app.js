@@ -1,5 +1,7 @@
 // vild's page: one image, a category list and a threshold go to POST
 // /v1/detect as multipart; the boxes come back and are drawn on a canvas.
+// A server that answers 401 needs an API key: the page asks for one, keeps
+// it in sessionStorage (this tab only) and sends it as a Bearer token.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -14,6 +16,21 @@
     let h = 0;
     for (const c of label) h = (h * 31 + c.codePointAt(0)) >>> 0;
     return "hsl(" + (h % 360) + ", 90%, 45%)";
+  }
+
+  const KEY_ITEM = "vild-api-key";
+  function storedKey() {
+    try { return sessionStorage.getItem(KEY_ITEM) || ""; } catch (e) { return ""; }
+  }
+  function storeKey(k) {
+    try {
+      if (k) sessionStorage.setItem(KEY_ITEM, k); else sessionStorage.removeItem(KEY_ITEM);
+    } catch (e) { /* storage off: the key lives in the field only */ }
+  }
+  function apiKey() { return $("key").value.trim() || storedKey(); }
+  function askForKey() {
+    $("key-box").hidden = false;
+    if (!$("key").value) $("key").focus();
   }
 
   function showError(msg) {
@@ -159,7 +176,10 @@
     const timer = setTimeout(() => abort.abort(), ANSWER_TIMEOUT_MS);
     let resp, body;
     try {
-      resp = await fetch("/v1/detect", { method: "POST", body: form, headers: { Accept: "application/json" }, signal: abort.signal });
+      const headers = { Accept: "application/json" };
+      const key = apiKey();
+      if (key) headers.Authorization = "Bearer " + key;
+      resp = await fetch("/v1/detect", { method: "POST", body: form, headers, signal: abort.signal });
       body = await readAnswer(resp);
     } catch (e) {
       if (seq === state.seq) {
@@ -174,7 +194,12 @@
     if (seq !== state.seq) return; // a newer request is on its way
     window.vild.lastResponse = body;
     if (!resp.ok) {
-      fail(problemMessage(resp, body));
+      let msg = problemMessage(resp, body);
+      if (resp.status === 401) {
+        askForKey();
+        msg += apiKey() ? " Check the API key." : " Enter an API key.";
+      }
+      fail(msg);
       return;
     }
     if (!body || !Array.isArray(body.detections)) {
@@ -208,6 +233,16 @@
   $("threshold").addEventListener("input", (e) => { $("threshold-value").textContent = Number(e.target.value).toFixed(2); later(); });
   $("categories").addEventListener("keydown", (e) => { if (e.key === "Enter") detect(); });
   $("detect").addEventListener("click", detect);
+  function useKey() {
+    storeKey($("key").value.trim());
+    detect();
+  }
+  $("key-use").addEventListener("click", useKey);
+  $("key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
+  if (storedKey()) { // a key given earlier in this tab: shown, to change or clear
+    $("key").value = storedKey();
+    $("key-box").hidden = false;
+  }
   for (const b of document.querySelectorAll(".sample")) {
     b.addEventListener("click", async () => {
       showError("");

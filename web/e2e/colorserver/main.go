@@ -6,6 +6,9 @@
 // Two magic categories make a detection fail, so the test can see the page
 // show a server error: "fail-internal" (the detector fails: 500 internal) and
 // "fail-busy" (the queue is full: 503 queue-full with Retry-After).
+//
+// --key TOKEN makes the /v1 routes need that API key (scope detect), as
+// vild serve --auth keys does, so the test can see the page ask for a key.
 package main
 
 import (
@@ -18,9 +21,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/apikey"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/handlers/handlerstest"
@@ -39,11 +44,22 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("colorserver", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	token := fs.String("key", "", "require this API key (vild_…, scope detect) on /v1")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg := handlers.DefaultConfig()
+	var keys apikey.Store
+	if *token != "" {
+		mem := apikey.NewMemory()
+		k := apikey.Key{Name: "e2e", Hash: apikey.Hash(*token), Scopes: []apikey.Scope{apikey.ScopeDetect}, Created: time.Now()}
+		if err := mem.Create(ctx, k); err != nil {
+			return err
+		}
+		keys = mem
+	}
 	h, err := handlers.New(handlers.Deps{
+		Keys:     keys,
 		Detector: failing{&handlerstest.ColorDetector{}}, Embedder: &handlerstest.ColorEmbedder{},
 		Decoder: handlerstest.Decoder{MaxSide: cfg.MaxImageSide, MaxPixels: cfg.MaxImagePixels},
 		Model: api.Model{ID: "colors@test", Name: "colors", EmbeddingDim: handlerstest.Dim,
