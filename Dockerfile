@@ -18,7 +18,13 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home /var/lib/vild --create-home vild
 COPY --from=build /out/vild /usr/local/bin/vild
 COPY --from=build /src/.cache/onnxruntime/libonnxruntime.so /usr/local/lib/vild/libonnxruntime.so
+# The API listens on every address, so it needs API keys (VILD_AUTH=keys):
+# make the first with the same data volume (docs/deploy.md),
+#   docker run --rm -v vild-data:/var/lib/vild vild keys create --name admin --scopes admin
+#   docker run -v vild-data:/var/lib/vild -p 8080:8080 vild
+# The metrics port (9090) has no keys: publish it to an internal network only.
 ENV VILD_ADDR=0.0.0.0:8080 \
+    VILD_AUTH=keys \
     VILD_METRICS_ADDR=0.0.0.0:9090 \
     VILD_ORT_LIB=/usr/local/lib/vild/libonnxruntime.so \
     VILD_DATA_DIR=/var/lib/vild

@@ -123,6 +123,9 @@ func TestKubernetesManifests(t *testing.T) {
 	if !strings.HasPrefix(env(c, "VILD_STORE"), "redis://") {
 		t.Fatalf("VILD_STORE = %q: replicas must share a Redis", env(c, "VILD_STORE"))
 	}
+	if env(c, "VILD_AUTH") != "keys" {
+		t.Fatalf("VILD_AUTH = %q: the pods listen beyond loopback, so the API needs keys", env(c, "VILD_AUTH"))
+	}
 	drain, err := time.ParseDuration(env(c, "VILD_SHUTDOWN_TIMEOUT"))
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +210,7 @@ func TestComposeFile(t *testing.T) {
 	}
 	for _, name := range []string{"vild1", "vild2", "vild3"} {
 		s, ok := compose.Services[name]
-		if !ok || s.Environment["VILD_STORE"] != "redis://redis:6379/0" || s.Healthcheck == nil {
+		if !ok || s.Environment["VILD_STORE"] != "redis://redis:6379/0" || s.Environment["VILD_AUTH"] != "keys" || s.Healthcheck == nil {
 			t.Fatalf("%s: %+v", name, s)
 		}
 	}

@@ -33,6 +33,7 @@ type cluster struct {
 	urls     []string // the replicas' base URLs
 	lb       string   // HAProxy's base URL
 	stats    string   // HAProxy's CSV statistics URL
+	bin      string   // the vild binary the replicas run
 }
 
 // buildVild builds the command once for the test.
@@ -77,6 +78,7 @@ func startClusterWith(t testing.TB, serveFlags ...string) *cluster {
 	lib := ortLibrary(t)
 	c := &cluster{redis: services.StartRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")}
 	bin := buildVild(t)
+	c.bin = bin
 	for range 3 {
 		port := services.FreePort(t)
 		args := append([]string{"serve",
