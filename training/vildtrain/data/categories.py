@@ -128,6 +128,142 @@ RENAME: dict[str, str] = {
     "dollar banknote": "banknote",
 }
 
+# Synonyms name the object (docs/data.md, "Synonyms"). Candidates are the CLDR label
+# of a renamed category, emoji-datasource short names and emojibase tags. Labels and
+# short names are names by construction and are kept, except NOT_NAMES. Tags are
+# search keywords, and most describe the emoji rather than name it ("strong" and
+# "order" for lion, "curious" and "sly" for raccoon): a tag is a synonym only when
+# it is the name's head noun or the plural of the name or of its head ("glove" for
+# boxing glove, "cats" for cat), or NAME_TAGS lists it. The other tags are kept in
+# the table's ``tags`` column, which only the tokenizer's corpus reads.
+
+# Words a short name (or the head-noun rule) would keep that do not name the object.
+NOT_NAMES: dict[str, str] = {
+    "tada": "an exclamation (party popper)",
+    "smoking": "an activity (cigarette)",
+    "golf": "a sport (flag in hole)",
+    "soccer": "a sport (soccer ball)",
+    "mahjong": "a game (mahjong red dragon)",
+    "loud sound": "a sound (speaker)",
+    "compression": "an action (clamp)",
+    "barber": "a person (barber pole)",
+    "japan": "a country (map of japan)",
+    "flags": "other objects (carp streamer)",
+    "flipper": "one famous dolphin, or a fin (dolphin)",
+    "pong": "half of the name ping pong, not its head",
+    "increasing": "an attribute: the head of chart increasing is chart",
+}
+
+# Tags that name the object, by category: another word for it, a spelling variant, a
+# name it goes by in another language, or a kind of it that the picture shows. Never
+# a broader class (reptile, ape, shellfish), a sibling (mule for donkey, alpaca for
+# llama), a part (mane, antlers, hump), the contents of a vessel (wine for wine glass),
+# a modifier of the name (manual for manual wheelchair), an attribute, an action, a
+# sound, a place, an occasion, a person or a zodiac sign.
+NAME_TAGS: dict[str, tuple[str, ...]] = {
+    # animals
+    "cat": ("kitten",), "moose": ("alces", "elk"), "donkey": ("ass", "burro"), "bison": ("wisent",),
+    "pig": ("sow",), "ewe": ("lamb",), "camel": ("dromedary",), "hippopotamus": ("hippo",),
+    "rabbit": ("bunny",), "bear": ("grizzly",), "kangaroo": ("joey",), "swan": ("cygnet",),
+    "feather": ("plumage",), "peacock": ("peahen",), "black bird": ("crow", "raven", "rook"),
+    "goose": ("gander", "geese"), "phoenix": ("firebird",), "turtle": ("terrapin", "tortoise"),
+    "snake": ("serpent",), "sauropod": ("brachiosaurus", "brontosaurus", "diplodocus"),
+    "t-rex": ("tyrannosaurus",), "spiral shell": ("conch",), "jellyfish": ("jelly",),
+    "snail": ("escargot",), "lady beetle": ("ladybird",), "cockroach": ("roach",),
+    "worm": ("earthworm",), "microbe": ("amoeba",),
+    # plants
+    "blossom": ("buttercup", "dandelion"), "seedling": ("sapling",), "evergreen tree": ("evergreen",),
+    "mushroom": ("toadstool",),
+    # food
+    "grapes": ("grape",), "melon": ("cantaloupe",), "tangerine": ("orange",), "pineapple": ("pina",),
+    "blueberries": ("bilberry", "blueberry"), "kiwi fruit": ("kiwi",), "eggplant": ("aubergine",),
+    "ear of corn": ("maize",), "bell pepper": ("capsicum",), "leafy green": ("kale", "lettuce"),
+    "peanuts": ("peanut",), "ginger root": ("ginger",), "pea pod": ("edamame", "pea", "soybean"),
+    "brown mushroom": ("portobello", "shiitake", "shroom"), "root vegetable": ("beet", "radish", "turnip"),
+    "bread": ("loaf",), "baguette bread": ("baguette",),
+    "flatbread": ("arepa", "gordita", "lavash", "naan", "pita"), "pancakes": ("crêpe", "hotcake", "pancake"),
+    "poultry leg": ("drumstick",), "cut of meat": ("lambchop", "porkchop", "steak"),
+    "hamburger": ("burger",), "hot dog": ("frankfurter",), "burrito": ("wrap",), "tamale": ("pamonha",),
+    "stuffed flatbread": ("gyro",), "shallow pan of food": ("casserole", "paella"),
+    "bowl with spoon": ("cereal", "congee", "oatmeal", "porridge"), "steaming bowl": ("noodle", "pho"),
+    "spaghetti": ("pasta",), "fried shrimp": ("prawn", "tempura"), "moon cake": ("yuèbǐng",),
+    "dumpling": ("empanada", "gyōza", "jiaozi", "pierogi", "potsticker"), "doughnut": ("donut",),
+    "custard": ("pudding",), "honey pot": ("honeypot",),
+    # drink and dishware
+    "hot beverage": ("chai",), "beer mug": ("pint", "stein"), "tumbler glass": ("tumbler",),
+    "bubble tea": ("boba",), "chopsticks": ("hashi", "jeotgarak", "kuaizi"), "fork and knife": ("cutlery",),
+    "amphora": ("jug",),
+    # places
+    "globe": ("earth",), "rock": ("boulder",), "wood": ("log", "timber"), "hut": ("roundhouse", "yurt"),
+    "church": ("chapel",), "mosque": ("masjid",), "carousel horse": ("carousel",),
+    # vehicles
+    "high-speed train": ("shinkansen",), "minibus": ("van",), "taxi": ("cab",),
+    "pickup truck": ("pick-up", "pickup"), "articulated lorry": ("semi",), "bicycle": ("cycle",),
+    "wheel": ("tire",), "police car light": ("beacon", "siren"), "traffic light": ("signal", "stoplight"),
+    "construction": ("barrier",), "ring buoy": ("lifesaver",), "sailboat": ("yacht",), "airplane": ("jet",),
+    "helicopter": ("copter",), "aerial tramway": ("gondola", "ropeway"), "flying saucer": ("ufo",),
+    "luggage": ("suitcase",),
+    # sky
+    "ringed planet": ("saturn",), "tornado": ("whirlwind",), "cyclone": ("hurricane", "twister", "typhoon"),
+    "fire": ("flame",),
+    # activities and sports
+    "red envelope": ("hóngbāo",), "wrapped gift": ("present",), "ping pong": ("paddle", "pingpong"),
+    "badminton": ("birdie", "shuttlecock"), "sled": ("luge", "sledge", "sleigh", "toboggan"),
+    "bullseye": ("target",), "video game": ("controller",), "slot machine": ("slots",), "game die": ("dice",),
+    "puzzle piece": ("puzzle",), "teddy bear": ("teddy",), "piñata": ("pinada",),
+    "nesting dolls": ("babooshka", "baboushka", "babushka", "matryoshka"), "thread": ("spool",),
+    # clothing
+    "socks": ("stocking",), "woman's clothes": ("blouse",), "clutch bag": ("clutch",),
+    "backpack": ("bookbag", "rucksack", "satchel"), "thong sandal": ("thong", "thongs", "zōri"),
+    "running shoe": ("sneaker",), "flat shoe": ("flats", "slipper"), "high-heeled shoe": ("heels", "stiletto"),
+    "hair pick": ("comb",), "gem stone": ("jewel",),
+    # music
+    "saxophone": ("sax",), "accordion": ("concertina", "squeezebox"), "guitar": ("strat",),
+    "musical keyboard": ("piano",), "long drum": ("conga",), "flute": ("fife", "piccolo", "recorder"),
+    # objects
+    "mobile phone": ("cell", "mobile"), "desktop computer": ("desktop",), "computer disk": ("minidisk",),
+    "floppy disk": ("floppy",), "optical disk": ("blu-ray", "dvd"), "video camera": ("camcorder",),
+    "videocassette": ("tape",), "flashlight": ("torch",), "diya lamp": ("diya",), "label": ("tag",),
+    "package": ("parcel",), "inbox tray": ("inbox",), "pen": ("ballpoint",), "spiral notepad": ("pad",),
+    "card index": ("rolodex",), "straight ruler": ("straightedge",), "elevator": ("lift",),
+    "bathtub": ("bath",), "mouse trap": ("mousetrap",), "headstone": ("tombstone",),
+    "nazar amulet": ("nazar", "talisman"), "identification card": ("id",),
+    # tools and science
+    "axe": ("ax", "hatchet"), "wrench": ("spanner",), "nut and bolt": ("bolt",), "gear": ("cog", "cogwheel"),
+    "clamp": ("vice",), "balance scale": ("balance",), "chains": ("chain",), "shovel": ("spade",),
+    "x-ray": ("xray",),
+}
+
+# Breaks before which a name's head noun stands ("teacup without handle" -> teacup).
+_HEAD_BREAKS = (" with ", " without ", " of ", " in ", " and ", " behind ", " facing ")
+
+
+def head_noun(name: str) -> str:
+    """The head of a category name: its last word before any qualifying phrase."""
+    for b in _HEAD_BREAKS:
+        name = name.split(b)[0]
+    return name.split()[-1]
+
+
+def _plurals(word: str) -> set[str]:
+    out = {word + "s", word + "es"}
+    if word.endswith("y"):
+        out.add(word[:-1] + "ies")
+    return out
+
+
+def names_the_object(name: str, synonym: str, is_name: bool) -> bool:
+    """Whether a synonym candidate names the category ``name``: ``is_name`` for the
+    CLDR label and short names, False for an emojibase tag."""
+    if synonym in NOT_NAMES:
+        return False
+    if is_name:
+        return True
+    head = head_noun(name)
+    return (synonym == head or synonym in _plurals(name) or synonym in _plurals(head)
+            or synonym in NAME_TAGS.get(name, ()))
+
+
 # Distractors: emoji that are NOT categories, pasted unlabelled into scenes.
 DISTRACTOR_KINDS: dict[str, int] = {"face": 80, "hand": 24, "symbol": 96, "flag": 40}
 
@@ -142,6 +278,8 @@ class Category:
     split: str
     group: str
     styles: tuple[str, ...] = field(default=("noto", "twemoji"))
+    # the emoji's other tags: keywords that describe it rather than name it (not synonyms)
+    tags: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -173,7 +311,7 @@ def default_path() -> str:
     return os.path.join(data_dir(), "categories.tsv")
 
 
-CATEGORY_COLUMNS = ("id", "name", "codepoints", "group", "tier", "split", "styles", "synonyms")
+CATEGORY_COLUMNS = ("id", "name", "codepoints", "group", "tier", "split", "styles", "synonyms", "tags")
 DISTRACTOR_COLUMNS = ("codepoints", "name", "kind", "styles")
 
 
@@ -194,7 +332,8 @@ def load_categories(path: str | None = None) -> list[Category]:
         c = Category(id=int(r["id"]), name=r["name"], codepoints=r["codepoints"],
                      synonyms=tuple(s for s in r["synonyms"].split("|") if s),
                      tier=r["tier"], split=r["split"], group=r["group"],
-                     styles=tuple(s for s in r["styles"].split(",") if s))
+                     styles=tuple(s for s in r["styles"].split(",") if s),
+                     tags=tuple(s for s in r["tags"].split("|") if s))
         if c.id != i:
             raise ValueError(f"categories: ids must be 1..N in order, row {i} has id {c.id}")
         cats.append(c)
@@ -212,6 +351,14 @@ def split_checksum(categories: Iterable[Category]) -> str:
     h = hashlib.sha256()
     for c in sorted(categories, key=lambda c: c.id):
         h.update(f"{c.id}\t{c.name}\t{c.split}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def synonym_checksum(categories: Iterable[Category]) -> str:
+    """sha256 over (id, name, synonyms) lines: pins the synonyms (the split checksum does not cover them)."""
+    h = hashlib.sha256()
+    for c in sorted(categories, key=lambda c: c.id):
+        h.update(f"{c.id}\t{c.name}\t{'|'.join(c.synonyms)}\n".encode("utf-8"))
     return h.hexdigest()
 
 
@@ -293,7 +440,7 @@ def build_categories(cache_dir: str | None = None) -> tuple[list[Category], list
     if unknown:
         raise ValueError(f"categories: DROP lists labels that are not candidates: {sorted(unknown)}")
 
-    # Synonyms.
+    # Synonyms (candidates; names_the_object then keeps those that name the object).
     def raw_synonyms(name: str, e: dict, b: dict) -> list[str]:
         out = list(b.get("tags") or [])
         out += [s.replace("_", " ") for s in e.get("short_names") or []]
@@ -321,17 +468,27 @@ def build_categories(cache_dir: str | None = None) -> tuple[list[Category], list
             tier_of[n] = "rare" if i < n_rare else "common" if i < n_rare + n_common else "frequent"
 
     cats = []
+    unused_names = set(NOT_NAMES)
+    unused_tags = {(n, t) for n, ts in NAME_TAGS.items() for t in ts}
     for i, (name, cp, group, e, b) in enumerate(picked, start=1):
+        label = _clean_label(b.get("label", ""))
+        short = {_clean_label(s.replace("_", " ")) for s in e.get("short_names") or []}
         syns: list[str] = []
+        tags: list[str] = []
         for s in raw_synonyms(name, e, b):
-            if (s and s != name and s not in names and s not in syns and not re.search(r"\d", s)
-                    and "\t" not in s and "|" not in s
-                    and (share.get(s, 0) <= MAX_TAG_SHARE or s == _clean_label(b.get("label", "")))):
-                syns.append(s)
+            if (s and s != name and s not in names and s not in syns and s not in tags
+                    and not re.search(r"\d", s) and "\t" not in s and "|" not in s
+                    and (share.get(s, 0) <= MAX_TAG_SHARE or s == label)):
+                unused_names.discard(s)
+                unused_tags.discard((name, s))
+                (syns if names_the_object(name, s, s == label or s in short) else tags).append(s)
         tier = tier_of[name]
         cats.append(Category(id=i, name=name, codepoints=cp, synonyms=tuple(syns), tier=tier,
                              split="novel" if tier == "rare" else "base", group=group,
-                             styles=_styles_for(norm_key(cp), present)))
+                             styles=_styles_for(norm_key(cp), present), tags=tuple(tags)))
+    if unused_names or unused_tags:
+        raise ValueError("categories: NOT_NAMES or NAME_TAGS list words that are not synonym candidates: "
+                         f"{sorted(unused_names)} {sorted(unused_tags)}")
     return cats, dropped
 
 
@@ -381,7 +538,7 @@ def write_tables(cats: list[Category], distractors: list[Distractor], out_dir: s
         f.write("\t".join(CATEGORY_COLUMNS) + "\n")
         for c in cats:
             f.write("\t".join([str(c.id), c.name, c.codepoints, c.group, c.tier, c.split, ",".join(c.styles),
-                               "|".join(c.synonyms)]) + "\n")
+                               "|".join(c.synonyms), "|".join(c.tags)]) + "\n")
     with open(os.path.join(out_dir, "distractors.tsv"), "w", encoding="utf-8") as f:
         f.write("# generated by: python3 -m vildtrain categories --write (see docs/data.md)\n")
         f.write("\t".join(DISTRACTOR_COLUMNS) + "\n")
@@ -390,7 +547,9 @@ def write_tables(cats: list[Category], distractors: list[Distractor], out_dir: s
 
 
 def summary(cats: list[Category]) -> str:
-    lines = [f"{len(cats)} categories, split checksum {split_checksum(cats)}"]
+    lines = [f"{len(cats)} categories, split checksum {split_checksum(cats)}",
+             f"  synonyms: {sum(len(c.synonyms) for c in cats)} on {sum(bool(c.synonyms) for c in cats)} categories"
+             f" (synonym checksum {synonym_checksum(cats)}); descriptive tags: {sum(len(c.tags) for c in cats)}"]
     for t in TIERS:
         lines.append(f"  {t}: {sum(c.tier == t for c in cats)}")
     for s in ("base", "novel"):

@@ -1,9 +1,12 @@
 """A small byte-level BPE trainer that writes CLIP-format tokenizer files.
 
 Corpus (see docs/tokenizer.md): every English label and tag in emojibase-data's
-``en/data.json`` (skin-tone variants left out), the category names and synonyms
-of ``training/data/categories.tsv`` (when it exists), and every prompt template
-of :data:`vildtrain.text.prompts.TEMPLATES` filled with each category name.
+``en/data.json`` (skin-tone variants left out), the category names, synonyms and
+descriptive tags of ``training/data/categories.tsv`` (when it exists), every prompt
+template of :data:`vildtrain.text.prompts.TEMPLATES` filled with each of those, and
+the templates. The descriptive tags count as they did before synonyms were curated
+(docs/data.md), so the curation leaves the tokenizer, and the token ids the
+committed mini-CLIP was trained on, unchanged.
 
 Training is the standard algorithm on a word-frequency table: each text is
 cleaned and pre-tokenised exactly as :mod:`vildtrain.text.clip_tokenizer` does,
@@ -50,10 +53,10 @@ def emojibase_texts(path: str) -> list[str]:
 
 
 def category_texts(categories: Sequence, templates: Sequence[str]) -> list[str]:
-    """Names and synonyms, and every template filled with every name and synonym."""
+    """Names, synonyms and descriptive tags, and every template filled with each of them."""
     texts: list[str] = []
     for c in categories:
-        names = [c.name, *c.synonyms]
+        names = [c.name, *c.synonyms, *c.tags]
         texts.extend(names)
         for n in names:
             texts.extend(t.format(n) for t in templates)
