@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train_detector": ("vildtrain.train.train_detector", "train the ViLD detector"),
     "infer": ("vildtrain.models.infer", "detect objects in one image with a trained detector"),
     "export": ("vildtrain.export.export", "export a trained detector and its mini-CLIP as a vild bundle"),
+    "bundle_synonyms": ("vildtrain.export.bundle_synonyms", "rewrite a bundle manifest's category synonyms from the category table"),
     "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),
     "evaluate": ("vildtrain.evaluate.evaluate", "COCO-style AP of a detector on the held-out scene sets"),
     "diagnose": ("vildtrain.tools.diagnose", "where a detector's accuracy goes: RPN recall, per-head top-1"),

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vildtrain.export.bundle_synonyms import manifest_categories, manifest_text
 from vildtrain.models.detector import (BackboneGraph, DetectorConfig, VildDetector, backbone_output_names,
                                        load_checkpoint)
 from vildtrain.models.infer import Vocabulary, detect, regions
@@ -270,8 +271,7 @@ def manifest(cfg: DetectorConfig, clip, categories, training: dict, name: str) -
         "postprocess": {"score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou,
                         "max_detections": cfg.max_detections, "labels_per_box": cfg.labels_per_box},
         "text": {"tokenizer": "clip-bpe", "context_length": clip.context_length, "templates": list(TEMPLATES)},
-        "categories": [{"name": c.name, "split": c.split, **({"synonyms": list(c.synonyms)} if c.synonyms else {})}
-                       for c in categories],
+        "categories": manifest_categories(categories),
         "training": training,
     }
 
@@ -371,8 +371,7 @@ def _write_manifest(out: str, man: dict) -> None:
                 files.append(rel)
     man["sha256"] = {rel: sha256(os.path.join(out, rel)) for rel in sorted(files)}
     with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
-        json.dump(man, f, indent=1, ensure_ascii=False, default=_json_default)
-        f.write("\n")
+        f.write(manifest_text(man, default=_json_default))
 
 
 def _json_default(o):
