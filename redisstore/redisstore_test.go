@@ -163,8 +163,24 @@ func TestRedisDownAndBack(t *testing.T) {
 	r := services.StartRedis(t)
 	c, m := open(t, r)
 	v := vocabularies(t, c)
+	// The write's own change notice drops the local copy when it arrives:
+	// wait for it, so that the read below is the copy kept.
+	noticed := make(chan struct{}, 1)
+	v.Watch(func(name, _ string) {
+		if name == "kept" {
+			select {
+			case noticed <- struct{}{}:
+			default:
+			}
+		}
+	})
 	if _, _, err := v.Put(ctx, "kept", spec, "e1", ""); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-noticed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change notice for the write")
 	}
 	if _, err := v.Get(ctx, "kept"); err != nil {
 		t.Fatal(err)
