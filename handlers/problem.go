@@ -248,9 +248,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	if err != nil {
 		return fmt.Errorf("handlers: encode response: %w", err)
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	// A declared length lets a client or a proxy tell a cut answer (its
+	// server died while writing) from a whole one.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(b)
 	if err != nil {
 		return errors.Join(errWritten, err)
 	}
