@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vild/vild/access"
 	"github.com/vild/vild/apikey"
 	"github.com/vild/vild/internal/services"
 	"github.com/vild/vild/redisstore"
@@ -27,7 +28,7 @@ import (
 func TestEveryRouteHasAScope(t *testing.T) {
 	e := newEnv(t, func(d *Deps) { d.Keys = apikey.NewMemory() })
 	mux := e.h.(*chi.Mux)
-	find := finder(mux)
+	find := access.Finder(mux)
 	seen := map[string]bool{}
 	err := chi.Walk(mux, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if !strings.HasPrefix(route, "/v1/") {
@@ -36,8 +37,8 @@ func TestEveryRouteHasAScope(t *testing.T) {
 		route = strings.TrimSuffix(route, "/")
 		key := method + " " + route
 		seen[key] = true
-		if _, ok := routeAccess[key]; !ok {
-			t.Errorf("%s has no row in routeAccess", key)
+		if _, ok := access.Routes[key]; !ok {
+			t.Errorf("%s has no row in access.Routes", key)
 		}
 		concrete := strings.NewReplacer("{id}", "0123abcd", "{name}", "kitchen").Replace(route)
 		if got := find(method, concrete); got != route {
@@ -48,9 +49,9 @@ func TestEveryRouteHasAScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for key := range routeAccess {
+	for key := range access.Routes {
 		if !seen[key] {
-			t.Errorf("routeAccess names %s, which is not a route", key)
+			t.Errorf("access.Routes names %s, which is not a route", key)
 		}
 	}
 }

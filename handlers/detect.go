@@ -25,8 +25,8 @@ type detectResource struct {
 	p       *problems
 	in      request.Reader
 	run     *inference.Runner
-	vocabs  *resolver
-	opts    *optionRules
+	vocabs  *request.Vocabularies
+	opts    *request.Options
 	health  *Health
 	model   string
 	log     *slog.Logger
@@ -93,11 +93,11 @@ func (d detectResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if want != "application/json" && in.Batch {
 		return api.Errorf(http.StatusNotAcceptable, "not-acceptable", "an annotated image answers a single image, not a batch")
 	}
-	opts, err := d.opts.resolve(in.Options)
+	opts, err := d.opts.Resolve(in.Options)
 	if err != nil {
 		return err
 	}
-	vocab, err := d.vocabs.resolve(ctx, in.Options)
+	vocab, err := d.vocabs.Resolve(ctx, in.Options)
 	if err != nil {
 		return err
 	}
@@ -147,67 +147,6 @@ func nonNil(ds []detector.Detection) []detector.Detection {
 		return []detector.Detection{}
 	}
 	return ds
-}
-
-// optionRules turn a request's options into the detector's: the model's
-// defaults, then the request's values checked against the server's caps.
-type optionRules struct {
-	defaults detector.Options
-	cfg      Config
-}
-
-func (o *optionRules) resolve(req api.DetectOptions) (detector.Options, error) {
-	d, cfg := o.defaults, o.cfg
-	opts := detector.Options{Head: detector.HeadEnsemble, ScoreThreshold: d.ScoreThreshold,
-		NMSIoU: d.NMSIoU, MaxDetections: d.MaxDetections, RunnersUp: 3, LabelsPerBox: max(d.LabelsPerBox, 1)}
-	if d.Head != "" {
-		opts.Head = d.Head
-	}
-	if opts.NMSIoU == 0 {
-		opts.NMSIoU = 0.5
-	}
-	switch detector.Head(req.Head) {
-	case "":
-	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
-		opts.Head = detector.Head(req.Head)
-	default:
-		return opts, api.BadRequest("invalid-option", "head must be ensemble, text or image", nil)
-	}
-	if req.ScoreThreshold != nil {
-		if t := *req.ScoreThreshold; !(t >= 0 && t <= 1) {
-			return opts, api.BadRequest("invalid-option", "score_threshold must be in [0, 1]", nil)
-		}
-		opts.ScoreThreshold = *req.ScoreThreshold
-	}
-	if req.NMSIoU != nil {
-		if t := *req.NMSIoU; !(t > 0 && t <= 1) {
-			return opts, api.BadRequest("invalid-option", "nms_iou must be in (0, 1]", nil)
-		}
-		opts.NMSIoU = *req.NMSIoU
-	}
-	if req.MaxDetections != nil {
-		if *req.MaxDetections < 1 {
-			return opts, api.BadRequest("invalid-option", "max_detections must be at least 1", nil)
-		}
-		opts.MaxDetections = *req.MaxDetections
-	}
-	if opts.MaxDetections <= 0 || opts.MaxDetections > cfg.MaxDetections {
-		opts.MaxDetections = cfg.MaxDetections
-	}
-	if req.RunnersUp != nil {
-		if *req.RunnersUp < 0 || *req.RunnersUp > cfg.MaxRunnersUp {
-			return opts, api.BadRequest("invalid-option", fmt.Sprintf("runners_up must be 0 to %d", cfg.MaxRunnersUp), nil)
-		}
-		opts.RunnersUp = *req.RunnersUp
-	}
-	if req.LabelsPerBox != nil {
-		if *req.LabelsPerBox < 1 || *req.LabelsPerBox > cfg.MaxLabelsPerBox {
-			return opts, api.BadRequest("invalid-option", fmt.Sprintf("labels_per_box must be 1 to %d", cfg.MaxLabelsPerBox), nil)
-		}
-		opts.LabelsPerBox = *req.LabelsPerBox
-	}
-	opts.LabelsPerBox = min(opts.LabelsPerBox, cfg.MaxLabelsPerBox)
-	return opts, nil
 }
 
 // writeAnnotated encodes the annotated picture as PNG or JPEG.

@@ -29,6 +29,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	httpSwagger "github.com/swaggo/http-swagger/v2"
 
+	"github.com/vild/vild/access"
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/apikey"
@@ -120,18 +121,20 @@ func New(deps Deps) (http.Handler, error) {
 		Queue: admission.New(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, admission.Gauges{
 			Waiting: m.queueDepth, Running: m.inflight, Waited: func(d time.Duration) { m.stage("queue", d) }}),
 	}
-	vocabs := &resolver{builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
-		store: deps.Vocabularies, defaults: deps.Model.Categories, cfg: cfg}
+	vocabs := &request.Vocabularies{Builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
+		Store: deps.Vocabularies, Defaults: deps.Model.Categories,
+		MaxNames: cfg.MaxCategories, MaxStoredNames: cfg.MaxVocabularyCategories, MaxNameLength: cfg.MaxCategoryLength}
 	if w, ok := deps.Vocabularies.(vocabulary.Watcher); ok {
 		// A vocabulary changed by any replica: its old embeddings leave memory.
-		w.Watch(func(_, oldETag string) { vocabs.builder.Forget(oldETag) })
+		w.Watch(func(_, oldETag string) { vocabs.Builder.Forget(oldETag) })
 	}
-	opts := &optionRules{defaults: deps.Model.Defaults, cfg: cfg}
+	opts := &request.Options{Defaults: deps.Model.Defaults, Caps: request.Caps{MaxDetections: cfg.MaxDetections,
+		MaxRunnersUp: cfg.MaxRunnersUp, MaxLabelsPerBox: cfg.MaxLabelsPerBox}}
 
 	r := chi.NewRouter()
 	// instrument outermost: a recovered panic's 500 is counted; CORS
 	// preflights are answered before the key check.
-	r.Use(m.instrument, p.recoverer, securityHeaders, corsFor(deps.CORSOrigins))
+	r.Use(m.instrument, p.recoverer, access.SecurityHeaders, access.CORS(deps.CORSOrigins))
 	health := healthResource{health: deps.Health, storeCheck: deps.StoreCheck}
 	r.Get("/livez", health.livez)
 	r.Get("/readyz", health.readyz)
@@ -142,8 +145,8 @@ func New(deps Deps) (http.Handler, error) {
 			if deps.Limiter == nil {
 				deps.Limiter = apikey.NewLocal()
 			}
-			r.Use((&access{p: p, auth: apikey.Authenticator{Store: deps.Keys}, limiter: deps.Limiter,
-				defaults: cfg.keyLimits(), route: finder(root)}).middleware)
+			r.Use((&access.Guard{Auth: apikey.Authenticator{Store: deps.Keys}, Limiter: deps.Limiter,
+				Defaults: cfg.keyLimits(), Route: access.Finder(root), Fail: p.write}).Middleware)
 		}
 		r.Mount("/detect", detectResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
 			health: deps.Health, model: deps.Model.ID, log: deps.Logger, metrics: m}.Routes())

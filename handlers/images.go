@@ -16,8 +16,8 @@ type imagesResource struct {
 	p        *problems
 	in       request.Reader
 	run      *inference.Runner
-	vocabs   *resolver
-	opts     *optionRules
+	vocabs   *request.Vocabularies
+	opts     *request.Options
 	sessions session.Store
 	health   *Health
 	model    string
@@ -149,11 +149,11 @@ func (im imagesResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if err := im.in.JSON(w, r, &o); err != nil {
 		return err
 	}
-	opts, err := im.opts.resolve(o)
+	opts, err := im.opts.Resolve(o)
 	if err != nil {
 		return err
 	}
-	vocab, err := im.vocabs.resolve(r.Context(), o)
+	vocab, err := im.vocabs.Resolve(r.Context(), o)
 	if err != nil {
 		return err
 	}

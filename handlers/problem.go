@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/vild/vild/access"
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/apikey"
@@ -194,7 +195,7 @@ func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
 		level = slog.LevelError
 	}
 	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", e.Status, "problem", e.Slug, "cause", err}
-	if name := keyName(r.Context()); name != "" {
+	if name := access.KeyName(r.Context()); name != "" {
 		attrs = append(attrs, "key", name) // the key's name, never its token
 	}
 	p.log.Log(r.Context(), level, "request failed", attrs...)

@@ -1,87 +1,27 @@
 package handlers
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/vild/vild/api"
-	"github.com/vild/vild/detector"
 	"github.com/vild/vild/request"
 	"github.com/vild/vild/vocabulary"
 )
-
-// resolver finds a request's vocabulary: its own categories, a stored
-// vocabulary, or the model's default; built (embedded) once per digest.
-type resolver struct {
-	builder  *vocabulary.Builder
-	store    vocabulary.Store // nil: no stored vocabularies
-	defaults []string         // the model's categories
-	cfg      Config
-}
-
-var errNoStore = api.Errorf(http.StatusNotFound, "vocabulary-not-found", "this server stores no vocabularies")
-
-// errEmptyCategories answers categories given as an empty list: leaving them
-// out means the model's own vocabulary, an empty list means nothing to detect.
-var errEmptyCategories = api.Errorf(http.StatusUnprocessableEntity, "empty-vocabulary",
-	"categories is an empty list: give at least one category, or leave categories out for the model's own vocabulary")
-
-// resolve picks the vocabulary of o. Categories given (non-nil, even empty)
-// differ from categories left out (nil): request keeps the difference.
-func (v *resolver) resolve(ctx context.Context, o api.DetectOptions) (*detector.Vocabulary, error) {
-	var spec vocabulary.Spec
-	var err error
-	switch {
-	case o.Vocabulary != "" && o.Categories != nil:
-		return nil, api.BadRequest("invalid-request", "give categories or vocabulary, not both", nil)
-	case o.Vocabulary != "":
-		if o.Synonyms != nil || o.Negatives != nil || o.Thresholds != nil {
-			return nil, api.BadRequest("invalid-request", "synonyms, negatives and thresholds belong to the stored vocabulary; send categories to override them", nil)
-		}
-		if v.store == nil {
-			return nil, errNoStore
-		}
-		e, err := v.store.Get(ctx, o.Vocabulary)
-		if err != nil {
-			return nil, err
-		}
-		spec = e.Spec // stored specs are canonical
-	case o.Categories != nil && len(o.Categories) == 0:
-		return nil, errEmptyCategories
-	case len(o.Categories) > 0:
-		spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: o.Categories, Synonyms: o.Synonyms,
-			Negatives: o.Negatives, Thresholds: o.Thresholds}, v.limits(v.cfg.MaxCategories))
-	default:
-		if len(v.defaults) == 0 {
-			return nil, api.BadRequest("invalid-category", "give categories or a vocabulary", nil)
-		}
-		spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: v.defaults, Synonyms: o.Synonyms,
-			Negatives: o.Negatives, Thresholds: o.Thresholds}, v.limits(v.cfg.MaxVocabularyCategories))
-	}
-	if err != nil {
-		return nil, err
-	}
-	return v.builder.Build(ctx, spec)
-}
-
-func (v *resolver) limits(maxNames int) vocabulary.Limits {
-	return vocabulary.Limits{MaxNames: maxNames, MaxNameLength: v.cfg.MaxCategoryLength}
-}
 
 // vocabulariesResource is /v1/vocabularies.
 type vocabulariesResource struct {
 	p      *problems
 	in     request.Reader
-	vocabs *resolver
+	vocabs *request.Vocabularies
 }
 
 // Routes mounts the resource. A store that set unreadable vocabularies aside
 // (vocabulary.Quarantiner) has each one logged here, once, and counted in
 // vild_vocabulary_files_quarantined_total.
 func (v vocabulariesResource) Routes() chi.Router {
-	if q, ok := v.vocabs.store.(vocabulary.Quarantiner); ok {
+	if q, ok := v.vocabs.Store.(vocabulary.Quarantiner); ok {
 		for _, u := range q.Quarantined() {
 			v.p.log.Warn("stored vocabulary unavailable: its file was set aside",
 				"vocabulary", u.Name, "reason", u.Reason, "file", u.File, "cause", u.Cause)
@@ -98,14 +38,14 @@ func (v vocabulariesResource) Routes() chi.Router {
 
 // storeAndName returns the store and the request's vocabulary name, checked.
 func (v vocabulariesResource) storeAndName(r *http.Request) (vocabulary.Store, string, error) {
-	if v.vocabs.store == nil {
-		return nil, "", errNoStore
+	if v.vocabs.Store == nil {
+		return nil, "", request.ErrNoStore
 	}
 	name := chi.URLParam(r, "name")
 	if err := vocabulary.CheckStoreName(name); err != nil {
 		return nil, "", err
 	}
-	return v.vocabs.store, name, nil
+	return v.vocabs.Store, name, nil
 }
 
 // list godoc
@@ -121,15 +61,15 @@ func (v vocabulariesResource) storeAndName(r *http.Request) (vocabulary.Store, s
 //	@Failure	429	{object}	api.Problem	"the API key's rate or concurrent inferences are used up; see Retry-After"
 //	@Router			/v1/vocabularies [get]
 func (v vocabulariesResource) list(w http.ResponseWriter, r *http.Request) error {
-	if v.vocabs.store == nil {
-		return errNoStore
+	if v.vocabs.Store == nil {
+		return request.ErrNoStore
 	}
-	list, err := v.vocabs.store.List(r.Context())
+	list, err := v.vocabs.Store.List(r.Context())
 	if err != nil {
 		return err
 	}
 	out := api.VocabularyList{Vocabularies: list, Unavailable: []vocabulary.Unavailable{}}
-	if q, ok := v.vocabs.store.(vocabulary.Quarantiner); ok {
+	if q, ok := v.vocabs.Store.(vocabulary.Quarantiner); ok {
 		stored := map[string]bool{}
 		for _, s := range list {
 			stored[s.Name] = true
@@ -209,11 +149,11 @@ func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error 
 	if err := v.in.JSON(w, r, &spec); err != nil {
 		return err
 	}
-	spec, err = vocabulary.Normalize(spec, v.vocabs.limits(v.vocabs.cfg.MaxVocabularyCategories))
+	spec, err = vocabulary.Normalize(spec, v.vocabs.Limits(v.vocabs.MaxStoredNames))
 	if err != nil {
 		return err
 	}
-	vocab, err := v.vocabs.builder.Build(r.Context(), spec)
+	vocab, err := v.vocabs.Builder.Build(r.Context(), spec)
 	if err != nil {
 		return err
 	}

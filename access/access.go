@@ -1,4 +1,9 @@
-package handlers
+// Package access guards vild's HTTP routes: an API key on the /v1 routes
+// (authentication, the route's scope, the key's rate and concurrent
+// inferences), security headers on every answer, and CORS by an origin
+// allow-list. Its failures are apikey's errors, answered as problems by the
+// server's one translator.
+package access
 
 import (
 	"context"
@@ -11,17 +16,17 @@ import (
 	"github.com/vild/vild/apikey"
 )
 
-// routeRule is what one /v1 route asks of a key: a scope, and whether the
+// Rule is what one /v1 route asks of a key: a scope, and whether the
 // route runs a model (then it holds one of the key's concurrent places).
-type routeRule struct {
-	scope     apikey.Scope
-	inference bool
+type Rule struct {
+	Scope     apikey.Scope
+	Inference bool
 }
 
-// routeAccess is the one table of the scopes of the /v1 routes, by method
+// Routes is the one table of the scopes of the /v1 routes, by method
 // and route pattern (docs/api.md, Security). A route missing from it needs
-// admin (ruleFor); TestEveryRouteHasAScope checks that none is missing.
-var routeAccess = map[string]routeRule{
+// admin (RuleFor); handlers' TestEveryRouteHasAScope checks that none is missing.
+var Routes = map[string]Rule{
 	"POST /v1/detect":                {apikey.ScopeDetect, true},
 	"POST /v1/images":                {apikey.ScopeDetect, true},
 	"GET /v1/images/{id}":            {apikey.ScopeDetect, false},
@@ -38,37 +43,39 @@ var routeAccess = map[string]routeRule{
 // routePatterns are the patterns of the table, whatever the method.
 var routePatterns = func() map[string]bool {
 	m := map[string]bool{}
-	for k := range routeAccess {
+	for k := range Routes {
 		_, pattern, _ := strings.Cut(k, " ")
 		m[pattern] = true
 	}
 	return m
 }()
 
-// ruleFor is the rule of a method and the pattern the router finds for it.
+// RuleFor is the rule of a method and the pattern the router finds for it.
 // No pattern, or a pattern of the table under another method, is a request
 // the router answers 404 or 405: any valid key may hear that. A pattern the
 // table lacks is a route left out of it: admin keys only.
-func ruleFor(method, pattern string) routeRule {
-	if rule, ok := routeAccess[method+" "+pattern]; ok {
+func RuleFor(method, pattern string) Rule {
+	if rule, ok := Routes[method+" "+pattern]; ok {
 		return rule
 	}
 	if pattern == "" || routePatterns[pattern] {
-		return routeRule{}
+		return Rule{}
 	}
-	return routeRule{scope: apikey.ScopeAdmin}
+	return Rule{Scope: apikey.ScopeAdmin}
 }
 
-// access requires an API key on the /v1 routes: authentication (401), the
-// route's scope (403), then the key's rate and concurrent inferences (429).
-type access struct {
-	p        *problems
-	auth     apikey.Authenticator
-	limiter  apikey.Limiter
-	defaults apikey.Limits
-	// route finds the pattern a request will match ("" when none), as the
-	// router will route it.
-	route func(method, path string) string
+// Guard requires an API key on the routes it wraps: authentication (401),
+// the route's scope (403), then the key's rate and concurrent inferences
+// (429).
+type Guard struct {
+	Auth     apikey.Authenticator
+	Limiter  apikey.Limiter
+	Defaults apikey.Limits // limits of keys that set none of their own
+	// Route finds the pattern a request will match ("" when none), as the
+	// router will route it (Finder).
+	Route func(method, path string) string
+	// Fail answers a refused request (the server's problem writer).
+	Fail func(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // presentedToken is the token of Authorization: Bearer, else of X-API-Key;
@@ -93,29 +100,30 @@ func routingPath(r *http.Request) string {
 	return r.URL.Path
 }
 
-func (a *access) middleware(next http.Handler) http.Handler {
+// Middleware wraps next with the checks.
+func (a *Guard) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		k, err := a.auth.Authenticate(ctx, presentedToken(r))
+		k, err := a.Auth.Authenticate(ctx, presentedToken(r))
 		if err != nil {
-			a.p.write(w, r, err)
+			a.Fail(w, r, err)
 			return
 		}
 		r = r.WithContext(context.WithValue(ctx, keyContext{}, k))
-		rule := ruleFor(r.Method, a.route(r.Method, routingPath(r)))
-		if rule.scope != "" && !k.Allows(rule.scope) {
-			a.p.write(w, r, &apikey.ScopeError{Need: rule.scope})
+		rule := RuleFor(r.Method, a.Route(r.Method, routingPath(r)))
+		if rule.Scope != "" && !k.Allows(rule.Scope) {
+			a.Fail(w, r, &apikey.ScopeError{Need: rule.Scope})
 			return
 		}
-		lim := k.Limits.Or(a.defaults)
-		if err := a.limiter.Allow(r.Context(), k, lim); err != nil {
-			a.p.write(w, r, err)
+		lim := k.Limits.Or(a.Defaults)
+		if err := a.Limiter.Allow(r.Context(), k, lim); err != nil {
+			a.Fail(w, r, err)
 			return
 		}
-		if rule.inference {
-			release, err := a.limiter.Acquire(r.Context(), k, lim)
+		if rule.Inference {
+			release, err := a.Limiter.Acquire(r.Context(), k, lim)
 			if err != nil {
-				a.p.write(w, r, err)
+				a.Fail(w, r, err)
 				return
 			}
 			defer release()
@@ -127,17 +135,17 @@ func (a *access) middleware(next http.Handler) http.Handler {
 // keyContext carries the request's key, for the log.
 type keyContext struct{}
 
-// keyName is the name of the request's key ("" without one).
-func keyName(ctx context.Context) string {
+// KeyName is the name of the request's key ("" without one).
+func KeyName(ctx context.Context) string {
 	if k, ok := ctx.Value(keyContext{}).(*apikey.Key); ok {
 		return k.Name
 	}
 	return ""
 }
 
-// finder returns how mux routes a method and path (its pattern, "" for
+// Finder returns how mux routes a method and path (its pattern, "" for
 // none), in the form the table uses.
-func finder(mux *chi.Mux) func(method, path string) string {
+func Finder(mux *chi.Mux) func(method, path string) string {
 	return func(method, path string) string {
 		p := mux.Find(chi.NewRouteContext(), method, path)
 		if p != "/" {
@@ -158,9 +166,9 @@ const (
 		"img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-// securityHeaders sets the headers every answer carries: a CSP, no MIME
+// SecurityHeaders sets the headers every answer carries: a CSP, no MIME
 // sniffing, no framing, no referrer.
-func securityHeaders(next http.Handler) http.Handler {
+func SecurityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		if r.URL.Path == "/docs" || strings.HasPrefix(r.URL.Path, "/docs/") {
@@ -175,10 +183,10 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// corsFor allows cross-origin requests from the given origins only (none:
+// CORS allows cross-origin requests from the given origins only (none:
 // no CORS headers at all, so browsers keep other origins out); preflights
 // are answered before the key check, which they cannot pass.
-func corsFor(origins []string) func(http.Handler) http.Handler {
+func CORS(origins []string) func(http.Handler) http.Handler {
 	if len(origins) == 0 {
 		return func(next http.Handler) http.Handler { return next }
 	}
