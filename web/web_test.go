@@ -14,7 +14,7 @@ func TestPageSelfContained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ref := range []string{"style.css", "app.js", "samples/shapes.png", "samples/garden.png", "samples/night.png"} {
+	for _, ref := range []string{"style.css", "app.js", "samples/scene-000008.png", "samples/scene-000023.png", "samples/scene-000025.png"} {
 		if !strings.Contains(string(page), ref) {
 			t.Errorf("index.html does not use %s", ref)
 		}

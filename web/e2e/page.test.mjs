@@ -37,6 +37,32 @@ async function startServer(...flags) {
   });
 }
 
+// startVild builds and runs the real server on the embedded default model
+// (no --model), waits until it is ready and returns its base URL.
+async function startVild() {
+  const vild = path.join(work, "vild");
+  execFileSync("go", ["build", "-o", vild, "./cmd/vild"], { cwd: root, stdio: "inherit" });
+  const proc = spawn(vild, ["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "", "--data-dir", path.join(work, "data")],
+    { stdio: ["ignore", "pipe", "inherit"] });
+  servers.push(proc);
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    proc.stdout.on("data", (b) => {
+      out += b;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    proc.on("exit", (code) => reject(new Error("vild serve exited " + code)));
+  });
+  for (let i = 0; i < 600; i++) { // the model loads and warms up: up to 60 s
+    try {
+      if ((await fetch(url + "/readyz")).status === 200) return url;
+    } catch { /* not listening yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("vild serve not ready within 60 s");
+}
+
 before(async () => {
   execFileSync("go", ["build", "-o", bin, "./web/e2e/colorserver"], { cwd: root, stdio: "inherit" });
   base = await startServer();
@@ -87,7 +113,7 @@ test("upload a scene, type categories, see the boxes drawn", async () => {
   assert.equal(h["referrer-policy"], "no-referrer");
   assert.equal(await page.isVisible("#key-box"), false, "a server without keys needs no key field");
   await page.fill("#categories", "red square, blue circle, green");
-  await page.setInputFiles("#file", path.join(root, "web/static/samples/shapes.png"));
+  await page.setInputFiles("#file", path.join(root, "web/e2e/testdata/shapes.png"));
   await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2");
   const resp = await page.evaluate(() => window.vild.lastResponse);
   assert.deepEqual(resp.detections.map((d) => d.label).sort(), ["blue circle", "red square"]);
@@ -104,18 +130,36 @@ test("upload a scene, type categories, see the boxes drawn", async () => {
   assert.match(await page.textContent("#status"), /2 detection\(s\)/);
 });
 
-test("a sample scene is one click away", async () => {
-  await page.goto(base + "/");
-  await page.click('button.sample[data-src="samples/garden.png"]');
-  await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "3");
-  const labels = await page.evaluate(() => window.vild.lastResponse.detections.map((d) => d.label).sort());
-  assert.deepEqual(labels, ["green", "red", "yellow"]);
+// The page's samples on a real `vild serve` with the embedded default model:
+// each sample is a held-out pictogram scene, and the model finds the objects
+// web/static/samples/README.md lists, and nothing absent.
+test("a sample scene on the embedded model is one click away", async () => {
+  const real = await startVild();
+  const want = {
+    "samples/scene-000008.png": ["lady beetle", "pine decoration"],
+    "samples/scene-000023.png": ["house", "ice cream", "straight ruler"],
+    "samples/scene-000025.png": ["artist palette", "flat shoe", "tornado", "wrench"],
+  };
+  await page.goto(real + "/");
+  for (const [src, labels] of Object.entries(want)) {
+    await page.click(`button.sample[data-src="${src}"]`);
+    await page.waitForFunction((n) => document.getElementById("canvas").dataset.boxes === String(n) &&
+      window.vild.lastResponse && window.vild.lastResponse.image.width === 384, labels.length);
+    const resp = await page.evaluate(() => window.vild.lastResponse);
+    assert.deepEqual(resp.detections.map((d) => d.label).sort(), labels, src);
+    assert.match(resp.model, /^pictogram-vild-small@/);
+    for (const p of await boxPixels()) {
+      assert.ok(close(p.left, p.want), `${src} ${p.label}: box edge ${p.left} is not the stroke colour ${p.want}`);
+    }
+    const rows = await page.$$eval("#detections tbody tr", (trs) => trs.map((tr) => tr.children[1].textContent));
+    assert.deepEqual(rows.sort(), labels, src);
+  }
 });
 
 test("the threshold slider re-detects", async () => {
   await page.goto(base + "/");
   await page.fill("#categories", "red, orange, blue");
-  await page.setInputFiles("#file", path.join(root, "web/static/samples/shapes.png"));
+  await page.setInputFiles("#file", path.join(root, "web/e2e/testdata/shapes.png"));
   await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2");
   // red vs orange splits the red square's score (~0.89); 0.95 keeps only the blue circle.
   await page.$eval("#threshold", (el) => { el.value = "0.95"; el.dispatchEvent(new Event("input")); });
@@ -128,7 +172,7 @@ test("the threshold slider re-detects", async () => {
 test("errors are shown to the user", async () => {
   await page.goto(base + "/");
   await page.fill("#categories", "x".repeat(200));
-  await page.setInputFiles("#file", path.join(root, "web/static/samples/night.png"));
+  await page.setInputFiles("#file", path.join(root, "web/e2e/testdata/night.png"));
   await page.waitForSelector("#error:not([hidden])");
   assert.match(await page.textContent("#error"), /1 to 128 characters/);
   assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "0");
@@ -217,7 +261,7 @@ test("an unsupported file shows an error", async () => {
 });
 
 test("server errors are shown, not waited on", async () => {
-  const shapes = path.join(root, "web/static/samples/shapes.png");
+  const shapes = path.join(root, "web/e2e/testdata/shapes.png");
   await detectWith("red, fail-internal", shapes);
   assert.match(await shownError(), /^HTTP 500: internal error$/);
   await detectWith("red, fail-busy", shapes);
@@ -249,7 +293,7 @@ test("Swagger UI is served at /docs from embedded assets", async () => {
 test("a server that needs keys: the page asks for one, a bad key is an error, a good key detects", async () => {
   const token = "vild_" + randomBytes(32).toString("base64url");
   const keyed = await startServer("--key", token);
-  const shapes = path.join(root, "web/static/samples/shapes.png");
+  const shapes = path.join(root, "web/e2e/testdata/shapes.png");
   const sent = [];
   const watch = (r) => { if (r.url().endsWith("/v1/detect")) sent.push(r.headers()["authorization"] || ""); };
   page.on("request", watch);
