@@ -14,6 +14,7 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/vild/vild/apikey"
+	"github.com/vild/vild/observe"
 )
 
 // Rule is what one /v1 route asks of a key: a scope, and whether the
@@ -109,6 +110,7 @@ func (a *Guard) Middleware(next http.Handler) http.Handler {
 			a.Fail(w, r, err)
 			return
 		}
+		observe.RecordFrom(ctx).Key(k.Name) // for the access log
 		r = r.WithContext(context.WithValue(ctx, keyContext{}, k))
 		rule := RuleFor(r.Method, a.Route(r.Method, routingPath(r)))
 		if rule.Scope != "" && !k.Allows(rule.Scope) {

@@ -25,6 +25,8 @@ type Problem struct {
 	Detail string `json:"detail,omitempty" example:"request body exceeds 20971520 bytes"`
 	// Instance is the route the request matched (a pattern such as /v1/images/{id}/detect, never the raw path: input is not echoed).
 	Instance string `json:"instance,omitempty" example:"/v1/detect"`
+	// RequestID is the request's ID, as in its X-Request-ID response header.
+	RequestID string `json:"request_id,omitempty" example:"4bf92f3577b34da6a3ce929d0e0e4736"`
 }
 
 // ProblemType is the type URI of a problem slug.

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"image/jpeg"
 	"image/png"
@@ -17,6 +18,7 @@ import (
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/inference"
+	"github.com/vild/vild/observe"
 	"github.com/vild/vild/request"
 )
 
@@ -101,6 +103,7 @@ func (d detectResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	observe.Vocabulary(ctx, vocab.Digest)
 	resp := api.DetectResponse{Model: d.model, VocabularyDigest: vocab.Digest}
 	if !in.Batch {
 		out, err := d.run.Detect(ctx, in.Images[0], vocab, opts)
@@ -108,7 +111,7 @@ func (d detectResource) detect(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if want != "application/json" {
-			return d.writeAnnotated(w, want, out)
+			return d.writeAnnotated(ctx, w, want, out)
 		}
 		resp.Image = &api.ImageSize{Width: out.Result.Width, Height: out.Result.Height}
 		resp.Detections = nonNil(out.Result.Detections)
@@ -150,7 +153,7 @@ func nonNil(ds []detector.Detection) []detector.Detection {
 }
 
 // writeAnnotated encodes the annotated picture as PNG or JPEG.
-func (d detectResource) writeAnnotated(w http.ResponseWriter, mediaType string, out *inference.Outcome) error {
+func (d detectResource) writeAnnotated(ctx context.Context, w http.ResponseWriter, mediaType string, out *inference.Outcome) error {
 	t := time.Now()
 	img := annotate.Draw(out.Image, out.Result.Detections)
 	var buf bytes.Buffer
@@ -163,7 +166,7 @@ func (d detectResource) writeAnnotated(w http.ResponseWriter, mediaType string, 
 	if err != nil {
 		return fmt.Errorf("handlers: encode annotated image: %w", err)
 	}
-	d.metrics.stage("encode", time.Since(t))
+	d.metrics.stage(ctx, "encode", time.Since(t))
 	w.Header().Set("Content-Type", mediaType)
 	w.Header().Set("X-Detections", strconv.Itoa(len(out.Result.Detections)))
 	w.WriteHeader(http.StatusOK)

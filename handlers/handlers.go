@@ -88,6 +88,8 @@ type Deps struct {
 	// CORSOrigins are the origins allowed to call the API from a browser
 	// ("*": any); none: no CORS headers.
 	CORSOrigins []string
+	// Middleware wraps every route, outermost (observe.Options.Middleware).
+	Middleware []func(http.Handler) http.Handler
 }
 
 // New returns the HTTP handler of the API.
@@ -117,9 +119,8 @@ func New(deps Deps) (http.Handler, error) {
 		MaxJSONBytes: cfg.MaxJSONBytes, MaxParts: cfg.MaxParts, MaxPartHeaderBytes: cfg.MaxPartHeaderBytes, MaxBatch: cfg.MaxBatch}}
 	m := deps.Metrics
 	run := &inference.Runner{
-		Detector: deps.Detector, Decoder: deps.Decoder, Observe: m.stage,
-		Queue: admission.New(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, admission.Gauges{
-			Waiting: m.queueDepth, Running: m.inflight, Waited: func(d time.Duration) { m.stage("queue", d) }}),
+		Detector: deps.Detector, Decoder: deps.Decoder, Observe: m.stage, // queue wait included
+		Queue: admission.New(cfg.Workers, cfg.QueueLength, cfg.MaxQueueWait, admission.Gauges{Waiting: m.queueDepth, Running: m.inflight}),
 	}
 	vocabs := &request.Vocabularies{Builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
 		Store: deps.Vocabularies, Defaults: deps.Model.Categories,
@@ -134,6 +135,7 @@ func New(deps Deps) (http.Handler, error) {
 	r := chi.NewRouter()
 	// instrument outermost: a recovered panic's 500 is counted; CORS
 	// preflights are answered before the key check.
+	r.Use(deps.Middleware...)
 	r.Use(m.instrument, p.recoverer, access.SecurityHeaders, access.CORS(deps.CORSOrigins))
 	health := healthResource{health: deps.Health, storeCheck: deps.StoreCheck}
 	r.Get("/livez", health.livez)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/inference"
+	"github.com/vild/vild/observe"
 	"github.com/vild/vild/request"
 	"github.com/vild/vild/session"
 )
@@ -157,6 +158,7 @@ func (im imagesResource) detect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	observe.Vocabulary(r.Context(), vocab.Digest)
 	res, tm, err := im.run.Rescore(r.Context(), regions, vocab, opts)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vild/vild/observe"
 )
 
 // Metrics are the server's Prometheus collectors.
@@ -62,8 +65,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // countQuarantined makes the quarantine counter read n.
 func (m *Metrics) countQuarantined(n func() int) { m.quarantinedSource.Store(&n) }
 
-func (m *Metrics) stage(name string, d time.Duration) {
-	m.stages.WithLabelValues(name).Observe(d.Seconds())
+// stage observes a stage's latency, with the trace as exemplar, and notes it
+// for the request's access-log line.
+func (m *Metrics) stage(ctx context.Context, name string, d time.Duration) {
+	observe.Stage(ctx, m.stages.WithLabelValues(name), name, d)
 }
 
 func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
@@ -71,32 +76,12 @@ func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason)
 // instrument counts requests by route pattern and status.
 func (m *Metrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		sw := &observe.Writer{ResponseWriter: w, Status: http.StatusOK}
 		next.ServeHTTP(sw, r)
 		route := "unmatched"
 		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 			route = rc.RoutePattern()
 		}
-		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
+		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.Status)).Inc()
 	})
 }
-
-type statusWriter struct {
-	http.ResponseWriter
-	code        int
-	wroteHeader bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wroteHeader {
-		w.code, w.wroteHeader = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wroteHeader = true
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -236,11 +236,14 @@ func routePattern(r *http.Request) string {
 }
 
 // writeProblem writes e as problem+json; every problem answer goes through it.
+// Its request_id is the one the response carries (observe.Middleware's).
 func writeProblem(w http.ResponseWriter, r *http.Request, e *api.Error) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(problemOf(r, e))
+	p := problemOf(r, e)
+	p.RequestID = w.Header().Get("X-Request-ID")
+	_ = json.NewEncoder(w).Encode(p)
 }
 
 // writeJSON writes v as the JSON answer.

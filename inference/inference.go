@@ -12,6 +12,10 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/vild/vild/admission"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/imageio"
@@ -37,9 +41,29 @@ type Runner struct {
 	Detector detector.Detector
 	Decoder  Decoder
 	Queue    *admission.Queue
-	// Observe receives each stage's latency (decode, preprocess, backbone,
-	// proposals, roi_align, box_head, scoring); nil: not observed.
-	Observe func(stage string, d time.Duration)
+	// Observe receives each stage's latency (queue, decode, preprocess,
+	// backbone, proposals, roi_align, box_head, scoring) with the request's
+	// context; nil: not observed.
+	Observe func(ctx context.Context, stage string, d time.Duration)
+}
+
+// tracer makes the stage spans: otel's global provider, a no-op unless the
+// command set one. Stages inside the detector (preprocess … box_head) ran
+// before their timings are known, so their spans are recorded afterwards with
+// explicit timestamps, back to back from the start of the detector's call.
+var tracer = otel.Tracer("github.com/vild/vild/inference")
+
+// span starts a stage span under ctx's.
+func span(ctx context.Context, name string) (context.Context, trace.Span) {
+	return tracer.Start(ctx, name)
+}
+
+// end ends sp, marking it failed when err is not nil.
+func end(sp trace.Span, err error) {
+	if err != nil {
+		sp.SetStatus(codes.Error, "") // the error may hold input: not exported
+	}
+	sp.End()
 }
 
 // Timings are the wall times of one request: its wait for a worker, the
@@ -61,7 +85,9 @@ type Outcome struct {
 func (rn *Runner) Detect(ctx context.Context, data []byte, vocab *detector.Vocabulary, opts detector.Options) (*Outcome, error) {
 	start := time.Now()
 	out := &Outcome{}
+	ran := false
 	queued, err := rn.Queue.Do(ctx, func(ctx context.Context) error {
+		ran = true
 		img, regions, err := rn.decodeRegions(ctx, data, &out.Timings)
 		if err != nil {
 			return err
@@ -77,6 +103,7 @@ func (rn *Runner) Detect(ctx context.Context, data []byte, vocab *detector.Vocab
 		return nil
 	})
 	out.Timings.Queue = queued
+	rn.queued(ctx, ran, queued)
 	if err != nil {
 		return nil, err
 	}
@@ -90,11 +117,14 @@ func (rn *Runner) Register(ctx context.Context, data []byte) (*detector.Regions,
 	start := time.Now()
 	var regions *detector.Regions
 	var tm Timings
+	ran := false
 	queued, err := rn.Queue.Do(ctx, func(ctx context.Context) error {
+		ran = true
 		var err error
 		_, regions, err = rn.decodeRegions(ctx, data, &tm)
 		return err
 	})
+	rn.queued(ctx, ran, queued)
 	if err != nil {
 		return nil, tm, err
 	}
@@ -109,11 +139,14 @@ func (rn *Runner) Register(ctx context.Context, data []byte) (*detector.Regions,
 func (rn *Runner) Rescore(ctx context.Context, regions *detector.Regions, vocab *detector.Vocabulary, opts detector.Options) (*detector.Result, Timings, error) {
 	start := time.Now()
 	var res *detector.Result
+	ran := false
 	queued, err := rn.Queue.Do(ctx, func(ctx context.Context) error {
+		ran = true
 		var err error
 		res, err = rn.score(ctx, regions, vocab, opts)
 		return err
 	})
+	rn.queued(ctx, ran, queued)
 	if err != nil {
 		return nil, Timings{}, err
 	}
@@ -122,9 +155,16 @@ func (rn *Runner) Rescore(ctx context.Context, regions *detector.Regions, vocab 
 	return res, tm, nil
 }
 
-func (rn *Runner) observe(stage string, d time.Duration) {
+func (rn *Runner) observe(ctx context.Context, stage string, d time.Duration) {
 	if rn.Observe != nil {
-		rn.Observe(stage, d)
+		rn.Observe(ctx, stage, d)
+	}
+}
+
+// queued observes the wait of a request that a worker took.
+func (rn *Runner) queued(ctx context.Context, ran bool, d time.Duration) {
+	if ran {
+		rn.observe(ctx, "queue", d)
 	}
 }
 
@@ -132,12 +172,14 @@ func (rn *Runner) observe(stage string, d time.Duration) {
 // recording the decode time in tm.
 func (rn *Runner) decodeRegions(ctx context.Context, data []byte, tm *Timings) (image.Image, *detector.Regions, error) {
 	t := time.Now()
+	_, sp := span(ctx, "decode")
 	img, err := rn.decode(ctx, data)
+	end(sp, err)
 	if err != nil {
 		return nil, nil, err
 	}
 	tm.Decode = time.Since(t)
-	rn.observe("decode", tm.Decode)
+	rn.observe(ctx, "decode", tm.Decode)
 	regions, err := rn.regions(ctx, img)
 	if err != nil {
 		return nil, nil, err
@@ -159,8 +201,11 @@ func (rn *Runner) decode(ctx context.Context, data []byte) (img image.Image, err
 
 // regions runs the vocabulary-independent stages and observes their latencies.
 func (rn *Runner) regions(ctx context.Context, img image.Image) (*detector.Regions, error) {
+	start := time.Now()
 	regions, err := rn.Detector.Regions(ctx, img)
 	if err != nil {
+		_, sp := span(ctx, "regions")
+		end(sp, err)
 		return nil, err
 	}
 	t := regions.Timings
@@ -170,7 +215,12 @@ func (rn *Runner) regions(ctx context.Context, img image.Image) (*detector.Regio
 	}{{"preprocess", t.Preprocess}, {"backbone", t.Backbone}, {"proposals", t.Proposals},
 		{"roi_align", t.RoIAlign}, {"box_head", t.BoxHead}} {
 		if s.d > 0 {
-			rn.observe(s.name, s.d)
+			rn.observe(ctx, s.name, s.d)
+			if trace.SpanFromContext(ctx).IsRecording() {
+				_, sp := tracer.Start(ctx, s.name, trace.WithTimestamp(start))
+				start = start.Add(s.d)
+				sp.End(trace.WithTimestamp(start))
+			}
 		}
 	}
 	return regions, nil
@@ -180,13 +230,15 @@ func (rn *Runner) regions(ctx context.Context, img image.Image) (*detector.Regio
 // the scoring latency is observed: a detector's Result may carry the timings
 // of the Regions it scored (the pipeline's does), which ran once, earlier.
 func (rn *Runner) score(ctx context.Context, regions *detector.Regions, vocab *detector.Vocabulary, opts detector.Options) (*detector.Result, error) {
+	ctx, sp := span(ctx, "scoring")
 	res, err := rn.Detector.Score(ctx, regions, vocab, opts)
+	end(sp, err)
 	if err != nil {
 		return nil, err
 	}
 	res.Detections = CapDetections(res.Detections, res.Width, res.Height, opts.MaxDetections)
 	if res.Timings.Scoring > 0 {
-		rn.observe("scoring", res.Timings.Scoring)
+		rn.observe(ctx, "scoring", res.Timings.Scoring)
 	}
 	return res, nil
 }

@@ -1328,6 +1328,11 @@ const docTemplate = `{
                     "type": "string",
                     "example": "/v1/detect"
                 },
+                "request_id": {
+                    "description": "RequestID is the request's ID, as in its X-Request-ID response header.",
+                    "type": "string",
+                    "example": "4bf92f3577b34da6a3ce929d0e0e4736"
+                },
                 "status": {
                     "type": "integer",
                     "example": 413

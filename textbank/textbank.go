@@ -18,6 +18,10 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
@@ -201,7 +205,21 @@ func (b *Bank) Dim() int { return b.cfg.Dim }
 // order. Each distinct name is encoded at most once at a time (singleflight);
 // the encoder work of a name outlives a cancelled caller, since its result is
 // cached for the next.
+// Its span ("text_encode") carries how many names, never a name.
 func (b *Bank) Embed(ctx context.Context, names []string) ([][]float32, error) {
+	ctx, sp := tracer.Start(ctx, "text_encode", trace.WithAttributes(attribute.Int("vild.names", len(names))))
+	defer sp.End()
+	out, err := b.embed(ctx, names)
+	if err != nil {
+		sp.SetStatus(codes.Error, "") // the error may hold a name: not exported
+	}
+	return out, err
+}
+
+// tracer makes the text encoder's spans (otel's global provider).
+var tracer = otel.Tracer("github.com/vild/vild/textbank")
+
+func (b *Bank) embed(ctx context.Context, names []string) ([][]float32, error) {
 	out := make([][]float32, len(names))
 	var missing []int
 	for i, name := range names {
