@@ -31,8 +31,12 @@ lint:
 
 # VILD_SERVICES_REQUIRED: tests that run redis-server or HAProxy fail, not
 # skip, when they are missing (setup installs them).
+# promtool (Debian's prometheus package) checks the alerting and recording
+# rules and runs their unit tests (docs/operations.md).
 test-go: lint
 	CGO_ENABLED=0 go build ./...
+	promtool check rules deploy/prometheus/*.rules.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 	VILD_SERVICES_REQUIRED=1 go test ./...
 	go test -race -run 'Concurrent' ./ort ./pipeline
 

@@ -4,10 +4,12 @@
 # librsvg2-bin to rasterise OpenMoji SVGs, pytest, Chromium for the web test,
 # and the real services of the scale-out tests: redis-server and HAProxy (the
 # tests start their own on free loopback ports; a service the package may
-# start on its default port is not used).
+# start on its default port is not used), and Prometheus (its promtool checks
+# deploy/prometheus in make test; a test runs a real prometheus against vild).
 set -euo pipefail
 pkgs=(python3-torch python3-torchvision python3-onnx python3-pil python3-numpy
-      python3-pytest libopenblas0-pthread librsvg2-bin chromium redis-server haproxy)
+      python3-pytest libopenblas0-pthread librsvg2-bin chromium redis-server haproxy
+      prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
