@@ -58,6 +58,11 @@ type serveConfig struct {
 	TLSCert, TLSKey string
 	// CORSOrigins may call the API from a browser; none: no CORS headers.
 	CORSOrigins []string
+	// AccessLogSample is the fraction of 2xx requests given an access-log
+	// line (0..1); other statuses always get one.
+	AccessLogSample float64
+	// OTLPEndpoint, when set, is where traces are exported (OTLP/HTTP).
+	OTLPEndpoint string
 }
 
 // envSource reads defaults from the environment, collecting parse errors.
@@ -173,6 +178,8 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.TLSCert, "tls-cert", env.str("VILD_TLS_CERT", ""), "certificate chain `FILE` (PEM); with --tls-key the API listener speaks TLS (VILD_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", env.str("VILD_TLS_KEY", ""), "private key `FILE` (PEM) of --tls-cert (VILD_TLS_KEY)")
 	cors := fs.String("cors-origins", env.str("VILD_CORS_ORIGINS", ""), "comma-separated origins (https://app.example) that may call the API from a browser; empty: none (VILD_CORS_ORIGINS)")
+	fs.Float64Var(&c.AccessLogSample, "access-log-sample", env.float("VILD_ACCESS_LOG_SAMPLE", 1), "fraction (0..1) of 2xx requests given an access-log line; other statuses always are (VILD_ACCESS_LOG_SAMPLE)")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", env.str("VILD_OTLP_ENDPOINT", ""), "`URL` (http://collector:4318) to export traces to over OTLP/HTTP; empty: no tracing (VILD_OTLP_ENDPOINT)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -195,6 +202,14 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	}
 	if c.Addr == "" {
 		errs = append(errs, errors.New("--addr must not be empty"))
+	}
+	if !(c.AccessLogSample >= 0 && c.AccessLogSample <= 1) {
+		errs = append(errs, fmt.Errorf("--access-log-sample %v: want 0..1", c.AccessLogSample))
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--otlp-endpoint %q: want an http(s) URL", c.OTLPEndpoint))
+		}
 	}
 	switch c.Auth {
 	case "keys":

@@ -67,6 +67,13 @@ func TestServeConfig(t *testing.T) {
 		c.API.MaxBodyBytes != 20<<20 || c.MetricsAddr != "127.0.0.1:9090" {
 		t.Fatalf("defaults: %+v", c)
 	}
+	if c.AccessLogSample != 1 || c.OTLPEndpoint != "" {
+		t.Fatalf("observability defaults: sample %v, endpoint %q", c.AccessLogSample, c.OTLPEndpoint)
+	}
+	o, err := parseServeConfig([]string{"--access-log-sample", "0.25"}, env("VILD_ACCESS_LOG_SAMPLE", "0.5", "VILD_OTLP_ENDPOINT", "http://otel:4318"), io.Discard)
+	if err != nil || o.AccessLogSample != 0.25 || o.OTLPEndpoint != "http://otel:4318" {
+		t.Fatalf("observability flags over env: %v %+v", err, o)
+	}
 	// The flag defaults are handlers.DefaultConfig (the numbers docs/api.md lists);
 	// the few limits without a flag stay zero and take it inside handlers.New.
 	d, err := parseServeConfig(nil, env(), io.Discard)
@@ -94,6 +101,9 @@ func TestServeConfig(t *testing.T) {
 		{[]string{"--key-rps", "-1"}, env()},
 		{nil, env("VILD_KEY_RPS", "fast")},
 		{nil, env("VILD_INSECURE_NO_AUTH", "maybe")},
+		{[]string{"--access-log-sample", "1.5"}, env()},
+		{nil, env("VILD_ACCESS_LOG_SAMPLE", "-0.1")},
+		{[]string{"--otlp-endpoint", "collector:4318"}, env()},
 	} {
 		if _, err := parseServeConfig(bad.args, bad.env, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad.args)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/observe"
 	"github.com/vild/vild/web"
 )
 
@@ -91,8 +92,22 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 	metrics := handlers.NewMetrics(reg)
 	health := &handlers.Health{}
 
+	if cfg.OTLPEndpoint != "" {
+		stop, err := observe.ExportTraces(ctx, cfg.OTLPEndpoint)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := stop(sctx); err != nil {
+				log.Warn("flushing traces", "cause", err)
+			}
+		}()
+	}
+	obs := observe.Options{Log: log, Sample: cfg.AccessLogSample}
 	swap := &swapHandler{}
-	swap.set(handlers.Loading())
+	swap.set(obs.Middleware(handlers.Loading()))
 	srv := newHTTPServer(cfg, swap, log)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
@@ -110,7 +125,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 		}
 		metricsAddr = mln.Addr().String()
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -171,6 +186,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 		Health: health, Metrics: metrics, Logger: log,
 		Config: cfg.API, Web: web.FS(),
 		Keys: st.keys, Limiter: st.limiter, CORSOrigins: cfg.CORSOrigins,
+		Middleware: []func(http.Handler) http.Handler{observe.Options{Log: log, Sample: cfg.AccessLogSample, Model: m.Info.ID}.Middleware},
 	})
 	if err != nil {
 		shutdown()
