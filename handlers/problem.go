@@ -183,7 +183,7 @@ func (p *problems) recoverer(next http.Handler) http.Handler {
 // write is the one place errors become responses.
 func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errWritten) {
-		p.log.Info("response write failed", "method", r.Method, "path", r.URL.Path, "cause", err)
+		p.log.Info("response write failed", "request_id", w.Header().Get("X-Request-ID"), "method", r.Method, "route", routePattern(r), "cause", err)
 		return
 	}
 	if errors.Is(err, detector.ErrCanceled) && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
@@ -194,7 +194,8 @@ func (p *problems) write(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
 		level = slog.LevelError
 	}
-	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", e.Status, "problem", e.Slug, "cause", err}
+	attrs := []any{"request_id", w.Header().Get("X-Request-ID"), "method", r.Method, "route", routePattern(r),
+		"status", e.Status, "problem", e.Slug, "cause", err} // the route pattern: a raw path can hold input
 	if name := access.KeyName(r.Context()); name != "" {
 		attrs = append(attrs, "key", name) // the key's name, never its token
 	}

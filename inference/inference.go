@@ -47,15 +47,13 @@ type Runner struct {
 	Observe func(ctx context.Context, stage string, d time.Duration)
 }
 
-// tracer makes the stage spans: otel's global provider, a no-op unless the
-// command set one. Stages inside the detector (preprocess … box_head) ran
-// before their timings are known, so their spans are recorded afterwards with
+// span starts a stage span under ctx's, from otel's global provider (a no-op
+// unless the command set one; looked up each time, so a provider set later
+// takes effect). Stages inside the detector (preprocess … box_head) ran before
+// their timings are known, so their spans are recorded afterwards with
 // explicit timestamps, back to back from the start of the detector's call.
-var tracer = otel.Tracer("github.com/vild/vild/inference")
-
-// span starts a stage span under ctx's.
-func span(ctx context.Context, name string) (context.Context, trace.Span) {
-	return tracer.Start(ctx, name)
+func span(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return otel.Tracer("github.com/vild/vild/inference").Start(ctx, name, opts...)
 }
 
 // end ends sp, marking it failed when err is not nil.
@@ -217,7 +215,7 @@ func (rn *Runner) regions(ctx context.Context, img image.Image) (*detector.Regio
 		if s.d > 0 {
 			rn.observe(ctx, s.name, s.d)
 			if trace.SpanFromContext(ctx).IsRecording() {
-				_, sp := tracer.Start(ctx, s.name, trace.WithTimestamp(start))
+				_, sp := span(ctx, s.name, trace.WithTimestamp(start))
 				start = start.Add(s.d)
 				sp.End(trace.WithTimestamp(start))
 			}

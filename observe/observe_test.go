@@ -16,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/apikey"
@@ -108,9 +111,8 @@ func do(h http.Handler, method, path string, body []byte, hdr ...string) *httpte
 func tracing(t *testing.T) *tracetest.InMemoryExporter {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	old := otel.GetTracerProvider()
 	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(old); _ = tp.Shutdown(context.Background()) })
+	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()); _ = tp.Shutdown(context.Background()) })
 	return exp
 }
 
@@ -282,7 +284,9 @@ func TestRequestIDs(t *testing.T) {
 func TestProblemsCarryRequestID(t *testing.T) {
 	var buf bytes.Buffer
 	obs := &observe.Options{Log: slog.New(slog.NewJSONHandler(&buf, nil)), Sample: 0}
-	h := server(t, obs, func(d *handlers.Deps) { d.Keys = apikey.NewMemory() })
+	// The server's log is the access log's: its "request failed" lines name the
+	// route too, never the raw path.
+	h := server(t, obs, func(d *handlers.Deps) { d.Keys = apikey.NewMemory(); d.Logger = obs.Log })
 	for _, c := range []struct {
 		method, path string
 		body         []byte
@@ -321,5 +325,30 @@ func TestNoTracingByDefault(t *testing.T) {
 	rec := do(h, http.MethodPost, "/v1/detect", detectBody(t), "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d", rec.Code)
+	}
+}
+
+// A sampled request's stage latencies carry its trace ID as exemplar, which
+// the metrics endpoint shows in OpenMetrics.
+func TestStageExemplars(t *testing.T) {
+	tracing(t)
+	reg := prometheus.NewRegistry()
+	h := server(t, &observe.Options{}, func(d *handlers.Deps) { d.Metrics = handlers.NewMetrics(reg) })
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	if rec := do(h, http.MethodPost, "/v1/detect", detectBody(t), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01"); rec.Code != http.StatusOK {
+		t.Fatalf("status %d", rec.Code)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}).ServeHTTP(rec, req)
+	var found bool
+	for _, l := range strings.Split(rec.Body.String(), "\n") {
+		if strings.HasPrefix(l, "vild_stage_seconds_bucket") && strings.Contains(l, `trace_id="`+traceID+`"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no stage bucket with the trace's exemplar:\n%s", rec.Body)
 	}
 }

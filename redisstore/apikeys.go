@@ -90,12 +90,12 @@ func (s *APIKeys) Create(ctx context.Context, k apikey.Key) error {
 	}
 	switch {
 	case errors.Is(err, apikey.ErrExists):
-		s.c.observe("keys", "create", start, nil)
+		s.c.observe(ctx, "keys", "create", start, nil)
 		return err
 	case err != nil:
-		return keysUnavailable(s.c.observe("keys", "create", start, err))
+		return keysUnavailable(s.c.observe(ctx, "keys", "create", start, err))
 	}
-	s.c.observe("keys", "create", start, nil)
+	s.c.observe(ctx, "keys", "create", start, nil)
 	return nil
 }
 
@@ -111,7 +111,7 @@ func (s *APIKeys) Lookup(ctx context.Context, hash string) (*apikey.Key, error) 
 	}
 	start := time.Now()
 	b, err := s.c.rdb.Get(ctx, apikeyKey+hash).Bytes()
-	s.c.observe("keys", "lookup", start, err)
+	s.c.observe(ctx, "keys", "lookup", start, err)
 	switch {
 	case errors.Is(err, redis.Nil):
 		s.mu.Lock()
@@ -136,7 +136,7 @@ func (s *APIKeys) List(ctx context.Context) ([]apikey.Key, error) {
 	start := time.Now()
 	names, err := s.c.rdb.HGetAll(ctx, apikeySet).Result()
 	if err != nil {
-		return nil, keysUnavailable(s.c.observe("keys", "list", start, err))
+		return nil, keysUnavailable(s.c.observe(ctx, "keys", "list", start, err))
 	}
 	out := []apikey.Key{}
 	if len(names) > 0 {
@@ -146,7 +146,7 @@ func (s *APIKeys) List(ctx context.Context) ([]apikey.Key, error) {
 		}
 		vals, err := s.c.rdb.MGet(ctx, keys...).Result()
 		if err != nil {
-			return nil, keysUnavailable(s.c.observe("keys", "list", start, err))
+			return nil, keysUnavailable(s.c.observe(ctx, "keys", "list", start, err))
 		}
 		for _, v := range vals {
 			if str, ok := v.(string); ok {
@@ -157,7 +157,7 @@ func (s *APIKeys) List(ctx context.Context) ([]apikey.Key, error) {
 			}
 		}
 	}
-	s.c.observe("keys", "list", start, nil)
+	s.c.observe(ctx, "keys", "list", start, nil)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
@@ -191,12 +191,12 @@ func (s *APIKeys) Revoke(ctx context.Context, name string) error {
 	}
 	switch {
 	case errors.Is(err, apikey.ErrNotFound):
-		s.c.observe("keys", "revoke", start, nil)
+		s.c.observe(ctx, "keys", "revoke", start, nil)
 		return err
 	case err != nil:
-		return keysUnavailable(s.c.observe("keys", "revoke", start, err))
+		return keysUnavailable(s.c.observe(ctx, "keys", "revoke", start, err))
 	}
-	s.c.observe("keys", "revoke", start, nil)
+	s.c.observe(ctx, "keys", "revoke", start, nil)
 	s.mu.Lock()
 	delete(s.cache, hash)
 	s.mu.Unlock()
@@ -259,7 +259,7 @@ func (l *Limiter) Allow(ctx context.Context, k *apikey.Key, lim apikey.Limits) e
 	interval := int64(1e6 / lim.RPS)
 	start := time.Now()
 	wait, err := gcra.Run(ctx, l.c.rdb, []string{rateKey + k.Hash}, interval, lim.Burst).Int64()
-	if err := l.c.observe("limits", "allow", start, err); err != nil {
+	if err := l.c.observe(ctx, "limits", "allow", start, err); err != nil {
 		return keysUnavailable(err)
 	}
 	if wait > 0 {
@@ -277,7 +277,7 @@ func (l *Limiter) Acquire(ctx context.Context, k *apikey.Key, lim apikey.Limits)
 	key := runningKey + k.Hash
 	start := time.Now()
 	ok, err := acquire.Run(ctx, l.c.rdb, []string{key}, lim.MaxConcurrent, id, l.lease.Microseconds()).Int64()
-	if err := l.c.observe("limits", "acquire", start, err); err != nil {
+	if err := l.c.observe(ctx, "limits", "acquire", start, err); err != nil {
 		return nil, keysUnavailable(err)
 	}
 	if ok == 0 {
@@ -291,7 +291,7 @@ func (l *Limiter) Acquire(ctx context.Context, k *apikey.Key, lim apikey.Limits)
 			defer cancel()
 			start := time.Now()
 			err := l.c.rdb.ZRem(ctx, key, id).Err()
-			l.c.observe("limits", "release", start, err) // a lost release expires with its lease
+			l.c.observe(ctx, "limits", "release", start, err) // a lost release expires with its lease
 		})
 	}, nil
 }

@@ -16,6 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // PasswordEnv names the environment variable a URL without a password takes
@@ -99,11 +102,21 @@ func (c *Client) Ping(ctx context.Context) error {
 func (c *Client) Close() error { return c.rdb.Close() }
 
 // observe records one operation's latency and, unless it is nil or a missing
-// key, its failure; it returns err.
-func (c *Client) observe(store, op string, start time.Time, err error) error {
+// key, its failure; it returns err. When ctx's span records, the operation is
+// a client span ("redis <store>.<op>") from start to now, under it.
+func (c *Client) observe(ctx context.Context, store, op string, start time.Time, err error) error {
 	c.metrics.latency.WithLabelValues(store, op).Observe(time.Since(start).Seconds())
-	if err != nil && !errors.Is(err, redis.Nil) {
+	failed := err != nil && !errors.Is(err, redis.Nil)
+	if failed {
 		c.metrics.errors.WithLabelValues(store, op).Inc()
+	}
+	if trace.SpanFromContext(ctx).IsRecording() {
+		_, sp := otel.Tracer("github.com/vild/vild/redisstore").Start(ctx, "redis "+store+"."+op,
+			trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient))
+		if failed {
+			sp.SetStatus(codes.Error, "")
+		}
+		sp.End()
 	}
 	return err
 }

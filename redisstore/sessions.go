@@ -39,7 +39,7 @@ func (s *Sessions) Create(ctx context.Context, regions *detector.Regions) (strin
 	id := session.NewID()
 	start := time.Now()
 	err := s.c.rdb.Set(ctx, sessionKey+id, EncodeRegions(regions), s.ttl).Err()
-	if err := s.c.observe("sessions", "create", start, err); err != nil {
+	if err := s.c.observe(ctx, "sessions", "create", start, err); err != nil {
 		return "", time.Time{}, sessionUnavailable(err)
 	}
 	return id, start.Add(s.ttl), nil
@@ -55,7 +55,7 @@ func (s *Sessions) Get(ctx context.Context, id string) (*detector.Regions, time.
 		ttl = p.PTTL(ctx, sessionKey+id)
 		return nil
 	})
-	s.c.observe("sessions", "get", start, err)
+	s.c.observe(ctx, "sessions", "get", start, err)
 	if errors.Is(err, redis.Nil) {
 		return nil, time.Time{}, session.ErrNotFound
 	}
@@ -74,7 +74,7 @@ func (s *Sessions) Get(ctx context.Context, id string) (*detector.Regions, time.
 func (s *Sessions) Delete(ctx context.Context, id string) error {
 	start := time.Now()
 	n, err := s.c.rdb.Del(ctx, sessionKey+id).Result()
-	if err := s.c.observe("sessions", "delete", start, err); err != nil {
+	if err := s.c.observe(ctx, "sessions", "delete", start, err); err != nil {
 		return sessionUnavailable(err)
 	}
 	if n == 0 {
@@ -181,7 +181,7 @@ func (e *Embeddings) Get(bucket []byte, name string, dim int) ([]float32, error)
 	defer cancel()
 	start := time.Now()
 	b, err := e.c.rdb.HGet(ctx, embeddingKey+string(bucket), name).Bytes()
-	if e.c.observe("embeddings", "get", start, err) != nil || len(b) != 4*dim {
+	if e.c.observe(ctx, "embeddings", "get", start, err) != nil || len(b) != 4*dim {
 		return nil, nil
 	}
 	out := make([]float32, dim)
@@ -200,7 +200,7 @@ func (e *Embeddings) Put(bucket []byte, name string, v []float32) error {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
 	}
 	start := time.Now()
-	e.c.observe("embeddings", "put", start, e.c.rdb.HSet(ctx, embeddingKey+string(bucket), name, b).Err())
+	e.c.observe(ctx, "embeddings", "put", start, e.c.rdb.HSet(ctx, embeddingKey+string(bucket), name, b).Err())
 	return nil
 }
 

@@ -101,7 +101,7 @@ func (v *Vocabularies) remember(e *vocabulary.Entry) {
 func (v *Vocabularies) Get(ctx context.Context, name string) (*vocabulary.Entry, error) {
 	start := time.Now()
 	b, err := v.c.rdb.Get(ctx, vocabKey+name).Bytes()
-	v.c.observe("vocabularies", "get", start, err)
+	v.c.observe(ctx, "vocabularies", "get", start, err)
 	switch {
 	case errors.Is(err, redis.Nil):
 		v.mu.Lock()
@@ -130,7 +130,7 @@ func (v *Vocabularies) List(ctx context.Context) ([]vocabulary.Summary, error) {
 	start := time.Now()
 	names, err := v.c.rdb.SMembers(ctx, vocabSet).Result()
 	if err != nil {
-		return nil, unavailable(v.c.observe("vocabularies", "list", start, err))
+		return nil, unavailable(v.c.observe(ctx, "vocabularies", "list", start, err))
 	}
 	out := []vocabulary.Summary{}
 	if len(names) > 0 {
@@ -140,7 +140,7 @@ func (v *Vocabularies) List(ctx context.Context) ([]vocabulary.Summary, error) {
 		}
 		vals, err := v.c.rdb.MGet(ctx, keys...).Result()
 		if err != nil {
-			return nil, unavailable(v.c.observe("vocabularies", "list", start, err))
+			return nil, unavailable(v.c.observe(ctx, "vocabularies", "list", start, err))
 		}
 		for _, val := range vals {
 			s, ok := val.(string)
@@ -153,7 +153,7 @@ func (v *Vocabularies) List(ctx context.Context) ([]vocabulary.Summary, error) {
 			}
 		}
 	}
-	v.c.observe("vocabularies", "list", start, nil)
+	v.c.observe(ctx, "vocabularies", "list", start, nil)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
@@ -249,20 +249,20 @@ func (v *Vocabularies) transact(ctx context.Context, op, key string, conditional
 		err := v.c.rdb.Watch(ctx, fn, key)
 		switch {
 		case errors.Is(err, redis.TxFailedErr) && conditional:
-			v.c.observe("vocabularies", op, start, nil)
+			v.c.observe(ctx, "vocabularies", op, start, nil)
 			return vocabulary.ErrETagMismatch
 		case errors.Is(err, redis.TxFailedErr):
 			continue
 		case errors.Is(err, vocabulary.ErrETagMismatch), errors.Is(err, vocabulary.ErrNotFound):
-			v.c.observe("vocabularies", op, start, nil)
+			v.c.observe(ctx, "vocabularies", op, start, nil)
 			return err
 		case err != nil:
-			return unavailable(v.c.observe("vocabularies", op, start, err))
+			return unavailable(v.c.observe(ctx, "vocabularies", op, start, err))
 		}
-		v.c.observe("vocabularies", op, start, nil)
+		v.c.observe(ctx, "vocabularies", op, start, nil)
 		return nil
 	}
-	return unavailable(v.c.observe("vocabularies", op, start, errors.New("too many concurrent writes")))
+	return unavailable(v.c.observe(ctx, "vocabularies", op, start, errors.New("too many concurrent writes")))
 }
 
 // current reads key's entry inside a transaction; nil when there is none.

@@ -207,7 +207,7 @@ func (b *Bank) Dim() int { return b.cfg.Dim }
 // cached for the next.
 // Its span ("text_encode") carries how many names, never a name.
 func (b *Bank) Embed(ctx context.Context, names []string) ([][]float32, error) {
-	ctx, sp := tracer.Start(ctx, "text_encode", trace.WithAttributes(attribute.Int("vild.names", len(names))))
+	ctx, sp := otel.Tracer("github.com/vild/vild/textbank").Start(ctx, "text_encode", trace.WithAttributes(attribute.Int("vild.names", len(names))))
 	defer sp.End()
 	out, err := b.embed(ctx, names)
 	if err != nil {
@@ -215,9 +215,6 @@ func (b *Bank) Embed(ctx context.Context, names []string) ([][]float32, error) {
 	}
 	return out, err
 }
-
-// tracer makes the text encoder's spans (otel's global provider).
-var tracer = otel.Tracer("github.com/vild/vild/textbank")
 
 func (b *Bank) embed(ctx context.Context, names []string) ([][]float32, error) {
 	out := make([][]float32, len(names))
