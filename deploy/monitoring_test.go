@@ -292,8 +292,7 @@ func TestMetricsOfRulesAndDashboardExist(t *testing.T) {
 
 // prometheus is a Prometheus server started by a test.
 type prometheus struct {
-	proc *services.Process
-	url  string
+	*services.Prometheus
 }
 
 // startPrometheus runs Debian's prometheus on a free loopback port, with its
@@ -301,15 +300,13 @@ type prometheus struct {
 // loading deploy/prometheus's rule files, and scraping target as job vild.
 func startPrometheus(t testing.TB, target string) *prometheus {
 	t.Helper()
-	bin := services.Need(t, "prometheus")
-	dir := t.TempDir()
 	var rules []string
 	for p := range ruleFiles(t) {
 		abs, _ := filepath.Abs(p)
 		rules = append(rules, strconv.Quote(abs))
 	}
 	slices.Sort(rules)
-	cfg := fmt.Sprintf(`global:
+	return &prometheus{services.StartPrometheus(t, fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
@@ -318,23 +315,13 @@ scrape_configs:
   - job_name: vild
     static_configs:
       - targets: [%q]
-`, strings.Join(rules, ", "), target)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	port := services.FreePort(t)
-	p := &prometheus{url: "http://127.0.0.1:" + strconv.Itoa(port)}
-	p.proc = services.Start(t, bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address=127.0.0.1:"+strconv.Itoa(port), "--log.level=warn")
-	waitReady(t, p.url+"/-/ready", 20*time.Second, p.proc)
-	return p
+`, strings.Join(rules, ", "), target))}
 }
 
 // get decodes the data of a Prometheus HTTP API answer into v.
 func (p *prometheus) get(t testing.TB, path string, v any) {
 	t.Helper()
-	resp, err := http.Get(p.url + path)
+	resp, err := http.Get(p.URL + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +396,7 @@ func TestQueueAlertFiresAndClears(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus does not scrape vild or has no rules: %+v, %d rules\n%s", q, loaded, prom.proc.Output())
+			t.Fatalf("Prometheus does not scrape vild or has no rules: %+v, %d rules\n%s", q, loaded, prom.Output())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

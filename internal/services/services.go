@@ -1,5 +1,5 @@
 // Package services starts the real servers that tests need (redis-server,
-// HAProxy) on free loopback ports, and stops them by their pid when the test
+// HAProxy, Prometheus) on free loopback ports, and stops them by their pid when the test
 // ends. They come from Debian's packages (scripts/setup.d/10-debian.sh); a test
 // is skipped when one is missing unless VILD_SERVICES_REQUIRED=1, as `make
 // test` sets, which makes it fail instead.
@@ -199,6 +199,43 @@ func (r *Redis) start() {
 func (r *Redis) Restart() {
 	r.Kill()
 	r.start()
+}
+
+// Prometheus is a prometheus server on a loopback port with its storage in a
+// directory of the test's.
+type Prometheus struct {
+	*Process
+	URL string // base URL of the web UI and HTTP API
+}
+
+// StartPrometheus writes cfg (prometheus.yml's text) to a directory of the
+// test's and starts prometheus on it, waiting until /-/ready answers 200.
+func StartPrometheus(t testing.TB, cfg string) *Prometheus {
+	t.Helper()
+	path := Need(t, "prometheus")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(FreePort(t))
+	p := &Prometheus{URL: "http://127.0.0.1:" + port}
+	p.Process = Start(t, path, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address=127.0.0.1:"+port, "--log.level=warn")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(p.URL + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if p.cmd.ProcessState != nil || time.Now().After(deadline) {
+			t.Fatalf("prometheus on %s not ready: %v\n%s", p.URL, err, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Send makes one HTTP request (hdr: header names and values, alternating)
