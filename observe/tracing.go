@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"fmt"
+	"net/url"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -19,7 +20,14 @@ import (
 // on for a root). shutdown flushes what is pending. Without a call the global
 // provider is otel's no-op one.
 func ExportTraces(ctx context.Context, endpoint string) (shutdown func(context.Context) error, err error) {
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("observe: OTLP endpoint: %w", err)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/traces" // the OTLP/HTTP default, which WithEndpointURL does not add
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u.String()))
 	if err != nil {
 		return nil, fmt.Errorf("observe: OTLP exporter: %w", err)
 	}
