@@ -471,6 +471,24 @@ func TestQueueAlertFiresAndClears(t *testing.T) {
 	}
 	t.Logf("%s: pending %.1f s and firing %.1f s after the overload began; inactive %.1f s after it stopped",
 		alert, pending.Seconds(), firing.Seconds(), cleared.Seconds())
+	// Every rule evaluated without an error on the real series.
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Name      string `json:"name"`
+				Health    string `json:"health"`
+				LastError string `json:"lastError"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	prom.get(t, "/api/v1/rules", &rules)
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Health != "ok" {
+				t.Errorf("rule %s: health %q, %s", r.Name, r.Health, r.LastError)
+			}
+		}
+	}
 	// No other alert of the shipped rules fired under the test's load.
 	var d struct {
 		Alerts []struct {
