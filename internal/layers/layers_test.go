@@ -15,11 +15,11 @@ import (
 const module = "github.com/vild/vild/"
 
 // domain are the packages that must not import net/http or the HTTP layer.
-var domain = []string{"admission", "annotate", "apikey", "apikey", "boxes", "bundle", "detector", "eval", "imageio", "inference",
+var domain = []string{"admission", "annotate", "apikey", "boxes", "bundle", "detector", "eval", "imageio", "inference",
 	"models", "ort", "pipeline", "redisstore", "roialign", "rpn", "scoring", "session", "textbank", "tokenizer", "vocabulary"}
 
 // httpLayer are the packages a domain package must not import.
-var httpLayer = []string{"net/http", module + "handlers", module + "request", module + "api", module + "access"}
+var httpLayer = []string{"net/http", module + "handlers", module + "request", module + "api", module + "access", module + "observe"}
 
 // imports returns the imports of the non-test Go files in dir.
 func imports(t *testing.T, dir string) map[string]bool {
