@@ -80,7 +80,7 @@ type Deps struct {
 	// Web is the static site served at / (nil: none).
 	Web fs.FS
 	// Keys, when set, makes the /v1 routes require an API key with the
-	// route's scope (access.go); nil: they are open.
+	// route's scope (access.Routes); nil: they are open.
 	Keys apikey.Store
 	// Limiter holds each key to its limits (nil: apikey.Local, this process
 	// only); Config's Key* fields are the defaults.

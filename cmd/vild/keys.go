@@ -33,6 +33,10 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 	if len(args) == 0 {
 		return errors.New(keysUsage)
 	}
+	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		fmt.Fprintln(stderr, keysUsage)
+		return flag.ErrHelp
+	}
 	sub, args := args[0], args[1:]
 	env := &envSource{get: getenv}
 	fs := flag.NewFlagSet("vild keys "+sub, flag.ContinueOnError)
