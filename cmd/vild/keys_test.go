@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -125,24 +124,6 @@ func TestKeysCommandsRedis(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output from the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // vild serve --auth keys end to end, with the keys file and with Redis: keys
 // made and revoked with vild keys while the server runs; the log holds no
 // token.
@@ -156,7 +137,7 @@ func TestServeWithKeys(t *testing.T) {
 				cfg.Store = services.StartRedis(t).URL()
 				e = env("VILD_STORE", cfg.Store)
 			}
-			var log lockedBuffer
+			var log services.SyncBuffer
 			srv := startServeLog(t, cfg, func(context.Context, modelConfig) (*model, error) {
 				return colorModel(&handlerstest.ColorDetector{}), nil
 			}, slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})))

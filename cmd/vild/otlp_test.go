@@ -23,26 +23,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vild/vild/internal/services"
 	"github.com/vild/vild/ort"
 )
-
-// syncBuffer is a buffer written by a logger and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // vild serve --otlp-endpoint over the fixture bundle's real pipeline: one
 // detect request with a traceparent reaches the collector as one trace (the
@@ -88,7 +71,7 @@ func TestServeExportsTraces(t *testing.T) {
 	} else {
 		m.Close()
 	}
-	var logs syncBuffer
+	var logs services.SyncBuffer
 	r := startServeLog(t, cfg, loadModel, slog.New(slog.NewJSONHandler(&logs, nil)))
 	base := "http://" + r.addr
 	for i := 0; get(t, base+"/readyz") != 200; i++ {

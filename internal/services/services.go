@@ -76,22 +76,23 @@ func WaitTCP(t testing.TB, addr string, within time.Duration) {
 // Process is a server started by a test.
 type Process struct {
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *SyncBuffer
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes (a process's
+// output, a server's logger) and the test's reads.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -106,7 +107,7 @@ func Start(t testing.TB, path string, args ...string) *Process {
 // StartEnv is Start with extra environment variables (KEY=value).
 func StartEnv(t testing.TB, env []string, path string, args ...string) *Process {
 	t.Helper()
-	p := &Process{cmd: exec.Command(path, args...), out: &syncBuffer{}}
+	p := &Process{cmd: exec.Command(path, args...), out: &SyncBuffer{}}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
