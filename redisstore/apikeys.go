@@ -68,35 +68,22 @@ func (s *APIKeys) Create(ctx context.Context, k apikey.Key) error {
 		return err
 	}
 	start := time.Now()
-	for range maxRaces {
-		err = s.c.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			exists, err := tx.HExists(ctx, apikeySet, k.Name).Result()
-			if err != nil {
-				return err
-			}
-			if exists {
-				return apikey.ErrExists
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.HSet(ctx, apikeySet, k.Name, k.Hash)
-				p.Set(ctx, apikeyKey+k.Hash, b, 0)
-				return nil
-			})
+	err = s.c.retryWatch(ctx, func(tx *redis.Tx) error {
+		exists, err := tx.HExists(ctx, apikeySet, k.Name).Result()
+		if err != nil {
 			return err
-		}, apikeySet)
-		if !errors.Is(err, redis.TxFailedErr) {
-			break
 		}
-	}
-	switch {
-	case errors.Is(err, apikey.ErrExists):
-		s.c.observe(ctx, "keys", "create", start, nil)
+		if exists {
+			return apikey.ErrExists
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, apikeySet, k.Name, k.Hash)
+			p.Set(ctx, apikeyKey+k.Hash, b, 0)
+			return nil
+		})
 		return err
-	case err != nil:
-		return keysUnavailable(s.c.observe(ctx, "keys", "create", start, err))
-	}
-	s.c.observe(ctx, "keys", "create", start, nil)
-	return nil
+	}, apikeySet)
+	return s.c.settle(ctx, "keys", "create", start, err, keysUnavailable, apikey.ErrExists)
 }
 
 // Lookup returns the key of a token's hash, from this replica's copy when it
@@ -167,36 +154,25 @@ func (s *APIKeys) List(ctx context.Context) ([]apikey.Key, error) {
 func (s *APIKeys) Revoke(ctx context.Context, name string) error {
 	start := time.Now()
 	var hash string
-	var err error
-	for range maxRaces {
-		err = s.c.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			h, err := tx.HGet(ctx, apikeySet, name).Result()
-			if errors.Is(err, redis.Nil) {
-				return apikey.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			hash = h
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.HDel(ctx, apikeySet, name)
-				p.Del(ctx, apikeyKey+h, rateKey+h, runningKey+h)
-				return nil
-			})
-			return err
-		}, apikeySet)
-		if !errors.Is(err, redis.TxFailedErr) {
-			break
+	err := s.c.retryWatch(ctx, func(tx *redis.Tx) error {
+		h, err := tx.HGet(ctx, apikeySet, name).Result()
+		if errors.Is(err, redis.Nil) {
+			return apikey.ErrNotFound
 		}
-	}
-	switch {
-	case errors.Is(err, apikey.ErrNotFound):
-		s.c.observe(ctx, "keys", "revoke", start, nil)
+		if err != nil {
+			return err
+		}
+		hash = h
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, apikeySet, name)
+			p.Del(ctx, apikeyKey+h, rateKey+h, runningKey+h)
+			return nil
+		})
 		return err
-	case err != nil:
-		return keysUnavailable(s.c.observe(ctx, "keys", "revoke", start, err))
+	}, apikeySet)
+	if err := s.c.settle(ctx, "keys", "revoke", start, err, keysUnavailable, apikey.ErrNotFound); err != nil {
+		return err
 	}
-	s.c.observe(ctx, "keys", "revoke", start, nil)
 	s.mu.Lock()
 	delete(s.cache, hash)
 	s.mu.Unlock()

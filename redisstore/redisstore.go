@@ -120,3 +120,37 @@ func (c *Client) observe(ctx context.Context, store, op string, start time.Time,
 	}
 	return err
 }
+
+// maxRaces bounds the tries of a WATCH transaction that keeps losing races.
+const maxRaces = 8
+
+// retryWatch runs fn in a WATCH transaction on keys, again when another
+// client wrote one of them in between, at most maxRaces times; it returns
+// redis.TxFailedErr only when every try lost.
+func (c *Client) retryWatch(ctx context.Context, fn func(*redis.Tx) error, keys ...string) error {
+	var err error
+	for range maxRaces {
+		if err = c.rdb.Watch(ctx, fn, keys...); !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return err
+}
+
+// settle observes one store operation and returns its error: nil and the
+// domain's own answers (expected: not found, exists, mismatch …) as they
+// are, any other failure marked by unavailable.
+func (c *Client) settle(ctx context.Context, store, op string, start time.Time, err error,
+	unavailable func(error) error, expected ...error) error {
+	for _, e := range expected {
+		if errors.Is(err, e) {
+			c.observe(ctx, store, op, start, nil)
+			return err
+		}
+	}
+	if err != nil {
+		return unavailable(c.observe(ctx, store, op, start, err))
+	}
+	c.observe(ctx, store, op, start, nil)
+	return nil
+}

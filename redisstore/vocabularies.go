@@ -158,9 +158,6 @@ func (v *Vocabularies) List(ctx context.Context) ([]vocabulary.Summary, error) {
 	return out, nil
 }
 
-// maxRaces bounds the retries of an unconditional write that lost a race.
-const maxRaces = 8
-
 // Put creates or replaces a vocabulary (see vocabulary.Store).
 func (v *Vocabularies) Put(ctx context.Context, name string, spec vocabulary.Spec, etag, ifMatch string) (*vocabulary.Entry, bool, error) {
 	if err := vocabulary.CheckStoreName(name); err != nil {
@@ -245,24 +242,15 @@ func (v *Vocabularies) Delete(ctx context.Context, name, ifMatch string) error {
 // one is retried.
 func (v *Vocabularies) transact(ctx context.Context, op, key string, conditional bool, fn func(*redis.Tx) error) error {
 	start := time.Now()
-	for range maxRaces {
-		err := v.c.rdb.Watch(ctx, fn, key)
-		switch {
-		case errors.Is(err, redis.TxFailedErr) && conditional:
-			v.c.observe(ctx, "vocabularies", op, start, nil)
-			return vocabulary.ErrETagMismatch
-		case errors.Is(err, redis.TxFailedErr):
-			continue
-		case errors.Is(err, vocabulary.ErrETagMismatch), errors.Is(err, vocabulary.ErrNotFound):
-			v.c.observe(ctx, "vocabularies", op, start, nil)
-			return err
-		case err != nil:
-			return unavailable(v.c.observe(ctx, "vocabularies", op, start, err))
+	var err error
+	if conditional {
+		if err = v.c.rdb.Watch(ctx, fn, key); errors.Is(err, redis.TxFailedErr) {
+			err = vocabulary.ErrETagMismatch
 		}
-		v.c.observe(ctx, "vocabularies", op, start, nil)
-		return nil
+	} else {
+		err = v.c.retryWatch(ctx, fn, key)
 	}
-	return unavailable(v.c.observe(ctx, "vocabularies", op, start, errors.New("too many concurrent writes")))
+	return v.c.settle(ctx, "vocabularies", op, start, err, unavailable, vocabulary.ErrETagMismatch, vocabulary.ErrNotFound)
 }
 
 // current reads key's entry inside a transaction; nil when there is none.
