@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("vildtrain.models.infer", "detect objects in one image with a trained detector"),
     "export": ("vildtrain.export.export", "export a trained detector and its mini-CLIP as a vild bundle"),
     "bundle_synonyms": ("vildtrain.export.bundle_synonyms", "rewrite a bundle manifest's category synonyms from the category table"),
+    "detector_from_bundle": ("vildtrain.export.detector_from_bundle", "rebuild a bundle's detector as a PyTorch checkpoint"),
     "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),
     "evaluate": ("vildtrain.evaluate.evaluate", "COCO-style AP of a detector on the held-out scene sets"),
     "diagnose": ("vildtrain.tools.diagnose", "where a detector's accuracy goes: RPN recall, per-head top-1"),
