@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),
     "evaluate": ("vildtrain.evaluate.evaluate", "COCO-style AP of a detector on the held-out scene sets"),
     "diagnose": ("vildtrain.tools.diagnose", "where a detector's accuracy goes: RPN recall, per-head top-1"),
+    "bench_torch": ("vildtrain.tools.bench_torch", "time the bundle's detector in PyTorch eager, stage by stage"),
     "profile_step": ("vildtrain.tools.profile_step", "where a CPU training step's time goes"),
 }
 
