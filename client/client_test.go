@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"image"
-	"image/color"
-	"image/draw"
-	"image/png"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -60,17 +57,7 @@ func colourServer(t testing.TB, mod func(*handlers.Deps)) *httptest.Server {
 
 // scenePNG is a white 200×120 picture with a red square at (20,20)-(60,60)
 // and a blue one at (100,40)-(150,90).
-func scenePNG(t testing.TB) []byte {
-	img := image.NewRGBA(image.Rect(0, 0, 200, 120))
-	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	draw.Draw(img, image.Rect(20, 20, 60, 60), image.NewUniform(color.RGBA{255, 0, 0, 255}), image.Point{}, draw.Src)
-	draw.Draw(img, image.Rect(100, 40, 150, 90), image.NewUniform(color.RGBA{0, 0, 255, 255}), image.Point{}, draw.Src)
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
+func scenePNG(testing.TB) []byte { return examplePicture() }
 
 func newClient(t testing.TB, url string, opts ...client.Option) *client.Client {
 	t.Helper()
