@@ -9,8 +9,10 @@
 // 503 and 429 (with Retry-After) are retried a bounded number of times,
 // waiting as Retry-After says (seconds or an HTTP date) or with jittered
 // backoff when it says nothing. A request that changes the server's state
-// (PUT and DELETE of a vocabulary, registering an image) is retried only when
-// the answer says nothing was done: see RetryPolicy and docs/client.md.
+// (PUT and DELETE of a vocabulary, registering or deleting an image) is
+// retried only when the answer says nothing was done: see RetryPolicy and docs/client.md.
+//
+// Usage:
 //
 //	c, err := client.New("http://127.0.0.1:8080", client.WithAPIKey(os.Getenv("VILD_API_KEY")))
 //	if err != nil {
@@ -21,9 +23,12 @@
 //		return err
 //	}
 //	res, err := c.Detect(ctx, img, api.DetectOptions{Categories: []string{"mug", "red umbrella"}})
-//	var pe *client.Error
-//	if errors.As(err, &pe) {
-//		log.Printf("%d %s: %s (request %s)", pe.Status, pe.Slug(), pe.Detail, pe.RequestID)
+//	if err != nil {
+//		var pe *client.Error
+//		if errors.As(err, &pe) { // the server's problem+json answer
+//			log.Printf("%d %s: %s (request %s)", pe.Status, pe.Slug(), pe.Detail, pe.RequestID)
+//		}
+//		return err
 //	}
 //	for _, d := range res.Detections {
 //		fmt.Println(d.Label, d.Score, d.Box)
@@ -41,6 +46,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -74,7 +80,7 @@ func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = 
 // client's own "vild-go-client/<version>" in the User-Agent header.
 func WithUserAgent(product string) Option { return func(c *Client) { c.product = product } }
 
-// WithRetry replaces DefaultRetryPolicy; RetryPolicy{MaxAttempts: 1} turns
+// WithRetry replaces DefaultRetryPolicy(); RetryPolicy{MaxAttempts: 1} turns
 // retries off.
 func WithRetry(p RetryPolicy) Option { return func(c *Client) { c.retry = p } }
 
@@ -93,7 +99,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
-	c := &Client{base: u, http: &http.Client{}, retry: DefaultRetryPolicy, sleep: sleepCtx}
+	c := &Client{base: u, http: &http.Client{}, retry: DefaultRetryPolicy(), sleep: sleepCtx}
 	for _, o := range opts {
 		o(c)
 	}
@@ -108,7 +114,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 
 // Version is the client's version: the module version it was built from,
 // "(devel)" in a build of the repository itself.
-func Version() string {
+func Version() string { return version() }
+
+var version = sync.OnceValue(func() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(devel)"
@@ -125,7 +133,7 @@ func Version() string {
 		}
 	}
 	return "(devel)"
-}
+})
 
 // UserAgent is the User-Agent the client sends.
 func (c *Client) UserAgent() string {

@@ -40,7 +40,9 @@ type RetryPolicy struct {
 
 // DefaultRetryPolicy is the policy of a client made without WithRetry: 4
 // attempts, waits of at most 30 s, backoff from 250 ms.
-var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 4, MaxWait: 30 * time.Second, BaseDelay: 250 * time.Millisecond}
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 4, MaxWait: 30 * time.Second, BaseDelay: 250 * time.Millisecond}
+}
 
 func (p RetryPolicy) check() error {
 	if p.MaxAttempts < 1 || p.MaxWait < 0 || p.BaseDelay < 0 {

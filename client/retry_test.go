@@ -186,6 +186,14 @@ func TestAttemptsCap(t *testing.T) {
 		t.Fatalf("%d attempts, %d waits, want 4 and 3", s.count(), len(sl.d))
 	}
 
+	s = &script{answers: []answer{busy, busy, busy, busy, busy}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	sl = &sleeps{}
+	c = newClient(t, srv.URL, client.WithSleep(sl.sleep)) // no WithRetry: DefaultRetryPolicy()
+	if _, err := c.Models(context.Background()); err == nil || s.count() != client.DefaultRetryPolicy().MaxAttempts || s.count() != 4 {
+		t.Fatalf("the default policy: %d attempts, %v; want 4", s.count(), err)
+	}
 	c, s, _ = scripted(t, client.RetryPolicy{MaxAttempts: 1}, busy)
 	if _, err := c.Models(context.Background()); err == nil || s.count() != 1 {
 		t.Fatalf("MaxAttempts 1: %d attempts, %v", s.count(), err)
