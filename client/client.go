@@ -147,7 +147,6 @@ func (c *Client) UserAgent() string {
 // call is one API call: what to send and how to treat failures.
 type call struct {
 	method, path string // path below the base URL, escaped
-	query        url.Values
 	header       http.Header
 	body         []byte // replayed on every attempt; nil: none
 	contentType  string
@@ -189,9 +188,6 @@ func (c *Client) do(ctx context.Context, cl call) (*http.Response, error) {
 // send makes one attempt.
 func (c *Client) send(ctx context.Context, cl call) (*http.Response, error) {
 	target := c.base.String() + cl.path // cl.path is escaped already
-	if len(cl.query) > 0 {
-		target += "?" + cl.query.Encode()
-	}
 	var body io.Reader
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)

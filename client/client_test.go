@@ -278,8 +278,13 @@ func TestVocabularies(t *testing.T) {
 	if same, changed, err := c.GetVocabularyIfChanged(ctx, "kitchen", e.ETag); err != nil || changed || same != nil {
 		t.Fatalf("unchanged: %+v %v %v", same, changed, err)
 	}
-	if fresh, changed, err := c.GetVocabularyIfChanged(ctx, "kitchen", "sha256:old"); err != nil || !changed || fresh.ETag != e.ETag {
-		t.Fatalf("changed: %+v %v %v", fresh, changed, err)
+	if same, changed, err := c.GetVocabularyIfChanged(ctx, "kitchen", `"`+e.ETag+`"`); err != nil || changed || same != nil {
+		t.Fatalf("unchanged, quoted: %+v %v %v", same, changed, err)
+	}
+	for _, etag := range []string{"sha256:old", ""} {
+		if fresh, changed, err := c.GetVocabularyIfChanged(ctx, "kitchen", etag); err != nil || !changed || fresh.ETag != e.ETag {
+			t.Fatalf("changed since %q: %+v %v %v", etag, fresh, changed, err)
+		}
 	}
 	list, err := c.ListVocabularies(ctx)
 	if err != nil || len(list.Vocabularies) != 1 || list.Vocabularies[0].Name != "kitchen" ||

@@ -32,7 +32,12 @@ func (c *Client) GetVocabulary(ctx context.Context, name string) (*vocabulary.En
 
 // GetVocabularyIfChanged returns the vocabulary when its ETag is no longer
 // etag (If-None-Match), and changed false with no entry when it still is.
+// An empty etag asks for the vocabulary whatever its ETag.
 func (c *Client) GetVocabularyIfChanged(ctx context.Context, name, etag string) (e *vocabulary.Entry, changed bool, err error) {
+	if etag == "" {
+		e, err := c.GetVocabulary(ctx, name)
+		return e, err == nil, err
+	}
 	cl := call{method: http.MethodGet, path: vocabularyPath(name), header: http.Header{"If-None-Match": {quoteETag(etag)}}}
 	resp, err := c.do(ctx, cl)
 	if err != nil {
