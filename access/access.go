@@ -1,5 +1,5 @@
-// Package access guards vild's HTTP routes: an API key on the /v1 routes
-// (authentication, the route's scope, the key's rate and concurrent
+// Package access guards vild's HTTP routes: an API key on the /v1 and
+// /labelstudio routes (authentication, the route's scope, the key's rate and concurrent
 // inferences), security headers on every answer, and CORS by an origin
 // allow-list. Its failures are apikey's errors, answered as problems by the
 // server's one translator.
@@ -17,14 +17,15 @@ import (
 	"github.com/vild/vild/observe"
 )
 
-// Rule is what one /v1 route asks of a key: a scope, and whether the
+// Rule is what one guarded route asks of a key: a scope, and whether the
 // route runs a model (then it holds one of the key's concurrent places).
 type Rule struct {
 	Scope     apikey.Scope
 	Inference bool
 }
 
-// Routes is the one table of the scopes of the /v1 routes, by method
+// Routes is the one table of the scopes of the guarded routes (/v1 and the
+// Label Studio backend's /labelstudio), by method
 // and route pattern (docs/api.md, Security). A route missing from it needs
 // admin (RuleFor); handlers' TestEveryRouteHasAScope checks that none is missing.
 var Routes = map[string]Rule{
@@ -39,6 +40,10 @@ var Routes = map[string]Rule{
 	"GET /v1/vocabularies/{name}":    {apikey.ScopeDetect, false},
 	"PUT /v1/vocabularies/{name}":    {apikey.ScopeVocabulariesWrite, false},
 	"DELETE /v1/vocabularies/{name}": {apikey.ScopeVocabulariesWrite, false},
+	"GET /labelstudio":               {apikey.ScopeDetect, false},
+	"GET /labelstudio/health":        {apikey.ScopeDetect, false},
+	"POST /labelstudio/setup":        {apikey.ScopeDetect, false},
+	"POST /labelstudio/predict":      {apikey.ScopeDetect, true},
 }
 
 // routePatterns are the patterns of the table, whatever the method.
@@ -79,14 +84,18 @@ type Guard struct {
 	Fail func(w http.ResponseWriter, r *http.Request, err error)
 }
 
-// presentedToken is the token of Authorization: Bearer, else of X-API-Key;
-// "" when there is none.
+// presentedToken is the token of Authorization: Bearer, else the password
+// of Authorization: Basic (what Label Studio sends a connected model, any
+// user name), else of X-API-Key; "" when there is none.
 func presentedToken(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(tok)
 		}
+	}
+	if _, password, ok := r.BasicAuth(); ok {
+		return strings.TrimSpace(password)
 	}
 	return strings.TrimSpace(r.Header.Get("X-API-Key"))
 }

@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,20 +19,21 @@ import (
 	"github.com/vild/vild/access"
 	"github.com/vild/vild/apikey"
 	"github.com/vild/vild/internal/services"
+	"github.com/vild/vild/labelstudio"
 	"github.com/vild/vild/redisstore"
 	"github.com/vild/vild/web"
 )
 
-// Every /v1 route the router has is in the scope table, the table names no
-// route the router lacks, and the lookup the key check makes finds each
-// route as the router does.
+// Every guarded route the router has (/v1, /labelstudio) is in the scope
+// table, the table names no route the router lacks, and the lookup the key
+// check makes finds each route as the router does.
 func TestEveryRouteHasAScope(t *testing.T) {
-	e := newEnv(t, func(d *Deps) { d.Keys = apikey.NewMemory() })
+	e := newEnv(t, func(d *Deps) { d.Keys = apikey.NewMemory(); d.LabelStudio = &labelstudio.Settings{} })
 	mux := e.h.(*chi.Mux)
 	find := access.Finder(mux)
 	seen := map[string]bool{}
 	err := chi.Walk(mux, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
-		if !strings.HasPrefix(route, "/v1/") {
+		if !strings.HasPrefix(route, "/v1/") && !strings.HasPrefix(route, "/labelstudio/") {
 			return nil
 		}
 		route = strings.TrimSuffix(route, "/")
@@ -163,7 +165,9 @@ func TestKeysUnauthorized(t *testing.T) {
 		rec = e.detect(t, "Authorization", "Basic "+good)
 		wantProblem(t, rec, 401, "unauthorized")
 		wantChallenge(t, rec, `Bearer realm="vild"`)
-		for _, hdr := range [][]string{bearer(good), {"Authorization", "bearer " + good}, {"X-API-Key", good}} {
+		// The key as a basic-auth password (any user) is how Label Studio sends it.
+		basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("labelstudio:"+good))
+		for _, hdr := range [][]string{bearer(good), {"Authorization", "bearer " + good}, {"X-API-Key", good}, {"Authorization", basic}} {
 			if rec := e.detect(t, hdr...); rec.Code != 200 {
 				t.Fatalf("%s: %d %s", hdr[0], rec.Code, rec.Body)
 			}

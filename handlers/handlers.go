@@ -35,6 +35,7 @@ import (
 	"github.com/vild/vild/apikey"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/inference"
+	"github.com/vild/vild/labelstudio"
 	_ "github.com/vild/vild/openapi" // registers the generated spec for /docs
 	"github.com/vild/vild/request"
 	"github.com/vild/vild/session"
@@ -79,7 +80,7 @@ type Deps struct {
 	Config     Config
 	// Web is the static site served at / (nil: none).
 	Web fs.FS
-	// Keys, when set, makes the /v1 routes require an API key with the
+	// Keys, when set, makes the /v1 and /labelstudio routes require an API key with the
 	// route's scope (access.Routes); nil: they are open.
 	Keys apikey.Store
 	// Limiter holds each key to its limits (nil: apikey.Local, this process
@@ -88,6 +89,8 @@ type Deps struct {
 	// CORSOrigins are the origins allowed to call the API from a browser
 	// ("*": any); none: no CORS headers.
 	CORSOrigins []string
+	// LabelStudio, when set, serves Label Studio's ML backend protocol under /labelstudio.
+	LabelStudio *labelstudio.Settings
 	// Middleware wraps every route, outermost (observe.Options.Middleware).
 	Middleware []func(http.Handler) http.Handler
 }
@@ -140,16 +143,16 @@ func New(deps Deps) (http.Handler, error) {
 	health := healthResource{health: deps.Health, storeCheck: deps.StoreCheck}
 	r.Get("/livez", health.livez)
 	r.Get("/readyz", health.readyz)
-	root := r
-	r.Route("/v1", func(r chi.Router) {
-		r.Use(deadline(cfg))
-		if deps.Keys != nil {
-			if deps.Limiter == nil {
-				deps.Limiter = apikey.NewLocal()
-			}
-			r.Use((&access.Guard{Auth: apikey.Authenticator{Store: deps.Keys}, Limiter: deps.Limiter,
-				Defaults: cfg.keyLimits(), Route: access.Finder(root), Fail: p.write}).Middleware)
+	guard := func(next http.Handler) http.Handler { return next }
+	if deps.Keys != nil {
+		if deps.Limiter == nil {
+			deps.Limiter = apikey.NewLocal()
 		}
+		guard = (&access.Guard{Auth: apikey.Authenticator{Store: deps.Keys}, Limiter: deps.Limiter,
+			Defaults: cfg.keyLimits(), Route: access.Finder(r), Fail: p.write}).Middleware
+	}
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(deadline(cfg), guard)
 		r.Mount("/detect", detectResource{p: p, in: in, run: run, vocabs: vocabs, opts: opts,
 			health: deps.Health, model: deps.Model.ID, log: deps.Logger, metrics: m}.Routes())
 		r.Mount("/vocabularies", vocabulariesResource{p: p, in: in, vocabs: vocabs}.Routes())
@@ -158,6 +161,10 @@ func New(deps Deps) (http.Handler, error) {
 		r.Mount("/embeddings", embeddingsResource{p: p, in: in, embedder: deps.Embedder, model: deps.Model, cfg: cfg}.Routes())
 		r.Mount("/models", modelsResource{p: p, model: deps.Model}.Routes())
 	})
+	if deps.LabelStudio != nil {
+		r.With(deadline(cfg), guard).Mount("/labelstudio", labelstudio.New(*deps.LabelStudio, labelstudio.Server{Run: run, Vocabs: vocabs,
+			Opts: opts, Model: deps.Model.ID, MaxBodyBytes: cfg.MaxJSONImageBytes, Draining: deps.Health.Draining, Fail: p.write}).Routes())
+	}
 	r.Get("/docs", http.RedirectHandler("/docs/index.html", http.StatusMovedPermanently).ServeHTTP)
 	r.Get("/docs/*", httpSwagger.Handler(httpSwagger.URL("/docs/doc.json")))
 	if deps.Web != nil {

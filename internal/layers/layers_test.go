@@ -19,7 +19,8 @@ var domain = []string{"admission", "annotate", "apikey", "boxes", "bundle", "det
 	"models", "ort", "pipeline", "redisstore", "roialign", "rpn", "scoring", "session", "textbank", "tokenizer", "vocabulary"}
 
 // httpLayer are the packages a domain package must not import.
-var httpLayer = []string{"net/http", module + "handlers", module + "request", module + "api", module + "access", module + "observe"}
+var httpLayer = []string{"net/http", module + "handlers", module + "request", module + "api", module + "access", module + "observe",
+	module + "labelstudio", module + "urlfetch"}
 
 // imports returns the imports of the non-test Go files in dir.
 func imports(t *testing.T, dir string) map[string]bool {
