@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,9 +16,11 @@ import (
 	"time"
 
 	"github.com/vild/vild/handlers"
+	"github.com/vild/vild/labelstudio"
 	"github.com/vild/vild/ort"
 	"github.com/vild/vild/redisstore"
 	"github.com/vild/vild/textbank"
+	"github.com/vild/vild/urlfetch"
 )
 
 // modelConfig selects and loads the model.
@@ -63,6 +66,72 @@ type serveConfig struct {
 	AccessLogSample float64
 	// OTLPEndpoint, when set, is where traces are exported (OTLP/HTTP).
 	OTLPEndpoint string
+	// LabelStudio configures the Label Studio ML backend (/labelstudio).
+	LabelStudio labelStudioConfig
+}
+
+// labelStudioConfig is the Label Studio ML backend's configuration and the
+// policy of the image URLs it fetches (docs/labelstudio.md).
+type labelStudioConfig struct {
+	// URL is Label Studio's address (uploads are fetched from it); empty:
+	// the hostname each project's /setup gives.
+	URL   string
+	Token string // Label Studio access token, sent to URL only
+	// MaxTasks caps the tasks of one /predict.
+	MaxTasks int
+	// Fetch is the URL policy: hosts (URL's is added), CIDRs let through
+	// the refused ranges, size and time limits, redirects.
+	Fetch urlfetch.Options
+}
+
+// settings are the backend's settings with the fetcher built; URL's host
+// joins the allow-list.
+func (c labelStudioConfig) settings() (*labelstudio.Settings, error) {
+	s := &labelstudio.Settings{Token: c.Token, MaxTasks: c.MaxTasks}
+	opts := c.Fetch
+	opts.AllowHosts = append([]string(nil), c.Fetch.AllowHosts...)
+	if c.URL != "" {
+		u, err := url.Parse(c.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil {
+			return nil, fmt.Errorf("--label-studio-url %q: want an http(s) URL without credentials", c.URL)
+		}
+		s.URL = u
+		opts.AllowHosts = append(opts.AllowHosts, u.Hostname())
+	}
+	f, err := urlfetch.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	s.Fetcher = f
+	return s, nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// parseCIDRs reads CIDRs; a bare address is a prefix of its full length.
+func parseCIDRs(items []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range items {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--fetch-allow-cidrs: %q is not a CIDR (10.0.0.0/8) or an address", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // envSource reads defaults from the environment, collecting parse errors.
@@ -180,14 +249,22 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	cors := fs.String("cors-origins", env.str("VILD_CORS_ORIGINS", ""), "comma-separated origins (https://app.example) that may call the API from a browser; empty: none (VILD_CORS_ORIGINS)")
 	fs.Float64Var(&c.AccessLogSample, "access-log-sample", env.float("VILD_ACCESS_LOG_SAMPLE", 1), "fraction (0..1) of 2xx requests given an access-log line; other statuses always are (VILD_ACCESS_LOG_SAMPLE)")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", env.str("VILD_OTLP_ENDPOINT", ""), "`URL` (http://collector:4318) to export traces to over OTLP/HTTP; empty: no tracing (VILD_OTLP_ENDPOINT)")
+	ls := &c.LabelStudio
+	fs.StringVar(&ls.URL, "label-studio-url", env.str("VILD_LABEL_STUDIO_URL", ""), "Label Studio's `URL` (http://label-studio:8080): task images given as upload paths are fetched from it; empty: from the hostname of each project's /setup (VILD_LABEL_STUDIO_URL)")
+	fs.StringVar(&ls.Token, "label-studio-token", env.str("VILD_LABEL_STUDIO_TOKEN", ""), "Label Studio access token sent to --label-studio-url with upload fetches; prefer the environment (VILD_LABEL_STUDIO_TOKEN)")
+	fs.IntVar(&ls.MaxTasks, "label-studio-max-tasks", env.int("VILD_LABEL_STUDIO_MAX_TASKS", labelstudio.DefaultMaxTasks), "tasks per Label Studio /predict request (VILD_LABEL_STUDIO_MAX_TASKS)")
+	allowHosts := fs.String("fetch-allow-hosts", env.str("VILD_FETCH_ALLOW_HOSTS", ""), "comma-separated hosts task image URLs may name: host, *.domain or * (any); --label-studio-url's host is added; empty: none (VILD_FETCH_ALLOW_HOSTS)")
+	allowCIDRs := fs.String("fetch-allow-cidrs", env.str("VILD_FETCH_ALLOW_CIDRS", ""), "comma-separated CIDRs image fetches may reach although loopback, link-local, private or reserved (10.0.0.0/8 for a Label Studio on the private network) (VILD_FETCH_ALLOW_CIDRS)")
+	var fetchMax int
+	fs.IntVar(&fetchMax, "fetch-max-bytes", env.int("VILD_FETCH_MAX_BYTES", 0), "largest image fetched from a URL, in bytes (VILD_FETCH_MAX_BYTES; 0 = --max-body-bytes)")
+	fs.DurationVar(&ls.Fetch.Timeout, "fetch-timeout", env.dur("VILD_FETCH_TIMEOUT", 5*time.Second), "longest time to fetch one image URL, redirects included (VILD_FETCH_TIMEOUT)")
+	fs.IntVar(&ls.Fetch.MaxRedirects, "fetch-max-redirects", env.int("VILD_FETCH_MAX_REDIRECTS", urlfetch.DefaultMaxRedirects), "redirects followed per image URL, each checked like the URL (VILD_FETCH_MAX_REDIRECTS)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	for _, o := range strings.Split(*cors, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			c.CORSOrigins = append(c.CORSOrigins, o)
-		}
-	}
+	c.CORSOrigins = splitList(*cors)
+	ls.Fetch.AllowHosts = splitList(*allowHosts)
+	ls.Fetch.MaxBytes = int64(fetchMax)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
@@ -243,6 +320,22 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	}
 	if c.API.Workers <= 0 || c.API.QueueLength < 0 {
 		errs = append(errs, errors.New("--workers must be positive and --queue not negative"))
+	}
+	var cidrErr error
+	if ls.Fetch.AllowCIDRs, cidrErr = parseCIDRs(splitList(*allowCIDRs)); cidrErr != nil {
+		errs = append(errs, cidrErr)
+	}
+	if ls.Fetch.MaxBytes == 0 {
+		ls.Fetch.MaxBytes = c.API.MaxBodyBytes
+	}
+	if ls.MaxTasks <= 0 || ls.Fetch.MaxBytes < 0 || ls.Fetch.Timeout <= 0 || ls.Fetch.MaxRedirects < 0 {
+		errs = append(errs, errors.New("--label-studio-max-tasks and --fetch-timeout must be positive, --fetch-max-bytes and --fetch-max-redirects not negative"))
+	}
+	if ls.Fetch.MaxRedirects == 0 {
+		ls.Fetch.MaxRedirects = -1 // urlfetch: none
+	}
+	if _, err := ls.settings(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("serve: %w", err)

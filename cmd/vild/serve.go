@@ -179,13 +179,18 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 			log.Error("closing the model", "cause", err)
 		}
 	}()
+	ls, err := cfg.LabelStudio.settings()
+	if err != nil {
+		shutdown()
+		return fmt.Errorf("serve: %w", err)
+	}
 	api, err := handlers.New(handlers.Deps{
 		Detector: m.Detector, Embedder: m.Embedder,
 		Decoder: imageDecoder(cfg.API), NameError: m.NameError,
 		Model: m.Info, Vocabularies: st.vocabularies, Sessions: st.sessions, StoreCheck: st.check,
 		Health: health, Metrics: metrics, Logger: log,
 		Config: cfg.API, Web: web.FS(),
-		Keys: st.keys, Limiter: st.limiter, CORSOrigins: cfg.CORSOrigins,
+		Keys: st.keys, Limiter: st.limiter, CORSOrigins: cfg.CORSOrigins, LabelStudio: ls,
 		Middleware: []func(http.Handler) http.Handler{observe.Options{Log: log, Sample: cfg.AccessLogSample, Model: m.Info.ID}.Middleware},
 	})
 	if err != nil {
