@@ -40,7 +40,6 @@ var Routes = map[string]Rule{
 	"GET /v1/vocabularies/{name}":    {apikey.ScopeDetect, false},
 	"PUT /v1/vocabularies/{name}":    {apikey.ScopeVocabulariesWrite, false},
 	"DELETE /v1/vocabularies/{name}": {apikey.ScopeVocabulariesWrite, false},
-	"GET /labelstudio":               {apikey.ScopeDetect, false},
 	"GET /labelstudio/health":        {apikey.ScopeDetect, false},
 	"POST /labelstudio/setup":        {apikey.ScopeDetect, false},
 	"POST /labelstudio/predict":      {apikey.ScopeDetect, true},

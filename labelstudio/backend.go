@@ -95,7 +95,6 @@ func New(set Settings, srv Server) *Backend {
 // Routes mounts the protocol's routes (under /labelstudio on the server).
 func (b *Backend) Routes() chi.Router {
 	r := chi.NewRouter()
-	r.Get("/", b.health)
 	r.Get("/health", b.health)
 	r.Post("/setup", b.handle(b.setup))
 	r.Post("/predict", b.handle(b.predict))

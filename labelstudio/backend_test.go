@@ -315,7 +315,7 @@ func TestPredictBadRequests(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	h := backend(t, Settings{})
-	for _, path := range []string{"/", "/health"} {
+	for _, path := range []string{"/health"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		var got Health

@@ -95,7 +95,9 @@ func TestLabelStudioRoundTrip(t *testing.T) {
 		t.Fatalf("health: %d %s", resp.StatusCode, body)
 	}
 	setup := replay(t, base+"/labelstudio/setup", "setup", basic)
+	start := time.Now()
 	predict := replay(t, base+"/labelstudio/predict", "predict", basic)
+	t.Logf("/predict of 2 tasks (fetch, decode, detect): %s", time.Since(start).Round(time.Millisecond))
 	var sr labelstudio.SetupResponse
 	var pr labelstudio.PredictResponse
 	if err := json.Unmarshal(setup, &sr); err != nil || sr.ModelVersion != health.ModelVersion {
