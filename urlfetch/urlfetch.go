@@ -169,7 +169,8 @@ func (f *Fetcher) hostAllowed(host string) bool {
 
 // Fetch GETs rawURL with header added and returns the body: at most
 // MaxBytes, within Timeout. Errors wrap ErrRefused, ErrTooLarge, a
-// *StatusError, or the network's error.
+// *StatusError, or the network's error; they never hold the URL's path or
+// query (a presigned URL's signature), so they may be logged.
 func (f *Fetcher) Fetch(ctx context.Context, rawURL string, header http.Header) ([]byte, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -191,6 +192,10 @@ func (f *Fetcher) Fetch(ctx context.Context, rawURL string, header http.Header) 
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("urlfetch: %s: %w", ue.Op, ue.Err) // without the URL: it may carry a signature
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()
