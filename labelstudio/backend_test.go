@@ -244,18 +244,16 @@ func TestSetupHostname(t *testing.T) {
 }
 
 // The fetch policy holds for task URLs: loopback, link-local and private
-// addresses are refused and never reached, as are redirects to them.
+// addresses are refused and never reached, whatever host the allow-list
+// lets through (urlfetch's tests refuse redirects to them too).
 func TestPredictRefusesInternalURLs(t *testing.T) {
 	inside := newFakeLabelStudio(t, "", scenePNG(t))
-	outside := httptest.NewServer(http.RedirectHandler(inside.URL+"/data/upload/1/x.png", http.StatusFound))
-	t.Cleanup(outside.Close)
 	h := backend(t, Settings{Fetcher: fetcher(t, urlfetch.Options{AllowHosts: []string{"*"}})})
 	for _, u := range []string{
 		inside.URL + "/data/upload/1/x.png",
 		strings.Replace(inside.URL, "127.0.0.1", "localhost", 1) + "/data/upload/1/x.png",
 		"http://169.254.169.254/latest/meta-data/",
 		"http://10.0.0.1/x.png", "http://[fd00::1]/x.png", "http://[::ffff:127.0.0.1]/x.png",
-		outside.URL + "/to-inside",
 	} {
 		if code, _, slug := predict(t, h, u); code != 422 || slug != "url-refused" {
 			t.Errorf("%s: %d %s, want 422 url-refused", u, code, slug)
