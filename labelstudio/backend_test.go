@@ -264,12 +264,14 @@ func TestPredictRefusesInternalURLs(t *testing.T) {
 	}
 	// A redirect from an allowed address (this machine's Label Studio,
 	// let through by its CIDR) to one outside the CIDR is refused too.
-	var to string
-	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, to, http.StatusFound) }))
+	var to atomic.Value
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, to.Load().(string), http.StatusFound)
+	}))
 	t.Cleanup(redirector.Close)
 	h = backend(t, Settings{Fetcher: fetcher(t, urlfetch.Options{AllowHosts: []string{"*"}, AllowCIDRs: loopback})})
 	for _, target := range []string{"http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/x.png", "http://[::1]:1/x.png", "http://[::ffff:192.168.0.1]/x.png"} {
-		to = target
+		to.Store(target)
 		if code, _, slug := predict(t, h, redirector.URL+"/x.png"); code != 422 || slug != "url-refused" {
 			t.Errorf("redirect to %s: %d %s, want 422 url-refused", target, code, slug)
 		}

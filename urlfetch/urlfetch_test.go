@@ -198,11 +198,11 @@ func TestFetchAllowedHost(t *testing.T) {
 func TestRedirectsCheckedAgain(t *testing.T) {
 	inside := serve(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("secret")) })
 	f := newFetcher(t, Options{AllowHosts: []string{"images.example.test", "127.0.0.1", "localhost", "internal.example.test"}, MaxRedirects: 2})
-	var to string
+	var to atomic.Value
 	_, base := publicServer(t, f, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/to":
-			http.Redirect(w, r, to, http.StatusFound)
+			http.Redirect(w, r, to.Load().(string), http.StatusFound)
 		case "/loop":
 			http.Redirect(w, r, "/loop", http.StatusFound)
 		default:
@@ -216,7 +216,7 @@ func TestRedirectsCheckedAgain(t *testing.T) {
 		"http://elsewhere.example.org/a.png",             // host off the list
 		"file:///etc/passwd",                             // scheme
 	} {
-		to = target
+		to.Store(target)
 		_, err := f.Fetch(context.Background(), base+"/to?X-Amz-Signature=s3cr3t", nil)
 		if !errors.Is(err, ErrRefused) || strings.Contains(err.Error(), "s3cr3t") {
 			t.Errorf("redirect to %s: got %v, want ErrRefused without the query", target, err)
@@ -228,7 +228,7 @@ func TestRedirectsCheckedAgain(t *testing.T) {
 	if _, err := f.Fetch(context.Background(), base+"/loop", nil); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "redirects") {
 		t.Errorf("redirect loop: %v", err)
 	}
-	to = base + "/fine"
+	to.Store(base + "/fine")
 	if b, err := f.Fetch(context.Background(), base+"/to", nil); err != nil || string(b) != "ok" {
 		t.Errorf("allowed redirect: %q %v", b, err)
 	}
