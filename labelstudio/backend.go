@@ -217,15 +217,15 @@ func (b *Backend) predict(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return configProblem(err)
 	}
-	kinds := make([]kind, len(controls))
+	queries := make([]controlQuery, len(controls))
 	for i, c := range controls {
-		if kinds[i], err = b.kind(ctx, c); err != nil {
+		if queries[i], err = b.query(ctx, c); err != nil {
 			return err
 		}
 	}
 	resp := PredictResponse{Results: make([]Prediction, len(req.Tasks)), ModelVersion: b.srv.Model}
 	for i, task := range req.Tasks {
-		p, err := b.predictTask(ctx, i, task, req.Project, controls, kinds)
+		p, err := b.predictTask(ctx, i, task, req.Project, controls, queries)
 		if err != nil {
 			return err
 		}
@@ -234,16 +234,16 @@ func (b *Backend) predict(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, resp)
 }
 
-// kind is what one control asks of the detector.
-type kind struct {
+// controlQuery is what one RectangleLabels tag asks of the detector.
+type controlQuery struct {
 	vocab    *detector.Vocabulary
 	opts     detector.Options
 	reported map[string]string // category (normalised) → the name results report
 }
 
-// kind builds a control's vocabulary (cached by digest, as /v1/detect's) and options.
-func (b *Backend) kind(ctx context.Context, c Control) (kind, error) {
-	k := kind{reported: map[string]string{}}
+// query builds a control's vocabulary (cached by digest, as /v1/detect's) and options.
+func (b *Backend) query(ctx context.Context, c Control) (controlQuery, error) {
+	k := controlQuery{reported: map[string]string{}}
 	o := api.DetectOptions{ScoreThreshold: c.ScoreThreshold}
 	for _, l := range c.Labels {
 		norm := vocabulary.NormName(l.Value)
@@ -271,7 +271,7 @@ func (b *Backend) kind(ctx context.Context, c Control) (kind, error) {
 }
 
 // predictTask runs every control on one task: one prediction.
-func (b *Backend) predictTask(ctx context.Context, i int, task Task, project ProjectID, controls []Control, kinds []kind) (Prediction, error) {
+func (b *Backend) predictTask(ctx context.Context, i int, task Task, project ProjectID, controls []Control, queries []controlQuery) (Prediction, error) {
 	p := Prediction{Result: []Region{}, ModelVersion: b.srv.Model}
 	images := map[string][]byte{} // data key → bytes, read once per task
 	var sum float64
@@ -289,13 +289,13 @@ func (b *Backend) predictTask(ctx context.Context, i int, task Task, project Pro
 			}
 			images[c.DataKey] = data
 		}
-		out, err := b.srv.Run.Detect(ctx, data, kinds[ci].vocab, kinds[ci].opts)
+		out, err := b.srv.Run.Detect(ctx, data, queries[ci].vocab, queries[ci].opts)
 		if err != nil {
 			return p, fmt.Errorf("labelstudio: task at index %d: %w", i, err)
 		}
 		W, H := float64(out.Result.Width), float64(out.Result.Height)
 		for _, d := range out.Result.Detections {
-			label, ok := kinds[ci].reported[vocabulary.NormName(d.Label)]
+			label, ok := queries[ci].reported[vocabulary.NormName(d.Label)]
 			if !ok {
 				label = d.Label
 			}
@@ -338,9 +338,9 @@ func (b *Backend) decode(w http.ResponseWriter, r *http.Request, v any) error {
 
 // configProblem answers a label config this backend cannot serve.
 func configProblem(err error) error {
-	if errors.Is(err, errConfig) {
-		msg := err.Error()[len(errConfig.Error())+2:]
-		return api.BadRequest("invalid-label-config", "label config: "+msg, err)
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return api.BadRequest("invalid-label-config", "label config: "+ce.Msg, err)
 	}
 	return err
 }

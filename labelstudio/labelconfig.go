@@ -43,11 +43,14 @@ type Control struct {
 // MaxControls caps the RectangleLabels tags of one label config.
 const MaxControls = 8
 
-// errConfig marks a label config this backend cannot serve.
-var errConfig = errors.New("labelstudio: label config")
+// ConfigError is a label config this backend cannot serve; Msg says why,
+// naming no input.
+type ConfigError struct{ Msg string }
+
+func (e *ConfigError) Error() string { return "labelstudio: label config: " + e.Msg }
 
 func configError(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", errConfig, fmt.Sprintf(format, a...))
+	return &ConfigError{Msg: fmt.Sprintf(format, a...)}
 }
 
 // ParseConfig reads a Label Studio label config (XML) and returns its

@@ -56,7 +56,8 @@ func TestParseConfigRefuses(t *testing.T) {
 		"nested controls": `<View><Image name="image" value="$image"/><RectangleLabels name="l" toName="image"><RectangleLabels name="m" toName="image"><Label value="a"/></RectangleLabels></RectangleLabels></View>`,
 		"too many":        many,
 	} {
-		if _, err := ParseConfig(cfg); !errors.Is(err, errConfig) {
+		var ce *ConfigError
+		if _, err := ParseConfig(cfg); !errors.As(err, &ce) || ce.Msg == "" {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
