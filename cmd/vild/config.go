@@ -251,7 +251,8 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", env.str("VILD_OTLP_ENDPOINT", ""), "`URL` (http://collector:4318) to export traces to over OTLP/HTTP; empty: no tracing (VILD_OTLP_ENDPOINT)")
 	ls := &c.LabelStudio
 	fs.StringVar(&ls.URL, "label-studio-url", env.str("VILD_LABEL_STUDIO_URL", ""), "Label Studio's `URL` (http://label-studio:8080): task images given as upload paths are fetched from it; empty: from the hostname of each project's /setup (VILD_LABEL_STUDIO_URL)")
-	fs.StringVar(&ls.Token, "label-studio-token", env.str("VILD_LABEL_STUDIO_TOKEN", ""), "Label Studio access token sent to --label-studio-url with upload fetches; prefer the environment (VILD_LABEL_STUDIO_TOKEN)")
+	// The token's default is not the environment's: -h would print it.
+	fs.StringVar(&ls.Token, "label-studio-token", "", "Label Studio access token sent to --label-studio-url with upload fetches; prefer the environment (VILD_LABEL_STUDIO_TOKEN)")
 	fs.IntVar(&ls.MaxTasks, "label-studio-max-tasks", env.int("VILD_LABEL_STUDIO_MAX_TASKS", labelstudio.DefaultMaxTasks), "tasks per Label Studio /predict request (VILD_LABEL_STUDIO_MAX_TASKS)")
 	allowHosts := fs.String("fetch-allow-hosts", env.str("VILD_FETCH_ALLOW_HOSTS", ""), "comma-separated hosts task image URLs may name: host, *.domain or * (any); --label-studio-url's host is added; empty: none (VILD_FETCH_ALLOW_HOSTS)")
 	allowCIDRs := fs.String("fetch-allow-cidrs", env.str("VILD_FETCH_ALLOW_CIDRS", ""), "comma-separated CIDRs image fetches may reach although loopback, link-local, private or reserved (10.0.0.0/8 for a Label Studio on the private network) (VILD_FETCH_ALLOW_CIDRS)")
@@ -261,6 +262,9 @@ func parseServeConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.IntVar(&ls.Fetch.MaxRedirects, "fetch-max-redirects", env.int("VILD_FETCH_MAX_REDIRECTS", urlfetch.DefaultMaxRedirects), "redirects followed per image URL, each checked like the URL (VILD_FETCH_MAX_REDIRECTS)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if ls.Token == "" {
+		ls.Token = getenv("VILD_LABEL_STUDIO_TOKEN")
 	}
 	c.CORSOrigins = splitList(*cors)
 	ls.Fetch.AllowHosts = splitList(*allowHosts)

@@ -271,6 +271,14 @@ func TestLabelStudioConfig(t *testing.T) {
 			t.Errorf("%s: %v", u, err)
 		}
 	}
+	// The token from the environment never shows in the help text.
+	var help strings.Builder
+	if _, err := parseServeConfig([]string{"-h"}, env("VILD_LABEL_STUDIO_TOKEN", "s3cr3t-token"), &help); !strings.Contains(help.String(), "label-studio-token") || strings.Contains(help.String(), "s3cr3t") {
+		t.Fatalf("help: %v\n%s", err, help.String())
+	}
+	if o, err := parseServeConfig([]string{"--label-studio-token", "flag"}, env("VILD_LABEL_STUDIO_TOKEN", "env"), io.Discard); err != nil || o.LabelStudio.Token != "flag" {
+		t.Fatalf("the flag over the environment: %v %q", err, o.LabelStudio.Token)
+	}
 	d, err := parseServeConfig(nil, env(), io.Discard)
 	if err != nil || d.LabelStudio.URL != "" || len(d.LabelStudio.Fetch.AllowHosts) != 0 || d.LabelStudio.MaxTasks != labelstudio.DefaultMaxTasks {
 		t.Fatalf("defaults: %+v %v", d.LabelStudio, err)
