@@ -184,6 +184,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, load loader, 
 		shutdown()
 		return fmt.Errorf("serve: %w", err)
 	}
+	log.Debug("Label Studio backend at /labelstudio", "label_studio_url", cfg.LabelStudio.URL,
+		"fetch_allow_hosts", cfg.LabelStudio.Fetch.AllowHosts, "fetch_allow_cidrs", cfg.LabelStudio.Fetch.AllowCIDRs)
 	api, err := handlers.New(handlers.Deps{
 		Detector: m.Detector, Embedder: m.Embedder,
 		Decoder: imageDecoder(cfg.API), NameError: m.NameError,
