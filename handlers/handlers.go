@@ -36,7 +36,7 @@ import (
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/inference"
 	"github.com/vild/vild/labelstudio"
-	_ "github.com/vild/vild/openapi" // registers the generated spec for /docs
+	"github.com/vild/vild/openapi" // registers the generated spec for /docs
 	"github.com/vild/vild/request"
 	"github.com/vild/vild/session"
 	"github.com/vild/vild/vocabulary"
@@ -166,6 +166,7 @@ func New(deps Deps) (http.Handler, error) {
 			Opts: opts, Model: deps.Model.ID, MaxBodyBytes: cfg.MaxJSONImageBytes, Draining: deps.Health.Draining, Fail: p.write}).Routes())
 	}
 	r.Get("/docs", http.RedirectHandler("/docs/index.html", http.StatusMovedPermanently).ServeHTTP)
+	r.Get("/docs/openapi3.json", openapi.ServeV3)
 	r.Get("/docs/*", httpSwagger.Handler(httpSwagger.URL("/docs/doc.json")))
 	if deps.Web != nil {
 		r.Handle("/*", http.FileServerFS(deps.Web))

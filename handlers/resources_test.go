@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/labelstudio"
 	"github.com/vild/vild/vocabulary"
 	"net/http"
 	"net/http/httptest"
@@ -223,10 +224,26 @@ func TestEmbeddingsAndModels(t *testing.T) {
 	wantProblem(t, e.do(t, "GET", "/v1/detect", "", nil), 405, "method-not-allowed")
 }
 
+// The OpenAPI 3 document is served next to the Swagger UI.
+func TestOpenAPI3IsServed(t *testing.T) {
+	e := newEnv(t, nil)
+	rec := e.do(t, "GET", "/docs/openapi3.json", "", nil)
+	var spec struct {
+		OpenAPI string         `json:"openapi"`
+		Paths   map[string]any `json:"paths"`
+	}
+	if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+		t.Fatalf("GET /docs/openapi3.json: %d %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &spec); err != nil || !strings.HasPrefix(spec.OpenAPI, "3.") || spec.Paths["/v1/detect"] == nil {
+		t.Fatalf("openapi3.json: %v, version %q, %d paths", err, spec.OpenAPI, len(spec.Paths))
+	}
+}
+
 // Every API route is described in the generated OpenAPI document and every
 // documented operation is routed.
 func TestOpenAPICoversRoutes(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, func(d *Deps) { d.LabelStudio = &labelstudio.Settings{} })
 	var spec struct {
 		Swagger string                    `json:"swagger"`
 		Paths   map[string]map[string]any `json:"paths"`

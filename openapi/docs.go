@@ -18,6 +18,180 @@ const docTemplate = `{
     "host": "{{.Host}}",
     "basePath": "{{.BasePath}}",
     "paths": {
+        "/labelstudio/health": {
+            "get": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "labelstudio"
+                ],
+                "summary": "Label Studio ML backend: health",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/labelstudio.Health"
+                        }
+                    },
+                    "401": {
+                        "description": "no API key (with --auth keys): Label Studio sends it as the basic-auth password",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                }
+            }
+        },
+        "/labelstudio/predict": {
+            "post": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
+                "description": "Each task's image (data.\u003cfield\u003e of the label config's Image tag: an http(s) URL on the fetch allow-list, a Label Studio upload path, or a data: URI) is searched for the Label values of the RectangleLabels tags; boxes come back in percent of the image, one prediction per task.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "labelstudio"
+                ],
+                "summary": "Label Studio ML backend: pre-annotate tasks",
+                "parameters": [
+                    {
+                        "description": "tasks, project, label config",
+                        "name": "request",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/labelstudio.PredictRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/labelstudio.PredictResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "invalid JSON, label config or task; corrupt image",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "401": {
+                        "description": "no API key (with --auth keys): Label Studio sends it as the basic-auth password",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "the API key lacks the detect scope",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "413": {
+                        "description": "body too large",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "422": {
+                        "description": "too many tasks; an image URL the fetch policy refuses or over the size limit; image dimensions over the limits",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "429": {
+                        "description": "the API key's rate or concurrent inferences are used up",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "502": {
+                        "description": "an image URL could not be fetched",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "503": {
+                        "description": "queue full or draining; see Retry-After",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "504": {
+                        "description": "request deadline or fetch time limit exceeded",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                }
+            }
+        },
+        "/labelstudio/setup": {
+            "post": {
+                "security": [
+                    {
+                        "ApiKey": []
+                    }
+                ],
+                "description": "Label Studio calls it when the model is connected: the label config is checked and the model version returned. Without --label-studio-url, the hostname and access_token are kept (for this project, in this process) to fetch relative upload paths.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "labelstudio"
+                ],
+                "summary": "Label Studio ML backend: setup",
+                "parameters": [
+                    {
+                        "description": "project, label config (schema), hostname, access token",
+                        "name": "request",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/labelstudio.SetupRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/labelstudio.SetupResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "invalid JSON or a label config without RectangleLabels on an Image",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "401": {
+                        "description": "no API key (with --auth keys)",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                }
+            }
+        },
         "/livez": {
             "get": {
                 "produces": [
@@ -1478,6 +1652,190 @@ const docTemplate = `{
                 },
                 "score": {
                     "type": "number"
+                }
+            }
+        },
+        "labelstudio.Health": {
+            "type": "object",
+            "properties": {
+                "model_class": {
+                    "type": "string",
+                    "example": "vild"
+                },
+                "model_version": {
+                    "type": "string",
+                    "example": "pictogram-vild@1a2b3c4d"
+                },
+                "status": {
+                    "type": "string",
+                    "example": "UP"
+                }
+            }
+        },
+        "labelstudio.PredictRequest": {
+            "type": "object",
+            "properties": {
+                "label_config": {
+                    "type": "string"
+                },
+                "project": {
+                    "type": "string",
+                    "example": "1.1733220000"
+                },
+                "tasks": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/labelstudio.Task"
+                    }
+                }
+            }
+        },
+        "labelstudio.PredictResponse": {
+            "type": "object",
+            "properties": {
+                "model_version": {
+                    "type": "string",
+                    "example": "pictogram-vild@1a2b3c4d"
+                },
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/labelstudio.Prediction"
+                    }
+                }
+            }
+        },
+        "labelstudio.Prediction": {
+            "type": "object",
+            "properties": {
+                "model_version": {
+                    "type": "string"
+                },
+                "result": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/labelstudio.Region"
+                    }
+                },
+                "score": {
+                    "description": "Score is the mean of the regions' scores (0 without regions): Label\nStudio sorts tasks by it.",
+                    "type": "number"
+                }
+            }
+        },
+        "labelstudio.Region": {
+            "type": "object",
+            "properties": {
+                "from_name": {
+                    "type": "string",
+                    "example": "label"
+                },
+                "id": {
+                    "type": "string",
+                    "example": "r0"
+                },
+                "image_rotation": {
+                    "type": "integer",
+                    "example": 0
+                },
+                "original_height": {
+                    "type": "integer",
+                    "example": 480
+                },
+                "original_width": {
+                    "type": "integer",
+                    "example": 640
+                },
+                "score": {
+                    "type": "number",
+                    "example": 0.93
+                },
+                "to_name": {
+                    "type": "string",
+                    "example": "image"
+                },
+                "type": {
+                    "type": "string",
+                    "example": "rectanglelabels"
+                },
+                "value": {
+                    "$ref": "#/definitions/labelstudio.RegionValue"
+                }
+            }
+        },
+        "labelstudio.RegionValue": {
+            "type": "object",
+            "properties": {
+                "height": {
+                    "type": "number",
+                    "example": 15.5
+                },
+                "rectanglelabels": {
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    }
+                },
+                "rotation": {
+                    "type": "number",
+                    "example": 0
+                },
+                "width": {
+                    "type": "number",
+                    "example": 20
+                },
+                "x": {
+                    "type": "number",
+                    "example": 12.5
+                },
+                "y": {
+                    "type": "number",
+                    "example": 30
+                }
+            }
+        },
+        "labelstudio.SetupRequest": {
+            "type": "object",
+            "properties": {
+                "access_token": {
+                    "description": "AccessToken is a Label Studio token for fetching uploads from Hostname.",
+                    "type": "string"
+                },
+                "hostname": {
+                    "description": "Hostname is Label Studio's address, for its relative upload paths.",
+                    "type": "string",
+                    "example": "http://localhost:8080"
+                },
+                "project": {
+                    "description": "Project is \"ID.created-at\" (a string; older versions send a number).",
+                    "type": "string",
+                    "example": "1.1733220000"
+                },
+                "schema": {
+                    "description": "Schema is the project's label config (XML).",
+                    "type": "string"
+                }
+            }
+        },
+        "labelstudio.SetupResponse": {
+            "type": "object",
+            "properties": {
+                "model_version": {
+                    "type": "string",
+                    "example": "pictogram-vild@1a2b3c4d"
+                }
+            }
+        },
+        "labelstudio.Task": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "type": "object",
+                    "additionalProperties": {}
+                },
+                "id": {
+                    "type": "integer",
+                    "example": 1
                 }
             }
         },
