@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -24,15 +25,27 @@ import (
 
 // detectConfig is what `vild detect` is told.
 type detectConfig struct {
-	Images         []string
+	Images         []string // files and folders
 	Categories     []string
 	Out            string
+	Format         string // where results go: outStdout, outImage, formatCOCO or formatJSONL
+	Dataset        string // --format coco: the dataset file
+	Workers        int
+	Progress       bool
 	Model          modelConfig
 	ScoreThreshold float64
 	MaxDetections  int
 	LabelsPerBox   int
 	Head           string
 }
+
+// Where `vild detect` writes (detectConfig.Format).
+const (
+	outStdout   = "stdout" // one JSON line per image on stdout
+	outImage    = "image"  // JSON line on stdout and the annotated picture in --out
+	formatCOCO  = "coco"   // --out: COCO results, and the COCO dataset in --dataset
+	formatJSONL = "jsonl"  // --out: one JSON line per image
+)
 
 // detectResult is one image's line of output.
 type detectResult struct {
@@ -48,10 +61,14 @@ type detectResult struct {
 func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writer) (detectConfig, error) {
 	var c detectConfig
 	env := &envSource{get: getenv}
-	fs := flag.NewFlagSet("vild detect IMAGE...", flag.ContinueOnError)
+	fs := flag.NewFlagSet("vild detect IMAGE|DIR...", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cats := fs.String("categories", "", `comma-separated category names, e.g. "dog,red umbrella"; empty: the model's vocabulary`)
-	fs.StringVar(&c.Out, "out", "", "write the annotated image (PNG or JPEG by extension) to `FILE`; one image only")
+	fs.StringVar(&c.Out, "out", "", "`FILE`: .png/.jpg: the annotated image (one image only); .json: COCO results (--format coco); .jsonl: JSON lines; empty: JSON lines on stdout")
+	format := fs.String("format", "", "results format of --out: coco or jsonl (default: by --out's extension)")
+	fs.StringVar(&c.Dataset, "dataset", "", "--format coco: where the COCO dataset goes (default: --out's name with .dataset.json)")
+	fs.IntVar(&c.Workers, "workers", defaultWorkers(), fmt.Sprintf("images detected at once (1 to %d)", maxDetectWorkers))
+	fs.BoolVar(&c.Progress, "progress", true, "report progress on stderr when there is more than one image")
 	fs.Float64Var(&c.ScoreThreshold, "score-threshold", -1, "minimum score (default: the model's)")
 	fs.IntVar(&c.MaxDetections, "max-detections", 0, "detections per image (default: the model's)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 0, "labels one region may be reported with, each a detection (default: the model's)")
@@ -71,10 +88,7 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 		return c, err
 	}
 	if len(c.Images) == 0 {
-		return c, errors.New(`detect: give at least one image: vild detect IMAGE... --categories "a,b,c"`)
-	}
-	if c.Out != "" && len(c.Images) != 1 {
-		return c, errors.New("detect: --out takes one image")
+		return c, errors.New(`detect: give at least one image or folder: vild detect IMAGE|DIR... --categories "a,b,c"`)
 	}
 	for _, s := range strings.Split(*cats, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -89,11 +103,66 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	if c.LabelsPerBox < 0 {
 		return c, fmt.Errorf("detect: --labels-per-box must not be negative")
 	}
+	if c.Workers < 1 || c.Workers > maxDetectWorkers {
+		return c, fmt.Errorf("detect: --workers must be 1 to %d", maxDetectWorkers)
+	}
+	if c.Model.IntraOpThreads == 0 {
+		c.Model.IntraOpThreads = max(1, runtime.GOMAXPROCS(0)/c.Workers)
+	}
+	var err error
+	if c.Format, err = outputFormat(c.Out, *format); err != nil {
+		return c, err
+	}
+	if c.Format == outImage && len(c.Images) != 1 {
+		return c, errors.New("detect: --out with an image name takes one image; use --out results.json for many")
+	}
+	if c.Dataset != "" && c.Format != formatCOCO {
+		return c, errors.New("detect: --dataset goes with --format coco")
+	}
+	if c.Format == formatCOCO && c.Dataset == "" {
+		c.Dataset = datasetPath(c.Out)
+	}
+	if c.Format == formatCOCO && filepath.Clean(c.Dataset) == filepath.Clean(c.Out) {
+		return c, errors.New("detect: --dataset and --out must be different files")
+	}
 	return c, nil
+}
+
+// outputFormat decides where results go from --out's extension and --format.
+func outputFormat(out, format string) (string, error) {
+	switch format {
+	case "", formatCOCO, formatJSONL:
+	default:
+		return "", fmt.Errorf("detect: --format must be coco or jsonl, not %q", format)
+	}
+	ext := strings.ToLower(filepath.Ext(out))
+	switch {
+	case out == "":
+		if format != "" {
+			return "", errors.New("detect: --format needs --out FILE")
+		}
+		return outStdout, nil
+	case ext == ".png" || ext == ".jpg" || ext == ".jpeg":
+		if format != "" {
+			return "", fmt.Errorf("detect: --out %s is an annotated image; name a .json or .jsonl file for --format %s", out, format)
+		}
+		return outImage, nil
+	case format != "":
+		return format, nil
+	case ext == ".json":
+		return formatCOCO, nil
+	case ext == ".jsonl":
+		return formatJSONL, nil
+	}
+	return "", fmt.Errorf("detect: --out %s: name a .png or .jpg (annotated image), .json (COCO) or .jsonl file, or give --format", out)
 }
 
 func runDetect(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg, err := parseDetectConfig(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	inputs, err := collectInputs(cfg.Images)
 	if err != nil {
 		return err
 	}
@@ -102,11 +171,15 @@ func runDetect(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("detect: load model: %w", err)
 	}
 	defer m.Close()
-	return detectFiles(ctx, cfg, m, stdout)
+	return detectFiles(ctx, cfg, inputs, m, stdout, os.Stderr)
 }
 
-// detectFiles runs the model over each image and prints one JSON line each.
-func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writer) error {
+// detectFiles builds the vocabulary and the options from cfg and runs the
+// model over the inputs.
+func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *model, stdout, stderr io.Writer) error {
+	if cfg.Format == outImage && len(inputs) != 1 {
+		return fmt.Errorf("detect: --out %s takes one image, not %d; use --out results.json for many", cfg.Out, len(inputs))
+	}
 	names := cfg.Categories
 	if len(names) == 0 {
 		names = m.Info.Categories
@@ -114,8 +187,9 @@ func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writ
 	if len(names) == 0 {
 		return errors.New("detect: give --categories (the model has no default vocabulary)")
 	}
+	names = dedupe(names)
 	vocab, err := vocabulary.Build(ctx, m.Embedder, vocabulary.BaseNames(m.Info.BaseCategories),
-		vocabulary.Spec{Categories: dedupe(names)})
+		vocabulary.Spec{Categories: names})
 	if err != nil {
 		return fmt.Errorf("detect: %w", err)
 	}
@@ -133,39 +207,161 @@ func detectFiles(ctx context.Context, cfg detectConfig, m *model, stdout io.Writ
 	if cfg.LabelsPerBox > 0 {
 		opts.LabelsPerBox = cfg.LabelsPerBox
 	}
+	det := localDetector{det: m.Detector, vocab: vocab, opts: opts, limits: imageio.DefaultLimits}
+	fp := runFingerprint{Model: m.Info.ID, VocabularyDigest: vocab.Digest, Categories: names, Head: opts.Head,
+		ScoreThreshold: opts.ScoreThreshold, NMSIoU: opts.NMSIoU, MaxDetections: opts.MaxDetections,
+		LabelsPerBox: opts.LabelsPerBox, RunnersUp: opts.RunnersUp}
+	b := batch{cfg: cfg, inputs: inputs, det: det, fp: fp, stderr: stderr}
+	if cfg.Format == formatCOCO || cfg.Format == formatJSONL {
+		return b.toFile(ctx)
+	}
+	return b.toStdout(ctx, stdout)
+}
+
+// batch is one `vild detect` over its inputs.
+type batch struct {
+	cfg    detectConfig
+	inputs []batchInput
+	det    imageDetector
+	fp     runFingerprint
+	stderr io.Writer
+}
+
+func (b batch) progress(resumed int) *progress {
+	w := b.stderr
+	if !b.cfg.Progress || len(b.inputs) < 2 {
+		w = io.Discard
+	}
+	p := &progress{W: w, Terminal: isTerminal(w), Total: len(b.inputs), Resumed: resumed}
+	p.begin()
+	return p
+}
+
+// toStdout prints one JSON line per image in input order (and with an image
+// --out, draws the detections on it). A file that fails is reported and
+// counted; the run goes on.
+func (b batch) toStdout(ctx context.Context, stdout io.Writer) error {
 	enc := json.NewEncoder(stdout)
-	for _, file := range cfg.Images {
-		start := time.Now()
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return fmt.Errorf("detect: %w", err)
+	prog := b.progress(0)
+	failed := 0
+	err := batchRun{Inputs: b.inputs, Detector: b.det, Workers: b.cfg.Workers, Ordered: func(o imageOutcome) error {
+		if o.Err != nil {
+			failed++
+			prog.note("detect: %s: %v", o.Input.Path, o.Err)
 		}
-		img, err := imageio.Decode(data, imageio.DefaultLimits)
-		if err != nil {
-			return fmt.Errorf("detect: %s: %w", file, err)
+		prog.add(o.Err != nil)
+		if o.Err != nil {
+			return nil
 		}
-		r, err := m.Detector.Regions(ctx, img.Image)
-		if err != nil {
-			return fmt.Errorf("detect: %s: %w", file, err)
-		}
-		res, err := m.Detector.Score(ctx, r, vocab, opts)
-		if err != nil {
-			return fmt.Errorf("detect: %s: %w", file, err)
-		}
-		out := detectResult{File: file, Model: m.Info.ID, VocabularyDigest: vocab.Digest,
-			Image: api.ImageSize{Width: res.Width, Height: res.Height}, Detections: res.Detections,
-			Milliseconds: float64(time.Since(start).Microseconds()) / 1000}
+		out := detectResult{File: o.Input.Path, Model: b.fp.Model, VocabularyDigest: b.fp.VocabularyDigest,
+			Image: api.ImageSize{Width: o.Result.Width, Height: o.Result.Height}, Detections: o.Result.Detections,
+			Milliseconds: o.Millis}
 		if out.Detections == nil {
 			out.Detections = []detector.Detection{}
 		}
 		if err := enc.Encode(out); err != nil {
 			return err
 		}
-		if cfg.Out != "" {
-			if err := writeAnnotated(cfg.Out, annotate.Draw(img.Image, res.Detections)); err != nil {
-				return fmt.Errorf("detect: %w", err)
-			}
+		if b.cfg.Format == outImage {
+			return drawDetections(o.Input.Path, b.cfg.Out, o.Result.Detections)
 		}
+		return nil
+	}}.run(ctx)
+	prog.end()
+	if errors.Is(err, errInterrupted) {
+		return fmt.Errorf("detect: %w after %d of %d images", ctx.Err(), prog.done, len(b.inputs))
+	}
+	if err != nil {
+		return err
+	}
+	return failedError(failed, len(b.inputs))
+}
+
+// toFile runs the images a journal does not hold yet, appending each to it,
+// then writes --out (and the dataset) from the journal in input order. The
+// journal is removed when every image is done; with failed images it stays,
+// so that rerunning the command retries only those.
+func (b batch) toFile(ctx context.Context) error {
+	start := time.Now()
+	jpath := b.cfg.Out + ".journal"
+	j, records, err := openJournal(jpath, b.fp)
+	if err != nil {
+		return err
+	}
+	var todo []batchInput
+	for _, in := range b.inputs {
+		if _, ok := records[in.FileName]; !ok {
+			todo = append(todo, in)
+		}
+	}
+	prog := b.progress(len(b.inputs) - len(todo))
+	failed := 0
+	err = batchRun{Inputs: todo, Detector: b.det, Workers: b.cfg.Workers, Completed: func(o imageOutcome) error {
+		if o.Err != nil {
+			failed++
+			prog.note("detect: %s: %v", o.Input.Path, o.Err)
+		}
+		prog.add(o.Err != nil)
+		if o.Err != nil {
+			return nil
+		}
+		rec := journalRecord{FileName: o.Input.FileName, Width: o.Result.Width, Height: o.Result.Height, Detections: o.Result.Detections}
+		records[rec.FileName] = rec
+		return j.add(rec)
+	}}.run(ctx)
+	prog.end()
+	err = errors.Join(err, j.close())
+	if errors.Is(err, errInterrupted) {
+		return fmt.Errorf("detect: %w after %d of %d images; run the same command again to resume from %s",
+			ctx.Err(), len(b.inputs)-len(todo)+prog.done-failed, len(b.inputs), jpath)
+	}
+	if err != nil {
+		return err
+	}
+	images := finished(b.inputs, records)
+	var n int
+	written := b.cfg.Out
+	if b.cfg.Format == formatCOCO {
+		n, err = writeCOCO(b.cfg.Out, b.cfg.Dataset, images, b.fp)
+		written += " and " + b.cfg.Dataset
+	} else {
+		n, err = writeJSONL(b.cfg.Out, images, b.fp)
+	}
+	if err != nil {
+		return err
+	}
+	if failed == 0 {
+		if err := os.Remove(jpath); err != nil {
+			return fmt.Errorf("detect: %w", err)
+		}
+	}
+	fmt.Fprintf(b.stderr, "detect: %d of %d images (%d resumed), %d failed, %d detections in %.1f s; wrote %s\n",
+		len(images), len(b.inputs), prog.Resumed, failed, n, time.Since(start).Seconds(), written)
+	if failed > 0 {
+		fmt.Fprintf(b.stderr, "detect: %s keeps the finished images; run the same command again to retry the failed ones\n", jpath)
+	}
+	return failedError(failed, len(b.inputs))
+}
+
+func failedError(failed, total int) error {
+	if failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("detect: %d of %d images failed", failed, total)
+}
+
+// drawDetections writes the picture at path with dets drawn on it to out.
+func drawDetections(path, out string, dets []detector.Detection) error {
+	data, err := readImageFile(path)
+	if err != nil {
+		return fmt.Errorf("detect: %w", err)
+	}
+	img, err := imageio.Decode(data, imageio.DefaultLimits)
+	if err != nil {
+		return fmt.Errorf("detect: %s: %w", path, err)
+	}
+	if err := writeAnnotated(out, annotate.Draw(img.Image, dets)); err != nil {
+		return fmt.Errorf("detect: %w", err)
 	}
 	return nil
 }

@@ -23,8 +23,13 @@ import (
 type evalConfig struct {
 	Annotations string
 	Images      string
-	Heads       []detector.Head
-	Limit       int // first N images; 0 = all
+	// Results is a COCO results file to evaluate instead of running the
+	// model; ResultsDataset, the COCO dataset its ids refer to ("none": the
+	// annotation file's ids).
+	Results        string
+	ResultsDataset string
+	Heads          []detector.Head
+	Limit          int // first N images; 0 = all
 	// LabelsPerBox is how many labels one region may be reported with.
 	LabelsPerBox int
 	JSON         bool
@@ -53,6 +58,8 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Annotations, "annotations", "", "COCO detection `FILE` (images, annotations, categories with split base/novel)")
 	fs.StringVar(&c.Images, "images", "", "`DIR` holding the images' file_name paths")
+	fs.StringVar(&c.Results, "results", "", "evaluate this COCO results `FILE` (vild detect --format coco) instead of running the model")
+	fs.StringVar(&c.ResultsDataset, "results-dataset", "", "the COCO dataset `FILE` whose image and category ids --results uses, mapped to the annotations' by file_name and name (default: the results' name with .dataset.json when it exists; none: the annotations' ids)")
 	head := fs.String("head", "all", "ensemble, text, image, or all three")
 	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", evalLabelsPerBox, "labels one region may be reported with, each a detection: the default is COCO-style per-class output; 1 keeps each region's best label, the server's default")
@@ -66,8 +73,13 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
-	if c.Annotations == "" || c.Images == "" {
-		errs = append(errs, errors.New("give --annotations COCO.json and --images DIR"))
+	switch {
+	case c.Results != "" && c.Images != "":
+		errs = append(errs, errors.New("--results evaluates a file: give --annotations COCO.json but not --images"))
+	case c.Results == "" && c.ResultsDataset != "":
+		errs = append(errs, errors.New("--results-dataset goes with --results"))
+	case c.Annotations == "" || (c.Images == "" && c.Results == ""):
+		errs = append(errs, errors.New("give --annotations COCO.json and --images DIR (or --results FILE)"))
 	}
 	if c.Limit < 0 || c.ProgressEvery < 0 {
 		errs = append(errs, errors.New("--limit and --progress-every must not be negative"))
@@ -105,12 +117,12 @@ func evalWith(ctx context.Context, cfg evalConfig, load loader, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	m, err := load(ctx, cfg.Model)
-	if err != nil {
-		return fmt.Errorf("eval: load model: %w", err)
+	var rep *evalReport
+	if cfg.Results != "" {
+		rep, err = evaluateResults(cfg, gt, stderr)
+	} else {
+		rep, err = evaluateWithModel(ctx, cfg, gt, load, stderr)
 	}
-	defer m.Close()
-	rep, err := evaluateModel(ctx, cfg, gt, m, stderr)
 	if err != nil {
 		return err
 	}
@@ -123,21 +135,96 @@ func evalWith(ctx context.Context, cfg evalConfig, load loader, stdout, stderr i
 	return err
 }
 
-// evalReport is `vild eval --json`.
+func evaluateWithModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, load loader, stderr io.Writer) (*evalReport, error) {
+	m, err := load(ctx, cfg.Model)
+	if err != nil {
+		return nil, fmt.Errorf("eval: load model: %w", err)
+	}
+	defer m.Close()
+	return evaluateModel(ctx, cfg, gt, m, stderr)
+}
+
+// evaluateResults evaluates a COCO results file with the same metric: its ids
+// mapped through its dataset file when there is one (file_name to file_name,
+// category name to name), the first --limit images' detections kept with
+// --limit.
+func evaluateResults(cfg evalConfig, gt *eval.COCO, stderr io.Writer) (*evalReport, error) {
+	start := time.Now()
+	dets, err := eval.ReadResultsFile(cfg.Results)
+	if err != nil {
+		return nil, err
+	}
+	dsPath := cfg.ResultsDataset
+	if dsPath == "" {
+		if p := datasetPath(cfg.Results); p != cfg.Results {
+			if _, err := os.Stat(p); err == nil {
+				dsPath = p
+			}
+		}
+	}
+	if dsPath != "" && dsPath != "none" {
+		ds, err := eval.ReadCOCOFile(dsPath)
+		if err != nil {
+			return nil, err
+		}
+		var st eval.MapStats
+		dets, st, err = eval.MapResults(dets, ds, gt)
+		if err != nil {
+			return nil, fmt.Errorf("%s with %s: %w", cfg.Results, dsPath, err)
+		}
+		if stderr != nil {
+			fmt.Fprintf(stderr, "eval: %d detections on %d images, ids mapped through %s", st.Detections, st.Images, dsPath)
+			if st.UnknownImages > 0 {
+				fmt.Fprintf(stderr, "; %d images (%d detections) not in the annotations left out", st.UnknownImages, st.DroppedByImage)
+			}
+			if st.UnknownCategories > 0 {
+				fmt.Fprintf(stderr, "; %d categories (%d detections) not in the annotations left out", st.UnknownCategories, st.DroppedByCategory)
+			}
+			fmt.Fprintln(stderr)
+		}
+	}
+	if cfg.Limit > 0 {
+		gt = gt.FirstImages(cfg.Limit)
+		dets = eval.OnImages(dets, gt)
+	}
+	if len(gt.Categories) == 0 {
+		return nil, errors.New("eval: the annotations list no categories")
+	}
+	res := eval.Evaluate(gt, dets)
+	rep := &evalReport{Results: cfg.Results, Annotations: cfg.Annotations, Images: len(gt.Images), Categories: len(gt.Categories)}
+	rep.Heads = []headReport{headSummary("", "results", res)}
+	rep.Seconds = math.Round(time.Since(start).Seconds()*10) / 10
+	return rep, nil
+}
+
+// headSummary is one row of the report.
+func headSummary(head detector.Head, method string, res *eval.Result) headReport {
+	hr := headReport{Head: head, Method: method, Summary: res.Summary}
+	for _, c := range res.Categories {
+		hr.Categories = append(hr.Categories, categoryReport{ID: c.ID, Name: c.Name, Split: c.Split, NumGT: c.NumGT,
+			AP: finiteOrNil(c.Mean()), AP50: finiteOrNil(c.AP50())})
+	}
+	return hr
+}
+
+// evalReport is `vild eval --json`. With --results, Model, ScoreThreshold,
+// MaxDetections and LabelsPerBox are those of whatever wrote the file, not
+// known here, and left out.
 type evalReport struct {
-	Model          string       `json:"model"`
+	Model          string       `json:"model,omitempty"`
+	Results        string       `json:"results,omitempty"`
 	Annotations    string       `json:"annotations"`
 	Images         int          `json:"images"`
 	Categories     int          `json:"categories"`
-	ScoreThreshold float32      `json:"score_threshold"`
-	MaxDetections  int          `json:"max_detections"`
-	LabelsPerBox   int          `json:"labels_per_box"`
+	ScoreThreshold float32      `json:"score_threshold,omitempty"`
+	MaxDetections  int          `json:"max_detections,omitempty"`
+	LabelsPerBox   int          `json:"labels_per_box,omitempty"`
 	Seconds        float64      `json:"seconds"`
 	Heads          []headReport `json:"heads"`
 }
 
 type headReport struct {
-	Head       detector.Head    `json:"head"`
+	Head       detector.Head    `json:"head,omitempty"` // empty with --results
 	Method     string           `json:"method"`
 	Summary    eval.Summary     `json:"summary"`
 	Categories []categoryReport `json:"categories"`
@@ -204,10 +291,8 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 				if !ok {
 					return nil, fmt.Errorf("eval: %s: the detector reported label %q, not a category", im.FileName, x.Label)
 				}
-				// x, y, w, h in float64 from the float32 corners, as the Python evaluation converts
-				x1, y1 := float64(x.Box[0]), float64(x.Box[1])
 				d.Detections = append(d.Detections, eval.Detection{CategoryID: id,
-					BBox: [4]float64{x1, y1, float64(x.Box[2]) - x1, float64(x.Box[3]) - y1}, Score: float64(x.Score)})
+					BBox: eval.BoxFromCorners(x.Box), Score: float64(x.Score)})
 			}
 			dets[h] = append(dets[h], d)
 		}
@@ -217,13 +302,7 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 		Categories: len(gt.Categories), ScoreThreshold: opts.ScoreThreshold, MaxDetections: opts.MaxDetections,
 		LabelsPerBox: opts.LabelsPerBox}
 	for h, head := range cfg.Heads {
-		res := eval.Evaluate(gt, dets[h])
-		hr := headReport{Head: head, Method: methodName(head), Summary: res.Summary}
-		for _, c := range res.Categories {
-			hr.Categories = append(hr.Categories, categoryReport{ID: c.ID, Name: c.Name, Split: c.Split, NumGT: c.NumGT,
-				AP: finiteOrNil(c.Mean()), AP50: finiteOrNil(c.AP50())})
-		}
-		rep.Heads = append(rep.Heads, hr)
+		rep.Heads = append(rep.Heads, headSummary(head, methodName(head), eval.Evaluate(gt, dets[h])))
 	}
 	rep.Seconds = math.Round(time.Since(start).Seconds()*10) / 10
 	return rep, nil
@@ -291,8 +370,12 @@ func finiteOrNil(v float64) *float64 {
 // (three decimals, "nan" for a group without ground truth), so the two diff.
 func (r *evalReport) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d images, %d categories, model %s (score threshold %g, at most %d detections per image, %d labels per box)\n\n",
-		r.Annotations, r.Images, r.Categories, r.Model, r.ScoreThreshold, r.MaxDetections, r.LabelsPerBox)
+	if r.Results != "" {
+		fmt.Fprintf(&b, "%s: %d images, %d categories, results %s\n\n", r.Annotations, r.Images, r.Categories, r.Results)
+	} else {
+		fmt.Fprintf(&b, "%s: %d images, %d categories, model %s (score threshold %g, at most %d detections per image, %d labels per box)\n\n",
+			r.Annotations, r.Images, r.Categories, r.Model, r.ScoreThreshold, r.MaxDetections, r.LabelsPerBox)
+	}
 	b.WriteString("| method | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, h := range r.Heads {

@@ -348,3 +348,58 @@ func TestEvalTinyBundle(t *testing.T) {
 		t.Errorf("progress %q", progress.String())
 	}
 }
+
+func TestEvalResultsConfig(t *testing.T) {
+	c, err := parseEvalConfig([]string{"--annotations", "a.json", "--results", "r.json", "--results-dataset", "none"}, env(), io.Discard)
+	if err != nil || c.Results != "r.json" || c.ResultsDataset != "none" || c.Images != "" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, args := range [][]string{
+		{"--annotations", "a.json", "--results", "r.json", "--images", "d"},
+		{"--annotations", "a.json", "--images", "d", "--results-dataset", "x.json"},
+		{"--results", "r.json"},
+	} {
+		if _, err := parseEvalConfig(args, env(), io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+// TestEvalResultsIDs: without its dataset file a results file's ids are the
+// annotations' own; with it, ids are mapped by file name and category name, so
+// a run over a folder in another order scores the same. The table names the
+// results file.
+func TestEvalResultsIDs(t *testing.T) {
+	ann, _ := writeEvalSet(t, colourCategories, colourScenes())
+	dir := t.TempDir()
+	// the annotations' ids: image 1 red and blue, image 3 green, red and blue
+	direct := filepath.Join(dir, "direct.json")
+	os.WriteFile(direct, []byte(`[{"image_id":1,"category_id":100,"bbox":[10,10,30,20],"score":0.9},
+{"image_id":1,"category_id":101,"bbox":[60,40,40,30],"score":0.8},{"image_id":3,"category_id":102,"bbox":[5,50,25,25],"score":0.9},
+{"image_id":3,"category_id":100,"bbox":[50,5,30,60],"score":0.9},{"image_id":3,"category_id":101,"bbox":[40,90,20,20],"score":0.7}]`), 0o644)
+	// the same boxes under a detector run's ids, with its dataset
+	mapped := filepath.Join(dir, "mapped.json")
+	os.WriteFile(mapped, []byte(`[{"image_id":2,"category_id":1,"bbox":[10,10,30,20],"score":0.9},
+{"image_id":2,"category_id":2,"bbox":[60,40,40,30],"score":0.8},{"image_id":1,"category_id":3,"bbox":[5,50,25,25],"score":0.9},
+{"image_id":1,"category_id":1,"bbox":[50,5,30,60],"score":0.9},{"image_id":1,"category_id":2,"bbox":[40,90,20,20],"score":0.7}]`), 0o644)
+	os.WriteFile(filepath.Join(dir, "mapped.dataset.json"), []byte(`{"images":[{"id":1,"file_name":"000002.png","width":90,"height":120},
+{"id":2,"file_name":"000000.png","width":120,"height":90}],"categories":[{"id":1,"name":"Red"},{"id":2,"name":"blue"},{"id":3,"name":"green"}],"annotations":[]}`), 0o644)
+	load := colourLoader(&handlerstest.ColorDetector{})
+	for _, f := range []string{direct, mapped} {
+		rep := evalJSON(t, load, "--annotations", ann, "--results", f)
+		if s := rep.Heads[0].Summary.All; math.Abs(s.AP-1) > 1e-12 || s.Categories != 3 || rep.Model != "" {
+			t.Errorf("%s: %+v", f, rep)
+		}
+	}
+	// the mapped file read with the annotations' ids scores nothing
+	if s := evalJSON(t, load, "--annotations", ann, "--results", mapped, "--results-dataset", "none").Heads[0].Summary.All; s.AP != 0 {
+		t.Errorf("unmapped: %+v", s)
+	}
+	out, _, err := runEvalWith(t, load, "--annotations", ann, "--results", mapped)
+	if err != nil || !strings.HasPrefix(out, ann+": 3 images, 4 categories, results "+mapped+"\n") || !strings.Contains(out, "| results | 1.000 | 1.000 | 1.000 |") {
+		t.Errorf("table %v:\n%s", err, out)
+	}
+	if _, _, err := runEvalWith(t, load, "--annotations", ann, "--results", filepath.Join(dir, "none.json")); err == nil {
+		t.Error("a missing results file was accepted")
+	}
+}
