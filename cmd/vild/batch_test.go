@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -257,13 +258,7 @@ func TestBatchCOCOShape(t *testing.T) {
 		t.Fatalf("%d results, want at least 2 per image", len(results))
 	}
 	for _, r := range results {
-		keys := slices.Sorted(func(yield func(string) bool) {
-			for k := range r {
-				if !yield(k) {
-					return
-				}
-			}
-		})
+		keys := slices.Sorted(maps.Keys(r))
 		if !slices.Equal(keys, []string{"bbox", "category_id", "image_id", "score"}) {
 			t.Fatalf("result keys %v", keys)
 		}

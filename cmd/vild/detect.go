@@ -269,7 +269,7 @@ func (b batch) toStdout(ctx context.Context, stdout io.Writer) error {
 	}}.run(ctx)
 	prog.end()
 	if errors.Is(err, errInterrupted) {
-		return fmt.Errorf("detect: %w after %d of %d images", ctx.Err(), prog.done, len(b.inputs))
+		return fmt.Errorf("detect: %w after %d of %d images", err, prog.done, len(b.inputs))
 	}
 	if err != nil {
 		return err
@@ -313,7 +313,7 @@ func (b batch) toFile(ctx context.Context) error {
 	err = errors.Join(err, j.close())
 	if errors.Is(err, errInterrupted) {
 		return fmt.Errorf("detect: %w after %d of %d images; run the same command again to resume from %s",
-			ctx.Err(), len(b.inputs)-len(todo)+prog.done-failed, len(b.inputs), jpath)
+			errInterrupted, len(b.inputs)-len(todo)+prog.done-failed, len(b.inputs), jpath)
 	}
 	if err != nil {
 		return err

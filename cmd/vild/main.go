@@ -1,8 +1,8 @@
 // Command vild is the open-vocabulary object detection server and its tools:
 //
 //	vild serve   [--addr HOST:PORT] [--model DIR] [--metrics-addr HOST:PORT] [--ort-lib PATH] …
-//	vild detect  IMAGE... --categories "a,b,c" [--out annotated.png]
-//	vild eval    --annotations COCO.json --images DIR
+//	vild detect  IMAGE|DIR... --categories "a,b,c" [--out annotated.png | results.json | results.jsonl]
+//	vild eval    --annotations COCO.json --images DIR | --results results.json
 //	vild keys    create --name NAME --scopes detect[,vocabularies:write][,admin] | list | revoke NAME
 //	vild version
 //
