@@ -530,3 +530,45 @@ func TestProgressLines(t *testing.T) {
 		t.Fatalf("terminal progress %q", s)
 	}
 }
+
+// TestJournalRefusesWhatItCannotTrust: a journal of another format or with a
+// broken line before the last is refused, not silently redone or mixed in.
+func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
+	fp := runFingerprint{Model: "m@1", VocabularyDigest: "sha256:1", Categories: []string{"red"}, Head: detector.HeadEnsemble}
+	header, _ := json.Marshal(journalHeader{Version: journalVersion, Run: fp})
+	rec := `{"file_name":"a.png","width":4,"height":3,"detections":[{"label":"red","score":0.5,"box":[0,0,1,1]}]}`
+	for _, tc := range []struct{ name, content, want string }{
+		{"other version", `{"vild_detect_journal":2,"run":{}}` + "\n", "not a journal of this version"},
+		{"not a journal", "hello\n", "not a journal of this version"},
+		{"broken middle line", string(header) + "\n{\"file_name\":\n" + rec + "\n", "line 2 is not a record"},
+		{"unknown field", string(header) + "\n" + `{"file_name":"a.png","colour":1}` + "\n" + rec + "\n", "line 2 is not a record"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json.journal")
+			os.WriteFile(path, []byte(tc.content), 0o644)
+			if _, _, err := openJournal(path, fp); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if readFile(t, path) != tc.content {
+				t.Error("a refused journal was changed")
+			}
+		})
+	}
+	// whole records are read back exactly; a last line cut short is cut off
+	path := filepath.Join(t.TempDir(), "r.json.journal")
+	os.WriteFile(path, []byte(string(header)+"\n"+rec+"\n"+`{"file_name":"b.png","wid`), 0o644)
+	j, records, err := openJournal(path, fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := journalRecord{FileName: "a.png", Width: 4, Height: 3, Detections: []detector.Detection{{Label: "red", Score: 0.5, Box: [4]float32{0, 0, 1, 1}}}}
+	if len(records) != 1 || !reflect.DeepEqual(records["a.png"], want) {
+		t.Errorf("records %+v", records)
+	}
+	if err := errors.Join(j.add(journalRecord{FileName: "b.png", Width: 1, Height: 1}), j.close()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, path); got != string(header)+"\n"+rec+"\n"+`{"file_name":"b.png","width":1,"height":1,"detections":null}`+"\n" {
+		t.Errorf("journal after the append:\n%s", got)
+	}
+}
