@@ -73,6 +73,15 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
+	if c.Results != "" {
+		// what runs the model does not apply to a results file
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "head", "labels-per-box", "progress-every", "model", "ort-lib", "intra-op-threads", "data-dir":
+				errs = append(errs, fmt.Errorf("--%s runs the model; it does not apply to --results", f.Name))
+			}
+		})
+	}
 	switch {
 	case c.Results != "" && c.Images != "":
 		errs = append(errs, errors.New("--results evaluates a file: give --annotations COCO.json but not --images"))

@@ -358,6 +358,8 @@ func TestEvalResultsConfig(t *testing.T) {
 		{"--annotations", "a.json", "--results", "r.json", "--images", "d"},
 		{"--annotations", "a.json", "--images", "d", "--results-dataset", "x.json"},
 		{"--results", "r.json"},
+		{"--annotations", "a.json", "--results", "r.json", "--head", "text"},
+		{"--annotations", "a.json", "--results", "r.json", "--labels-per-box", "1"},
 	} {
 		if _, err := parseEvalConfig(args, env(), io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
