@@ -23,16 +23,10 @@ type cocoResult struct {
 	Score      float64    `json:"score"`
 }
 
-// cocoDataset is the COCO detection dataset `vild detect --format coco`
-// writes next to the results: the images, the categories and one annotation
-// per detection (pre-labels for an annotation tool).
-type cocoDataset struct {
-	Info        cocoInfo         `json:"info"`
-	Licenses    []struct{}       `json:"licenses"`
-	Images      []cocoImage      `json:"images"`
-	Categories  []cocoCategory   `json:"categories"`
-	Annotations []cocoAnnotation `json:"annotations"`
-}
+// The dataset `vild detect --format coco` writes next to the results is a
+// COCO detection dataset: info, licenses, images, categories, and one
+// annotation per detection (pre-labels for an annotation tool). It is
+// streamed (writeCOCO); these are its entries.
 
 type cocoInfo struct {
 	Description string `json:"description"`
@@ -74,19 +68,20 @@ type batchLine struct {
 	Detections       []detector.Detection `json:"detections"`
 }
 
-// finishedImage is an input with its record; ID is its place in the input
+// finishedImage is an input the journal holds; ID is its place in the input
 // list (1-based), so it does not change when a failed image is retried.
 type finishedImage struct {
-	ID  int64
-	Rec journalRecord
+	ID       int64
+	FileName string
+	Entry    journalEntry
 }
 
-// finished lists the inputs that have a record, in input order.
-func finished(inputs []batchInput, records map[string]journalRecord) []finishedImage {
+// finished lists the inputs the journal holds, in input order.
+func finished(inputs []batchInput, j *journal) []finishedImage {
 	var out []finishedImage
 	for i, in := range inputs {
-		if rec, ok := records[in.FileName]; ok {
-			out = append(out, finishedImage{ID: int64(i + 1), Rec: rec})
+		if e, ok := j.index[in.FileName]; ok {
+			out = append(out, finishedImage{ID: int64(i + 1), FileName: in.FileName, Entry: e})
 		}
 	}
 	return out
@@ -101,82 +96,125 @@ func categoryIDs(fp runFingerprint) map[string]int64 {
 	return ids
 }
 
-// cocoOutputs builds the results list and the dataset. Boxes are converted
-// with eval.BoxFromCorners, as `vild eval` converts them.
-func cocoOutputs(images []finishedImage, fp runFingerprint) ([]cocoResult, *cocoDataset, error) {
+// cocoDetection is one detection in COCO terms.
+type cocoDetection struct {
+	CategoryID int64
+	BBox       [4]float64
+	Score      float64
+}
+
+// eachDetection reads the images' records back from the journal in input
+// order and calls fn with each detection, its box converted with
+// eval.BoxFromCorners as `vild eval` converts it.
+func eachDetection(j *journal, images []finishedImage, fp runFingerprint, fn func(im finishedImage, d cocoDetection) error) error {
 	ids := categoryIDs(fp)
-	results := []cocoResult{}
-	ds := &cocoDataset{Info: cocoInfo{Description: "vild detect", Version: fp.Model}, Licenses: []struct{}{},
-		Images: []cocoImage{}, Categories: make([]cocoCategory, len(fp.Categories)), Annotations: []cocoAnnotation{}}
-	for i, n := range fp.Categories {
-		ds.Categories[i] = cocoCategory{ID: int64(i + 1), Name: n, Supercategory: ""}
-	}
 	for _, im := range images {
-		ds.Images = append(ds.Images, cocoImage{ID: im.ID, FileName: im.Rec.FileName, Width: im.Rec.Width, Height: im.Rec.Height})
-		for _, d := range im.Rec.Detections {
+		rec, err := j.record(im.Entry)
+		if err != nil {
+			return err
+		}
+		for _, d := range rec.Detections {
 			cat, ok := ids[d.Label]
 			if !ok {
-				return nil, nil, fmt.Errorf("detect: %s: label %q is not one of the categories", im.Rec.FileName, d.Label)
+				return fmt.Errorf("detect: %s: label %q is not one of the categories", im.FileName, d.Label)
 			}
-			box := eval.BoxFromCorners(d.Box)
-			score := float64(d.Score)
-			results = append(results, cocoResult{ImageID: im.ID, CategoryID: cat, BBox: box, Score: score})
-			ds.Annotations = append(ds.Annotations, cocoAnnotation{ID: int64(len(ds.Annotations) + 1), ImageID: im.ID,
-				CategoryID: cat, BBox: box, Area: box[2] * box[3], Segmentation: []any{}, Score: score})
+			if err := fn(im, cocoDetection{CategoryID: cat, BBox: eval.BoxFromCorners(d.Box), Score: float64(d.Score)}); err != nil {
+				return err
+			}
 		}
 	}
-	return results, ds, nil
+	return nil
 }
 
 // writeCOCO writes the results list to resultsPath and the dataset to
-// datasetPath, each replaced whole (written aside, then renamed).
-func writeCOCO(resultsPath, datasetPath string, images []finishedImage, fp runFingerprint) (int, error) {
-	results, ds, err := cocoOutputs(images, fp)
-	if err != nil {
-		return 0, err
-	}
-	err = writeFileAtomic(resultsPath, func(w *bufio.Writer) error {
-		// one result a line, so the file reads and diffs line by line
-		if _, err := w.WriteString("["); err != nil {
-			return err
-		}
-		for i, r := range results {
-			b, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			if i > 0 {
+// datasetPath, each replaced whole (written aside, then renamed), one entry
+// a line so the files read and diff line by line. It returns the number of
+// detections.
+func writeCOCO(resultsPath, datasetPath string, j *journal, images []finishedImage, fp runFingerprint) (int, error) {
+	n := 0
+	err := writeFileAtomic(resultsPath, func(w *bufio.Writer) error {
+		w.WriteString("[")
+		err := eachDetection(j, images, fp, func(im finishedImage, d cocoDetection) error {
+			if n > 0 {
 				w.WriteString(",")
 			}
-			w.WriteString("\n")
-			w.Write(b)
-		}
-		_, err := w.WriteString("\n]\n")
+			n++
+			return writeLine(w, cocoResult{ImageID: im.ID, CategoryID: d.CategoryID, BBox: d.BBox, Score: d.Score})
+		})
+		w.WriteString("\n]\n")
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	err = writeFileAtomic(datasetPath, func(w *bufio.Writer) error {
-		return json.NewEncoder(w).Encode(ds)
+		head, err := json.Marshal(cocoInfo{Description: "vild detect", Version: fp.Model})
+		if err != nil {
+			return err
+		}
+		w.WriteString(`{"info":` + string(head) + `,"licenses":[],` + "\n" + `"images":[`)
+		for i, im := range images {
+			if i > 0 {
+				w.WriteString(",")
+			}
+			if err := writeLine(w, cocoImage{ID: im.ID, FileName: im.FileName, Width: im.Entry.Width, Height: im.Entry.Height}); err != nil {
+				return err
+			}
+		}
+		w.WriteString("],\n" + `"categories":[`)
+		for i, name := range fp.Categories {
+			if i > 0 {
+				w.WriteString(",")
+			}
+			if err := writeLine(w, cocoCategory{ID: int64(i + 1), Name: name, Supercategory: ""}); err != nil {
+				return err
+			}
+		}
+		w.WriteString("],\n" + `"annotations":[`)
+		id := int64(0)
+		err = eachDetection(j, images, fp, func(im finishedImage, d cocoDetection) error {
+			if id > 0 {
+				w.WriteString(",")
+			}
+			id++
+			return writeLine(w, cocoAnnotation{ID: id, ImageID: im.ID, CategoryID: d.CategoryID, BBox: d.BBox,
+				Area: d.BBox[2] * d.BBox[3], Segmentation: []any{}, Score: d.Score})
+		})
+		w.WriteString("\n]}\n")
+		return err
 	})
-	return len(results), err
+	return n, err
 }
 
-// writeJSONL writes one batchLine per finished image, in input order.
-func writeJSONL(path string, images []finishedImage, fp runFingerprint) (int, error) {
+// writeLine writes a newline and v's JSON.
+func writeLine(w *bufio.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.WriteByte('\n')
+	_, err = w.Write(b)
+	return err
+}
+
+// writeJSONL writes one batchLine per finished image, in input order, and
+// returns the number of detections.
+func writeJSONL(path string, j *journal, images []finishedImage, fp runFingerprint) (int, error) {
 	n := 0
 	err := writeFileAtomic(path, func(w *bufio.Writer) error {
 		enc := json.NewEncoder(w)
 		for _, im := range images {
-			dets := im.Rec.Detections
-			if dets == nil {
-				dets = []detector.Detection{}
+			rec, err := j.record(im.Entry)
+			if err != nil {
+				return err
 			}
-			n += len(dets)
-			if err := enc.Encode(batchLine{ImageID: im.ID, FileName: im.Rec.FileName, Model: fp.Model,
-				VocabularyDigest: fp.VocabularyDigest, Image: api.ImageSize{Width: im.Rec.Width, Height: im.Rec.Height},
-				Detections: dets}); err != nil {
+			if rec.Detections == nil {
+				rec.Detections = []detector.Detection{}
+			}
+			n += len(rec.Detections)
+			if err := enc.Encode(batchLine{ImageID: im.ID, FileName: rec.FileName, Model: fp.Model,
+				VocabularyDigest: fp.VocabularyDigest, Image: api.ImageSize{Width: rec.Width, Height: rec.Height},
+				Detections: rec.Detections}); err != nil {
 				return err
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -69,91 +70,135 @@ type journalRecord struct {
 
 // journal appends finished images to OUT.journal, one JSON line each, so
 // that an interrupted run (Ctrl-C, a kill, a crash) resumes without redoing
-// them. Failed images are not written: a rerun tries them again.
+// them. Failed images are not written: a rerun tries them again. In memory
+// it keeps only where each image's line is (journalEntry), so a run over many
+// images holds their detections on disk, not in memory.
 type journal struct {
-	f    *os.File
-	path string
+	f     *os.File
+	path  string
+	size  int64                   // bytes of whole lines
+	index map[string]journalEntry // by file_name; the last line wins
 }
 
-// openJournal opens path, creating it with fp's header, or reads the records
-// of an earlier run when it exists. A header for another run is refused; a
-// last line cut short (the process killed mid-write) is cut off.
-func openJournal(path string, fp runFingerprint) (*journal, map[string]journalRecord, error) {
-	records := map[string]journalRecord{}
+// journalEntry is where one image's record is, and its size.
+type journalEntry struct {
+	Offset        int64
+	Length        int
+	Width, Height int
+}
+
+// openJournal opens path, creating it with fp's header, or indexes the
+// records of an earlier run when it exists. A header for another run is
+// refused; a last line cut short (the process killed mid-write) is cut off.
+func openJournal(path string, fp runFingerprint) (*journal, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, nil, fmt.Errorf("detect: journal: %w", err)
+		return nil, fmt.Errorf("detect: journal: %w", err)
 	}
-	good, err := readJournal(f, path, fp, records)
+	j := &journal{f: f, path: path, index: map[string]journalEntry{}}
+	err = j.read(fp)
 	if err == nil {
-		err = f.Truncate(good)
+		err = f.Truncate(j.size)
 	}
 	if err == nil {
-		_, err = f.Seek(good, io.SeekStart)
+		_, err = f.Seek(j.size, io.SeekStart)
 	}
-	if err == nil && good == 0 {
-		err = writeJSONLine(f, journalHeader{Version: journalVersion, Run: fp})
+	if err == nil && j.size == 0 {
+		_, err = j.write(journalHeader{Version: journalVersion, Run: fp})
 	}
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return &journal{f: f, path: path}, records, nil
+	return j, nil
 }
 
-// readJournal reads f's records into records and returns the length of its
-// whole lines.
-func readJournal(f *os.File, path string, fp runFingerprint, records map[string]journalRecord) (int64, error) {
-	r := bufio.NewReaderSize(f, 1<<20)
-	var good int64
+// read checks the header against fp and indexes the records of whole lines.
+func (j *journal) read(fp runFingerprint) error {
+	r := bufio.NewReaderSize(j.f, 1<<20)
 	for n := 1; ; n++ {
 		line, err := r.ReadBytes('\n')
 		if err == io.EOF {
-			return good, nil // nothing, or a last line cut short
+			return nil // nothing, or a last line cut short
 		}
 		if err != nil {
-			return 0, fmt.Errorf("detect: journal: %w", err)
+			return fmt.Errorf("detect: journal: %w", err)
 		}
 		if n == 1 {
 			var h journalHeader
 			if err := json.Unmarshal(line, &h); err != nil || h.Version != journalVersion {
-				return 0, fmt.Errorf("detect: %s is not a journal of this version of vild detect; move it away to start over", path)
+				return fmt.Errorf("detect: %s is not a journal of this version of vild detect; move it away to start over", j.path)
 			}
 			if d := h.Run.differences(fp); len(d) > 0 {
-				return 0, fmt.Errorf("detect: %s holds a run with other settings (%s): rerun with the same ones to resume, or delete it to start over",
-					path, strings.Join(d, "; "))
+				return fmt.Errorf("detect: %s holds a run with other settings (%s): rerun with the same ones to resume, or delete it to start over",
+					j.path, strings.Join(d, "; "))
 			}
 		} else {
-			var rec journalRecord
-			dec := json.NewDecoder(bytes.NewReader(line))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&rec); err != nil || rec.FileName == "" {
+			rec, err := decodeRecord(line)
+			if err != nil {
 				if _, eof := r.Peek(1); eof == io.EOF {
-					return good, nil // the last line, written in part
+					return nil // the last line, written in part
 				}
-				return 0, fmt.Errorf("detect: %s: line %d is not a record (%v); delete the journal to start over", path, n, err)
+				return fmt.Errorf("detect: %s: line %d is not a record (%v); delete the journal to start over", j.path, n, err)
 			}
-			records[rec.FileName] = rec
+			j.index[rec.FileName] = journalEntry{Offset: j.size, Length: len(line), Width: rec.Width, Height: rec.Height}
 		}
-		good += int64(len(line))
+		j.size += int64(len(line))
 	}
+}
+
+func decodeRecord(line []byte) (journalRecord, error) {
+	var rec journalRecord
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return rec, err
+	}
+	if rec.FileName == "" {
+		return rec, errors.New("no file_name")
+	}
+	return rec, nil
+}
+
+// has says whether the journal holds the image.
+func (j *journal) has(fileName string) bool {
+	_, ok := j.index[fileName]
+	return ok
 }
 
 // add appends one record in a single write.
 func (j *journal) add(rec journalRecord) error {
-	if err := writeJSONLine(j.f, rec); err != nil {
+	off := j.size
+	n, err := j.write(rec)
+	if err != nil {
 		return fmt.Errorf("detect: journal: %w", err)
 	}
+	j.index[rec.FileName] = journalEntry{Offset: off, Length: n, Width: rec.Width, Height: rec.Height}
 	return nil
+}
+
+// record reads one image's record back.
+func (j *journal) record(e journalEntry) (journalRecord, error) {
+	line := make([]byte, e.Length)
+	if _, err := j.f.ReadAt(line, e.Offset); err != nil {
+		return journalRecord{}, fmt.Errorf("detect: journal: %w", err)
+	}
+	rec, err := decodeRecord(line)
+	if err != nil {
+		return rec, fmt.Errorf("detect: %s: the record at byte %d: %w", j.path, e.Offset, err)
+	}
+	return rec, nil
 }
 
 func (j *journal) close() error { return j.f.Close() }
 
-func writeJSONLine(w io.Writer, v any) error {
+// write appends v as one JSON line in a single write.
+func (j *journal) write(v any) (int, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = w.Write(append(b, '\n'))
-	return err
+	n, err := j.f.Write(append(b, '\n'))
+	j.size += int64(n)
+	return n, err
 }

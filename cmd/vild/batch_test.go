@@ -546,7 +546,7 @@ func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "r.json.journal")
 			os.WriteFile(path, []byte(tc.content), 0o644)
-			if _, _, err := openJournal(path, fp); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := openJournal(path, fp); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 			if readFile(t, path) != tc.content {
@@ -557,15 +557,22 @@ func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 	// whole records are read back exactly; a last line cut short is cut off
 	path := filepath.Join(t.TempDir(), "r.json.journal")
 	os.WriteFile(path, []byte(string(header)+"\n"+rec+"\n"+`{"file_name":"b.png","wid`), 0o644)
-	j, records, err := openJournal(path, fp)
+	j, err := openJournal(path, fp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := journalRecord{FileName: "a.png", Width: 4, Height: 3, Detections: []detector.Detection{{Label: "red", Score: 0.5, Box: [4]float32{0, 0, 1, 1}}}}
-	if len(records) != 1 || !reflect.DeepEqual(records["a.png"], want) {
-		t.Errorf("records %+v", records)
+	if got, err := j.record(j.index["a.png"]); len(j.index) != 1 || err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("index %+v, record %+v (%v)", j.index, got, err)
 	}
-	if err := errors.Join(j.add(journalRecord{FileName: "b.png", Width: 1, Height: 1}), j.close()); err != nil {
+	b := journalRecord{FileName: "b.png", Width: 1, Height: 1}
+	if err := j.add(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := j.record(j.index["b.png"]); err != nil || !reflect.DeepEqual(got, b) || !j.has("b.png") {
+		t.Errorf("appended record %+v (%v)", got, err)
+	}
+	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
 	if got := readFile(t, path); got != string(header)+"\n"+rec+"\n"+`{"file_name":"b.png","width":1,"height":1,"detections":null}`+"\n" {

@@ -284,13 +284,14 @@ func (b batch) toStdout(ctx context.Context, stdout io.Writer) error {
 func (b batch) toFile(ctx context.Context) error {
 	start := time.Now()
 	jpath := b.cfg.Out + ".journal"
-	j, records, err := openJournal(jpath, b.fp)
+	j, err := openJournal(jpath, b.fp)
 	if err != nil {
 		return err
 	}
+	defer j.close()
 	var todo []batchInput
 	for _, in := range b.inputs {
-		if _, ok := records[in.FileName]; !ok {
+		if !j.has(in.FileName) {
 			todo = append(todo, in)
 		}
 	}
@@ -305,12 +306,9 @@ func (b batch) toFile(ctx context.Context) error {
 		if o.Err != nil {
 			return nil
 		}
-		rec := journalRecord{FileName: o.Input.FileName, Width: o.Result.Width, Height: o.Result.Height, Detections: o.Result.Detections}
-		records[rec.FileName] = rec
-		return j.add(rec)
+		return j.add(journalRecord{FileName: o.Input.FileName, Width: o.Result.Width, Height: o.Result.Height, Detections: o.Result.Detections})
 	}}.run(ctx)
 	prog.end()
-	err = errors.Join(err, j.close())
 	if errors.Is(err, errInterrupted) {
 		return fmt.Errorf("detect: %w after %d of %d images; run the same command again to resume from %s",
 			errInterrupted, len(b.inputs)-len(todo)+prog.done-failed, len(b.inputs), jpath)
@@ -318,14 +316,17 @@ func (b batch) toFile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	images := finished(b.inputs, records)
+	images := finished(b.inputs, j)
 	var n int
 	written := b.cfg.Out
 	if b.cfg.Format == formatCOCO {
-		n, err = writeCOCO(b.cfg.Out, b.cfg.Dataset, images, b.fp)
+		n, err = writeCOCO(b.cfg.Out, b.cfg.Dataset, j, images, b.fp)
 		written += " and " + b.cfg.Dataset
 	} else {
-		n, err = writeJSONL(b.cfg.Out, images, b.fp)
+		n, err = writeJSONL(b.cfg.Out, j, images, b.fp)
+	}
+	if err == nil {
+		err = j.close()
 	}
 	if err != nil {
 		return err
