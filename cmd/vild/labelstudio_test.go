@@ -192,17 +192,6 @@ func replay(t *testing.T, url, name, auth string) []byte {
 	return out
 }
 
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-}
-
 func writeIndented(t *testing.T, path string, b []byte) {
 	t.Helper()
 	var out bytes.Buffer
