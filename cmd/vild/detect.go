@@ -27,6 +27,8 @@ import (
 type detectConfig struct {
 	Images         []string // files and folders
 	Categories     []string
+	Server         string // detect through this vild server instead of a model in this process
+	APIKey         string // the server's API key (--api-key, VILD_API_KEY)
 	Out            string
 	Format         string // where results go: outStdout, outImage, formatCOCO or formatJSONL
 	Dataset        string // --format coco: the dataset file
@@ -73,6 +75,8 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	fs.IntVar(&c.MaxDetections, "max-detections", 0, "detections per image (default: the model's)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 0, "labels one region may be reported with, each a detection (default: the model's)")
 	fs.StringVar(&c.Head, "head", "ensemble", "ensemble, text or image")
+	fs.StringVar(&c.Server, "server", getenv("VILD_SERVER"), "detect through the vild server at `URL` (e.g. http://127.0.0.1:8080) instead of loading the model here (env VILD_SERVER)")
+	fs.StringVar(&c.APIKey, "api-key", "", "the server's API key, vild_… (default: env VILD_API_KEY)")
 	addModelFlags(fs, env, &c.Model)
 	for len(args) > 0 {
 		if err := fs.Parse(args); err != nil {
@@ -86,6 +90,23 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	}
 	if err := errors.Join(env.errs...); err != nil {
 		return c, err
+	}
+	if c.APIKey == "" {
+		c.APIKey = getenv("VILD_API_KEY")
+	}
+	if c.APIKey != "" && c.Server == "" {
+		return c, errors.New("detect: --api-key goes with --server URL")
+	}
+	if c.Server != "" {
+		var local []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "model" || f.Name == "ort-lib" || f.Name == "intra-op-threads" || f.Name == "data-dir" {
+				local = append(local, "--"+f.Name)
+			}
+		})
+		if len(local) > 0 {
+			return c, fmt.Errorf("detect: %s choose a model in this process; with --server the server's model detects", strings.Join(local, ", "))
+		}
 	}
 	if len(c.Images) == 0 {
 		return c, errors.New(`detect: give at least one image or folder: vild detect IMAGE|DIR... --categories "a,b,c"`)
@@ -165,6 +186,9 @@ func runDetect(ctx context.Context, args []string, stdout io.Writer) error {
 	inputs, err := collectInputs(cfg.Images)
 	if err != nil {
 		return err
+	}
+	if cfg.Server != "" {
+		return detectRemote(ctx, cfg, inputs, stdout, os.Stderr)
 	}
 	m, err := loadModel(ctx, cfg.Model)
 	if err != nil {

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+
+	"github.com/vild/vild/api"
+	"github.com/vild/vild/client"
+	"github.com/vild/vild/detector"
+)
+
+// remoteDetector detects through a vild server's POST /v1/detect (package
+// client: API key, retries on 503 that honour Retry-After) instead of a model
+// in this process: `vild detect --server URL`.
+type remoteDetector struct {
+	client *client.Client
+	opts   api.DetectOptions
+}
+
+func (r remoteDetector) Detect(ctx context.Context, name string, data []byte) (*imageResult, error) {
+	resp, err := r.client.Detect(ctx, data, r.opts)
+	if err != nil {
+		return nil, err
+	}
+	out := &imageResult{Detections: resp.Detections}
+	if resp.Image != nil {
+		out.Width, out.Height = resp.Image.Width, resp.Image.Height
+	}
+	return out, nil
+}
+
+// detectRemote runs `vild detect` against the server at cfg.Server: the
+// model and its default vocabulary come from GET /v1/models, every image goes
+// to POST /v1/detect with the options given on the command line (those not
+// given are the server's defaults).
+func detectRemote(ctx context.Context, cfg detectConfig, inputs []batchInput, stdout, stderr io.Writer) error {
+	if cfg.Format == outImage && len(inputs) != 1 {
+		return fmt.Errorf("detect: --out %s takes one image, not %d; use --out results.json for many", cfg.Out, len(inputs))
+	}
+	opts := []client.Option{client.WithUserAgent("vild-detect")}
+	if cfg.APIKey != "" {
+		opts = append(opts, client.WithAPIKey(cfg.APIKey))
+	}
+	c, err := client.New(cfg.Server, opts...)
+	if err != nil {
+		return fmt.Errorf("detect: --server: %w", err)
+	}
+	list, err := c.Models(ctx)
+	if err != nil {
+		return fmt.Errorf("detect: %s: %w", cfg.Server, err)
+	}
+	if len(list.Models) == 0 {
+		return fmt.Errorf("detect: %s serves no model", cfg.Server)
+	}
+	info := list.Models[0]
+	names := cfg.Categories
+	if len(names) == 0 {
+		for _, cat := range info.CategoryList {
+			names = append(names, cat.Name)
+		}
+	}
+	if len(names) == 0 {
+		return errors.New("detect: give --categories (the server's model has no default vocabulary)")
+	}
+	names = dedupe(names)
+	req := api.DetectOptions{Categories: names, Head: cfg.Head, RunnersUp: ptr(3)}
+	fp := runFingerprint{Model: info.ID, Categories: names, Head: detector.Head(cfg.Head), RunnersUp: 3,
+		ScoreThreshold: -1}
+	if cfg.ScoreThreshold >= 0 {
+		req.ScoreThreshold = ptr(float32(cfg.ScoreThreshold))
+		fp.ScoreThreshold = float32(cfg.ScoreThreshold)
+	}
+	if cfg.MaxDetections > 0 {
+		req.MaxDetections, fp.MaxDetections = ptr(cfg.MaxDetections), cfg.MaxDetections
+	}
+	if cfg.LabelsPerBox > 0 {
+		req.LabelsPerBox, fp.LabelsPerBox = ptr(cfg.LabelsPerBox), cfg.LabelsPerBox
+	}
+	// One small image first: the server checks the options and names the
+	// vocabulary's digest (recorded with the run) before the folder starts.
+	probe, err := c.Detect(ctx, probeImage(), req)
+	if err != nil {
+		return fmt.Errorf("detect: %s: %w", cfg.Server, err)
+	}
+	fp.VocabularyDigest = probe.VocabularyDigest
+	b := batch{cfg: cfg, inputs: inputs, det: remoteDetector{client: c, opts: req}, fp: fp, stderr: stderr}
+	if cfg.Format == formatCOCO || cfg.Format == formatJSONL {
+		return b.toFile(ctx)
+	}
+	return b.toStdout(ctx, stdout)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// probeImage is an 8x8 grey PNG.
+func probeImage() []byte {
+	var buf bytes.Buffer
+	img := image.NewGray(image.Rect(0, 0, 8, 8))
+	for i := range img.Pix {
+		img.Pix[i] = 128
+	}
+	_ = png.Encode(&buf, img) // writing to memory does not fail
+	return buf.Bytes()
+}
