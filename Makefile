@@ -70,7 +70,7 @@ test-web:
 # ---- training the embedded default model (see training/README.md) ----
 TRAIN := cd training && PYTHONPATH=. nice -n 5 $(PY) -m vildtrain
 
-.PHONY: miniclip detector bundle eval-python
+.PHONY: miniclip detector bundle image-encoder eval-python
 # Mini-CLIP from scratch: writes training/checkpoints/miniclip.pt (committed).
 miniclip: setup
 	$(TRAIN) train_clip --out runs/miniclip
@@ -84,6 +84,10 @@ detector: setup
 # Export the trained detector as the embedded default bundle (models/default).
 bundle:
 	$(TRAIN) export --checkpoint runs/detector/detector.pt --out ../models/default
+
+# Add the mini-CLIP image encoder (exemplar categories) to the default bundle, no retraining.
+image-encoder:
+	$(TRAIN) image_encoder --bundle ../models/default
 
 # The paper-style table on the held-out sets (training/README.md).
 eval-python:

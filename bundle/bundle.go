@@ -22,6 +22,7 @@ const (
 	BackboneFile           = "backbone.onnx"
 	BoxHeadFile            = "box_head.onnx"
 	TextEncoderFile        = "text_encoder.onnx"
+	ImageEncoderFile       = "image_encoder.onnx" // optional: exemplar categories
 	VocabFile              = "tokenizer/vocab.json"
 	MergesFile             = "tokenizer/merges.txt"
 	TokenizerDir           = "tokenizer"

@@ -162,6 +162,28 @@ func TestOpenDirectory(t *testing.T) {
 	}
 }
 
+func validImageEncoder() *ImageEncoder {
+	return &ImageEncoder{File: ImageEncoderFile, InputSize: 32, Mean: [3]float32{0.485, 0.456, 0.406},
+		Std: [3]float32{0.229, 0.224, 0.225}, CropScales: []float32{1, 1.5}, Crop: "square"}
+}
+
+func TestOpenImageEncoder(t *testing.T) {
+	m := validManifest()
+	m.ImageEncoder = validImageEncoder()
+	files := runtimeFiles(t)
+	files[ImageEncoderFile] = "graph d"
+	b, err := OpenFS(testFS(t, m, files), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := b.Manifest.ImageEncoder; e == nil || e.InputSize != 32 || len(e.CropScales) != 2 {
+		t.Fatalf("image encoder %+v", e)
+	}
+	if got, err := b.ReadFile(ImageEncoderFile); err != nil || string(got) != "graph d" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -185,6 +207,16 @@ func TestValidate(t *testing.T) {
 		{"checksum missing", func(m *Manifest) { delete(m.SHA256, TextEncoderFile) }, "text_encoder.onnx"},
 		{"checksum path", func(m *Manifest) { m.SHA256["../etc/passwd"] = strings.Repeat("0", 64) }, "bad file name"},
 		{"checksum hex", func(m *Manifest) { m.SHA256[BackboneFile] = "xyz" }, "hex"},
+		{"image encoder file", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.File = "x.onnx" }, "image_encoder.file"},
+		{"image encoder checksum", func(m *Manifest) { m.ImageEncoder = validImageEncoder() }, "no checksum for image_encoder.onnx"},
+		{"image encoder size", func(m *Manifest) {
+			m.ImageEncoder = validImageEncoder()
+			m.ImageEncoder.InputSize = 0
+			m.SHA256[ImageEncoderFile] = strings.Repeat("0", 64)
+		}, "input_size"},
+		{"image encoder std", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.Std[1] = 0 }, "image_encoder.std[1]"},
+		{"image encoder scales", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.CropScales = nil }, "crop_scales"},
+		{"image encoder crop", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.Crop = "box" }, "image_encoder.crop"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

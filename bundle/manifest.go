@@ -15,20 +15,23 @@ const Format = "vild-bundle/1"
 // Manifest is manifest.json: every number the Go pipeline needs. The field
 // meanings are defined in docs/bundle.md.
 type Manifest struct {
-	Format      string            `json:"format"`
-	Name        string            `json:"name"`
-	Input       Input             `json:"input"`
-	FPN         FPN               `json:"fpn"`
-	Anchors     Anchors           `json:"anchors"`
-	RPN         RPN               `json:"rpn"`
-	RoIAlign    RoIAlign          `json:"roi_align"`
-	BoxHead     BoxHead           `json:"box_head"`
-	Embedding   Embedding         `json:"embedding"`
-	Postprocess Postprocess       `json:"postprocess"`
-	Text        Text              `json:"text"`
-	Categories  []Category        `json:"categories"`
-	Training    json.RawMessage   `json:"training,omitempty"`
-	SHA256      map[string]string `json:"sha256"`
+	Format      string          `json:"format"`
+	Name        string          `json:"name"`
+	Input       Input           `json:"input"`
+	FPN         FPN             `json:"fpn"`
+	Anchors     Anchors         `json:"anchors"`
+	RPN         RPN             `json:"rpn"`
+	RoIAlign    RoIAlign        `json:"roi_align"`
+	BoxHead     BoxHead         `json:"box_head"`
+	Embedding   Embedding       `json:"embedding"`
+	Postprocess Postprocess     `json:"postprocess"`
+	Text        Text            `json:"text"`
+	Categories  []Category      `json:"categories"`
+	Training    json.RawMessage `json:"training,omitempty"`
+	// ImageEncoder is the optional mini-CLIP image tower for exemplar
+	// categories; nil when the bundle has none.
+	ImageEncoder *ImageEncoder     `json:"image_encoder,omitempty"`
+	SHA256       map[string]string `json:"sha256"`
 }
 
 // Input says how an image becomes the backbone's input tensor.
@@ -105,6 +108,21 @@ type Text struct {
 	Tokenizer     string   `json:"tokenizer"`
 	ContextLength int      `json:"context_length"`
 	Templates     []string `json:"templates"`
+}
+
+// ImageEncoder says how an exemplar (an image and a box) becomes an embedding
+// in the embedding space: crop the box square at each of CropScales about its
+// centre (RoIAlign, aligned, adaptive sampling, zeros outside the image) at
+// InputSize × InputSize, normalise with Mean and Std, run File, sum the unit
+// embeddings over the scales and L2-normalise (docs/bundle.md).
+type ImageEncoder struct {
+	File           string     `json:"file"`
+	InputSize      int        `json:"input_size"`
+	Mean           [3]float32 `json:"mean"`
+	Std            [3]float32 `json:"std"`
+	CropScales     []float32  `json:"crop_scales"`
+	Crop           string     `json:"crop"`
+	MiniCLIPDigest string     `json:"miniclip_digest,omitempty"`
 }
 
 // Category is one of the categories the model was trained or evaluated on.
@@ -285,6 +303,35 @@ func (m *Manifest) Validate() error {
 		seen[c.Name] = true
 		if c.Split != "base" && c.Split != "novel" {
 			bad("categories[%d] %q: split %q, want \"base\" or \"novel\"", i, c.Name, c.Split)
+		}
+	}
+	if e := m.ImageEncoder; e != nil {
+		if e.File != ImageEncoderFile {
+			bad("image_encoder.file %q, want %q", e.File, ImageEncoderFile)
+		} else if _, ok := m.SHA256[e.File]; !ok {
+			bad("sha256: no checksum for %s", e.File)
+		}
+		if e.InputSize < 8 || e.InputSize > 1024 {
+			bad("image_encoder.input_size %d not in [8, 1024]", e.InputSize)
+		}
+		for i := range 3 {
+			if !finite(e.Mean[i]) {
+				bad("image_encoder.mean[%d] not finite", i)
+			}
+			if !finite(e.Std[i]) || e.Std[i] <= 0 {
+				bad("image_encoder.std[%d] must be > 0", i)
+			}
+		}
+		if len(e.CropScales) == 0 || len(e.CropScales) > 4 {
+			bad("image_encoder.crop_scales: %d scales, want 1 to 4", len(e.CropScales))
+		}
+		for _, s := range e.CropScales {
+			if !finite(s) || s < 0.5 || s > 4 {
+				bad("image_encoder.crop_scales: %v not in [0.5, 4]", s)
+			}
+		}
+		if e.Crop != "square" {
+			bad("image_encoder.crop %q, want \"square\"", e.Crop)
 		}
 	}
 	for name, sum := range m.SHA256 {

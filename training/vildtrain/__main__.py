@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train_detector": ("vildtrain.train.train_detector", "train the ViLD detector"),
     "infer": ("vildtrain.models.infer", "detect objects in one image with a trained detector"),
     "export": ("vildtrain.export.export", "export a trained detector and its mini-CLIP as a vild bundle"),
+    "image_encoder": ("vildtrain.export.image_encoder", "add the mini-CLIP image encoder to a bundle, for exemplar categories"),
     "bundle_synonyms": ("vildtrain.export.bundle_synonyms", "rewrite a bundle manifest's category synonyms from the category table"),
     "detector_from_bundle": ("vildtrain.export.detector_from_bundle", "rebuild a bundle's detector as a PyTorch checkpoint"),
     "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),

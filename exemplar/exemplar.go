@@ -1,0 +1,234 @@
+// Package exemplar turns example crops (an image and a box) into embeddings in
+// the detector's embedding space, with a bundle's mini-CLIP image encoder
+// (docs/bundle.md, "image_encoder"). The embedding is the one the detector's
+// image head was distilled towards: the box is cropped square at each of the
+// manifest's crop scales about its centre (RoIAlign with aligned sampling and
+// an adaptive grid, zeros outside the image), resized to the encoder's input
+// size, normalised, run through the graph, and the unit embeddings summed over
+// the scales and L2-normalised. Several exemplars of a category are averaged
+// (Mean) into the category's embedding.
+package exemplar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math"
+
+	"github.com/vild/vild/bundle"
+	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/ort"
+	"github.com/vild/vild/roialign"
+)
+
+// Graph input and output names of image_encoder.onnx.
+const (
+	InputImage            = "image"
+	OutputImageEmbeddings = "image_embeddings"
+)
+
+// MinBoxSide is the smallest box side, in pixels, an exemplar may have.
+const MinBoxSide = 2
+
+// Errors: ErrNoEncoder when the bundle has no image encoder; ErrBox wraps
+// every rejected box (the message says why, without echoing the image).
+var (
+	ErrNoEncoder = errors.New("this model has no image encoder, so it takes no exemplars")
+	ErrBox       = errors.New("invalid exemplar box")
+)
+
+// Encoder embeds exemplars with one bundle's image encoder. It is safe for
+// concurrent use (ONNX Runtime sessions are).
+type Encoder struct {
+	cfg     bundle.ImageEncoder
+	dim     int
+	sess    ort.Session
+	ownSess bool
+}
+
+// Open loads bundle b's image encoder into rt and checks its signature. A
+// bundle without one gives ErrNoEncoder.
+func Open(b *bundle.Bundle, rt ort.Runtime) (*Encoder, error) {
+	if b.Manifest.ImageEncoder == nil {
+		return nil, ErrNoEncoder
+	}
+	model, err := b.ReadFile(b.Manifest.ImageEncoder.File)
+	if err != nil {
+		return nil, fmt.Errorf("exemplar: %w", err)
+	}
+	s, err := rt.NewSession(b.Manifest.ImageEncoder.File, model)
+	if err != nil {
+		return nil, fmt.Errorf("exemplar: %s: %w", b.Source, err)
+	}
+	e, err := New(*b.Manifest.ImageEncoder, b.Manifest.Embedding.Dim, s)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("exemplar: %s: %w", b.Source, err)
+	}
+	e.ownSess = true
+	return e, nil
+}
+
+// New wraps an image-encoder session (which Close leaves open) for the
+// manifest section cfg and embedding dimension dim.
+func New(cfg bundle.ImageEncoder, dim int, sess ort.Session) (*Encoder, error) {
+	n := int64(cfg.InputSize)
+	if err := ort.CheckSignature(sess,
+		[]ort.Info{{Name: InputImage, DType: ort.Float32, Shape: []int64{-1, 3, n, n}}},
+		[]ort.Info{{Name: OutputImageEmbeddings, DType: ort.Float32, Shape: []int64{-1, int64(dim)}}}); err != nil {
+		return nil, err
+	}
+	return &Encoder{cfg: cfg, dim: dim, sess: sess}, nil
+}
+
+// Close closes the session when Open created it.
+func (e *Encoder) Close() error {
+	if !e.ownSess {
+		return nil
+	}
+	return e.sess.Close()
+}
+
+// Dim is the embedding dimension.
+func (e *Encoder) Dim() int { return e.dim }
+
+// CheckBox validates a box [x1, y1, x2, y2] in the pixels of an image of the
+// given size: finite, inside the image, each side at least MinBoxSide.
+func CheckBox(box [4]float32, width, height int) error {
+	for _, v := range box {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: coordinates must be finite numbers", ErrBox)
+		}
+	}
+	if box[0] < 0 || box[1] < 0 || box[2] > float32(width) || box[3] > float32(height) {
+		return fmt.Errorf("%w: [x1, y1, x2, y2] must lie inside the %dx%d image", ErrBox, width, height)
+	}
+	if box[2]-box[0] < MinBoxSide || box[3]-box[1] < MinBoxSide {
+		return fmt.Errorf("%w: x2 - x1 and y2 - y1 must be at least %d pixels", ErrBox, MinBoxSide)
+	}
+	return nil
+}
+
+// Crops returns the encoder's input for one box: [len(crop_scales), 3, S, S]
+// normalised crops, scale by scale. The box is in img's pixels (CheckBox).
+func (e *Encoder) Crops(img image.Image, box [4]float32) ([]float32, error) {
+	b := img.Bounds()
+	if err := CheckBox(box, b.Dx(), b.Dy()); err != nil {
+		return nil, err
+	}
+	scaled := make([][4]float32, len(e.cfg.CropScales))
+	for i, s := range e.cfg.CropScales {
+		scaled[i] = squareCrop(box, s)
+	}
+	// Only the pixels the largest crop reads, plus a margin of 2 that keeps
+	// the window's inner edges out of reach of the bilinear samples (roi_align
+	// treats a map's edges specially; where the window meets the image's edge
+	// it is the image's).
+	x0, y0, x1, y1 := b.Dx(), b.Dy(), 0, 0
+	for _, c := range scaled {
+		x0 = min(x0, max(0, int(math.Floor(float64(c[0])))-2))
+		y0 = min(y0, max(0, int(math.Floor(float64(c[1])))-2))
+		x1 = max(x1, min(b.Dx(), int(math.Ceil(float64(c[2])))+3))
+		y1 = max(y1, min(b.Dy(), int(math.Ceil(float64(c[3])))+3))
+	}
+	feat := roialign.Feature{Data: imageio.RGBPlanes(img, image.Rect(x0, y0, x1, y1)), Channels: 3,
+		Height: y1 - y0, Width: x1 - x0, Scale: 1}
+	for i := range scaled {
+		scaled[i] = [4]float32{scaled[i][0] - float32(x0), scaled[i][1] - float32(y0),
+			scaled[i][2] - float32(x0), scaled[i][3] - float32(y0)}
+	}
+	n := e.cfg.InputSize
+	out, err := roialign.Align(nil, feat, scaled, roialign.Config{OutputSize: n, SamplingRatio: 0, Aligned: true, Workers: 1})
+	if err != nil {
+		return nil, fmt.Errorf("exemplar: crop: %w", err)
+	}
+	plane := n * n
+	for i := range len(scaled) * 3 {
+		c := i % 3
+		m, s := e.cfg.Mean[c], e.cfg.Std[c]
+		for j, v := range out[i*plane : (i+1)*plane] {
+			out[i*plane+j] = (v - m) / s
+		}
+	}
+	return out, nil
+}
+
+// squareCrop is losses.crop_boxes: a square of side max(w, h)·scale about the
+// box's centre.
+func squareCrop(box [4]float32, scale float32) [4]float32 {
+	cx, cy := (box[0]+box[2])/2, (box[1]+box[3])/2
+	side := max(box[2]-box[0], box[3]-box[1], 1) * scale / 2
+	return [4]float32{cx - side, cy - side, cx + side, cy + side}
+}
+
+// Run runs the graph on crops [N, 3, S, S] and returns N unit embeddings.
+func (e *Encoder) Run(ctx context.Context, crops []float32) ([][]float32, error) {
+	n := e.cfg.InputSize
+	k := len(crops) / (3 * n * n)
+	if k == 0 || k*3*n*n != len(crops) {
+		return nil, fmt.Errorf("exemplar: %d values are not whole %dx%d crops", len(crops), n, n)
+	}
+	out, err := e.sess.Run(ctx, map[string]ort.Tensor{InputImage: {Shape: []int64{int64(k), 3, int64(n), int64(n)}, F32: crops}})
+	if err != nil {
+		return nil, fmt.Errorf("exemplar: image encoder: %w", err)
+	}
+	emb := out[OutputImageEmbeddings]
+	if len(emb.F32) != k*e.dim {
+		return nil, fmt.Errorf("exemplar: image encoder returned %d values for %d crops of dimension %d", len(emb.F32), k, e.dim)
+	}
+	return bundle.Rows(emb.F32, e.dim), nil
+}
+
+// Embed returns the embedding of each box of img: the normalised sum of its
+// crops' embeddings over the crop scales.
+func (e *Encoder) Embed(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
+	if len(boxes) == 0 {
+		return nil, nil
+	}
+	var crops []float32
+	for _, box := range boxes {
+		c, err := e.Crops(img, box)
+		if err != nil {
+			return nil, err
+		}
+		crops = append(crops, c...)
+	}
+	per, err := e.Run(ctx, crops)
+	if err != nil {
+		return nil, err
+	}
+	s := len(e.cfg.CropScales)
+	out := make([][]float32, len(boxes))
+	for i := range boxes {
+		out[i] = Mean(per[i*s : (i+1)*s])
+	}
+	return out, nil
+}
+
+// Mean is the L2-normalised sum of vectors of one dimension (the category
+// embedding of several exemplars); nil when there are none or they cancel.
+func Mean(vs [][]float32) []float32 {
+	if len(vs) == 0 {
+		return nil
+	}
+	sum := make([]float64, len(vs[0]))
+	for _, v := range vs {
+		for j, x := range v {
+			sum[j] += float64(x)
+		}
+	}
+	var norm float64
+	for _, x := range sum {
+		norm += x * x
+	}
+	norm = math.Sqrt(norm)
+	if norm == 0 || math.IsNaN(norm) {
+		return nil
+	}
+	out := make([]float32, len(sum))
+	for j, x := range sum {
+		out[j] = float32(x / norm)
+	}
+	return out
+}

@@ -1,0 +1,237 @@
+package exemplar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"math"
+	"path"
+	"testing"
+
+	"github.com/vild/vild/bundle"
+	"github.com/vild/vild/internal/testbundle"
+	"github.com/vild/vild/ort"
+)
+
+// Tolerances (max abs difference) against the exporter's PyTorch numbers,
+// docs/bundle.md: each stage on its own golden input, then the chain.
+const (
+	tolCrops = 1e-4 // input.png + boxes → crops.npy (normalised crops)
+	tolGraph = 1e-4 // crops.npy → crop_embeddings.npy under ONNX Runtime
+	tolChain = 1e-4 // input.png + boxes → embeddings.npy
+)
+
+// TestGoldenParity runs every bundle with an image encoder (the default one,
+// and $VILD_TEST_BUNDLES) against its golden/exemplar case.
+func TestGoldenParity(t *testing.T) {
+	rt := testbundle.Runtime(t, ort.Config{})
+	ran := 0
+	for _, b := range testbundle.All(t) {
+		if b.Manifest.ImageEncoder == nil {
+			if _, err := Open(b, rt); !errors.Is(err, ErrNoEncoder) {
+				t.Errorf("%s: bundle without an image encoder: err = %v, want ErrNoEncoder", b.Source, err)
+			}
+			continue
+		}
+		ran++
+		t.Run(b.Manifest.Name, func(t *testing.T) { goldenCase(t, b, rt) })
+	}
+	if ran == 0 {
+		t.Skip("no bundle with an image encoder")
+	}
+}
+
+func goldenCase(t *testing.T, b *bundle.Bundle, rt ort.Runtime) {
+	e, err := Open(b, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	dir := path.Join(bundle.GoldenDir, "exemplar")
+	raw, err := b.ReadFile(path.Join(dir, "exemplars.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		Image string       `json:"image"`
+		Boxes [][4]float32 `json:"boxes"`
+	}
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	pngData, err := b.ReadFile(meta.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(pngData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCrops := testbundle.Array(t, b, path.Join(dir, "crops.npy"))
+	wantCropEmb := testbundle.Array(t, b, path.Join(dir, "crop_embeddings.npy"))
+	want := testbundle.Array(t, b, path.Join(dir, "embeddings.npy"))
+
+	var crops []float32
+	for _, box := range meta.Boxes {
+		c, err := e.Crops(img, box)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crops = append(crops, c...)
+	}
+	if d, at := testbundle.MaxAbsDiff(crops, wantCrops.F32); d > tolCrops {
+		t.Errorf("crops: max abs diff %.3g at %d, tolerance %g", d, at, tolCrops)
+	} else {
+		t.Logf("crops: max abs diff %.3g", d)
+	}
+	ctx := context.Background()
+	got, err := e.Run(ctx, wantCrops.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, at := testbundle.MaxAbsDiff(flat(got), wantCropEmb.F32); d > tolGraph {
+		t.Errorf("graph: max abs diff %.3g at %d, tolerance %g", d, at, tolGraph)
+	} else {
+		t.Logf("graph: max abs diff %.3g", d)
+	}
+	emb, err := e.Embed(ctx, img, meta.Boxes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, at := testbundle.MaxAbsDiff(flat(emb), want.F32); d > tolChain {
+		t.Errorf("embeddings: max abs diff %.3g at %d, tolerance %g", d, at, tolChain)
+	} else {
+		t.Logf("embeddings (png → crops → graph → mean): max abs diff %.3g", d)
+	}
+	// Another box of the same image embeds differently: the crop follows the box.
+	if other, err := e.Embed(ctx, img, [][4]float32{{10, 10, 60, 60}}); err != nil || cosine(other[0], emb[0]) > 0.999 {
+		t.Errorf("a different box embeds alike: cosine %v, err %v", cosine(other[0], emb[0]), err)
+	}
+}
+
+func flat(rows [][]float32) []float32 {
+	var out []float32
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
+}
+
+func cosine(a, b []float32) float64 {
+	var s float64
+	for i := range a {
+		s += float64(a[i]) * float64(b[i])
+	}
+	return s
+}
+
+func TestCheckBox(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, tc := range []struct {
+		box  [4]float32
+		want string
+	}{
+		{[4]float32{0, 0, 100, 50}, ""},
+		{[4]float32{10.5, 3, 12.5, 5}, ""},
+		{[4]float32{nan, 0, 10, 10}, "finite"},
+		{[4]float32{-1, 0, 10, 10}, "inside"},
+		{[4]float32{0, 0, 101, 10}, "inside"},
+		{[4]float32{0, 0, 10, 51}, "inside"},
+		{[4]float32{10, 0, 5, 10}, "at least 2"},
+		{[4]float32{0, 0, 10, 1.5}, "at least 2"},
+	} {
+		err := CheckBox(tc.box, 100, 50)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tc.box, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrBox) || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+			t.Errorf("%v: err = %v, want ErrBox mentioning %q", tc.box, err, tc.want)
+		}
+	}
+}
+
+// fakeSession stands in for image_encoder.onnx: each crop's embedding is its
+// channel means, so a test can see which pixels a crop read.
+type fakeSession struct{ n int64 }
+
+func (s fakeSession) Name() string { return "image_encoder.onnx" }
+func (s fakeSession) Inputs() []ort.Info {
+	return []ort.Info{{Name: InputImage, DType: ort.Float32, Shape: []int64{-1, 3, s.n, s.n}}}
+}
+func (s fakeSession) Outputs() []ort.Info {
+	return []ort.Info{{Name: OutputImageEmbeddings, DType: ort.Float32, Shape: []int64{-1, 3}}}
+}
+func (s fakeSession) Close() error { return nil }
+func (s fakeSession) Run(_ context.Context, in map[string]ort.Tensor) (map[string]ort.Tensor, error) {
+	x := in[InputImage]
+	k, plane := int(x.Shape[0]), int(s.n*s.n)
+	out := make([]float32, 0, 3*k)
+	for i := range 3 * k {
+		var sum float32
+		for _, v := range x.F32[i*plane : (i+1)*plane] {
+			sum += v
+		}
+		out = append(out, sum/float32(plane))
+	}
+	return map[string]ort.Tensor{OutputImageEmbeddings: {Shape: []int64{int64(k), 3}, F32: out}}, nil
+}
+
+func TestCropsReadTheBox(t *testing.T) {
+	cfg := bundle.ImageEncoder{File: bundle.ImageEncoderFile, InputSize: 8, Std: [3]float32{1, 1, 1},
+		CropScales: []float32{1}, Crop: "square"}
+	e, err := New(cfg, 3, fakeSession{n: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A red square on blue: a box on the square embeds red, one beside it blue.
+	img := image.NewNRGBA(image.Rect(0, 0, 64, 48))
+	for y := range 48 {
+		for x := range 64 {
+			c := color.NRGBA{0, 0, 255, 255}
+			if x >= 8 && x < 24 && y >= 8 && y < 24 {
+				c = color.NRGBA{255, 0, 0, 255}
+			}
+			img.SetNRGBA(x, y, c)
+		}
+	}
+	emb, err := e.Embed(context.Background(), img, [][4]float32{{8, 8, 24, 24}, {40, 20, 56, 36}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if emb[0][0] < 0.99 || emb[0][2] > 0.01 || emb[1][2] < 0.99 || emb[1][0] > 0.01 {
+		t.Errorf("embeddings %v, want red then blue", emb)
+	}
+	// A box at the corner at 2x reads zeros outside the image: the mean falls.
+	cfg.CropScales = []float32{2}
+	e2, _ := New(cfg, 3, fakeSession{n: 8})
+	c, err := e2.Crops(img, [4]float32{0, 0, 16, 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c[0] != 0 || c[63] == 0 {
+		t.Errorf("2x crop at the corner: first red %v (want 0, outside), last %v (want red inside)", c[0], c[63])
+	}
+	if _, err := e.Embed(context.Background(), img, [][4]float32{{0, 0, 65, 10}}); !errors.Is(err, ErrBox) {
+		t.Errorf("box outside: %v", err)
+	}
+	if _, err := New(cfg, 4, fakeSession{n: 8}); err == nil {
+		t.Error("a graph of another dimension was accepted")
+	}
+}
+
+func TestMean(t *testing.T) {
+	m := Mean([][]float32{{1, 0}, {0, 1}})
+	if math.Abs(float64(m[0])-math.Sqrt2/2) > 1e-6 || math.Abs(float64(m[1])-math.Sqrt2/2) > 1e-6 {
+		t.Errorf("mean %v", m)
+	}
+	if Mean(nil) != nil || Mean([][]float32{{1, 0}, {-1, 0}}) != nil {
+		t.Error("no vectors, or vectors that cancel, have no mean")
+	}
+}

@@ -1,0 +1,110 @@
+"""`image_encoder` adds the mini-CLIP image tower and its golden case to a bundle.
+
+The graph's numbers under ONNX Runtime are checked against the golden files by
+the Go harness (go test ./exemplar), which has the runtime."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+from PIL import Image
+
+from test_detector import tiny_clip
+from vildtrain.export import image_encoder as ie
+from vildtrain.export.bundle_synonyms import manifest_text
+from vildtrain.models.losses import crop_embeddings
+from vildtrain.models.miniclip import miniclip_digest
+from vildtrain.paths import REPO_DIR
+
+
+def _bundle(tmp_path, clip, digest=None):
+    """A bundle as far as image_encoder reads one: a manifest and golden/exact/input.png."""
+    man = {"format": "vild-bundle/1", "name": "t", "embedding": {"dim": clip.embed_dim},
+           "training": {"miniclip_digest": digest or miniclip_digest(clip)}, "sha256": {"a.npy": "00"}}
+    (tmp_path / "manifest.json").write_text(manifest_text(man), encoding="utf-8")
+    os.makedirs(tmp_path / "golden" / "exact")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (192, 384, 3), dtype=np.uint8)).save(tmp_path / ie.GOLDEN_IMAGE)
+    return man
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    clip = tiny_clip()
+    out = tmp_path_factory.mktemp("bundle")
+    old = _bundle(out, clip)
+    man = ie.add_image_encoder(str(out), clip=clip)
+    return clip, out, old, man
+
+
+def test_manifest_gains_the_section_and_keeps_the_rest(exported):
+    clip, out, old, man = exported
+    assert man["image_encoder"] == {"file": "image_encoder.onnx", "input_size": 32, "mean": [0.485, 0.456, 0.406],
+                                    "std": [0.229, 0.224, 0.225], "crop_scales": [1.0, 1.5], "crop": "square",
+                                    "miniclip_digest": miniclip_digest(clip)}
+    assert json.loads((out / "manifest.json").read_text()) == man
+    assert {k: v for k, v in man.items() if k not in ("image_encoder", "sha256")} == \
+        {k: v for k, v in old.items() if k != "sha256"}
+    assert man["sha256"]["a.npy"] == "00"
+    for rel in ("image_encoder.onnx", "golden/exemplar/crops.npy", "golden/exemplar/embeddings.npy"):
+        assert man["sha256"][rel] == hashlib.sha256((out / rel).read_bytes()).hexdigest()
+
+
+def test_graph_stores_int8_weights_equal_to_the_models(exported):
+    clip, out, _, _ = exported
+    m = onnx.load(str(out / "image_encoder.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    int8 = [n for n, a in inits.items() if a.dtype == np.int8]
+    assert int8 and all(n[:-3] + "_scale" in inits for n in int8)
+    assert not [n for n, a in inits.items() if a.dtype == np.float32 and a.size >= ie.INT8_MIN_ELEMENTS
+                and not n.endswith("_scale")]
+    # every quantised weight of the model is one of the graph's, dequantised
+    graph = ie.encoder_graph(clip)
+    stored = sorted(float(np.abs(inits[n].astype(np.float32) * inits[n[:-3] + "_scale"]).sum()) for n in int8)
+    model = sorted(float(p.abs().sum()) for p in graph.parameters() if p.numel() >= ie.INT8_MIN_ELEMENTS)
+    np.testing.assert_allclose(stored, model, rtol=1e-5)
+    assert [i.name for i in m.graph.input] == ["image"] and [o.name for o in m.graph.output] == ["image_embeddings"]
+
+
+def test_golden_is_the_teachers_crop_embedding(exported):
+    """The golden embeddings are the teacher crops' (losses.crop_embeddings) of the
+    int8-rounded tower: the normalised sum over the 1x and 1.5x crops."""
+    clip, out, _, _ = exported
+    meta = json.loads((out / "golden/exemplar/exemplars.json").read_text())
+    crop_emb = torch.from_numpy(np.load(out / "golden/exemplar/crop_embeddings.npy"))
+    emb = np.load(out / "golden/exemplar/embeddings.npy")
+    assert emb.shape == (len(meta["boxes"]), clip.embed_dim) and crop_emb.shape[0] == 2 * len(meta["boxes"])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(emb, F.normalize(crop_emb.view(len(meta["boxes"]), 2, -1).sum(1), dim=-1), atol=1e-6)
+    # the same tower as a MiniClip module: crop_embeddings gives the same vectors
+    graph = ie.encoder_graph(clip)
+    rounded = tiny_clip()
+    rounded.image.stem, rounded.image.blocks, rounded.image.proj = graph.image.stem, graph.image.blocks, graph.image.proj
+    img = Image.open(out / meta["image"]).convert("RGB")
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+    teacher = crop_embeddings(rounded, x[None], [torch.tensor(meta["boxes"])])
+    np.testing.assert_allclose(emb, teacher.numpy(), atol=1e-5)
+    crops = np.load(out / "golden/exemplar/crops.npy")
+    assert crops.shape == (2 * len(meta["boxes"]), 3, 32, 32)
+    # the second box's 1.5x crop reaches past the corner: those pixels read as zeros (then normalised)
+    assert np.allclose(crops[3, 0, 0, 0], -0.485 / 0.229, atol=1e-6)
+
+
+def test_refuses_another_mini_clip(tmp_path):
+    clip = tiny_clip()
+    _bundle(tmp_path, clip, digest="0123456789abcdef")
+    with pytest.raises(ValueError, match="distilled from mini-CLIP 0123456789abcdef"):
+        ie.add_image_encoder(str(tmp_path), clip=clip)
+    assert not (tmp_path / "image_encoder.onnx").exists()
+
+
+def test_committed_bundle_has_the_image_encoder():
+    man = json.loads(open(os.path.join(REPO_DIR, "models", "default", "manifest.json"), encoding="utf-8").read())
+    enc = man["image_encoder"]
+    assert enc["miniclip_digest"] == man["training"]["miniclip_digest"]
+    assert "image_encoder.onnx" in man["sha256"] and "golden/exemplar/embeddings.npy" in man["sha256"]

@@ -1,0 +1,217 @@
+"""Add the mini-CLIP image encoder to an existing bundle, for exemplar categories.
+
+An exemplar category is defined by example crops (an image and a box) instead of,
+or along with, a name. Its embedding is what the detector's image head was
+distilled towards: the mini-CLIP image embedding of the box's crops at 1x and
+1.5x (square, RoIAlign, averaged and renormalised, ``losses.crop_embeddings``).
+This command exports the mini-CLIP image tower as ``image_encoder.onnx``, writes
+a golden case (crops of ``golden/exact/input.png`` -> embeddings) and adds an
+``image_encoder`` section to the manifest, without retraining or re-exporting the
+detector:
+
+    cd training && python3 -m vildtrain image_encoder --bundle ../models/default
+
+The mini-CLIP must be the one the bundle's detector was distilled from (the
+manifest's ``training.miniclip_digest``); another is refused.
+
+Weights are stored as int8 with one float32 scale per output channel (symmetric,
+each read through ``Cast`` and ``Mul`` back to float32, which ONNX Runtime folds
+when it loads the graph): 2.9 MB instead of 5.7 MB as float16, which keeps the
+default bundle under its 40 MB. The PyTorch model is given the same dequantised
+weights before the golden outputs are computed, so the graph and the goldens agree
+to float32 rounding (docs/decisions/0023-exemplar-categories.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from vildtrain.export.bundle_synonyms import manifest_text
+from vildtrain.export.export import OPSET, fold_batchnorm, save_npy, sha256
+from vildtrain.models.losses import CROP_SCALES, crop_images
+
+GRAPH = "image_encoder.onnx"
+GOLDEN_DIR = "golden/exemplar"
+GOLDEN_IMAGE = "golden/exact/input.png"
+GOLDEN_CASE = "exemplars.json"  # not meta.json, which marks an image case of the detector's goldens
+# Boxes of the golden case in golden/exact/input.png's pixels (384x192): one well
+# inside, one whose 1.5x crop reaches past the top-left corner (reads as zeros),
+# one thin and off-square.
+GOLDEN_BOXES = [(150.0, 40.0, 230.0, 120.0), (2.5, 1.0, 60.0, 50.5), (300.0, 20.0, 330.0, 170.0)]
+INT8_MIN_ELEMENTS = 256  # smaller float initializers (biases) stay float32
+
+
+class ImageEncoderGraph(nn.Module):
+    """The mini-CLIP image tower on normalised crops [N,3,S,S] -> unit embeddings [N,D].
+    Normalisation ((x - mean) / std) is the caller's, as for the backbone."""
+
+    def __init__(self, clip) -> None:
+        super().__init__()
+        self.image = clip.image
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.image.blocks(self.image.stem(image))
+        return F.normalize(self.image.proj(x.mean(dim=(2, 3))), dim=-1)
+
+
+def quantize_weights(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Round every weight of at least INT8_MIN_ELEMENTS values to int8 with one scale
+    per output channel (max |w| / 127), in place (the model keeps float32 tensors
+    holding the dequantised values). Returns name -> (int8 values, float32 scales)."""
+    out = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.numel() < INT8_MIN_ELEMENTS:
+                continue
+            flat = p.reshape(p.shape[0], -1)
+            scale = (flat.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+            q = torch.round(flat / scale[:, None]).clamp(-127, 127)
+            p.copy_((q * scale[:, None]).reshape(p.shape))
+            out[name] = (q.to(torch.int8).reshape(p.shape).numpy(), scale.numpy().astype(np.float32))
+    return out
+
+
+def store_int8(path: str) -> tuple[int, int]:
+    """Rewrite the graph at ``path``: each float32 initializer of at least
+    INT8_MIN_ELEMENTS values becomes int8 values and per-output-channel scales, read
+    through Cast and Mul back to float32. The values must already be int8 multiples
+    of such scales (:func:`quantize_weights`); the rewritten initializer must equal
+    the original within float32 rounding, else the export stops."""
+    from onnx import helper, numpy_helper
+    m = onnx.load(path)
+    before = os.path.getsize(path)
+    keep, nodes = [], []
+    for init in m.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type != onnx.TensorProto.FLOAT or arr.size < INT8_MIN_ELEMENTS:
+            keep.append(init)
+            continue
+        flat = arr.reshape(arr.shape[0], -1)
+        scale = (np.abs(flat).max(axis=1) / 127.0).astype(np.float32)
+        scale[scale == 0] = 1.0
+        q = np.round(flat / scale[:, None])
+        back = (q.astype(np.float32) * scale[:, None]).reshape(arr.shape)
+        if np.abs(q).max() > 127 or not np.allclose(back, arr, rtol=1e-6, atol=1e-12):
+            raise ValueError(f"image_encoder: initializer {init.name} is not int8-exact; quantize the model first")
+        shape = [arr.shape[0]] + [1] * (arr.ndim - 1)
+        keep.append(numpy_helper.from_array(q.astype(np.int8).reshape(arr.shape), init.name + "_i8"))
+        keep.append(numpy_helper.from_array(scale.reshape(shape), init.name + "_scale"))
+        nodes.append(helper.make_node("Cast", [init.name + "_i8"], [init.name + "_f"], to=onnx.TensorProto.FLOAT,
+                                      name=init.name + "_to_f32"))
+        nodes.append(helper.make_node("Mul", [init.name + "_f", init.name + "_scale"], [init.name],
+                                      name=init.name + "_dequant"))
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    all_nodes = nodes + list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(all_nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return before, os.path.getsize(path)
+
+
+def encoder_graph(clip) -> ImageEncoderGraph:
+    """The image tower with BatchNorm folded and int8-rounded weights (a copy)."""
+    import copy
+    g = ImageEncoderGraph(copy.deepcopy(clip)).eval()
+    fold_batchnorm(g)
+    quantize_weights(g)
+    return g
+
+
+def exemplar_crops(img01: torch.Tensor, boxes: list[tuple[float, float, float, float]], size: int,
+                   scales=CROP_SCALES) -> torch.Tensor:
+    """Crops [len(boxes) * len(scales), 3, size, size] in [0,1], box-major, scale-minor,
+    cut as the teacher crops are (``losses.crop_images``: square, RoIAlign)."""
+    b = torch.tensor(boxes, dtype=torch.float32)
+    per_scale = [crop_images(img01[None], [b], size, s) for s in scales]
+    return torch.stack(per_scale, dim=1).reshape(-1, 3, size, size)
+
+
+def normalise(crops01: torch.Tensor, mean, std) -> torch.Tensor:
+    return (crops01 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None) -> dict:
+    """Export the image encoder of ``clip`` (default: loaded from ``miniclip``) into
+    ``bundle`` and rewrite its manifest; returns the manifest."""
+    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD, load_miniclip, miniclip_digest
+    path = os.path.join(bundle, "manifest.json")
+    with open(path, encoding="utf-8") as f:
+        man = json.load(f)
+    clip = clip if clip is not None else load_miniclip(miniclip)
+    want = man.get("training", {}).get("miniclip_digest")
+    got = miniclip_digest(clip)
+    if want and want != got:
+        raise ValueError(f"image_encoder: the bundle's detector was distilled from mini-CLIP {want}, "
+                         f"not {got} ({clip.source})")
+    if clip.embed_dim != man["embedding"]["dim"]:
+        raise ValueError(f"image_encoder: mini-CLIP embeds in {clip.embed_dim} dimensions, the bundle {man['embedding']['dim']}")
+    graph = encoder_graph(clip)
+    size = clip.image_size
+    out = os.path.join(bundle, GRAPH)
+    dummy = torch.zeros(2, 3, size, size)
+    with torch.no_grad():
+        torch.onnx.export(graph, (dummy,), out, opset_version=OPSET, input_names=["image"],
+                          output_names=["image_embeddings"],
+                          dynamic_axes={"image": {0: "N"}, "image_embeddings": {0: "N"}}, do_constant_folding=True)
+    store_int8(out)
+
+    img = Image.open(os.path.join(bundle, GOLDEN_IMAGE)).convert("RGB")
+    img01 = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    crops = normalise(exemplar_crops(img01, GOLDEN_BOXES, size), IMAGE_MEAN, IMAGE_STD)
+    with torch.no_grad():
+        crop_emb = graph(crops)
+    emb = F.normalize(crop_emb.view(len(GOLDEN_BOXES), len(CROP_SCALES), -1).sum(dim=1), dim=-1)
+    gdir = os.path.join(bundle, GOLDEN_DIR)
+    shutil.rmtree(gdir, ignore_errors=True)
+    os.makedirs(gdir)
+    save_npy(os.path.join(gdir, "crops.npy"), crops)
+    save_npy(os.path.join(gdir, "crop_embeddings.npy"), crop_emb)
+    save_npy(os.path.join(gdir, "embeddings.npy"), emb)
+    with open(os.path.join(gdir, GOLDEN_CASE), "w", encoding="utf-8") as f:
+        json.dump({"image": GOLDEN_IMAGE, "boxes": [list(b) for b in GOLDEN_BOXES]}, f, indent=1)
+        f.write("\n")
+
+    man["image_encoder"] = {"file": GRAPH, "input_size": size, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
+                            "crop_scales": list(CROP_SCALES), "crop": "square", "miniclip_digest": got}
+    files = dict(man.get("sha256", {}))
+    for rel in [GRAPH] + [f"{GOLDEN_DIR}/{n}" for n in ("crops.npy", "crop_embeddings.npy", "embeddings.npy",
+                                                         GOLDEN_CASE)]:
+        files[rel] = sha256(os.path.join(bundle, rel))
+    man["sha256"] = {k: files[k] for k in sorted(files)}
+    # the manifest's keys keep their order; image_encoder goes before sha256
+    order = [k for k in man if k not in ("image_encoder", "sha256")] + ["image_encoder", "sha256"]
+    man = {k: man[k] for k in order}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(manifest_text(man))
+    return man
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vildtrain image_encoder", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", required=True, help="bundle directory (e.g. ../models/default)")
+    ap.add_argument("--miniclip", default=None,
+                    help="mini-CLIP checkpoint (default: training/checkpoints/miniclip.pt; it must be the bundle's)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    try:
+        man = add_image_encoder(args.bundle, args.miniclip)
+    except (OSError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    size = os.path.getsize(os.path.join(args.bundle, GRAPH)) / 1e6
+    total = sum(os.path.getsize(os.path.join(args.bundle, f)) for f in man["sha256"]) / 1e6
+    print(f"image_encoder: wrote {args.bundle}/{GRAPH} ({size:.2f} MB) and {GOLDEN_DIR}; "
+          f"bundle {total:.1f} MB", file=sys.stderr)
+    return 0
