@@ -6,7 +6,7 @@
 // an adaptive grid, zeros outside the image), resized to the encoder's input
 // size, normalised, run through the graph, and the unit embeddings summed over
 // the scales and L2-normalised. Several exemplars of a category are averaged
-// (Mean) into the category's embedding.
+// into the category's embedding by vocabulary.Build.
 package exemplar
 
 import (
@@ -20,6 +20,7 @@ import (
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/ort"
 	"github.com/vild/vild/roialign"
+	"github.com/vild/vild/vocabulary"
 )
 
 // Graph input and output names of image_encoder.onnx.
@@ -201,34 +202,7 @@ func (e *Encoder) Embed(ctx context.Context, img image.Image, boxes [][4]float32
 	s := len(e.cfg.CropScales)
 	out := make([][]float32, len(boxes))
 	for i := range boxes {
-		out[i] = Mean(per[i*s : (i+1)*s])
+		out[i] = vocabulary.MeanEmbedding(per[i*s : (i+1)*s])
 	}
 	return out, nil
-}
-
-// Mean is the L2-normalised sum of vectors of one dimension (the category
-// embedding of several exemplars); nil when there are none or they cancel.
-func Mean(vs [][]float32) []float32 {
-	if len(vs) == 0 {
-		return nil
-	}
-	sum := make([]float64, len(vs[0]))
-	for _, v := range vs {
-		for j, x := range v {
-			sum[j] += float64(x)
-		}
-	}
-	var norm float64
-	for _, x := range sum {
-		norm += x * x
-	}
-	norm = math.Sqrt(norm)
-	if norm == 0 || math.IsNaN(norm) {
-		return nil
-	}
-	out := make([]float32, len(sum))
-	for j, x := range sum {
-		out[j] = float32(x / norm)
-	}
-	return out
 }

@@ -225,13 +225,3 @@ func TestCropsReadTheBox(t *testing.T) {
 		t.Error("a graph of another dimension was accepted")
 	}
 }
-
-func TestMean(t *testing.T) {
-	m := Mean([][]float32{{1, 0}, {0, 1}})
-	if math.Abs(float64(m[0])-math.Sqrt2/2) > 1e-6 || math.Abs(float64(m[1])-math.Sqrt2/2) > 1e-6 {
-		t.Errorf("mean %v", m)
-	}
-	if Mean(nil) != nil || Mean([][]float32{{1, 0}, {-1, 0}}) != nil {
-		t.Error("no vectors, or vectors that cancel, have no mean")
-	}
-}

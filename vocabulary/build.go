@@ -35,9 +35,16 @@ func BaseNames(names []string) map[string]bool {
 }
 
 // Build embeds a spec (categories, their synonyms under the category's label,
-// negatives, per-category thresholds, templates) into the detector's classes.
-// base names the model's base categories (BaseNames). The spec should be
-// canonical (Normalize); its digest becomes the vocabulary's.
+// negatives, per-category thresholds, templates, exemplars) into the
+// detector's classes. base names the model's base categories (BaseNames). The
+// spec should be canonical (Normalize); its digest becomes the vocabulary's.
+//
+// A category with exemplars gets one more class under its label, whose
+// embedding is the unit mean of its exemplars' embeddings and which is never
+// base (the detector was trained on names, not on image embeddings, so the
+// ensemble leans on the image head for it); a label with exemplars alone has
+// only that class (docs/exemplars.md). When emb reports its dimension (Dim),
+// exemplar embeddings of another length are refused.
 func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (*detector.Vocabulary, error) {
 	var classes []detector.Class
 	add := func(label, text string, negative bool) {
@@ -47,41 +54,62 @@ func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (
 			Threshold: spec.Thresholds[label],
 		})
 	}
+	named := map[string]bool{}
 	for _, c := range spec.Categories {
+		named[c] = true
 		add(c, c, false)
 		for _, s := range spec.Synonyms[c] {
 			add(c, s, false)
 		}
 	}
+	for _, e := range spec.Exemplars {
+		if !named[e.Label] {
+			for _, s := range spec.Synonyms[e.Label] {
+				add(e.Label, s, false)
+			}
+		}
+	}
 	for _, n := range spec.Negatives {
 		add(n, n, true)
+	}
+	var texts []string
+	for _, c := range classes {
+		texts = append(texts, c.Text)
+	}
+	for _, e := range spec.Exemplars {
+		if d, ok := emb.(interface{ Dim() int }); ok && len(e.Embeddings) > 0 && len(e.Embeddings[0]) != d.Dim() {
+			return nil, invalid(ErrInvalidExemplars, "exemplar embeddings have %d values, this model's %d", len(e.Embeddings[0]), d.Dim())
+		}
+		m := MeanEmbedding(e.Embeddings)
+		if m == nil {
+			return nil, invalid(ErrInvalidExemplars, "a category's exemplar embeddings cancel out")
+		}
+		classes = append(classes, detector.Class{Label: e.Label, Embedding: m, Threshold: spec.Thresholds[e.Label]})
 	}
 	if len(classes) == 0 {
 		return nil, detector.ErrEmptyVocabulary
 	}
-	texts := make([]string, len(classes))
-	for i, c := range classes {
-		texts[i] = c.Text
-	}
-	var embs [][]float32
-	var err error
-	if len(spec.Templates) > 0 {
-		te, ok := emb.(TemplateEmbedder)
-		if !ok {
-			return nil, ErrTemplatesUnsupported
+	if len(texts) > 0 {
+		var embs [][]float32
+		var err error
+		if len(spec.Templates) > 0 {
+			te, ok := emb.(TemplateEmbedder)
+			if !ok {
+				return nil, ErrTemplatesUnsupported
+			}
+			embs, err = te.EmbedTemplates(ctx, texts, spec.Templates)
+		} else {
+			embs, err = emb.Embed(ctx, texts)
 		}
-		embs, err = te.EmbedTemplates(ctx, texts, spec.Templates)
-	} else {
-		embs, err = emb.Embed(ctx, texts)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("vocabulary: embed: %w", err)
-	}
-	if len(embs) != len(texts) {
-		return nil, fmt.Errorf("vocabulary: embedder returned %d embeddings for %d names", len(embs), len(texts))
-	}
-	for i := range classes {
-		classes[i].Embedding = embs[i]
+		if err != nil {
+			return nil, fmt.Errorf("vocabulary: embed: %w", err)
+		}
+		if len(embs) != len(texts) {
+			return nil, fmt.Errorf("vocabulary: embedder returned %d embeddings for %d names", len(embs), len(texts))
+		}
+		for i := range texts {
+			classes[i].Embedding = embs[i]
+		}
 	}
 	return &detector.Vocabulary{Classes: classes, Digest: spec.Digest()}, nil
 }

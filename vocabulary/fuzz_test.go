@@ -12,10 +12,16 @@ import (
 // normalizeMessages are every form an *InvalidError's message takes; N stands
 // for a number (a limit). None holds input.
 var normalizeMessages = regexp.MustCompile(`^(` + strings.Join([]string{
-	`each (category|synonym|negative) must be N to N characters`,
-	`a (category|synonym|negative) holds invalid UTF-N or control characters`,
+	`each (category|synonym|negative|exemplar label) must be N to N characters`,
+	`a (category|synonym|negative|exemplar label) holds invalid UTF-N or control characters`,
 	`at most N names \(categories, synonyms and negatives together\)`,
 	`give at least one category`,
+	`give at least one category \(a name, or a label with exemplars\)`,
+	`each exemplars label appears once`,
+	`each exemplar category has N to N exemplars`,
+	`at most N exemplars in all`,
+	`exemplar embeddings have one length, N to N values`,
+	`exemplar embeddings must be finite and not all zero`,
 	`every synonyms key must be one of the categories`,
 	`a synonym is also a category, a negative or another category's synonym`,
 	`a negative is also a category or a synonym`,
@@ -47,6 +53,8 @@ func FuzzNormalize(f *testing.F) {
 		`{"categories":["a\u0000b"]}`, `{"categories":["  "]}`, `{"categories":[]}`, `{}`,
 		`{"categories":["x"],"thresholds":{"x":1.5}}`, `{"categories":["x"],"templates":["{}{}"]}`,
 		`{"categories":["İ","i̇"]}`, `{"categories":["ß","SS","ss"]}`,
+		`{"categories":["mug"],"exemplars":[{"label":"MUG","embeddings":[[0.3,0.4]]},{"label":"dango","embeddings":[[1,2],[0,1e-30]]}]}`,
+		`{"exemplars":[{"label":"a","embeddings":[[0,0]]},{"label":"A","embeddings":[[1]]}]}`,
 	} {
 		f.Add([]byte(s), uint8(10), uint8(16))
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"unicode"
@@ -30,7 +31,28 @@ type Spec struct {
 	Thresholds map[string]float32 `json:"thresholds,omitempty"`
 	// Templates replace the model's prompt templates; each holds "{}" once.
 	Templates []string `json:"templates,omitempty" example:"a photo of a {}."`
+	// Exemplars define categories by example crops, kept as the image
+	// encoder's embeddings (not the images). A label that is also one of
+	// Categories keeps its name and gains the exemplars; any other label is a
+	// category defined by its exemplars alone (docs/exemplars.md).
+	Exemplars []ExemplarCategory `json:"exemplars,omitempty"`
 }
+
+// ExemplarCategory is a category's exemplars as embeddings.
+type ExemplarCategory struct {
+	// Label is reported for detections of this category (1–128 characters).
+	Label string `json:"label" example:"dango"`
+	// Embeddings of the exemplars, one per exemplar, unit length (renormalised when stored).
+	Embeddings [][]float32 `json:"embeddings"`
+}
+
+// Limits on exemplars: per category, per spec (a request or a stored
+// vocabulary), and an embedding's length.
+const (
+	MaxExemplarsPerCategory = 8
+	MaxExemplars            = 32
+	MaxEmbeddingDim         = 4096
+)
 
 // MaxTemplates caps a spec's prompt templates; MaxTemplateLength caps one, in characters.
 const (
@@ -52,6 +74,7 @@ var (
 	ErrInvalidNegatives  = errors.New("invalid negatives")
 	ErrInvalidThresholds = errors.New("invalid thresholds")
 	ErrInvalidTemplates  = errors.New("invalid templates")
+	ErrInvalidExemplars  = errors.New("invalid exemplars")
 )
 
 // InvalidError says what is wrong with a spec. Msg is written for the client
@@ -90,7 +113,7 @@ func CheckName(what, s string, maxLength int) (string, error) {
 // canonical category spelling.
 func Normalize(spec Spec, lim Limits) (Spec, error) {
 	n := normalizer{lim: lim, seen: map[string]string{}, canon: map[string]string{}}
-	steps := []func(Spec) error{n.categories, n.synonyms, n.negatives, n.thresholds, n.templates}
+	steps := []func(Spec) error{n.categories, n.exemplars, n.synonyms, n.negatives, n.thresholds, n.templates}
 	for _, step := range steps {
 		if err := step(spec); err != nil {
 			return n.out, err
@@ -133,10 +156,100 @@ func (n *normalizer) categories(spec Spec) error {
 		n.canon[k] = c
 		n.out.Categories = append(n.out.Categories, c)
 	}
-	if len(n.out.Categories) == 0 {
-		return invalid(ErrInvalidName, "give at least one category")
+	return nil
+}
+
+// exemplars checks the exemplar categories: each label once, a known
+// category's or a new one (which counts as a name), 1 to
+// MaxExemplarsPerCategory finite, non-zero embeddings of one length, stored
+// at unit length. Then at least one category, named or by exemplars, must be
+// there.
+func (n *normalizer) exemplars(spec Spec) error {
+	labels := map[string]bool{}
+	total, dim := 0, 0
+	for _, e := range spec.Exemplars {
+		label, err := CheckName("exemplar label", e.Label, n.lim.MaxNameLength)
+		if err != nil {
+			return err
+		}
+		k := NormName(label)
+		if labels[k] {
+			return invalid(ErrInvalidExemplars, "each exemplars label appears once")
+		}
+		labels[k] = true
+		if len(e.Embeddings) == 0 || len(e.Embeddings) > MaxExemplarsPerCategory {
+			return invalid(ErrInvalidExemplars, "each exemplar category has 1 to %d exemplars", MaxExemplarsPerCategory)
+		}
+		if total += len(e.Embeddings); total > MaxExemplars {
+			return invalid(ErrInvalidExemplars, "at most %d exemplars in all", MaxExemplars)
+		}
+		out := ExemplarCategory{Embeddings: make([][]float32, len(e.Embeddings))}
+		for i, v := range e.Embeddings {
+			if dim == 0 {
+				dim = len(v)
+			}
+			if len(v) == 0 || len(v) > MaxEmbeddingDim || len(v) != dim {
+				return invalid(ErrInvalidExemplars, "exemplar embeddings have one length, 1 to %d values", MaxEmbeddingDim)
+			}
+			if out.Embeddings[i] = unit(v); out.Embeddings[i] == nil {
+				return invalid(ErrInvalidExemplars, "exemplar embeddings must be finite and not all zero")
+			}
+		}
+		if c, ok := n.canon[k]; ok && n.seen[k] == "category" {
+			out.Label = c // a named category gains exemplars
+		} else {
+			if err := n.count(); err != nil {
+				return err
+			}
+			n.seen[k] = "category"
+			n.canon[k] = label
+			out.Label = label
+		}
+		n.out.Exemplars = append(n.out.Exemplars, out)
+	}
+	if len(n.out.Categories) == 0 && len(n.out.Exemplars) == 0 {
+		return invalid(ErrInvalidName, "give at least one category (a name, or a label with exemplars)")
 	}
 	return nil
+}
+
+// unit returns v scaled to unit length, nil when it is not finite or zero. A
+// vector within 1e-6 of unit length is kept as it is, so that normalising
+// again changes nothing (a stored spec's digest is stable).
+func unit(v []float32) []float32 {
+	var sum float64
+	for _, x := range v {
+		sum += float64(x) * float64(x)
+	}
+	norm := math.Sqrt(sum)
+	if norm == 0 || math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return nil
+	}
+	out := make([]float32, len(v))
+	if math.Abs(norm-1) < 1e-6 {
+		copy(out, v)
+		return out
+	}
+	for i, x := range v {
+		out[i] = float32(float64(x) / norm)
+	}
+	return out
+}
+
+// MeanEmbedding is the unit-length mean of vectors of one length (a
+// category's embedding from its exemplars); nil when there are none or they
+// cancel out.
+func MeanEmbedding(vs [][]float32) []float32 {
+	if len(vs) == 0 {
+		return nil
+	}
+	sum := make([]float32, len(vs[0]))
+	for _, v := range vs {
+		for j, x := range v {
+			sum[j] += x
+		}
+	}
+	return unit(sum)
 }
 
 func (n *normalizer) synonyms(spec Spec) error {
