@@ -74,6 +74,8 @@ type DetectOptions struct {
 	Negatives []string `json:"negatives,omitempty" example:"bowl"`
 	// Thresholds are per-category score thresholds; keys must be categories.
 	Thresholds map[string]float32 `json:"thresholds,omitempty"`
+	// Exemplars define categories by example crops: a label that is also one of categories gains exemplars, any other label is a category defined by its exemplars alone (categories may then be left out). Models without an image encoder answer 422 exemplars-unsupported.
+	Exemplars []ExemplarCategory `json:"exemplars,omitempty"`
 	// ScoreThreshold is the minimum score of a reported detection (default: the model's).
 	ScoreThreshold *float32 `json:"score_threshold,omitempty" example:"0.3" minimum:"0" maximum:"1"`
 	// MaxDetections per image (default: the model's; at most the server's cap, 300 by default).
@@ -89,6 +91,43 @@ type DetectOptions struct {
 	// the server's cap, 20 by default). Above 1 it is the per-class output that
 	// COCO-style evaluation expects.
 	LabelsPerBox *int `json:"labels_per_box,omitempty" example:"1" minimum:"1"`
+}
+
+// Exemplar is one example crop of a category: an image and a box in its pixels.
+type Exemplar struct {
+	// Image is one base64-encoded image (JPEG, PNG, GIF or WebP), at most 4 MiB decoded.
+	Image Base64Image `json:"image" swaggertype:"string" format:"byte"`
+	// Box is [x1, y1, x2, y2] in the image's pixels (after EXIF orientation): inside the image, each side at least 2 px.
+	Box [4]float32 `json:"box" example:"12,40,96,120"`
+}
+
+// ExemplarCategory defines a category by example crops, or by their
+// embeddings as a stored vocabulary returns them.
+type ExemplarCategory struct {
+	// Label is reported for detections of this category (1–128 characters).
+	Label string `json:"label" example:"dango"`
+	// Exemplars are example crops: 1–8 per category with embeddings, 32 per request or vocabulary in all.
+	Exemplars []Exemplar `json:"exemplars,omitempty"`
+	// Embeddings are exemplar embeddings as GET /v1/vocabularies/{name} returns them (the model's embedding_dim values each), with or instead of exemplars.
+	Embeddings [][]float32 `json:"embeddings,omitempty"`
+}
+
+// VocabularyRequest is the body of PUT /v1/vocabularies/{name}: a vocabulary
+// whose exemplar categories may carry images; the server stores their
+// embeddings, not the images (vocabulary.Spec).
+type VocabularyRequest struct {
+	// Categories are the labels reported (1–128 characters each); may be left out when exemplars define the categories.
+	Categories []string `json:"categories,omitempty" example:"mug,kettle,teapot"`
+	// Synonyms map a category to further names reported under its label.
+	Synonyms map[string][]string `json:"synonyms,omitempty"`
+	// Negatives absorb look-alikes and are never reported.
+	Negatives []string `json:"negatives,omitempty" example:"bowl"`
+	// Thresholds are per-category minimum scores in [0, 1].
+	Thresholds map[string]float32 `json:"thresholds,omitempty"`
+	// Templates replace the model's prompt templates; each holds "{}" once.
+	Templates []string `json:"templates,omitempty" example:"a photo of a {}."`
+	// Exemplars define categories by example crops (see DetectOptions.exemplars).
+	Exemplars []ExemplarCategory `json:"exemplars,omitempty"`
 }
 
 // DetectRequest is the JSON body of POST /v1/detect: one image or a batch.
@@ -224,11 +263,13 @@ type ModelCategory struct {
 // SetCategories, which also fills the name lists the server builds
 // vocabularies with.
 type Model struct {
-	ID           string   `json:"id" example:"pictogram-vild-small@3f2a9c1b"`
-	Name         string   `json:"name" example:"pictogram-vild-small"`
-	Digest       string   `json:"digest" example:"sha256:3f2a9c1b..."`
-	EmbeddingDim int      `json:"embedding_dim" example:"256"`
-	Templates    []string `json:"templates"`
+	ID           string `json:"id" example:"pictogram-vild-small@3f2a9c1b"`
+	Name         string `json:"name" example:"pictogram-vild-small"`
+	Digest       string `json:"digest" example:"sha256:3f2a9c1b..."`
+	EmbeddingDim int    `json:"embedding_dim" example:"256"`
+	// Exemplars says whether the model takes exemplar categories (it has an image encoder).
+	Exemplars bool     `json:"exemplars" example:"true"`
+	Templates []string `json:"templates"`
 	// The bundle's categories in its order, each with its split and synonyms; their names are the default vocabulary, used when a request names no categories.
 	CategoryList []ModelCategory `json:"categories"`
 	// Categories are CategoryList's names: the default vocabulary.

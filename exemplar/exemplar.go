@@ -103,7 +103,7 @@ func CheckBox(box [4]float32, width, height int) error {
 		}
 	}
 	if box[0] < 0 || box[1] < 0 || box[2] > float32(width) || box[3] > float32(height) {
-		return fmt.Errorf("%w: [x1, y1, x2, y2] must lie inside the %dx%d image", ErrBox, width, height)
+		return fmt.Errorf("%w: [x1, y1, x2, y2] must lie inside the image (0 ≤ x1, x2 ≤ width; 0 ≤ y1, y2 ≤ height)", ErrBox)
 	}
 	if box[2]-box[0] < MinBoxSide || box[3]-box[1] < MinBoxSide {
 		return fmt.Errorf("%w: x2 - x1 and y2 - y1 must be at least %d pixels", ErrBox, MinBoxSide)

@@ -127,7 +127,7 @@ func New(deps Deps) (http.Handler, error) {
 	}
 	vocabs := &request.Vocabularies{Builder: vocabulary.NewBuilder(deps.Embedder, deps.Model.BaseCategories, cfg.VocabularyCacheSize),
 		Store: deps.Vocabularies, Defaults: deps.Model.Categories,
-		MaxNames: cfg.MaxCategories, MaxStoredNames: cfg.MaxVocabularyCategories, MaxNameLength: cfg.MaxCategoryLength}
+		MaxNames: cfg.MaxCategories, MaxStoredNames: cfg.MaxVocabularyCategories, MaxNameLength: cfg.MaxCategoryLength, Decoder: deps.Decoder}
 	if w, ok := deps.Vocabularies.(vocabulary.Watcher); ok {
 		// A vocabulary changed by any replica: its old embeddings leave memory.
 		w.Watch(func(_, oldETag string) { vocabs.Builder.Forget(oldETag) })

@@ -89,6 +89,7 @@ var specSlugs = []struct {
 	{vocabulary.ErrInvalidNegatives, "invalid-negatives"},
 	{vocabulary.ErrInvalidThresholds, "invalid-thresholds"},
 	{vocabulary.ErrInvalidTemplates, "invalid-templates"},
+	{vocabulary.ErrInvalidExemplars, "invalid-exemplars"},
 }
 
 // problems turns errors into problem+json answers: the one translator.

@@ -119,13 +119,13 @@ func (v vocabulariesResource) get(w http.ResponseWriter, r *http.Request) error 
 // put godoc
 //
 //	@Summary		Create or replace a vocabulary
-//	@Description	Names are validated and deduplicated and their text embeddings computed now, once; detection requests then name the vocabulary.
+//	@Description	Names are validated and deduplicated and their text embeddings computed now, once; detection requests then name the vocabulary. Exemplar images are embedded now too: the vocabulary stores their embeddings, not the images.
 //	@Tags			vocabularies
 //	@Accept			json
 //	@Produce		json
 //	@Param			name		path		string				true	"vocabulary name: 1–64 of A–Z a–z 0–9 . _ -"
 //	@Param			If-Match	header		string				false	"ETag the current version must have (* = any existing)"
-//	@Param			vocabulary	body		vocabulary.Spec		true	"categories, synonyms, negatives, thresholds, templates"
+//	@Param			vocabulary	body		api.VocabularyRequest	true	"categories, synonyms, negatives, thresholds, templates, exemplars"
 //	@Success		200			{object}	vocabulary.Entry	"replaced"
 //	@Success		201			{object}	vocabulary.Entry	"created"
 //	@Failure		400			{object}	api.Problem
@@ -145,11 +145,11 @@ func (v vocabulariesResource) put(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	var spec vocabulary.Spec
-	if err := v.in.JSON(w, r, &spec); err != nil {
+	var req api.VocabularyRequest
+	if err := v.in.JSONImages(w, r, &req); err != nil {
 		return err
 	}
-	spec, err = vocabulary.Normalize(spec, v.vocabs.Limits(v.vocabs.MaxStoredNames))
+	spec, err := v.vocabs.StoredSpec(r.Context(), req)
 	if err != nil {
 		return err
 	}

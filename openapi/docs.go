@@ -933,7 +933,7 @@ const docTemplate = `{
                         "ApiKey": []
                     }
                 ],
-                "description": "Names are validated and deduplicated and their text embeddings computed now, once; detection requests then name the vocabulary.",
+                "description": "Names are validated and deduplicated and their text embeddings computed now, once; detection requests then name the vocabulary. Exemplar images are embedded now too: the vocabulary stores their embeddings, not the images.",
                 "consumes": [
                     "application/json"
                 ],
@@ -959,12 +959,12 @@ const docTemplate = `{
                         "in": "header"
                     },
                     {
-                        "description": "categories, synonyms, negatives, thresholds, templates",
+                        "description": "categories, synonyms, negatives, thresholds, templates, exemplars",
                         "name": "vocabulary",
                         "in": "body",
                         "required": true,
                         "schema": {
-                            "$ref": "#/definitions/vocabulary.Spec"
+                            "$ref": "#/definitions/api.VocabularyRequest"
                         }
                     }
                 ],
@@ -1134,6 +1134,13 @@ const docTemplate = `{
                         "mug"
                     ]
                 },
+                "exemplars": {
+                    "description": "Exemplars define categories by example crops: a label that is also one of categories gains exemplars, any other label is a category defined by its exemplars alone (categories may then be left out). Models without an image encoder answer 422 exemplars-unsupported.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.ExemplarCategory"
+                    }
+                },
                 "head": {
                     "description": "Head chooses the classifier: ensemble (default), text or image.",
                     "type": "string",
@@ -1225,6 +1232,13 @@ const docTemplate = `{
                         "red umbrella",
                         "mug"
                     ]
+                },
+                "exemplars": {
+                    "description": "Exemplars define categories by example crops: a label that is also one of categories gains exemplars, any other label is a category defined by its exemplars alone (categories may then be left out). Models without an image encoder answer 422 exemplars-unsupported.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.ExemplarCategory"
+                    }
                 },
                 "head": {
                     "description": "Head chooses the classifier: ensemble (default), text or image.",
@@ -1349,6 +1363,57 @@ const docTemplate = `{
                 }
             }
         },
+        "api.Exemplar": {
+            "type": "object",
+            "properties": {
+                "box": {
+                    "description": "Box is [x1, y1, x2, y2] in the image's pixels (after EXIF orientation): inside the image, each side at least 2 px.",
+                    "type": "array",
+                    "items": {
+                        "type": "number"
+                    },
+                    "example": [
+                        12,
+                        40,
+                        96,
+                        120
+                    ]
+                },
+                "image": {
+                    "description": "Image is one base64-encoded image (JPEG, PNG, GIF or WebP), at most 4 MiB decoded.",
+                    "type": "string",
+                    "format": "byte"
+                }
+            }
+        },
+        "api.ExemplarCategory": {
+            "type": "object",
+            "properties": {
+                "embeddings": {
+                    "description": "Embeddings are exemplar embeddings as GET /v1/vocabularies/{name} returns them (the model's embedding_dim values each), with or instead of exemplars.",
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "items": {
+                            "type": "number",
+                            "format": "float32"
+                        }
+                    }
+                },
+                "exemplars": {
+                    "description": "Exemplars are example crops: 1–8 per category with embeddings, 32 per request or vocabulary in all.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.Exemplar"
+                    }
+                },
+                "label": {
+                    "description": "Label is reported for detections of this category (1–128 characters).",
+                    "type": "string",
+                    "example": "dango"
+                }
+            }
+        },
         "api.ImageRequest": {
             "type": "object",
             "properties": {
@@ -1434,6 +1499,11 @@ const docTemplate = `{
                 "embedding_dim": {
                     "type": "integer",
                     "example": 256
+                },
+                "exemplars": {
+                    "description": "Exemplars says whether the model takes exemplar categories (it has an image encoder).",
+                    "type": "boolean",
+                    "example": true
                 },
                 "id": {
                     "type": "string",
@@ -1616,6 +1686,68 @@ const docTemplate = `{
                     "type": "array",
                     "items": {
                         "$ref": "#/definitions/vocabulary.Summary"
+                    }
+                }
+            }
+        },
+        "api.VocabularyRequest": {
+            "type": "object",
+            "properties": {
+                "categories": {
+                    "description": "Categories are the labels reported (1–128 characters each); may be left out when exemplars define the categories.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "mug",
+                        "kettle",
+                        "teapot"
+                    ]
+                },
+                "exemplars": {
+                    "description": "Exemplars define categories by example crops (see DetectOptions.exemplars).",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.ExemplarCategory"
+                    }
+                },
+                "negatives": {
+                    "description": "Negatives absorb look-alikes and are never reported.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "bowl"
+                    ]
+                },
+                "synonyms": {
+                    "description": "Synonyms map a category to further names reported under its label.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "array",
+                        "items": {
+                            "type": "string"
+                        }
+                    }
+                },
+                "templates": {
+                    "description": "Templates replace the model's prompt templates; each holds \"{}\" once.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "a photo of a {}."
+                    ]
+                },
+                "thresholds": {
+                    "description": "Thresholds are per-category minimum scores in [0, 1].",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "number",
+                        "format": "float32"
                     }
                 }
             }
@@ -1859,6 +1991,13 @@ const docTemplate = `{
                     "type": "string",
                     "example": "sha256:9b1c..."
                 },
+                "exemplars": {
+                    "description": "Exemplars define categories by example crops, kept as the image\nencoder's embeddings (not the images). A label that is also one of\nCategories keeps its name and gains the exemplars; any other label is a\ncategory defined by its exemplars alone (docs/exemplars.md).",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/vocabulary.ExemplarCategory"
+                    }
+                },
                 "name": {
                     "type": "string",
                     "example": "kitchen"
@@ -1906,58 +2045,24 @@ const docTemplate = `{
                 }
             }
         },
-        "vocabulary.Spec": {
+        "vocabulary.ExemplarCategory": {
             "type": "object",
             "properties": {
-                "categories": {
-                    "description": "Categories are the labels reported (1–128 characters each).",
+                "embeddings": {
+                    "description": "Embeddings of the exemplars, one per exemplar, unit length (renormalised when stored).",
                     "type": "array",
                     "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "mug",
-                        "kettle",
-                        "teapot"
-                    ]
-                },
-                "negatives": {
-                    "description": "Negatives absorb look-alikes and are never reported.",
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "bowl"
-                    ]
-                },
-                "synonyms": {
-                    "description": "Synonyms map a category to further names reported under its label.",
-                    "type": "object",
-                    "additionalProperties": {
                         "type": "array",
                         "items": {
-                            "type": "string"
+                            "type": "number",
+                            "format": "float32"
                         }
                     }
                 },
-                "templates": {
-                    "description": "Templates replace the model's prompt templates; each holds \"{}\" once.",
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    },
-                    "example": [
-                        "a photo of a {}."
-                    ]
-                },
-                "thresholds": {
-                    "description": "Thresholds are per-category minimum scores in [0, 1].",
-                    "type": "object",
-                    "additionalProperties": {
-                        "type": "number",
-                        "format": "float32"
-                    }
+                "label": {
+                    "description": "Label is reported for detections of this category (1–128 characters).",
+                    "type": "string",
+                    "example": "dango"
                 }
             }
         },

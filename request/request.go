@@ -431,6 +431,18 @@ func OptionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 	return o, nil
 }
 
+// JSONImages reads a JSON body that may carry base64 images strictly, within
+// MaxJSONImageBytes.
+func (rd Reader) JSONImages(w http.ResponseWriter, r *http.Request, v any) error {
+	if mt, _ := mediaType(r); mt != "application/json" {
+		return api.Errorf(http.StatusUnsupportedMediaType, "unsupported-content-type", "send Content-Type: application/json")
+	}
+	if err := capBody(w, r, rd.Limits.MaxJSONImageBytes); err != nil {
+		return err
+	}
+	return DecodeJSON(r.Body, v)
+}
+
 // JSON reads a small JSON body (no images) strictly.
 func (rd Reader) JSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if mt, _ := mediaType(r); mt != "application/json" {

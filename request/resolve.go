@@ -88,6 +88,9 @@ type Vocabularies struct {
 	// MaxNames caps a request's names, MaxStoredNames a stored vocabulary's
 	// (and the model's default one); MaxNameLength one name, in characters.
 	MaxNames, MaxStoredNames, MaxNameLength int
+	// Decoder decodes exemplar images; nil: exemplar images are refused
+	// (exemplars-unsupported).
+	Decoder ImageDecoder
 }
 
 // ErrNoStore answers a vocabulary route of a server that stores none.
@@ -106,6 +109,8 @@ func (v *Vocabularies) Resolve(ctx context.Context, o api.DetectOptions) (*detec
 	switch {
 	case o.Vocabulary != "" && o.Categories != nil:
 		return nil, api.BadRequest("invalid-request", "give categories or vocabulary, not both", nil)
+	case o.Vocabulary != "" && o.Exemplars != nil:
+		return nil, api.BadRequest("invalid-request", "give exemplars or vocabulary, not both", nil)
 	case o.Vocabulary != "":
 		if o.Synonyms != nil || o.Negatives != nil || o.Thresholds != nil {
 			return nil, api.BadRequest("invalid-request", "synonyms, negatives and thresholds belong to the stored vocabulary; send categories to override them", nil)
@@ -118,11 +123,19 @@ func (v *Vocabularies) Resolve(ctx context.Context, o api.DetectOptions) (*detec
 			return nil, err
 		}
 		spec = e.Spec // stored specs are canonical
-	case o.Categories != nil && len(o.Categories) == 0:
+	case o.Categories != nil && len(o.Categories) == 0 && len(o.Exemplars) == 0:
 		return nil, errEmptyCategories
-	case len(o.Categories) > 0:
+	case len(o.Categories) > 0 || len(o.Exemplars) > 0:
+		// Exemplars without categories: the exemplar categories alone.
+		ex, err := v.exemplars(ctx, o.Exemplars)
+		if err != nil {
+			return nil, err
+		}
 		spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: o.Categories, Synonyms: o.Synonyms,
-			Negatives: o.Negatives, Thresholds: o.Thresholds}, v.Limits(v.MaxNames))
+			Negatives: o.Negatives, Thresholds: o.Thresholds, Exemplars: ex}, v.Limits(v.MaxNames))
+		if err != nil {
+			return nil, err
+		}
 	default:
 		if len(v.Defaults) == 0 {
 			return nil, api.BadRequest("invalid-category", "give categories or a vocabulary", nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/internal/lru"
@@ -24,6 +25,16 @@ type TemplateEmbedder interface {
 // ErrTemplatesUnsupported: the spec has templates and the embedder takes none.
 var ErrTemplatesUnsupported = errors.New("this model's text encoder does not take custom templates")
 
+// ExemplarEmbedder is implemented by embedders that can also embed exemplars
+// (the model has an image encoder): each box of a decoded image, in its
+// pixels, becomes a unit embedding (exemplar.Encoder.Embed).
+type ExemplarEmbedder interface {
+	EmbedExemplars(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error)
+}
+
+// ErrExemplarsUnsupported: exemplars were given and the model has no image encoder.
+var ErrExemplarsUnsupported = errors.New("this model has no image encoder, so it takes no exemplars: define categories by name")
+
 // BaseNames returns the set Build marks classes base by: the model's base
 // category names, compared case-insensitively.
 func BaseNames(names []string) map[string]bool {
@@ -39,12 +50,14 @@ func BaseNames(names []string) map[string]bool {
 // detector's classes. base names the model's base categories (BaseNames). The
 // spec should be canonical (Normalize); its digest becomes the vocabulary's.
 //
-// A category with exemplars gets one more class under its label, whose
-// embedding is the unit mean of its exemplars' embeddings and which is never
+// Exemplars (docs/exemplars.md): a label defined by exemplars alone is one
+// class whose embedding is the unit mean of its exemplars' embeddings, never
 // base (the detector was trained on names, not on image embeddings, so the
-// ensemble leans on the image head for it); a label with exemplars alone has
-// only that class (docs/exemplars.md). When emb reports its dimension (Dim),
-// exemplar embeddings of another length are refused.
+// ensemble leans on the image head for it); a named category with exemplars
+// keeps one class for its name, whose embedding becomes the unit mean of the
+// name's text embedding and the exemplars' mean (its synonyms stay text).
+// When emb reports its dimension (Dim), exemplar embeddings of another length
+// are refused.
 func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (*detector.Vocabulary, error) {
 	var classes []detector.Class
 	add := func(label, text string, negative bool) {
@@ -76,6 +89,7 @@ func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (
 	for _, c := range classes {
 		texts = append(texts, c.Text)
 	}
+	blend := map[int][]float32{} // name class → its exemplars' mean
 	for _, e := range spec.Exemplars {
 		if d, ok := emb.(interface{ Dim() int }); ok && len(e.Embeddings) > 0 && len(e.Embeddings[0]) != d.Dim() {
 			return nil, invalid(ErrInvalidExemplars, "exemplar embeddings have %d values, this model's %d", len(e.Embeddings[0]), d.Dim())
@@ -83,6 +97,14 @@ func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (
 		m := MeanEmbedding(e.Embeddings)
 		if m == nil {
 			return nil, invalid(ErrInvalidExemplars, "a category's exemplar embeddings cancel out")
+		}
+		if named[e.Label] {
+			for i, c := range classes {
+				if c.Label == e.Label && c.Text == e.Label {
+					blend[i] = m
+				}
+			}
+			continue
 		}
 		classes = append(classes, detector.Class{Label: e.Label, Embedding: m, Threshold: spec.Thresholds[e.Label]})
 	}
@@ -109,6 +131,11 @@ func Build(ctx context.Context, emb Embedder, base map[string]bool, spec Spec) (
 		}
 		for i := range texts {
 			classes[i].Embedding = embs[i]
+			if m, ok := blend[i]; ok {
+				if classes[i].Embedding = MeanEmbedding([][]float32{embs[i], m}); classes[i].Embedding == nil {
+					return nil, invalid(ErrInvalidExemplars, "a category's exemplars cancel its name out")
+				}
+			}
 		}
 	}
 	return &detector.Vocabulary{Classes: classes, Digest: spec.Digest()}, nil
@@ -132,6 +159,22 @@ func NewBuilder(emb Embedder, baseCategories []string, cacheSize int) *Builder {
 // Forget drops the built vocabulary of a digest (a stored vocabulary's ETag)
 // from memory, as when another replica replaced or deleted it.
 func (b *Builder) Forget(digest string) { b.cache.Remove(digest) }
+
+// TakesExemplars reports whether the Builder's embedder embeds exemplars.
+func (b *Builder) TakesExemplars() bool {
+	_, ok := b.emb.(ExemplarEmbedder)
+	return ok
+}
+
+// EmbedExemplars embeds the boxes of img with the Builder's embedder, or
+// answers ErrExemplarsUnsupported when it embeds no exemplars.
+func (b *Builder) EmbedExemplars(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
+	e, ok := b.emb.(ExemplarEmbedder)
+	if !ok {
+		return nil, ErrExemplarsUnsupported
+	}
+	return e.EmbedExemplars(ctx, img, boxes)
+}
 
 // Build is Build with the Builder's embedder and base names, cached by digest.
 func (b *Builder) Build(ctx context.Context, spec Spec) (*detector.Vocabulary, error) {

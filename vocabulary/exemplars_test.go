@@ -128,14 +128,17 @@ func TestBuildExemplarClasses(t *testing.T) {
 	r := float32(1 / math.Sqrt2)
 	mean := vec(32)
 	mean[5], mean[6] = r, r
-	unitA := vec(32)
-	unitA[5] = 1
 	want := []detector.Class{
 		{Label: "mug", Text: "mug"}, {Label: "kettle", Text: "kettle", Base: true},
 		{Label: "dango", Text: "skewer", Base: true, Threshold: 0.2}, // a name under a base label
 		{Label: "bowl", Text: "bowl", Negative: true},
-		{Label: "kettle", Embedding: unitA},               // the exemplar class: never base
-		{Label: "dango", Embedding: mean, Threshold: 0.2}, // the unit mean of its exemplars
+		{Label: "dango", Embedding: mean, Threshold: 0.2}, // the unit mean of its exemplars; never base
+	}
+	// kettle's name class blends its text embedding (one-hot at 6, its length) with its exemplar (at 5)
+	blended := vec(32)
+	blended[5], blended[6] = r, r
+	if !reflect.DeepEqual(v.Classes[1].Embedding, blended) {
+		t.Errorf("kettle (name + exemplar) embedding %v", v.Classes[1].Embedding)
 	}
 	for i := range 4 {
 		if len(v.Classes[i].Embedding) != 32 {

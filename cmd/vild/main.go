@@ -3,6 +3,7 @@
 //	vild serve   [--addr HOST:PORT] [--model DIR] [--metrics-addr HOST:PORT] [--ort-lib PATH] …
 //	vild detect  IMAGE|DIR... --categories "a,b,c" [--out annotated.png | results.json | results.jsonl]
 //	vild eval    --annotations COCO.json --images DIR | --results results.json
+//	vild exemplars-eval --annotations COCO.json --images DIR --pool-annotations COCO.json --pool-images DIR
 //	vild keys    create --name NAME --scopes detect[,vocabularies:write][,admin] | list | revoke NAME
 //	vild version
 //
@@ -43,11 +44,13 @@ type command func(ctx context.Context, args []string, stdout io.Writer) error
 
 // commands lists the subcommands. `eval` lives in eval.go.
 var commands = map[string]command{
-	"serve":   runServe,
-	"detect":  runDetect,
-	"eval":    runEval,
-	"version": runVersion,
-	"keys":    runKeys,
+	"serve":  runServe,
+	"detect": runDetect,
+	"eval":   runEval,
+	// exemplar categories against names (docs/exemplars.md)
+	"exemplars-eval": runExemplarsEval,
+	"version":        runVersion,
+	"keys":           runKeys,
 }
 
 func usage() string {

@@ -12,6 +12,7 @@ import (
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/exemplar"
 	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/models"
@@ -24,8 +25,12 @@ import (
 // model is a loaded model: what the HTTP layer and `vild detect` need.
 type model struct {
 	Detector detector.Detector
+	// Embedder embeds names, and exemplars too (vocabulary.ExemplarEmbedder)
+	// when the bundle has an image encoder.
 	Embedder vocabulary.Embedder
-	Info     api.Model
+	// Exemplars is the bundle's image encoder; nil when it has none.
+	Exemplars *exemplar.Encoder
+	Info      api.Model
 	// NameError is the embedder's sentinel for names it cannot encode.
 	NameError error
 	// Warmup runs one inference end to end.
@@ -80,6 +85,17 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		rt.Close()
 		return nil, err
 	}
+	var enc *exemplar.Encoder
+	var embedder vocabulary.Embedder = bank
+	if b.Manifest.ImageEncoder != nil {
+		if enc, err = exemplar.Open(b, rt); err != nil {
+			bank.Close()
+			p.Close()
+			rt.Close()
+			return nil, err
+		}
+		embedder = exemplarBank{Bank: bank, enc: enc}
+	}
 	info := modelInfo(b, p.DefaultOptions())
 	warm := func(ctx context.Context) error {
 		if err := p.Warmup(ctx); err != nil {
@@ -107,9 +123,27 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		return nil
 	}
 	return &model{
-		Detector: p, Embedder: bank, Info: info, NameError: textbank.ErrName, Warmup: warm,
-		Close: func() error { return errors.Join(bank.Close(), p.Close(), rt.Close()) },
+		Detector: p, Embedder: embedder, Exemplars: enc, Info: info, NameError: textbank.ErrName, Warmup: warm,
+		Close: func() error {
+			var encErr error
+			if enc != nil {
+				encErr = enc.Close()
+			}
+			return errors.Join(bank.Close(), encErr, p.Close(), rt.Close())
+		},
 	}, nil
+}
+
+// exemplarBank is the text bank with the bundle's image encoder: it embeds
+// names (and their templates) and exemplars (vocabulary.ExemplarEmbedder).
+type exemplarBank struct {
+	*textbank.Bank
+	enc *exemplar.Encoder
+}
+
+// EmbedExemplars embeds each box of img with the image encoder.
+func (b exemplarBank) EmbedExemplars(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
+	return b.enc.Embed(ctx, img, boxes)
 }
 
 // modelInfo describes bundle b for GET /v1/models and the vocabulary
@@ -123,6 +157,7 @@ func modelInfo(b *bundle.Bundle, defaults detector.Options) api.Model {
 		Name:         m.Name,
 		Digest:       b.Digest,
 		EmbeddingDim: m.Embedding.Dim,
+		Exemplars:    m.ImageEncoder != nil,
 		Templates:    m.Text.Templates,
 		Defaults:     defaults,
 	}
