@@ -108,3 +108,19 @@ def test_committed_bundle_has_the_image_encoder():
     enc = man["image_encoder"]
     assert enc["miniclip_digest"] == man["training"]["miniclip_digest"]
     assert "image_encoder.onnx" in man["sha256"] and "golden/exemplar/embeddings.npy" in man["sha256"]
+
+
+def test_compare_to_float_measures_the_rounding(tmp_path):
+    """--compare: the int8 tower embeds ground-truth boxes almost as the float one does."""
+    from vildtrain.models.miniclip import save_miniclip
+    ckpt = str(tmp_path / "clip.pt")
+    save_miniclip(tiny_clip(), ckpt)
+    os.makedirs(tmp_path / "images")
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 128, "height": 96}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 30]},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 20, 50, 60]}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    n, mean, low = ie.compare_to_float(str(tmp_path), miniclip=ckpt)
+    assert n == 2 and 0.99 < low <= mean <= 1.0 + 1e-6

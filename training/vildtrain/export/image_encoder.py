@@ -198,13 +198,51 @@ def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None) -> di
     return man
 
 
+def compare_to_float(coco_dir: str, scenes: int = 40, miniclip: str | None = None) -> tuple[int, float, float]:
+    """How far int8 rounding moves the teacher: cosine between the float mini-CLIP's
+    crop embeddings (``losses.crop_embeddings``) and the int8 tower's, over the
+    ground-truth boxes of the first ``scenes`` images of a COCO set. Returns
+    (boxes, mean cosine, smallest cosine)."""
+    from vildtrain.models.losses import crop_embeddings
+    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD, load_miniclip
+    clip = load_miniclip(miniclip)
+    graph = encoder_graph(clip)
+    with open(os.path.join(coco_dir, "annotations.json"), encoding="utf-8") as f:
+        coco = json.load(f)
+    boxes_of: dict[int, list] = {}
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        boxes_of.setdefault(a["image_id"], []).append((x, y, x + w, y + h))
+    cos = []
+    for im in coco["images"][:scenes]:
+        boxes = boxes_of.get(im["id"])
+        if not boxes:
+            continue
+        img = Image.open(os.path.join(coco_dir, "images", im["file_name"])).convert("RGB")
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        want = crop_embeddings(clip, x[None], [torch.tensor(boxes)])
+        with torch.no_grad():
+            got = graph(normalise(exemplar_crops(x, boxes, clip.image_size), IMAGE_MEAN, IMAGE_STD))
+        got = F.normalize(got.view(len(boxes), len(CROP_SCALES), -1).sum(dim=1), dim=-1)
+        cos += (want * got).sum(dim=1).tolist()
+    return len(cos), float(np.mean(cos)), float(np.min(cos))
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain image_encoder", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", required=True, help="bundle directory (e.g. ../models/default)")
     ap.add_argument("--miniclip", default=None,
                     help="mini-CLIP checkpoint (default: training/checkpoints/miniclip.pt; it must be the bundle's)")
+    ap.add_argument("--compare", default=None, metavar="COCO_DIR",
+                    help="instead of exporting: the cosine between the float and the int8 tower's embeddings of the "
+                         "ground-truth boxes of the first 40 scenes of a COCO set (e.g. runs/heldout/seen)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
+    if args.compare:
+        n, mean, low = compare_to_float(args.compare, miniclip=args.miniclip)
+        print(f"image_encoder: int8 against float32 weights over {n} boxes of {args.compare}: "
+              f"cosine mean {mean:.5f}, min {low:.5f}")
+        return 0
     try:
         man = add_image_encoder(args.bundle, args.miniclip)
     except (OSError, ValueError) as e:
