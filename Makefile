@@ -70,7 +70,7 @@ test-web:
 # ---- training the embedded default model (see training/README.md) ----
 TRAIN := cd training && PYTHONPATH=. nice -n 5 $(PY) -m vildtrain
 
-.PHONY: miniclip detector bundle image-encoder eval-python
+.PHONY: miniclip detector bundle image-encoder eval-python eval-exemplars
 # Mini-CLIP from scratch: writes training/checkpoints/miniclip.pt (committed).
 miniclip: setup
 	$(TRAIN) train_clip --out runs/miniclip
@@ -92,3 +92,13 @@ image-encoder:
 # The paper-style table on the held-out sets (training/README.md).
 eval-python:
 	$(TRAIN) evaluate --checkpoint runs/detector/detector.pt --data runs/heldout --out runs/eval
+
+# Exemplar categories against names on the held-out set (docs/exemplars.md):
+# exemplars are cut from 1,500 other scenes (seed 7), never from the evaluated ones.
+HELDOUT := training/runs/heldout/seen
+POOL    := training/runs/exemplar-pool
+eval-exemplars:
+	test -f $(HELDOUT)/annotations.json || $(TRAIN) scenes --set seen --count 500 --out runs/heldout/seen
+	test -f $(POOL)/annotations.json || $(TRAIN) scenes --set seen --seed 7 --count 1500 --out runs/exemplar-pool
+	go run ./cmd/vild exemplars-eval --annotations $(HELDOUT)/annotations.json --images $(HELDOUT)/images \
+	  --pool-annotations $(POOL)/annotations.json --pool-images $(POOL)/images $(ARGS)
