@@ -13,9 +13,9 @@ import (
 type Config struct {
 	// MaxBodyBytes caps raw and multipart bodies of POST /v1/detect and POST /v1/images.
 	MaxBodyBytes int64
-	// MaxJSONImageBytes caps JSON bodies that carry base64 images (4/3 of MaxBodyBytes plus room).
+	// MaxJSONImageBytes caps JSON bodies that carry base64 images: detection, and vocabularies with exemplars (4/3 of MaxBodyBytes plus room).
 	MaxJSONImageBytes int64
-	// MaxJSONBytes caps JSON bodies without images (vocabularies, embeddings, re-scoring).
+	// MaxJSONBytes caps JSON bodies without images (embeddings, re-scoring).
 	MaxJSONBytes int64
 	// MaxParts caps the parts of a multipart body.
 	MaxParts int

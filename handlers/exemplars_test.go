@@ -149,3 +149,19 @@ func TestStoredVocabularyKeepsExemplarEmbeddings(t *testing.T) {
 		t.Fatalf("PUT of other exemplars: %d, ETag %s", rec.Code, rec.Header().Get("ETag"))
 	}
 }
+
+// PUT /v1/vocabularies may carry exemplar images: its body is capped at
+// MaxJSONImageBytes, not MaxJSONBytes.
+func TestVocabularyBodyCap(t *testing.T) {
+	const small, limit = 256, 4096
+	e := newEnv(t, func(d *Deps) { d.Config.MaxJSONBytes = small; d.Config.MaxJSONImageBytes = limit })
+	spec := `{"categories":["red","blue"]}`
+	padded := func(n int) []byte { return append([]byte(spec), bytes.Repeat([]byte(" "), n-len(spec))...) }
+	put := func(n int) *httptest.ResponseRecorder {
+		return e.do(t, http.MethodPut, "/v1/vocabularies/colours", "application/json", bytes.NewReader(padded(n)))
+	}
+	if rec := put(limit); rec.Code != http.StatusCreated {
+		t.Fatalf("a %d-byte vocabulary under a %d-byte image cap: %d %s", limit, limit, rec.Code, rec.Body)
+	}
+	wantProblem(t, put(limit+1), http.StatusRequestEntityTooLarge, "body-too-large")
+}
