@@ -2,12 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/models"
+	"github.com/vild/vild/ort"
+	"github.com/vild/vild/vocabulary"
 )
 
 func TestParseExemplarsEvalConfig(t *testing.T) {
@@ -98,4 +105,84 @@ func TestExemplarVariants(t *testing.T) {
 	if got := classes(rows[6].vocab); !reflect.DeepEqual(got, []string{"cat:name,base", "yak:name", "dango:exemplars,base"}) {
 		t.Errorf("weighted-as-base classes %v", got)
 	}
+}
+
+// The embedded default bundle embeds exemplars end to end: a box of a golden
+// scene, given as the only exemplar of a label, is found again in that scene
+// under that label, among named distractors. The fixture bundle has no image
+// encoder and says so.
+func TestDefaultModelFindsItsExemplar(t *testing.T) {
+	lib := ort.DefaultLibraryPath()
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("ONNX Runtime library not at %s", lib)
+	}
+	ctx := context.Background()
+	tiny, err := loadModel(ctx, modelConfig{ModelDir: filepath.Join("..", "..", "testdata", "tinybundle"), ORTLib: lib, DataDir: t.TempDir()})
+	if errors.Is(err, ort.ErrDisabled) {
+		t.Skip("built without cgo")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tiny.Exemplars != nil || tiny.Info.Exemplars {
+		t.Error("the fixture bundle has no image encoder, but the model says it takes exemplars")
+	}
+	if _, ok := tiny.Embedder.(vocabulary.ExemplarEmbedder); ok {
+		t.Error("the fixture's embedder embeds exemplars")
+	}
+	tiny.Close()
+	if !models.Present() {
+		t.Skip("no default bundle")
+	}
+	m, err := loadModel(ctx, modelConfig{ORTLib: lib, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.Exemplars == nil || !m.Info.Exemplars {
+		t.Fatal("the default bundle's image encoder was not loaded")
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "models", "default", "golden", "exact", "input.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imageio.Decode(raw, imageio.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Detector.Regions(ctx, img.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box := r.Boxes[0] // the proposal the RPN ranks first
+	emb, err := m.Embedder.(vocabulary.ExemplarEmbedder).EmbedExemplars(ctx, img.Image, [][4]float32{box})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := vocabulary.Spec{Categories: []string{"dog", "violin", "bacon", "scarf", "rocket", "umbrella"},
+		Exemplars: []vocabulary.ExemplarCategory{{Label: "thing", Embeddings: emb}}}
+	vocab, err := vocabulary.Build(ctx, m.Embedder, vocabulary.BaseNames(m.Info.BaseCategories), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := m.Info.Defaults
+	opts.ScoreThreshold = 0.05
+	res, err := m.Detector.Score(ctx, r, vocab, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range res.Detections {
+		if d.Label == "thing" && exemplarIoU(d.Box, box) >= 0.5 {
+			t.Logf("found the exemplar's box again: score %.3f, IoU %.2f (%d detections)", d.Score, exemplarIoU(d.Box, box), len(res.Detections))
+			return
+		}
+	}
+	t.Fatalf("no detection labelled thing on the exemplar's box %v: %+v", box, res.Detections)
+}
+
+func exemplarIoU(a, b [4]float32) float32 {
+	ix := max(0, min(a[2], b[2])-max(a[0], b[0]))
+	iy := max(0, min(a[3], b[3])-max(a[1], b[1]))
+	inter := ix * iy
+	return inter / ((a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - inter)
 }
