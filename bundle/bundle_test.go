@@ -217,6 +217,7 @@ func TestValidate(t *testing.T) {
 		{"image encoder std", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.Std[1] = 0 }, "image_encoder.std[1]"},
 		{"image encoder scales", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.CropScales = nil }, "crop_scales"},
 		{"image encoder crop", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.Crop = "box" }, "image_encoder.crop"},
+		{"image encoder shift", func(m *Manifest) { m.ImageEncoder = validImageEncoder(); m.ImageEncoder.Shift = "shift.npy" }, "image_encoder.shift"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -114,15 +114,20 @@ type Text struct {
 // in the embedding space: crop the box square at each of CropScales about its
 // centre (RoIAlign, aligned, adaptive sampling, zeros outside the image) at
 // InputSize × InputSize, normalise with Mean and Std, run File, sum the unit
-// embeddings over the scales and L2-normalise (docs/bundle.md).
+// embeddings over the scales and L2-normalise; then, when Shift names a file,
+// add that [D] vector (the modality gap) and L2-normalise again
+// (docs/bundle.md).
 type ImageEncoder struct {
-	File           string     `json:"file"`
-	InputSize      int        `json:"input_size"`
-	Mean           [3]float32 `json:"mean"`
-	Std            [3]float32 `json:"std"`
-	CropScales     []float32  `json:"crop_scales"`
-	Crop           string     `json:"crop"`
-	MiniCLIPDigest string     `json:"miniclip_digest,omitempty"`
+	File       string     `json:"file"`
+	InputSize  int        `json:"input_size"`
+	Mean       [3]float32 `json:"mean"`
+	Std        [3]float32 `json:"std"`
+	CropScales []float32  `json:"crop_scales"`
+	Crop       string     `json:"crop"`
+	Shift      string     `json:"shift,omitempty"`
+	// Gap records how the exporter measured the shift (provenance only).
+	Gap            json.RawMessage `json:"gap,omitempty"`
+	MiniCLIPDigest string          `json:"miniclip_digest,omitempty"`
 }
 
 // Category is one of the categories the model was trained or evaluated on.
@@ -328,6 +333,11 @@ func (m *Manifest) Validate() error {
 		for _, s := range e.CropScales {
 			if !finite(s) || s < 0.5 || s > 4 {
 				bad("image_encoder.crop_scales: %v not in [0.5, 4]", s)
+			}
+		}
+		if e.Shift != "" {
+			if _, ok := m.SHA256[e.Shift]; !ok || !validPath(e.Shift) {
+				bad("image_encoder.shift %q: not a checksummed file of the bundle", e.Shift)
 			}
 		}
 		if e.Crop != "square" {

@@ -5,7 +5,8 @@
 // manifest's crop scales about its centre (RoIAlign with aligned sampling and
 // an adaptive grid, zeros outside the image), resized to the encoder's input
 // size, normalised, run through the graph, and the unit embeddings summed over
-// the scales and L2-normalised. Several exemplars of a category are averaged
+// the scales and L2-normalised, then moved across the modality gap by the
+// bundle's shift vector (when it has one) and L2-normalised again. Several exemplars of a category are averaged
 // into the category's embedding by vocabulary.Build.
 package exemplar
 
@@ -46,6 +47,7 @@ type Encoder struct {
 	dim     int
 	sess    ort.Session
 	ownSess bool
+	shift   []float32 // nil: none
 }
 
 // Open loads bundle b's image encoder into rt and checks its signature. A
@@ -68,6 +70,17 @@ func Open(b *bundle.Bundle, rt ort.Runtime) (*Encoder, error) {
 		return nil, fmt.Errorf("exemplar: %s: %w", b.Source, err)
 	}
 	e.ownSess = true
+	if name := b.Manifest.ImageEncoder.Shift; name != "" {
+		a, err := b.ReadArray(name)
+		if err == nil && (a.F32 == nil || len(a.F32) != e.dim) {
+			err = fmt.Errorf("%s holds %d float32 values, want %d", name, len(a.F32), e.dim)
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("exemplar: %s: %w", b.Source, err)
+		}
+		e.shift = a.F32
+	}
 	return e, nil
 }
 
@@ -181,9 +194,34 @@ func (e *Encoder) Run(ctx context.Context, crops []float32) ([][]float32, error)
 	return bundle.Rows(emb.F32, e.dim), nil
 }
 
-// Embed returns the embedding of each box of img: the normalised sum of its
-// crops' embeddings over the crop scales.
+// Embed returns the embedding of each box of img: EmbedUnshifted, then Shift.
 func (e *Encoder) Embed(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
+	out, err := e.EmbedUnshifted(ctx, img, boxes)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range out {
+		out[i] = e.Shift(v)
+	}
+	return out, nil
+}
+
+// Shift moves a unit embedding across the modality gap: plus the bundle's
+// shift vector, L2-normalised. Without a shift it returns v.
+func (e *Encoder) Shift(v []float32) []float32 {
+	if e.shift == nil {
+		return v
+	}
+	moved := make([]float32, len(v))
+	for j := range v {
+		moved[j] = v[j] + e.shift[j]
+	}
+	return vocabulary.MeanEmbedding([][]float32{moved})
+}
+
+// EmbedUnshifted returns the embedding of each box of img before the shift:
+// the normalised sum of its crops' embeddings over the crop scales.
+func (e *Encoder) EmbedUnshifted(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
 	if len(boxes) == 0 {
 		return nil, nil
 	}

@@ -170,11 +170,17 @@ func evaluateExemplars(ctx context.Context, cfg exemplarsEvalConfig, gt, pool *e
 		return nil, errors.New("exemplars-eval: the annotations mark no category novel")
 	}
 	most := cfg.Shots[len(cfg.Shots)-1]
-	embs, short, err := poolExemplars(ctx, cfg, pool, novel, most, m.Exemplars, stderr)
+	raw, short, err := poolExemplars(ctx, cfg, pool, novel, most, m.Exemplars, stderr)
 	if err != nil {
 		return nil, err
 	}
-	variants, err := exemplarVariants(ctx, cfg.Shots, names, base, novel, embs, m.Embedder)
+	embs := map[string][][]float32{} // as the server embeds them: shifted across the modality gap
+	for name, vs := range raw {
+		for _, v := range vs {
+			embs[name] = append(embs[name], m.Exemplars.Shift(v))
+		}
+	}
+	variants, err := exemplarVariants(ctx, cfg.Shots, names, base, novel, embs, raw, m.Embedder)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +240,8 @@ type poolObject struct {
 // poolExemplars chooses up to n objects of each novel category from the pool
 // (both sides at least cfg.MinSide; a seeded shuffle of the pool's objects in
 // file order, so the choice is reproducible and the first k of a category's n
-// are its k-shot exemplars) and embeds them, one decode per pool image.
+// are its k-shot exemplars) and embeds them before the modality-gap shift,
+// one decode per pool image.
 // It returns each category's embeddings and the categories with fewer than n.
 func poolExemplars(ctx context.Context, cfg exemplarsEvalConfig, pool *eval.COCO, novel []string, n int,
 	enc *exemplar.Encoder, stderr io.Writer) (map[string][][]float32, []string, error) {
@@ -299,7 +306,7 @@ func poolExemplars(ctx context.Context, cfg exemplarsEvalConfig, pool *eval.COCO
 		for k, o := range slots {
 			boxes[k] = o.box
 		}
-		embs, err := enc.Embed(ctx, img.Image, boxes)
+		embs, err := enc.EmbedUnshifted(ctx, img.Image, boxes)
 		if err != nil {
 			return nil, nil, fmt.Errorf("exemplars-eval: %s: %w", path, err)
 		}
@@ -319,7 +326,9 @@ func poolExemplars(ctx context.Context, cfg exemplarsEvalConfig, pool *eval.COCO
 // the exemplar rows, the novel ones, which are defined by their first k
 // exemplars alone or, in the "name + exemplars" rows, by both. The rows after
 // the first k-shot ones measure the alternatives docs/exemplars.md weighs.
-func exemplarVariants(ctx context.Context, shots []int, names, base, novel []string, embs map[string][][]float32,
+// embs are the exemplars' embeddings as the server makes them, raw the same
+// before the modality-gap shift.
+func exemplarVariants(ctx context.Context, shots []int, names, base, novel []string, embs, raw map[string][][]float32,
 	emb vocabulary.Embedder) ([]exemplarVariant, error) {
 	baseNames := vocabulary.BaseNames(base)
 	isNovel := vocabulary.BaseNames(novel)
@@ -330,7 +339,7 @@ func exemplarVariants(ctx context.Context, shots []int, names, base, novel []str
 		}
 		return v, nil
 	}
-	exemplars := func(k int) []vocabulary.ExemplarCategory {
+	exemplarsOf := func(embs map[string][][]float32, k int) []vocabulary.ExemplarCategory {
 		var out []vocabulary.ExemplarCategory
 		for _, n := range novel {
 			if e := embs[n]; len(e) > 0 {
@@ -352,7 +361,7 @@ func exemplarVariants(ctx context.Context, shots []int, names, base, novel []str
 	rows := []exemplarVariant{{"names only", detector.HeadEnsemble, names0}}
 	var last *detector.Vocabulary
 	for _, k := range shots {
-		v, err := build(vocabulary.Spec{Categories: named, Exemplars: exemplars(k)})
+		v, err := build(vocabulary.Spec{Categories: named, Exemplars: exemplarsOf(embs, k)})
 		if err != nil {
 			return nil, err
 		}
@@ -360,14 +369,14 @@ func exemplarVariants(ctx context.Context, shots []int, names, base, novel []str
 		last = v
 	}
 	k := shots[len(shots)-1]
-	both, err := build(vocabulary.Spec{Categories: names, Exemplars: exemplars(k)})
+	both, err := build(vocabulary.Spec{Categories: names, Exemplars: exemplarsOf(embs, k)})
 	if err != nil {
 		return nil, err
 	}
 	rows = append(rows, exemplarVariant{fmt.Sprintf("name + %d exemplar(s)", k), detector.HeadEnsemble, both})
 	// Alternatives: name and exemplars as two classes under one label; the
-	// exemplar class shifted by the modality gap, or weighted as a base class
-	// (text head λ); one head alone.
+	// exemplars without the modality-gap shift; the exemplar class weighted as
+	// a base class (text head λ); one head alone.
 	two := &detector.Vocabulary{Digest: "two-classes", Classes: append([]detector.Class(nil), names0.Classes...)}
 	for _, c := range last.Classes {
 		if c.Text == "" {
@@ -380,44 +389,12 @@ func exemplarVariants(ctx context.Context, shots []int, names, base, novel []str
 		c.Base = c.Base || c.Text == ""
 		asBase.Classes = append(asBase.Classes, c)
 	}
-	// Modality gap: move exemplar embeddings from the image encoder's mean to
-	// the text encoder's (means over the chosen exemplars and the names).
-	gap := make([]float32, len(names0.Classes[0].Embedding))
-	var nImg, nText float32
-	for _, e := range embs {
-		for _, x := range e {
-			nImg++
-			for j := range gap {
-				gap[j] -= x[j]
-			}
-		}
-	}
-	for j := range gap {
-		gap[j] /= max(nImg, 1)
-	}
-	textMean := make([]float32, len(gap))
-	for _, c := range names0.Classes {
-		nText++
-		for j := range textMean {
-			textMean[j] += c.Embedding[j]
-		}
-	}
-	for j := range gap {
-		gap[j] += textMean[j] / nText
-	}
-	shifted := &detector.Vocabulary{Digest: "gap"}
-	for _, c := range last.Classes {
-		if c.Text == "" {
-			e := make([]float32, len(gap))
-			for j := range e {
-				e[j] = c.Embedding[j] + gap[j]
-			}
-			c.Embedding = vocabulary.MeanEmbedding([][]float32{e})
-		}
-		shifted.Classes = append(shifted.Classes, c)
+	unshifted, err := build(vocabulary.Spec{Categories: named, Exemplars: exemplarsOf(raw, k)})
+	if err != nil {
+		return nil, err
 	}
 	rows = append(rows,
-		exemplarVariant{fmt.Sprintf("%d exemplar(s), shifted by the image-to-text mean gap", k), detector.HeadEnsemble, shifted},
+		exemplarVariant{fmt.Sprintf("%d exemplar(s), without the modality-gap shift", k), detector.HeadEnsemble, unshifted},
 		exemplarVariant{fmt.Sprintf("%d exemplar(s), weighted as base (text head λ)", k), detector.HeadEnsemble, asBase},
 		exemplarVariant{fmt.Sprintf("%d exemplar(s), ViLD-image head alone", k), detector.HeadImage, last},
 		exemplarVariant{fmt.Sprintf("%d exemplar(s), ViLD-text head alone", k), detector.HeadText, last},

@@ -55,8 +55,9 @@ func (lengthEmbedder) Embed(_ context.Context, names []string) ([][]float32, err
 func TestExemplarVariants(t *testing.T) {
 	hot := func(i int) []float32 { v := make([]float32, 8); v[i] = 1; return v }
 	embs := map[string][][]float32{"dango": {hot(1), hot(2)}, "yak": {}}
+	raw := map[string][][]float32{"dango": {hot(3), hot(4)}, "yak": {}}
 	rows, err := exemplarVariants(context.Background(), []int{1, 2}, []string{"cat", "dango", "yak"}, []string{"cat"},
-		[]string{"dango", "yak"}, embs, lengthEmbedder{})
+		[]string{"dango", "yak"}, embs, raw, lengthEmbedder{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestExemplarVariants(t *testing.T) {
 	}
 	want := []string{"names only/ensemble", "1 exemplar(s), no name/ensemble", "2 exemplar(s), no name/ensemble",
 		"name + 2 exemplar(s)/ensemble", "name + 2 exemplar(s) as two classes of one label/ensemble",
-		"2 exemplar(s), shifted by the image-to-text mean gap/ensemble", "2 exemplar(s), weighted as base (text head λ)/ensemble", "2 exemplar(s), ViLD-image head alone/image",
+		"2 exemplar(s), without the modality-gap shift/ensemble", "2 exemplar(s), weighted as base (text head λ)/ensemble", "2 exemplar(s), ViLD-image head alone/image",
 		"2 exemplar(s), ViLD-text head alone/text", "names only, ViLD-image head alone/image"}
 	if !reflect.DeepEqual(methods, want) {
 		t.Fatalf("rows %q", methods)
@@ -104,6 +105,9 @@ func TestExemplarVariants(t *testing.T) {
 	}
 	if got := classes(rows[6].vocab); !reflect.DeepEqual(got, []string{"cat:name,base", "yak:name", "dango:exemplars,base"}) {
 		t.Errorf("weighted-as-base classes %v", got)
+	}
+	if e := rows[5].vocab.Classes[2].Embedding; e[3] < 0.7 || e[4] < 0.7 {
+		t.Errorf("unshifted dango embedding %v, want the raw exemplars' mean", e)
 	}
 }
 

@@ -23,11 +23,14 @@ from vildtrain.paths import REPO_DIR
 
 
 def _bundle(tmp_path, clip, digest=None):
-    """A bundle as far as image_encoder reads one: a manifest and golden/exact/input.png."""
+    """A bundle as far as image_encoder reads one: a manifest, category embeddings
+    and golden/exact/input.png."""
     man = {"format": "vild-bundle/1", "name": "t", "embedding": {"dim": clip.embed_dim},
            "training": {"miniclip_digest": digest or miniclip_digest(clip)}, "sha256": {"a.npy": "00"}}
     (tmp_path / "manifest.json").write_text(manifest_text(man), encoding="utf-8")
     os.makedirs(tmp_path / "golden" / "exact")
+    text = np.random.default_rng(2).normal(size=(5, clip.embed_dim)).astype(np.float32)
+    np.save(tmp_path / "category_embeddings.npy", text / np.linalg.norm(text, axis=1, keepdims=True))
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (192, 384, 3), dtype=np.uint8)).save(tmp_path / ie.GOLDEN_IMAGE)
     return man
@@ -38,7 +41,7 @@ def exported(tmp_path_factory):
     clip = tiny_clip()
     out = tmp_path_factory.mktemp("bundle")
     old = _bundle(out, clip)
-    man = ie.add_image_encoder(str(out), clip=clip)
+    man = ie.add_image_encoder(str(out), clip=clip, gap_scenes=3)
     return clip, out, old, man
 
 
@@ -46,12 +49,14 @@ def test_manifest_gains_the_section_and_keeps_the_rest(exported):
     clip, out, old, man = exported
     assert man["image_encoder"] == {"file": "image_encoder.onnx", "input_size": 32, "mean": [0.485, 0.456, 0.406],
                                     "std": [0.229, 0.224, 0.225], "crop_scales": [1.0, 1.5], "crop": "square",
+                                    "shift": "image_encoder_shift.npy",
+                                    "gap": {"scenes": 3, "seed": ie.GAP_SEED, "min_side": ie.GAP_MIN_SIDE},
                                     "miniclip_digest": miniclip_digest(clip)}
     assert json.loads((out / "manifest.json").read_text()) == man
     assert {k: v for k, v in man.items() if k not in ("image_encoder", "sha256")} == \
         {k: v for k, v in old.items() if k != "sha256"}
     assert man["sha256"]["a.npy"] == "00"
-    for rel in ("image_encoder.onnx", "golden/exemplar/crops.npy", "golden/exemplar/embeddings.npy"):
+    for rel in ("image_encoder.onnx", "image_encoder_shift.npy", "golden/exemplar/crops.npy", "golden/exemplar/embeddings.npy"):
         assert man["sha256"][rel] == hashlib.sha256((out / rel).read_bytes()).hexdigest()
 
 
@@ -71,16 +76,22 @@ def test_graph_stores_int8_weights_equal_to_the_models(exported):
     assert [i.name for i in m.graph.input] == ["image"] and [o.name for o in m.graph.output] == ["image_embeddings"]
 
 
-def test_golden_is_the_teachers_crop_embedding(exported):
+def test_golden_is_the_teachers_crop_embedding_shifted(exported):
     """The golden embeddings are the teacher crops' (losses.crop_embeddings) of the
-    int8-rounded tower: the normalised sum over the 1x and 1.5x crops."""
+    int8-rounded tower, the normalised sum over the 1x and 1.5x crops, moved by the
+    shift: the categories' mean text embedding minus the gap scenes' mean crop embedding."""
     clip, out, _, _ = exported
     meta = json.loads((out / "golden/exemplar/exemplars.json").read_text())
     crop_emb = torch.from_numpy(np.load(out / "golden/exemplar/crop_embeddings.npy"))
     emb = np.load(out / "golden/exemplar/embeddings.npy")
     assert emb.shape == (len(meta["boxes"]), clip.embed_dim) and crop_emb.shape[0] == 2 * len(meta["boxes"])
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
-    np.testing.assert_allclose(emb, F.normalize(crop_emb.view(len(meta["boxes"]), 2, -1).sum(1), dim=-1), atol=1e-6)
+    shift = torch.from_numpy(np.load(out / "image_encoder_shift.npy"))
+    text = torch.from_numpy(np.load(out / "category_embeddings.npy"))
+    raw = F.normalize(crop_emb.view(len(meta["boxes"]), 2, -1).sum(1), dim=-1)
+    np.testing.assert_allclose(emb, F.normalize(raw + shift, dim=-1), atol=1e-6)
+    gap_mean = ie.mean_crop_embedding(ie.encoder_graph(clip), 32, scenes=3)
+    np.testing.assert_allclose(shift, text.mean(0) - gap_mean, atol=1e-6)
     # the same tower as a MiniClip module: crop_embeddings gives the same vectors
     graph = ie.encoder_graph(clip)
     rounded = tiny_clip()
@@ -88,7 +99,7 @@ def test_golden_is_the_teachers_crop_embedding(exported):
     img = Image.open(out / meta["image"]).convert("RGB")
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
     teacher = crop_embeddings(rounded, x[None], [torch.tensor(meta["boxes"])])
-    np.testing.assert_allclose(emb, teacher.numpy(), atol=1e-5)
+    np.testing.assert_allclose(raw, teacher.numpy(), atol=1e-5)
     crops = np.load(out / "golden/exemplar/crops.npy")
     assert crops.shape == (2 * len(meta["boxes"]), 3, 32, 32)
     # the second box's 1.5x crop reaches past the corner: those pixels read as zeros (then normalised)

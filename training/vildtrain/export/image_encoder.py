@@ -4,10 +4,13 @@ An exemplar category is defined by example crops (an image and a box) instead of
 or along with, a name. Its embedding is what the detector's image head was
 distilled towards: the mini-CLIP image embedding of the box's crops at 1x and
 1.5x (square, RoIAlign, averaged and renormalised, ``losses.crop_embeddings``).
+The embedding is then moved across the modality gap: plus the mean text
+embedding of the bundle's categories minus the mean crop embedding of the
+objects of generated training-style scenes (``image_encoder_shift.npy``).
 This command exports the mini-CLIP image tower as ``image_encoder.onnx``, writes
-a golden case (crops of ``golden/exact/input.png`` -> embeddings) and adds an
-``image_encoder`` section to the manifest, without retraining or re-exporting the
-detector:
+the shift, a golden case (crops of ``golden/exact/input.png`` -> embeddings) and
+an ``image_encoder`` section of the manifest, without retraining or re-exporting
+the detector:
 
     cd training && python3 -m vildtrain image_encoder --bundle ../models/default
 
@@ -49,6 +52,11 @@ GOLDEN_CASE = "exemplars.json"  # not meta.json, which marks an image case of th
 # one thin and off-square.
 GOLDEN_BOXES = [(150.0, 40.0, 230.0, 120.0), (2.5, 1.0, 60.0, 50.5), (300.0, 20.0, 330.0, 170.0)]
 INT8_MIN_ELEMENTS = 256  # smaller float initializers (biases) stay float32
+SHIFT = "image_encoder_shift.npy"
+# The modality gap: exemplar embeddings are moved by the mean text embedding of
+# the bundle's categories minus the mean crop embedding of the objects of
+# generated training-style scenes (this many, this seed, both box sides >= 16 px).
+GAP_SCENES, GAP_SEED, GAP_MIN_SIDE = 200, 4242, 16
 
 
 class ImageEncoderGraph(nn.Module):
@@ -142,7 +150,38 @@ def normalise(crops01: torch.Tensor, mean, std) -> torch.Tensor:
     return (crops01 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None) -> dict:
+def mean_crop_embedding(graph: ImageEncoderGraph, size: int, scenes: int = GAP_SCENES, seed: int = GAP_SEED) -> torch.Tensor:
+    """The mean exemplar embedding (before any shift) of the objects of ``scenes``
+    generated training-style scenes, novel categories included."""
+    from vildtrain.data.art import STYLES_TRAIN, ArtLibrary
+    from vildtrain.data.categories import load_categories
+    from vildtrain.data.scenes import generate_scene, scene_rng
+    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD
+    cats = load_categories()
+    art = ArtLibrary(styles=STYLES_TRAIN, categories=cats)
+    total, n = None, 0
+    for i in range(scenes):
+        img, objs = generate_scene(scene_rng(seed, i), art, cats, STYLES_TRAIN, size=384, label_novel=True)
+        boxes = [(x, y, x + w, y + h) for x, y, w, h in (o.bbox for o in objs) if w >= GAP_MIN_SIDE and h >= GAP_MIN_SIDE]
+        if not boxes:
+            continue
+        x01 = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        with torch.no_grad():
+            emb = graph(normalise(exemplar_crops(x01, boxes, size), IMAGE_MEAN, IMAGE_STD))
+        emb = F.normalize(emb.view(len(boxes), len(CROP_SCALES), -1).sum(dim=1), dim=-1)
+        total = emb.sum(dim=0) if total is None else total + emb.sum(dim=0)
+        n += len(boxes)
+    if not n:
+        raise ValueError("image_encoder: the gap scenes hold no object to embed")
+    return total / n
+
+
+def shifted(emb: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Exemplar embeddings [N,D] moved by the modality-gap shift [D], unit length again."""
+    return F.normalize(emb + shift, dim=-1)
+
+
+def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None, gap_scenes: int = GAP_SCENES) -> dict:
     """Export the image encoder of ``clip`` (default: loaded from ``miniclip``) into
     ``bundle`` and rewrite its manifest; returns the manifest."""
     from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD, load_miniclip, miniclip_digest
@@ -167,12 +206,16 @@ def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None) -> di
                           dynamic_axes={"image": {0: "N"}, "image_embeddings": {0: "N"}}, do_constant_folding=True)
     store_int8(out)
 
+    text = torch.from_numpy(np.load(os.path.join(bundle, "category_embeddings.npy")))
+    shift = (text.mean(dim=0) - mean_crop_embedding(graph, size, gap_scenes)).float()
+    save_npy(os.path.join(bundle, SHIFT), shift)
+
     img = Image.open(os.path.join(bundle, GOLDEN_IMAGE)).convert("RGB")
     img01 = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
     crops = normalise(exemplar_crops(img01, GOLDEN_BOXES, size), IMAGE_MEAN, IMAGE_STD)
     with torch.no_grad():
         crop_emb = graph(crops)
-    emb = F.normalize(crop_emb.view(len(GOLDEN_BOXES), len(CROP_SCALES), -1).sum(dim=1), dim=-1)
+    emb = shifted(F.normalize(crop_emb.view(len(GOLDEN_BOXES), len(CROP_SCALES), -1).sum(dim=1), dim=-1), shift)
     gdir = os.path.join(bundle, GOLDEN_DIR)
     shutil.rmtree(gdir, ignore_errors=True)
     os.makedirs(gdir)
@@ -184,9 +227,11 @@ def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None) -> di
         f.write("\n")
 
     man["image_encoder"] = {"file": GRAPH, "input_size": size, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
-                            "crop_scales": list(CROP_SCALES), "crop": "square", "miniclip_digest": got}
+                            "crop_scales": list(CROP_SCALES), "crop": "square", "shift": SHIFT,
+                            "gap": {"scenes": gap_scenes, "seed": GAP_SEED, "min_side": GAP_MIN_SIDE},
+                            "miniclip_digest": got}
     files = dict(man.get("sha256", {}))
-    for rel in [GRAPH] + [f"{GOLDEN_DIR}/{n}" for n in ("crops.npy", "crop_embeddings.npy", "embeddings.npy",
+    for rel in [GRAPH, SHIFT] + [f"{GOLDEN_DIR}/{n}" for n in ("crops.npy", "crop_embeddings.npy", "embeddings.npy",
                                                          GOLDEN_CASE)]:
         files[rel] = sha256(os.path.join(bundle, rel))
     man["sha256"] = {k: files[k] for k in sorted(files)}
