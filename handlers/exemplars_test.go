@@ -165,3 +165,15 @@ func TestVocabularyBodyCap(t *testing.T) {
 	}
 	wantProblem(t, put(limit+1), http.StatusRequestEntityTooLarge, "body-too-large")
 }
+
+// A registered image is re-scored against exemplar categories too, here given
+// as embeddings (what a stored vocabulary returns).
+func TestRescoreWithExemplars(t *testing.T) {
+	e := exemplarEnv(t)
+	session := decodeBody[api.ImageSession](t, e.postJSON(t, "/v1/images", map[string]any{"image": b64(scenePNG(t))}))
+	rec := e.postJSON(t, "/v1/images/"+session.ID+"/detect", api.DetectOptions{Categories: []string{"red"},
+		Exemplars: []api.ExemplarCategory{{Label: "sky", Embeddings: [][]float32{{0, 0, 2}}}}})
+	if resp := decodeBody[api.DetectResponse](t, rec); rec.Code != http.StatusOK || labels(resp.Detections) != "red,sky" {
+		t.Fatalf("re-scoring with exemplars: %d %s", rec.Code, rec.Body.String())
+	}
+}
