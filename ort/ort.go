@@ -82,6 +82,17 @@ type Session interface {
 	Close() error
 }
 
+// IntoRunner is a Session that writes its outputs into the caller's buffers
+// instead of new ones: no allocation and no copy of the outputs, for a caller
+// that knows their shapes. The sessions of this package's Runtime implement
+// it; other Sessions (test fakes) need not.
+type IntoRunner interface {
+	// RunInto is Run with outputs[name] receiving output name: every output of
+	// the graph must be given, with its element type, its shape as the graph
+	// will compute it, and as many values as the shape implies.
+	RunInto(ctx context.Context, inputs, outputs map[string]Tensor) error
+}
+
 // Runtime creates sessions.
 type Runtime interface {
 	// NewSession loads an ONNX model; name labels it in errors.
@@ -120,7 +131,8 @@ var (
 	ErrLibraryMissing = errors.New("ort: ONNX Runtime library not found")
 	// ErrDisabled: the binary was built without cgo.
 	ErrDisabled = errors.New("ort: ONNX Runtime support not compiled in: this binary was built with CGO_ENABLED=0; rebuild with CGO_ENABLED=1 (and gcc) to run models")
-	// ErrInput: the inputs do not fit the graph (name, type or shape).
+	// ErrInput: the inputs (or RunInto's output buffers) do not fit the graph
+	// (name, type or shape).
 	ErrInput = errors.New("ort: bad input")
 	// ErrModel: the model could not be loaded (corrupt or not ONNX).
 	ErrModel = errors.New("ort: cannot load model")
@@ -160,37 +172,38 @@ func checkLibrary(path string) error {
 		ErrLibraryMissing, path, LibraryEnv)
 }
 
-// checkInputs validates inputs against the graph's input infos.
-func checkInputs(session string, infos []Info, inputs map[string]Tensor) error {
-	if len(inputs) != len(infos) {
+// checkTensors validates the tensors given for a graph's inputs (kind
+// "input") or for its outputs (kind "output", RunInto) against the infos.
+func checkTensors(session, kind string, infos []Info, tensors map[string]Tensor) error {
+	if len(tensors) != len(infos) {
 		var want, got []string
 		for _, in := range infos {
 			want = append(want, in.Name)
 		}
-		for name := range inputs {
+		for name := range tensors {
 			got = append(got, name)
 		}
-		return fmt.Errorf("%w: %s: inputs %v, graph wants %v", ErrInput, session, got, want)
+		return fmt.Errorf("%w: %s: %ss %v, graph wants %v", ErrInput, session, kind, got, want)
 	}
 	for _, in := range infos {
-		t, ok := inputs[in.Name]
+		t, ok := tensors[in.Name]
 		if !ok {
-			return fmt.Errorf("%w: %s: input %q missing", ErrInput, session, in.Name)
+			return fmt.Errorf("%w: %s: %s %q missing", ErrInput, session, kind, in.Name)
 		}
 		if t.DType() != in.DType {
-			return fmt.Errorf("%w: %s: input %q is %s, graph wants %s", ErrInput, session, in.Name, t.DType(), in.DType)
+			return fmt.Errorf("%w: %s: %s %q is %s, graph wants %s", ErrInput, session, kind, in.Name, t.DType(), in.DType)
 		}
 		if len(t.Shape) != len(in.Shape) {
-			return fmt.Errorf("%w: %s: input %q has shape %v, graph wants %v", ErrInput, session, in.Name, t.Shape, in.Shape)
+			return fmt.Errorf("%w: %s: %s %q has shape %v, graph wants %v", ErrInput, session, kind, in.Name, t.Shape, in.Shape)
 		}
 		for i, d := range t.Shape {
 			if d < 0 || (in.Shape[i] >= 0 && d != in.Shape[i]) {
-				return fmt.Errorf("%w: %s: input %q has shape %v, graph wants %v", ErrInput, session, in.Name, t.Shape, in.Shape)
+				return fmt.Errorf("%w: %s: %s %q has shape %v, graph wants %v", ErrInput, session, kind, in.Name, t.Shape, in.Shape)
 			}
 		}
 		n := t.Len()
 		if (t.DType() == Float32 && len(t.F32) != n) || (t.DType() == Int64 && len(t.I64) != n) {
-			return fmt.Errorf("%w: %s: input %q has %d values for shape %v", ErrInput, session, in.Name, len(t.F32)+len(t.I64), t.Shape)
+			return fmt.Errorf("%w: %s: %s %q has %d values for shape %v", ErrInput, session, kind, in.Name, len(t.F32)+len(t.I64), t.Shape)
 		}
 	}
 	return nil

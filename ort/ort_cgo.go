@@ -191,17 +191,65 @@ func (s *session) Close() error {
 	return nil
 }
 
-func (s *session) Run(ctx context.Context, inputs map[string]Tensor) (_ map[string]Tensor, err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("ort: %s: %w", s.name, err)
-	}
-	if err := checkInputs(s.name, s.inputs, inputs); err != nil {
+func (s *session) Run(ctx context.Context, inputs map[string]Tensor) (map[string]Tensor, error) {
+	outs := make([]onnx.Value, len(s.outputs))
+	defer destroyAll(outs)
+	if err := s.run(ctx, inputs, outs); err != nil {
 		return nil, err
+	}
+	result := make(map[string]Tensor, len(outs))
+	for i, v := range outs {
+		name := s.outputs[i].Name
+		switch t := v.(type) {
+		case *onnx.Tensor[float32]:
+			result[name] = Tensor{Shape: append([]int64(nil), t.GetShape()...), F32: append(make([]float32, 0, len(t.GetData())), t.GetData()...)}
+		case *onnx.Tensor[int64]:
+			result[name] = Tensor{Shape: append([]int64(nil), t.GetShape()...), I64: append(make([]int64, 0, len(t.GetData())), t.GetData()...)}
+		default:
+			return nil, fmt.Errorf("ort: %s: output %q has unsupported type %T", s.name, name, v)
+		}
+	}
+	return result, nil
+}
+
+var _ IntoRunner = (*session)(nil)
+
+func (s *session) RunInto(ctx context.Context, inputs, outputs map[string]Tensor) error {
+	if err := checkTensors(s.name, "output", s.outputs, outputs); err != nil {
+		return err
+	}
+	outs := make([]onnx.Value, len(s.outputs))
+	defer destroyAll(outs)
+	for i, info := range s.outputs {
+		t := outputs[info.Name]
+		var v onnx.Value
+		var err error
+		if info.DType == Int64 {
+			v, err = onnx.NewTensor(onnx.NewShape(t.Shape...), t.I64)
+		} else {
+			v, err = onnx.NewTensor(onnx.NewShape(t.Shape...), t.F32)
+		}
+		if err != nil {
+			return fmt.Errorf("ort: %s: output %q: %w", s.name, info.Name, err)
+		}
+		outs[i] = v
+	}
+	return s.run(ctx, inputs, outs)
+}
+
+// run evaluates the graph on inputs into outs: ONNX Runtime allocates the
+// nil entries, and writes into the others.
+func (s *session) run(ctx context.Context, inputs map[string]Tensor, outs []onnx.Value) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("ort: %s: %w", s.name, err)
+	}
+	if err := checkTensors(s.name, "input", s.inputs, inputs); err != nil {
+		return err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.s == nil {
-		return nil, fmt.Errorf("ort: %s: session closed", s.name)
+		return fmt.Errorf("ort: %s: session closed", s.name)
 	}
 
 	ins := make([]onnx.Value, len(s.inputs))
@@ -217,16 +265,14 @@ func (s *session) Run(ctx context.Context, inputs map[string]Tensor) (_ map[stri
 			v, err = onnx.NewTensor(shape, t.F32)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("ort: %s: input %q: %w", s.name, info.Name, err)
+			return fmt.Errorf("ort: %s: input %q: %w", s.name, info.Name, err)
 		}
 		ins[i] = v
 	}
-	outs := make([]onnx.Value, len(s.outputs))
-	defer destroyAll(outs)
 
 	ro, err := onnx.NewRunOptions()
 	if err != nil {
-		return nil, fmt.Errorf("ort: %s: run options: %w", s.name, err)
+		return fmt.Errorf("ort: %s: run options: %w", s.name, err)
 	}
 	defer ro.Destroy()
 	terminated := make(chan struct{})
@@ -240,23 +286,11 @@ func (s *session) Run(ctx context.Context, inputs map[string]Tensor) (_ map[stri
 	}
 	if runErr != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("ort: %s: %w", s.name, ctxErr)
+			return fmt.Errorf("ort: %s: %w", s.name, ctxErr)
 		}
-		return nil, fmt.Errorf("ort: %s: run: %w", s.name, runErr)
+		return fmt.Errorf("ort: %s: run: %w", s.name, runErr)
 	}
-	result := make(map[string]Tensor, len(outs))
-	for i, v := range outs {
-		name := s.outputs[i].Name
-		switch t := v.(type) {
-		case *onnx.Tensor[float32]:
-			result[name] = Tensor{Shape: append([]int64(nil), t.GetShape()...), F32: append(make([]float32, 0, len(t.GetData())), t.GetData()...)}
-		case *onnx.Tensor[int64]:
-			result[name] = Tensor{Shape: append([]int64(nil), t.GetShape()...), I64: append(make([]int64, 0, len(t.GetData())), t.GetData()...)}
-		default:
-			return nil, fmt.Errorf("ort: %s: output %q has unsupported type %T", s.name, name, v)
-		}
-	}
-	return result, nil
+	return nil
 }
 
 func destroyAll(vs []onnx.Value) {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -109,6 +110,46 @@ func TestRunMatchesNumPy(t *testing.T) {
 	}
 	if fmt.Sprint(out["y"].Shape) != "[0 4]" {
 		t.Errorf("empty batch: shape %v", out["y"].Shape)
+	}
+}
+
+// TestRunInto: outputs written into the caller's buffers equal Run's, and
+// buffers that do not fit the graph's outputs are ErrInput, or the graph's
+// own error for a shape only the run reveals.
+func TestRunInto(t *testing.T) {
+	rt := openRuntime(t, Config{})
+	s := loadSession(t, rt, "mlp.onnx")
+	x := readNPY(t, "mlp_x.npy")
+	in := map[string]Tensor{"x": {Shape: []int64{3, 8}, F32: x.F32}}
+	want, err := s.Run(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, n := make([]float32, 12), make([]int64, 1)
+	if err := s.(IntoRunner).RunInto(context.Background(), in, map[string]Tensor{
+		"y": {Shape: []int64{3, 4}, F32: y}, "n": {Shape: []int64{1}, I64: n}}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(y) != fmt.Sprint(want["y"].F32) || n[0] != 3 {
+		t.Fatalf("RunInto gave y %v n %v, Run %v %v", y, n, want["y"].F32, want["n"].I64)
+	}
+	for _, tc := range []struct {
+		name    string
+		outputs map[string]Tensor
+		text    string
+	}{
+		{"missing output", map[string]Tensor{"y": {Shape: []int64{3, 4}, F32: y}}, "outputs [y]"},
+		{"short buffer", map[string]Tensor{"y": {Shape: []int64{3, 4}, F32: y[:8]}, "n": {Shape: []int64{1}, I64: n}}, `output "y" has 8 values`},
+	} {
+		err := s.(IntoRunner).RunInto(context.Background(), in, tc.outputs)
+		if !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), tc.text) {
+			t.Errorf("%s: err = %v, want ErrInput saying %q", tc.name, err, tc.text)
+		}
+	}
+	err = s.(IntoRunner).RunInto(context.Background(), in, map[string]Tensor{
+		"y": {Shape: []int64{2, 4}, F32: y[:8]}, "n": {Shape: []int64{1}, I64: n}})
+	if err == nil || !strings.Contains(err.Error(), "mlp.onnx") {
+		t.Errorf("2 rows of output for 3 rows of input: err = %v, want the run's error", err)
 	}
 }
 
@@ -269,5 +310,30 @@ func TestClosedSession(t *testing.T) {
 	}
 	if _, err := s.Run(context.Background(), map[string]Tensor{"x": {Shape: []int64{1, 8}, F32: make([]float32, 8)}}); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("run on closed session: %v", err)
+	}
+}
+
+// BenchmarkSGEMM runs ort/testdata/matmul.onnx (one MatMul, written by
+// `python3 -m vildtrain.tools.kernel_graphs`) on 1024×1024 by 1024×1024
+// float32 matrices with one intra-op thread and with one per core, and
+// reports the rate as GFLOP/s (2·M·N·K floating-point operations a run):
+// the SGEMM peak that `make bench` divides the model's operation count by.
+func BenchmarkSGEMM(b *testing.B) {
+	const n = 1024
+	a := make([]float32, n*n)
+	for i := range a {
+		a[i] = float32(i%17) / 17
+	}
+	for _, threads := range []int{1, goruntime.GOMAXPROCS(0)} {
+		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) {
+			s := loadSession(b, openRuntime(b, Config{IntraOpThreads: threads}), "matmul.onnx")
+			in := map[string]Tensor{"a": {Shape: []int64{n, n}, F32: a}, "b": {Shape: []int64{n, n}, F32: a}}
+			for b.Loop() {
+				if _, err := s.Run(context.Background(), in); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*n*n*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }
