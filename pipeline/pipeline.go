@@ -89,6 +89,10 @@ func Open(b *bundle.Bundle, rt ort.Runtime, cfg Config) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: %s: %w", b.Source, err)
 	}
 	p.ownSess = true
+	if p.scorer.Graph, err = scoring.OpenGraph(rt); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
 	return p, nil
 }
 
@@ -145,7 +149,11 @@ func (p *Pipeline) Close() error {
 	if !p.ownSess {
 		return nil
 	}
-	return errors.Join(p.backbone.Close(), p.boxHead.Close())
+	var graph error
+	if p.scorer.Graph != nil {
+		graph = p.scorer.Graph.Close()
+	}
+	return errors.Join(p.backbone.Close(), p.boxHead.Close(), graph)
 }
 
 // Manifest is the bundle's manifest.

@@ -16,6 +16,12 @@
 //     (the largest non-zero Threshold of the label's classes, else
 //     Options.ScoreThreshold);
 //   - NMS among detections of the same label, then the top MaxDetections.
+//
+// The similarity matrices, softmaxes and ensemble run on one of two kernels:
+// a Graph (probabilities.onnx on ONNX Runtime, whose matrix products are
+// SGEMMs), or pure-Go loops when Model.Graph is nil (builds without cgo, and
+// models assembled without a runtime). docs/decisions/0024 has the
+// measurements behind the choice.
 package scoring
 
 import (
@@ -33,7 +39,11 @@ type Model struct {
 	Background  []float32 // learned background embedding [D], L2-normalised
 	Temperature float32   // τ: similarities are divided by it
 	Lambda      float32   // ensemble weight λ of the head a class is "native" to
-	Workers     int       // goroutines over regions; ≤ 0 means GOMAXPROCS
+	Workers     int       // goroutines over regions of the pure-Go path; ≤ 0 means GOMAXPROCS
+	// Graph, when set, computes the probabilities on ONNX Runtime (OpenGraph);
+	// nil means the pure-Go loops. Both give the same numbers within a relative
+	// 1e-4 (docs/decisions/0024-scoring-on-onnx-runtime.md).
+	Graph *Graph
 }
 
 // Prepared is a vocabulary packed for scoring: embeddings in one [K, D]
@@ -45,6 +55,7 @@ type Prepared struct {
 	base      []bool    // per class
 	labelOf   []int     // per class: index into labels
 	labels    []string
+	singleton bool      // every label has one class: label l is class l
 	negative  []bool    // per label
 	threshold []float32 // per label: explicit threshold, 0 when none
 }
@@ -77,6 +88,7 @@ func Prepare(v *detector.Vocabulary) (*Prepared, error) {
 		p.negative[l] = p.negative[l] || c.Negative
 		p.threshold[l] = max(p.threshold[l], c.Threshold)
 	}
+	p.singleton = len(p.labels) == p.k
 	return p, nil
 }
 
@@ -101,10 +113,16 @@ type region struct {
 
 // ScorePrepared is Score with a prepared vocabulary.
 func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Options) ([]detector.Detection, error) {
-	probs, err := m.Probabilities(r, p, opts.Head)
+	buf, _ := probabilityBuffers.Get().(*[]float32)
+	if buf == nil {
+		buf = new([]float32)
+	}
+	defer probabilityBuffers.Put(buf)
+	probs, err := m.probabilities(r, p, opts.Head, *buf)
 	if err != nil {
 		return nil, err
 	}
+	*buf = probs
 	n := len(r.Boxes)
 	nl := len(p.labels)
 	perBox := max(opts.LabelsPerBox, 1)
@@ -112,15 +130,34 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 	chosen := make([]int, 0, perBox)
 	order := make([]int, 0, opts.RunnersUp)
 	var kept []region
+	// Every label's score is needed for runners-up and further labels;
+	// otherwise, when labels are classes, only the best one's.
+	allScores := !p.singleton || perBox > 1 || opts.RunnersUp > 0
 	for i := range n {
-		clear(labelScore)
-		for k, pr := range probs[i*p.k : (i+1)*p.k] {
-			labelScore[p.labelOf[k]] += float64(pr)
-		}
+		row := probs[i*p.k : (i+1)*p.k]
 		best := 0
-		for l := 1; l < nl; l++ {
-			if labelScore[l] > labelScore[best] {
-				best = l
+		if p.singleton {
+			for l := 1; l < nl; l++ {
+				if row[l] > row[best] {
+					best = l
+				}
+			}
+			if allScores {
+				for l, pr := range row {
+					labelScore[l] = float64(pr)
+				}
+			} else {
+				labelScore[best] = float64(row[best])
+			}
+		} else {
+			clear(labelScore)
+			for k, pr := range row {
+				labelScore[p.labelOf[k]] += float64(pr)
+			}
+			for l := 1; l < nl; l++ {
+				if labelScore[l] > labelScore[best] {
+					best = l
+				}
 			}
 		}
 		if p.negative[best] {
@@ -198,9 +235,18 @@ func topLabels(labelScore []float64, exclude int, p *Prepared, r int, dst []int)
 	return dst
 }
 
+// probabilityBuffers holds ScorePrepared's [N, K] probability matrices
+// between calls (*[]float32), so that a request does not allocate one.
+var probabilityBuffers sync.Pool
+
 // Probabilities returns the per-class probabilities [N, K] (N regions, K
 // classes of p, before labels are merged) for the given head.
 func (m *Model) Probabilities(r *detector.Regions, p *Prepared, head detector.Head) ([]float32, error) {
+	return m.probabilities(r, p, head, nil)
+}
+
+// probabilities is Probabilities into buf's array when it is large enough.
+func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.Head, buf []float32) ([]float32, error) {
 	if head == "" {
 		head = detector.HeadEnsemble
 	}
@@ -228,7 +274,20 @@ func (m *Model) Probabilities(r *detector.Regions, p *Prepared, head detector.He
 			return nil, err
 		}
 	}
-	out := make([]float32, n*p.k)
+	if n == 0 {
+		return []float32{}, nil
+	}
+	out := buf[:0]
+	if cap(out) < n*p.k {
+		out = make([]float32, n*p.k)
+	}
+	out = out[:n*p.k]
+	if m.Graph != nil {
+		if err := m.Graph.probabilities(m, r, p, head, out); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 	workers := m.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
