@@ -3,7 +3,7 @@ PY      ?= /usr/bin/python3
 export VILD_CACHE   ?= $(CURDIR)/.cache
 export VILD_ORT_LIB ?= $(VILD_CACHE)/onnxruntime/libonnxruntime.so
 
-.PHONY: setup serve test test-go test-python test-web build lint fuzz fuzz-ci
+.PHONY: setup serve test test-go test-python test-web build lint fuzz fuzz-ci bench
 
 # staticcheck, pinned; run from the Go module proxy like any module.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -62,6 +62,22 @@ fuzz:
 
 test-python:
 	cd training && $(PY) -m pytest
+
+# The speed of the shipped model (docs/performance.md): ONNX Runtime's SGEMM
+# peak, scoring's two kernels, the default bundle's stages at 1 and all
+# intra-op threads with 10, 703 and 1,203 classes, and serve's worker x thread
+# settings, all in one run; then each figure as a ratio to the backbone and to
+# the model's FLOP limit, as JSON and a table (vildtrain.tools.bench_report).
+# BENCH_COUNT runs of BENCH_TIME each; the raw output stays in $(BENCH_OUT).
+BENCH_COUNT ?= 3
+BENCH_TIME  ?= 10x
+BENCH_OUT   ?= $(VILD_CACHE)/bench
+bench:
+	VILD_SETUP_ONLY=onnxruntime bash scripts/setup.sh
+	mkdir -p $(BENCH_OUT)
+	go test -run '^$$' -bench '^(BenchmarkSGEMM|BenchmarkProbabilities|BenchmarkDefaultBundle|BenchmarkDefaultBundleWorkers)$$' \
+	  -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) ./ort ./scoring ./pipeline | tee $(BENCH_OUT)/bench.txt
+	cd training && $(PY) -m vildtrain.tools.bench_report $(BENCH_OUT)/bench.txt --json $(BENCH_OUT)/bench.json
 
 # The web page in headless Chromium (Debian's), driven by playwright-core.
 test-web:

@@ -5,11 +5,18 @@ import (
 	"fmt"
 	"image"
 	"image/draw"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vild/vild/bundle"
+	"github.com/vild/vild/detector"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/internal/testbundle"
 	"github.com/vild/vild/ort"
@@ -17,75 +24,167 @@ import (
 
 // BenchmarkDefaultBundle times the shipped model (models/default) end to end
 // on a 384x384 scene (the bundle's 384x192 golden "exact" scene strip, twice,
-// one above the other: the size of a held-out scene) with the whole category
-// list as the vocabulary:
+// one above the other: the size of a held-out scene), with one pipeline
+// worker and ONNX Runtime intra-op threads 1 and one per core
+// (intra-op=N/...):
 //
 //   - backbone: the backbone graph alone on the preprocessed tensor, the
 //     baseline the other figures are divided by in docs/performance.md;
 //   - regions: preprocessing (resize, normalise: the image is already
 //     decoded), backbone, proposals, RoIAlign and the
 //     box-head graph (everything that does not depend on the vocabulary);
-//   - score: scoring the regions against every category, ensemble, NMS;
-//   - detect: regions and score, what one POST /v1/detect costs.
+//   - score/vocabulary=K: scoring the regions against K categories,
+//     ensemble, NMS; K = 10 (the first ten categories), 703 (the whole
+//     category list) and 1203 (the 703 and 500 random unit vectors as novel
+//     classes: LVIS's size; scoring's cost depends on K, not on the names);
+//   - detect/vocabulary=703: regions and score, what one POST /v1/detect
+//     costs.
 //
-// One pipeline worker and one intra-op thread (`vild serve` gives its one
-// worker cores / workers threads: BenchmarkDefaultBundleThreads compares).
+// `make bench` runs it with ort's BenchmarkSGEMM and reports each figure as
+// a ratio to the backbone and to the model's FLOP limit.
 func BenchmarkDefaultBundle(b *testing.B) {
 	dir := filepath.Join(testbundle.Root(b), "models", "default")
 	bun, err := bundle.Open(dir)
 	if err != nil {
 		b.Skipf("no default bundle: %v", err)
 	}
-	p, err := Open(bun, testbundle.Runtime(b, ort.Config{}), Config{Workers: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { p.Close() })
 	img := defaultScene(b, bun)
 	w, h := img.Bounds().Dx(), img.Bounds().Dy()
-	vocab := categoryVocabulary(b, bun)
-	opts := p.DefaultOptions()
+	vocabs := benchVocabularies(b, bun)
 	ctx := context.Background()
+	b.Logf("bundle %s, %dx%d image", bun.Manifest.Name, w, h)
 
-	b.Logf("bundle %s, %d categories, %dx%d image", bun.Manifest.Name, len(vocab.Classes), w, h)
-
-	b.Run("backbone", func(b *testing.B) {
-		data, shape, _, err := imageio.Preprocess(img, p.prep)
+	for _, threads := range []int{1, runtime.GOMAXPROCS(0)} {
+		p, err := Open(bun, testbundle.Runtime(b, ort.Config{IntraOpThreads: threads}), Config{Workers: 1})
 		if err != nil {
 			b.Fatal(err)
 		}
-		in := map[string]ort.Tensor{InputImage: {Shape: shape[:], F32: data}}
-		for b.Loop() {
-			if _, err := p.backbone.Run(ctx, in); err != nil {
+		opts := p.DefaultOptions()
+		prefix := fmt.Sprintf("intra-op=%d/", threads)
+		b.Run(prefix+"backbone", func(b *testing.B) {
+			data, shape, _, err := imageio.Preprocess(img, p.prep)
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
-	b.Run("regions", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := p.Regions(ctx, img); err != nil {
-				b.Fatal(err)
+			in := map[string]ort.Tensor{InputImage: {Shape: shape[:], F32: data}}
+			for b.Loop() {
+				if _, err := p.backbone.Run(ctx, in); err != nil {
+					b.Fatal(err)
+				}
 			}
+		})
+		b.Run(prefix+"regions", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := p.Regions(ctx, img); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		r, err := p.Regions(ctx, img)
+		if err != nil {
+			b.Fatal(err)
 		}
-	})
-	r, err := p.Regions(ctx, img)
-	if err != nil {
-		b.Fatal(err)
+		for _, v := range vocabs {
+			b.Run(fmt.Sprintf("%sscore/vocabulary=%d", prefix, len(v.Classes)), func(b *testing.B) {
+				for b.Loop() {
+					if _, err := p.Score(ctx, r, v, opts); err != nil {
+						b.Fatal(err)
+					}
+				}
+				// The operation count of scoring and of the box head
+				// depends on it (make bench).
+				b.ReportMetric(float64(len(r.Boxes)), "regions")
+			})
+		}
+		b.Run(prefix+"detect/vocabulary=703", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := p.Detect(ctx, img, vocabs[1], opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		p.Close()
 	}
-	b.Run("score", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := p.Score(ctx, r, vocab, opts); err != nil {
+}
+
+// benchVocabularies are BenchmarkDefaultBundle's vocabularies: the first ten
+// categories, all 703, and the 703 with 500 random unit vectors (seeded) as
+// novel classes.
+func benchVocabularies(b *testing.B, bun *bundle.Bundle) []*detector.Vocabulary {
+	all := categoryVocabulary(b, bun)
+	if len(all.Classes) != 703 {
+		b.Fatalf("%d categories, the benchmark's names say 703", len(all.Classes))
+	}
+	ten := &detector.Vocabulary{Classes: all.Classes[:10]}
+	big := &detector.Vocabulary{Classes: slices.Clone(all.Classes)}
+	r := rand.New(rand.NewPCG(1203, 1203))
+	d := bun.Manifest.Embedding.Dim
+	for i := range 500 {
+		e := make([]float32, d)
+		var n float64
+		for j := range e {
+			e[j] = float32(r.NormFloat64())
+			n += float64(e[j]) * float64(e[j])
+		}
+		for j := range e {
+			e[j] /= float32(math.Sqrt(n))
+		}
+		name := fmt.Sprintf("extra %d", i)
+		big.Classes = append(big.Classes, detector.Class{Label: name, Text: name, Embedding: e})
+	}
+	return []*detector.Vocabulary{ten, all, big}
+}
+
+// BenchmarkDefaultBundleWorkers measures the throughput of `vild serve`'s
+// settings on this machine: W concurrent detections (--workers) with T
+// intra-op threads each (--intra-op-threads), on BenchmarkDefaultBundle's
+// scene and 703 categories, the pipeline configured as serve configures it.
+// ns/op is wall time per detection (the inverse of throughput);
+// latency-ms is the mean time one detection takes.
+func BenchmarkDefaultBundleWorkers(b *testing.B) {
+	dir := filepath.Join(testbundle.Root(b), "models", "default")
+	bun, err := bundle.Open(dir)
+	if err != nil {
+		b.Skipf("no default bundle: %v", err)
+	}
+	scene := defaultScene(b, bun)
+	vocab := categoryVocabulary(b, bun)
+	ctx := context.Background()
+	cores := runtime.GOMAXPROCS(0)
+	for _, c := range [][2]int{{1, 1}, {1, cores}, {cores, 1}} {
+		workers, threads := c[0], c[1]
+		p, err := Open(bun, testbundle.Runtime(b, ort.Config{IntraOpThreads: threads}), Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts := p.DefaultOptions()
+		b.Run(fmt.Sprintf("workers=%d/intra-op=%d", workers, threads), func(b *testing.B) {
+			var next, busy atomic.Int64
+			var wg sync.WaitGroup
+			errs := make(chan error, workers)
+			b.ResetTimer()
+			for range workers {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						t0 := time.Now()
+						if _, err := p.Detect(ctx, scene, vocab, opts); err != nil {
+							errs <- err
+							return
+						}
+						busy.Add(int64(time.Since(t0)))
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			close(errs)
+			for err := range errs {
 				b.Fatal(err)
 			}
-		}
-	})
-	b.Run("detect", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := p.Detect(ctx, img, vocab, opts); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+			b.ReportMetric(float64(busy.Load())/float64(b.N)/1e6, "latency-ms")
+		})
+		p.Close()
+	}
 }
 
 // BenchmarkDefaultBundleThreads runs one detection of the default bundle
