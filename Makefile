@@ -70,7 +70,7 @@ test-python:
 # the model's FLOP limit, as JSON and a table (vildtrain.tools.bench_report).
 # BENCH_COUNT runs of BENCH_TIME each; the raw output stays in $(BENCH_OUT).
 BENCH_COUNT ?= 3
-BENCH_TIME  ?= 10x
+BENCH_TIME  ?= 1s
 BENCH_OUT   ?= $(VILD_CACHE)/bench
 bench:
 	VILD_SETUP_ONLY=onnxruntime bash scripts/setup.sh

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,18 +68,10 @@ func BenchmarkDefaultBundle(b *testing.B) {
 				b.Fatal(err)
 			}
 			in := map[string]ort.Tensor{InputImage: {Shape: shape[:], F32: data}}
-			for b.Loop() {
-				if _, err := p.backbone.Run(ctx, in); err != nil {
-					b.Fatal(err)
-				}
-			}
+			loop(b, func() error { _, err := p.backbone.Run(ctx, in); return err })
 		})
 		b.Run(prefix+"regions", func(b *testing.B) {
-			for b.Loop() {
-				if _, err := p.Regions(ctx, img); err != nil {
-					b.Fatal(err)
-				}
-			}
+			loop(b, func() error { _, err := p.Regions(ctx, img); return err })
 		})
 		r, err := p.Regions(ctx, img)
 		if err != nil {
@@ -86,25 +79,37 @@ func BenchmarkDefaultBundle(b *testing.B) {
 		}
 		for _, v := range vocabs {
 			b.Run(fmt.Sprintf("%sscore/vocabulary=%d", prefix, len(v.Classes)), func(b *testing.B) {
-				for b.Loop() {
-					if _, err := p.Score(ctx, r, v, opts); err != nil {
-						b.Fatal(err)
-					}
-				}
+				loop(b, func() error { _, err := p.Score(ctx, r, v, opts); return err })
 				// The operation count of scoring and of the box head
 				// depends on it (make bench).
 				b.ReportMetric(float64(len(r.Boxes)), "regions")
 			})
 		}
 		b.Run(prefix+"detect/vocabulary=703", func(b *testing.B) {
-			for b.Loop() {
-				if _, err := p.Detect(ctx, img, vocabs[1], opts); err != nil {
-					b.Fatal(err)
-				}
-			}
+			loop(b, func() error { _, err := p.Detect(ctx, img, vocabs[1], opts); return err })
 		})
 		p.Close()
 	}
+}
+
+// loop runs f for b.Loop and reports, beside the wall time, the process's
+// CPU time per run (cpu-ns/op: all threads, GC included), which other work
+// on a shared machine disturbs less than wall time.
+func loop(b *testing.B, f func() error) {
+	cpu0 := cpuTime()
+	for b.Loop() {
+		if err := f(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchVocabularies are BenchmarkDefaultBundle's vocabularies: the first ten
@@ -140,7 +145,8 @@ func benchVocabularies(b *testing.B, bun *bundle.Bundle) []*detector.Vocabulary 
 // intra-op threads each (--intra-op-threads), on BenchmarkDefaultBundle's
 // scene and 703 categories, the pipeline configured as serve configures it.
 // ns/op is wall time per detection (the inverse of throughput);
-// latency-ms is the mean time one detection takes.
+// latency-ms is the mean time one detection takes; cpu-ns/op the process's
+// CPU time per detection.
 func BenchmarkDefaultBundleWorkers(b *testing.B) {
 	dir := filepath.Join(testbundle.Root(b), "models", "default")
 	bun, err := bundle.Open(dir)
@@ -162,6 +168,7 @@ func BenchmarkDefaultBundleWorkers(b *testing.B) {
 			var next, busy atomic.Int64
 			var wg sync.WaitGroup
 			errs := make(chan error, workers)
+			cpu0 := cpuTime()
 			b.ResetTimer()
 			for range workers {
 				wg.Go(func() {
@@ -182,6 +189,7 @@ func BenchmarkDefaultBundleWorkers(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(busy.Load())/float64(b.N)/1e6, "latency-ms")
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 		p.Close()
 	}

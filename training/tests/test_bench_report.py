@@ -5,12 +5,12 @@ import os
 from vildtrain.tools import bench_report
 
 SAMPLE = """goos: linux
-BenchmarkSGEMM/threads=1-2         	      10	  20000000 ns/op	       107.4 GFLOP/s
-BenchmarkSGEMM/threads=1-2         	      10	  22000000 ns/op	        97.6 GFLOP/s
-BenchmarkSGEMM/threads=1-2         	      10	  21000000 ns/op	       102.3 GFLOP/s
-BenchmarkDefaultBundle/intra-op=1/backbone-2         	      10	 100000000 ns/op
-BenchmarkDefaultBundle/intra-op=1/score/vocabulary=703-2   10	   4000000 ns/op	       300.0 regions
-BenchmarkDefaultBundle/intra-op=1/detect/vocabulary=703-2  10	 150000000 ns/op
+BenchmarkSGEMM/threads=1-2         	      10	  20000000 ns/op	       107.4 GFLOP/s	       110.0 cpu-GFLOP/s
+BenchmarkSGEMM/threads=1-2         	      10	  22000000 ns/op	        97.6 GFLOP/s	       105.0 cpu-GFLOP/s
+BenchmarkSGEMM/threads=1-2         	      10	  21000000 ns/op	       102.3 GFLOP/s	       100.0 cpu-GFLOP/s
+BenchmarkDefaultBundle/intra-op=1/backbone-2         	      10	 100000000 ns/op	  90000000 cpu-ns/op
+BenchmarkDefaultBundle/intra-op=1/score/vocabulary=703-2   10	   4000000 ns/op	   2700000 cpu-ns/op	       300.0 regions
+BenchmarkDefaultBundle/intra-op=1/detect/vocabulary=703-2  10	 150000000 ns/op	 140000000 cpu-ns/op
 PASS
 """
 
@@ -34,6 +34,9 @@ def test_report_ratios_and_flop_limit():
     f = r["flop"]
     assert detect["gflop"] == round((f["backbone"] + f["box_head"] + f["scoring_703"]) / 1e9, 4)
     assert abs(detect["flop_limit_ms"] - detect["gflop"] / 102.3 * 1e3) < 1e-3
+    assert detect["cpu_ratio_to_backbone"] == round(140 / 90, 4)
+    assert abs(detect["cpu_ratio_to_flop_limit"] - 140 / (detect["gflop"] / 105.0 * 1e3)) < 1e-3
+    assert score["cpu_ratio_to_backbone"] == 0.03
     assert "| `intra-op=1/detect/vocabulary=703` | 150.0 | 1.500 |" in bench_report.table(r)
 
 
