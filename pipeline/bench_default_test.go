@@ -38,6 +38,9 @@ import (
 //     ensemble, NMS; K = 10 (the first ten categories), 703 (the whole
 //     category list) and 1203 (the 703 and 500 random unit vectors as novel
 //     classes: LVIS's size; scoring's cost depends on K, not on the names);
+//   - score-go/vocabulary=703 (one thread only): the same on scoring's
+//     pure-Go loops instead of its ONNX Runtime graph, the baseline of
+//     docs/decisions/0024;
 //   - detect/vocabulary=703: regions and score, what one POST /v1/detect
 //     costs.
 //
@@ -83,6 +86,17 @@ func BenchmarkDefaultBundle(b *testing.B) {
 				// The operation count of scoring and of the box head
 				// depends on it (make bench).
 				b.ReportMetric(float64(len(r.Boxes)), "regions")
+			})
+		}
+		if threads == 1 {
+			// The same scoring on the pure-Go loops (scoring.Model.Graph nil):
+			// the baseline of docs/decisions/0024, in the same run.
+			goScorer := *p.scorer
+			goScorer.Graph = nil
+			q := *p
+			q.scorer = &goScorer
+			b.Run(prefix+"score-go/vocabulary=703", func(b *testing.B) {
+				loop(b, func() error { _, err := q.Score(ctx, r, vocabs[1], opts); return err })
 			})
 		}
 		b.Run(prefix+"detect/vocabulary=703", func(b *testing.B) {

@@ -62,13 +62,22 @@ type Prepared struct {
 
 // Prepare packs v for scoring.
 func Prepare(v *detector.Vocabulary) (*Prepared, error) {
+	return prepare(v, nil)
+}
+
+// prepare is Prepare with the matrix in matrix's array when it is large
+// enough.
+func prepare(v *detector.Vocabulary, matrix []float32) (*Prepared, error) {
 	if v == nil || len(v.Classes) == 0 {
 		return nil, detector.ErrEmptyVocabulary
 	}
 	dim := len(v.Classes[0].Embedding)
-	p := &Prepared{dim: dim, k: len(v.Classes), matrix: make([]float32, 0, dim*len(v.Classes)),
+	if cap(matrix) < dim*len(v.Classes) {
+		matrix = make([]float32, 0, dim*len(v.Classes))
+	}
+	p := &Prepared{dim: dim, k: len(v.Classes), matrix: matrix[:0],
 		base: make([]bool, len(v.Classes)), labelOf: make([]int, len(v.Classes))}
-	index := map[string]int{}
+	index := make(map[string]int, len(v.Classes))
 	for i, c := range v.Classes {
 		if len(c.Embedding) != dim || dim == 0 {
 			return nil, fmt.Errorf("scoring: class %q has %d dimensions, class 0 %d: %w",
@@ -96,12 +105,22 @@ func Prepare(v *detector.Vocabulary) (*Prepared, error) {
 // decreasing score order. opts is used as given, except that an empty Head
 // means HeadEnsemble and MaxDetections ≤ 0 means no cap.
 func (m *Model) Score(r *detector.Regions, v *detector.Vocabulary, opts detector.Options) ([]detector.Detection, error) {
-	p, err := Prepare(v)
+	buf, _ := matrixBuffers.Get().(*[]float32)
+	if buf == nil {
+		buf = new([]float32)
+	}
+	defer matrixBuffers.Put(buf)
+	p, err := prepare(v, *buf)
 	if err != nil {
 		return nil, err
 	}
+	*buf = p.matrix
 	return m.ScorePrepared(r, p, opts)
 }
+
+// matrixBuffers holds Score's packed vocabulary matrices between calls
+// (*[]float32): the Prepared of a Score call does not outlive it.
+var matrixBuffers sync.Pool
 
 // region is one labelled region before NMS.
 type region struct {
@@ -137,9 +156,10 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 		row := probs[i*p.k : (i+1)*p.k]
 		best := 0
 		if p.singleton {
-			for l := 1; l < nl; l++ {
-				if row[l] > row[best] {
-					best = l
+			bestScore := row[0]
+			for l, pr := range row[1:] {
+				if pr > bestScore {
+					best, bestScore = l+1, pr
 				}
 			}
 			if allScores {
@@ -154,9 +174,10 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 			for k, pr := range row {
 				labelScore[p.labelOf[k]] += float64(pr)
 			}
-			for l := 1; l < nl; l++ {
-				if labelScore[l] > labelScore[best] {
-					best = l
+			bestScore := labelScore[0]
+			for l, sc := range labelScore[1:] {
+				if sc > bestScore {
+					best, bestScore = l+1, sc
 				}
 			}
 		}

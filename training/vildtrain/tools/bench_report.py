@@ -122,11 +122,11 @@ def report(runs, bundle: str) -> dict:
     out["flop"] = {"backbone": backbone, "box_head": box_head, "regions": n,
                    "scoring_703": scoring(703), "detect_703": backbone + box_head + scoring(703)}
     for name, ms in med.items():
-        m = re.fullmatch(r"BenchmarkDefaultBundle/intra-op=(\d+)/(\w+)(?:/vocabulary=(\d+))?", name)
+        m = re.fullmatch(r"BenchmarkDefaultBundle/intra-op=(\d+)/([\w-]+)(?:/vocabulary=(\d+))?", name)
         if not m:
             continue
         threads, stage, k = int(m.group(1)), m.group(2), int(m.group(3) or 0)
-        flop = {"backbone": backbone, "regions": backbone + box_head, "score": scoring(k),
+        flop = {"backbone": backbone, "regions": backbone + box_head, "score": scoring(k), "score-go": scoring(k),
                 "detect": backbone + box_head + scoring(k)}[stage]
         base_name = f"BenchmarkDefaultBundle/intra-op={threads}/backbone"
         base = med.get(base_name)
