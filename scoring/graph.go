@@ -10,8 +10,9 @@ import (
 	"github.com/vild/vild/ort"
 )
 
-// probabilitiesONNX is Probabilities as one ONNX graph: two matrix products,
-// two log-softmaxes, the ensemble's weighted sum and exp. It is written by
+// probabilitiesONNX is Probabilities as one ONNX graph: two matrix products
+// (of region embeddings already divided by τ), two log-softmaxes, the
+// ensemble's weighted sum and exp. It is written by
 // `python3 -m vildtrain.tools.kernel_graphs` (training/), and
 // training/tests/test_kernel_graphs.py checks that the script still gives
 // these bytes.
@@ -25,7 +26,6 @@ const (
 	graphImage       = "image"
 	graphClasses     = "classes"
 	graphBackground  = "background"
-	graphTemperature = "temperature"
 	graphTextWeight  = "text_weight"
 	graphImageWeight = "image_weight"
 	graphOutput      = "probabilities"
@@ -76,7 +76,8 @@ func (g *Graph) probabilities(m *Model, r *detector.Regions, p *Prepared, head d
 	case detector.HeadImage:
 		textRows = imageRows
 	}
-	sc.text, sc.image = flatten(sc.text, textRows, d), flatten(sc.image, imageRows, d)
+	inv := 1 / m.Temperature
+	sc.text, sc.image = scaled(sc.text, textRows, d, inv), scaled(sc.image, imageRows, d, inv)
 	background := m.Background
 	if len(background) != d { // only the image head gets here with one
 		background = make([]float32, d)
@@ -100,7 +101,6 @@ func (g *Graph) probabilities(m *Model, r *detector.Regions, p *Prepared, head d
 		graphImage:       {Shape: []int64{n64, d64}, F32: sc.image},
 		graphClasses:     {Shape: []int64{k64, d64}, F32: p.matrix},
 		graphBackground:  {Shape: []int64{1, d64}, F32: background},
-		graphTemperature: {Shape: []int64{1}, F32: []float32{m.Temperature}},
 		graphTextWeight:  {Shape: []int64{k64}, F32: sc.textWeight},
 		graphImageWeight: {Shape: []int64{k64}, F32: sc.imageWeight},
 	}
@@ -122,12 +122,17 @@ func (g *Graph) probabilities(m *Model, r *detector.Regions, p *Prepared, head d
 	return fmt.Errorf("scoring: graph returned %v probabilities for %d regions × %d classes", res[graphOutput].Shape, n, k)
 }
 
-// flatten writes rows (each of length d) one after the other into dst,
-// grown as needed, and returns it.
-func flatten(dst []float32, rows [][]float32, d int) []float32 {
-	dst = dst[:0]
-	for _, r := range rows {
-		dst = append(dst, r[:d]...)
+// scaled writes rows (each of length d) times s one after the other into
+// dst, grown as needed, and returns it. The graph takes the region
+// embeddings divided by τ: one multiply per [N, D] value here instead of a
+// division per [N, K] similarity there.
+func scaled(dst []float32, rows [][]float32, d int, s float32) []float32 {
+	dst = resize(dst, len(rows)*d)
+	for i, r := range rows {
+		out := dst[i*d : (i+1)*d]
+		for j, v := range r[:d] {
+			out[j] = v * s
+		}
 	}
 	return dst
 }

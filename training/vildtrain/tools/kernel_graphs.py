@@ -5,12 +5,13 @@
 
 - ``scoring/probabilities.onnx``: ViLD's scoring as matrix products
   (docs/bundle.md, "scoring"; docs/decisions/0024). Inputs: ``text``,
-  ``image`` [N, D] region embeddings, ``classes`` [K, D] the vocabulary,
-  ``background`` [1, D], ``temperature`` [1], ``text_weight`` and
-  ``image_weight`` [K] (the ensemble's exponent of each head per class).
-  Output ``probabilities`` [N, K]:
-  exp(text_weight·log softmax([bg, classes]·text/τ)[1:] +
-  image_weight·log softmax(classes·image/τ)).
+  ``image`` [N, D] region embeddings already divided by the temperature τ
+  (the caller copies them anyway, and [N, D] is smaller than the two
+  [N, K] products), ``classes`` [K, D] the vocabulary, ``background``
+  [1, D], ``text_weight`` and ``image_weight`` [K] (the ensemble's exponent
+  of each head per class). Output ``probabilities`` [N, K]:
+  exp(text_weight·log softmax([bg, classes]·text)[1:] +
+  image_weight·log softmax(classes·image)).
 - ``ort/testdata/matmul.onnx``: one MatMul [M, K]·[K, N], for the SGEMM peak
   that ``make bench`` measures beside the model (ort.BenchmarkSGEMM).
 
@@ -51,7 +52,6 @@ def probabilities_graph() -> onnx.ModelProto:
         helper.make_tensor_value_info("image", f, ["N", "D"]),
         helper.make_tensor_value_info("classes", f, ["K", "D"]),
         helper.make_tensor_value_info("background", f, [1, "D"]),
-        helper.make_tensor_value_info("temperature", f, [1]),
         helper.make_tensor_value_info("text_weight", f, ["K"]),
         helper.make_tensor_value_info("image_weight", f, ["K"]),
     ]
@@ -63,13 +63,11 @@ def probabilities_graph() -> onnx.ModelProto:
     nodes = [
         # Text head: the background is column 0 of the softmax, then dropped.
         helper.make_node("Concat", ["background", "classes"], ["text_classes"], axis=0),
-        helper.make_node("Gemm", ["text", "text_classes"], ["text_sim"], transB=1),
-        helper.make_node("Div", ["text_sim", "temperature"], ["text_logits"]),
+        helper.make_node("Gemm", ["text", "text_classes"], ["text_logits"], transB=1),
         helper.make_node("LogSoftmax", ["text_logits"], ["text_logp_bg"], axis=1),
         helper.make_node("Slice", ["text_logp_bg", "one", "end", "one"], ["text_logp"]),
         # Image head: a softmax over the vocabulary alone.
-        helper.make_node("Gemm", ["image", "classes"], ["image_sim"], transB=1),
-        helper.make_node("Div", ["image_sim", "temperature"], ["image_logits"]),
+        helper.make_node("Gemm", ["image", "classes"], ["image_logits"], transB=1),
         helper.make_node("LogSoftmax", ["image_logits"], ["image_logp"], axis=1),
         # Ensemble: a weighted geometric mean is a weighted sum of logs.
         helper.make_node("Mul", ["text_logp", "text_weight"], ["text_part"]),
