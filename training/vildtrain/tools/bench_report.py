@@ -20,7 +20,9 @@ stages (pipeline.BenchmarkDefaultBundle) at each intra-op thread count:
   cpu-ns/op, and BenchmarkSGEMM's cpu-GFLOP/s for the limit), which other
   work on a shared machine disturbs less than wall time.
 
-It also lists scoring's kernel benchmark (scoring.BenchmarkProbabilities,
+It also splits the regions stage into its parts (preprocess, backbone,
+proposals, RoIAlign, box head: the pipeline's own timings, mean wall ms),
+lists scoring's kernel benchmark (scoring.BenchmarkProbabilities,
 the pure-Go loops against the ONNX Runtime graph) and the worker × thread
 throughput (pipeline.BenchmarkDefaultBundleWorkers) as ratios to their first
 variant. Standard library and the onnx package only.
@@ -148,6 +150,14 @@ def report(runs, bundle: str) -> dict:
                 "cpu_ratio_to_flop_limit": round(cpu[name] / cpu_limit, 3) if cpu_limit else None,
             })
         out["stages"][name.removeprefix("BenchmarkDefaultBundle/")] = entry
+    for name, units in runs.items():
+        m = re.fullmatch(r"BenchmarkDefaultBundle/intra-op=(\d+)/regions", name)
+        if m:
+            stages = {u.removesuffix("-ms"): round(statistics.median(v), 2) for u, v in units.items()
+                      if u.endswith("-ms")}
+            total = sum(stages.values())
+            out.setdefault("regions_breakdown", {})[f"intra-op={m.group(1)}"] = {
+                st: {"ms": ms, "share": round(ms / total, 3) if total else None} for st, ms in stages.items()}
     for prefix, key in (("BenchmarkProbabilities/", "kernels"), ("BenchmarkDefaultBundleWorkers/", "workers")):
         names = [nm for nm in runs if nm.startswith(prefix)]
         for nm in names:
@@ -181,6 +191,10 @@ def table(r: dict) -> str:
                     f"{fmt(s['flop_limit_ms'], 1)} | {fmt(s['ratio_to_flop_limit'], 2)} | "
                     f"{fmt(s.get('cpu_ms'), 1)} | {fmt(s.get('cpu_ratio_to_backbone'), 3)} | "
                     f"{fmt(s.get('cpu_ratio_to_flop_limit'), 2)} |")
+    for threads, stages in r.get("regions_breakdown", {}).items():
+        rows += ["", f"| `{threads}/regions` by stage (detector.Timings) | mean ms | share |", "|---|---:|---:|"]
+        for st, v in stages.items():
+            rows.append(f"| {st} | {v['ms']:.1f} | {v['share']:.2f} |")
     if r["kernels"]:
         rows += ["", "| scoring kernel (BenchmarkProbabilities) | median ms | ÷ Go |", "|---|---:|---:|"]
         for name, s in r["kernels"].items():
