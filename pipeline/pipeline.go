@@ -2,8 +2,9 @@
 // model bundle, exactly as docs/bundle.md specifies — preprocess (imageio),
 // backbone graph (ONNX Runtime), proposals (rpn), multi-level RoIAlign
 // (roialign), box-head graph, class-agnostic box refinement (boxes), and
-// scoring against a vocabulary (scoring). Only the two graphs run natively;
-// every other stage is pure Go.
+// scoring against a vocabulary (scoring). The two graphs and scoring's
+// similarity products (scoring.Graph) run on ONNX Runtime; every other
+// stage is pure Go.
 package pipeline
 
 import (
