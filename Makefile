@@ -67,7 +67,7 @@ test-python:
 # peak, scoring's two kernels, the default bundle's stages at 1 and all
 # intra-op threads with 10, 703 and 1,203 classes, and serve's worker x thread
 # settings, all in one run; then each figure as a ratio to the backbone and to
-# the model's FLOP limit, as JSON and a table (vildtrain.tools.bench_report).
+# the model's FLOP limit, as JSON and a table (python3 -m vildtrain bench_report).
 # BENCH_COUNT runs of BENCH_TIME each; the raw output stays in $(BENCH_OUT).
 BENCH_COUNT ?= 3
 BENCH_TIME  ?= 1s
@@ -77,7 +77,7 @@ bench:
 	mkdir -p $(BENCH_OUT)
 	go test -run '^$$' -bench '^(BenchmarkSGEMM|BenchmarkProbabilities|BenchmarkDefaultBundle|BenchmarkDefaultBundleWorkers)$$' \
 	  -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) ./ort ./scoring ./pipeline | tee $(BENCH_OUT)/bench.txt
-	cd training && $(PY) -m vildtrain.tools.bench_report $(BENCH_OUT)/bench.txt --json $(BENCH_OUT)/bench.json
+	cd training && $(PY) -m vildtrain bench_report $(BENCH_OUT)/bench.txt --json $(BENCH_OUT)/bench.json
 
 # The web page in headless Chromium (Debian's), driven by playwright-core.
 test-web:

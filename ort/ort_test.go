@@ -322,7 +322,7 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkSGEMM runs ort/testdata/matmul.onnx (one MatMul, written by
-// `python3 -m vildtrain.tools.kernel_graphs`) on 1024×1024 by 1024×1024
+// `python3 -m vildtrain kernel_graphs`) on 1024×1024 by 1024×1024
 // float32 matrices, into a buffer of the caller's (RunInto: no copy of the
 // output), with one intra-op thread and with one per core, and
 // reports the rate as GFLOP/s (2·M·N·K floating-point operations a run) of

@@ -13,7 +13,7 @@ import (
 // probabilitiesONNX is Probabilities as one ONNX graph: two matrix products
 // (of region embeddings already divided by τ), two log-softmaxes, the
 // ensemble's weighted sum and exp. It is written by
-// `python3 -m vildtrain.tools.kernel_graphs` (training/), and
+// `python3 -m vildtrain kernel_graphs` (training/), and
 // training/tests/test_kernel_graphs.py checks that the script still gives
 // these bytes.
 //

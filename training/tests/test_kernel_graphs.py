@@ -15,5 +15,5 @@ from vildtrain.tools import kernel_graphs
 def test_committed_graph_is_regenerated_byte_for_byte(rel):
     with open(os.path.join(kernel_graphs.REPO, rel), "rb") as fh:
         committed = fh.read()
-    assert kernel_graphs.build()[rel] == committed, f"{rel}: run python3 -m vildtrain.tools.kernel_graphs"
+    assert kernel_graphs.build()[rel] == committed, f"{rel}: run python3 -m vildtrain kernel_graphs"
 

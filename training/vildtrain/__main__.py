@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("vildtrain.evaluate.evaluate", "COCO-style AP of a detector on the held-out scene sets"),
     "diagnose": ("vildtrain.tools.diagnose", "where a detector's accuracy goes: RPN recall, per-head top-1"),
     "bench_torch": ("vildtrain.tools.bench_torch", "time the bundle's detector in PyTorch eager, stage by stage"),
+    "kernel_graphs": ("vildtrain.tools.kernel_graphs", "write the ONNX graphs of scoring and of the SGEMM benchmark"),
+    "bench_report": ("vildtrain.tools.bench_report", "make bench's Go benchmark results as ratios, JSON and a table"),
     "profile_step": ("vildtrain.tools.profile_step", "where a CPU training step's time goes"),
 }
 

@@ -1,7 +1,7 @@
 """`make bench`'s report: Go benchmark results as ratios, JSON and a table.
 
     go test -run '^$' -bench ... ./ort ./scoring ./pipeline > bench.txt
-    python3 -m vildtrain.tools.bench_report bench.txt [--bundle ../models/default] [--json out.json]
+    python3 -m vildtrain bench_report bench.txt [--bundle ../models/default] [--json out.json]
 
 Reads the output of ``go test -bench`` (every ``-count`` run; the figure of a
 benchmark is the median of its runs) and prints, for the default bundle's
@@ -209,7 +209,7 @@ def table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="vildtrain bench_report", description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="?", help="go test -bench output (default: stdin)")
     ap.add_argument("--bundle", default=os.path.join(REPO, "models", "default"))
     ap.add_argument("--json", help="also write the JSON here")

@@ -1,7 +1,7 @@
 """The two small ONNX graphs the Go side runs on ONNX Runtime's kernels.
 
-    python3 -m vildtrain.tools.kernel_graphs            # writes both (from training/)
-    python3 -m vildtrain.tools.kernel_graphs --check    # exit 1 when a committed file differs
+    python3 -m vildtrain kernel_graphs            # writes both (from training/)
+    python3 -m vildtrain kernel_graphs --check    # exit 1 when a committed file differs
 
 - ``scoring/probabilities.onnx``: ViLD's scoring as matrix products
   (docs/bundle.md, "scoring"; docs/decisions/0024). Inputs: ``text``,
@@ -96,7 +96,7 @@ def build() -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="vildtrain kernel_graphs", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=REPO, help="repository root (default: this checkout)")
     ap.add_argument("--check", action="store_true", help="compare with the files instead of writing them")
     args = ap.parse_args(argv)
