@@ -68,15 +68,23 @@ test-python:
 # intra-op threads with 10, 703 and 1,203 classes, and serve's worker x thread
 # settings, all in one run; then each figure as a ratio to the backbone and to
 # the model's FLOP limit, as JSON and a table (python3 -m vildtrain bench_report).
-# BENCH_COUNT runs of BENCH_TIME each; the raw output stays in $(BENCH_OUT).
+# BENCH_COUNT rounds of every benchmark for BENCH_TIME each, one round after
+# the other (so that a change in the machine's load reaches every figure
+# alike, not the benchmarks that -count would have run last); the raw output
+# stays in $(BENCH_OUT).
 BENCH_COUNT ?= 3
 BENCH_TIME  ?= 1s
 BENCH_OUT   ?= $(VILD_CACHE)/bench
 bench:
 	VILD_SETUP_ONLY=onnxruntime bash scripts/setup.sh
 	mkdir -p $(BENCH_OUT)
-	go test -run '^$$' -bench '^(BenchmarkSGEMM|BenchmarkProbabilities|BenchmarkDefaultBundle|BenchmarkDefaultBundleWorkers)$$' \
-	  -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) ./ort ./scoring ./pipeline | tee $(BENCH_OUT)/bench.txt
+	rm -f $(BENCH_OUT)/bench.txt
+	for round in $$(seq $(BENCH_COUNT)); do \
+	  go test -run '^$$' -bench '^(BenchmarkSGEMM|BenchmarkProbabilities|BenchmarkDefaultBundle|BenchmarkDefaultBundleWorkers)$$' \
+	    -benchtime $(BENCH_TIME) -count 1 ./ort ./scoring ./pipeline > $(BENCH_OUT)/round.txt 2>&1; status=$$?; \
+	  cat $(BENCH_OUT)/round.txt; cat $(BENCH_OUT)/round.txt >> $(BENCH_OUT)/bench.txt; \
+	  [ $$status -eq 0 ] || exit $$status; \
+	done
 	cd training && $(PY) -m vildtrain bench_report $(BENCH_OUT)/bench.txt --json $(BENCH_OUT)/bench.json
 
 # The web page in headless Chromium (Debian's), driven by playwright-core.
