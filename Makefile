@@ -38,7 +38,7 @@ test-go: lint
 	promtool check rules deploy/prometheus/*.rules.yml
 	promtool test rules deploy/prometheus/alerts_test.yml
 	VILD_SERVICES_REQUIRED=1 go test ./...
-	go test -race -run 'Concurrent' ./ort ./pipeline
+	go test -race -run 'Concurrent' ./ort ./pipeline ./scoring
 
 # The request parsers' and vocabulary normalisation's fuzz targets, bounded:
 # part of make test (docs/api.md, Fuzzing).
@@ -67,7 +67,8 @@ test-python:
 # peak, scoring's two kernels, the default bundle's stages at 1 and all
 # intra-op threads with 10, 703 and 1,203 classes, and serve's worker x thread
 # settings, all in one run; then each figure as a ratio to the backbone and to
-# the model's FLOP limit, as JSON and a table (python3 -m vildtrain bench_report).
+# the model's FLOP limit, as JSON and a table (python3 -m vildtrain bench_report),
+# beside the same weights in PyTorch eager timed in each round (bench_torch).
 # BENCH_COUNT rounds of every benchmark for BENCH_TIME each, one round after
 # the other (so that a change in the machine's load reaches every figure
 # alike, not the benchmarks that -count would have run last); the raw output
@@ -78,14 +79,16 @@ BENCH_OUT   ?= $(VILD_CACHE)/bench
 bench:
 	VILD_SETUP_ONLY=onnxruntime bash scripts/setup.sh
 	mkdir -p $(BENCH_OUT)
-	rm -f $(BENCH_OUT)/bench.txt
+	rm -f $(BENCH_OUT)/bench.txt $(BENCH_OUT)/torch-*.json
 	for round in $$(seq $(BENCH_COUNT)); do \
 	  go test -run '^$$' -bench '^(BenchmarkSGEMM|BenchmarkProbabilities|BenchmarkDefaultBundle|BenchmarkDefaultBundleWorkers)$$' \
 	    -benchtime $(BENCH_TIME) -count 1 ./ort ./scoring ./pipeline > $(BENCH_OUT)/round.txt 2>&1; status=$$?; \
 	  cat $(BENCH_OUT)/round.txt; cat $(BENCH_OUT)/round.txt >> $(BENCH_OUT)/bench.txt; \
 	  [ $$status -eq 0 ] || exit $$status; \
+	  (cd training && $(PY) -m vildtrain bench_torch --out $(BENCH_OUT)/torch-$$round.json) || exit 1; \
 	done
-	cd training && $(PY) -m vildtrain bench_report $(BENCH_OUT)/bench.txt --json $(BENCH_OUT)/bench.json
+	cd training && $(PY) -m vildtrain bench_report $(BENCH_OUT)/bench.txt --json $(BENCH_OUT)/bench.json \
+	  --torch $(BENCH_OUT)/torch-*.json
 
 # The web page in headless Chromium (Debian's), driven by playwright-core.
 test-web:

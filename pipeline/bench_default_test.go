@@ -121,9 +121,11 @@ func BenchmarkDefaultBundle(b *testing.B) {
 				loop(b, func() error { _, err := q.Score(ctx, r, vocabs[1], opts); return err })
 			})
 		}
-		b.Run(prefix+"detect/vocabulary=703", func(b *testing.B) {
-			loop(b, func() error { _, err := p.Detect(ctx, img, vocabs[1], opts); return err })
-		})
+		for _, v := range vocabs {
+			b.Run(fmt.Sprintf("%sdetect/vocabulary=%d", prefix, len(v.Classes)), func(b *testing.B) {
+				loop(b, func() error { _, err := p.Detect(ctx, img, v, opts); return err })
+			})
+		}
 		p.Close()
 	}
 }

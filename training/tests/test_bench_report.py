@@ -77,3 +77,19 @@ def test_operation_count_through_a_dynamic_resize(tmp_path):
     path.write_bytes(onnx_model.SerializeToString())
     want = 8 * 16 * 16 * 27 + 8 * 8 * 8 * 3 + 4 * 16 * 16 * 8 + 10 * 1024
     assert bench_report.graph_macs(str(path), [1, 3, 16, 16]) == want
+
+
+def test_pytorch_eager_beside_go():
+    bundle = os.path.join(bench_report.REPO, "models", "default")
+    r = bench_report.report(bench_report.parse(SAMPLE.splitlines()), bundle)
+    torch_runs = [{"threads": {"1": {"backbone_ms": b, "regions_ms": 2 * b,
+                                     "vocabularies": {"703": {"score_ms": 20.0, "detect_ms": 3 * b}}}}}
+                  for b in (100.0, 120.0, 400.0)]  # the median run counts
+    side = bench_report.side_by_side(r, torch_runs)
+    assert side["intra-op=1/backbone"]["pytorch_ms"] == 120.0
+    assert side["intra-op=1/backbone"]["pytorch_over_go"] == 1.2
+    assert side["intra-op=1/detect/vocabulary=703"]["pytorch_ms"] == 360.0
+    assert side["intra-op=1/detect/vocabulary=703"]["pytorch_over_go"] == 2.4
+    assert side["intra-op=1/score/vocabulary=703"]["pytorch_over_go"] == 5.0
+    r["pytorch"] = side
+    assert "| `intra-op=1/detect/vocabulary=703` | 150.0 | 360.0 |" in bench_report.table(r)

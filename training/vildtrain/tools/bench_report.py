@@ -25,7 +25,11 @@ proposals, RoIAlign, box head: the pipeline's own timings, mean wall ms),
 lists scoring's kernel benchmark (scoring.BenchmarkProbabilities,
 the pure-Go loops against the ONNX Runtime graph) and the worker × thread
 throughput (pipeline.BenchmarkDefaultBundleWorkers) as ratios to their first
-variant. Standard library and the onnx package only.
+variant. With ``--torch FILE`` (``python3 -m vildtrain bench_torch`` run in the
+same ``make bench``: the same weights in PyTorch eager, same scene and thread
+counts) it sets the Go pipeline, PyTorch eager and the FLOP limit side by side
+per stage and vocabulary, with PyTorch ÷ Go. Standard library and the onnx
+package only.
 """
 
 from __future__ import annotations
@@ -173,6 +177,35 @@ def report(runs, bundle: str) -> dict:
     return out
 
 
+def side_by_side(r: dict, torch_runs: list[dict]) -> dict:
+    """Per thread count, stage and vocabulary: Go median ms, PyTorch eager median ms
+    (the median over the bench_torch runs), the FLOP limit and PyTorch ÷ Go."""
+    def torch_ms(threads: int, key: str, k: int | None) -> float | None:
+        vals = []
+        for run in torch_runs:
+            row = run["threads"].get(str(threads))
+            if row is None:
+                continue
+            v = row.get(key) if k is None else row["vocabularies"].get(str(k), {}).get(key)
+            if v is not None:
+                vals.append(v)
+        return statistics.median(vals) if vals else None
+
+    out = {}
+    for name, st in r["stages"].items():
+        m = re.fullmatch(r"intra-op=(\d+)/(backbone|regions|score|detect)(?:/vocabulary=(\d+))?", name)
+        if not m:
+            continue
+        threads, stage, k = int(m.group(1)), m.group(2), int(m.group(3)) if m.group(3) else None
+        pt = torch_ms(threads, f"{stage}_ms", k)
+        if pt is None:
+            continue
+        out[name] = {"go_ms": st["median_ms"], "pytorch_ms": round(pt, 3), "flop_limit_ms": st["flop_limit_ms"],
+                     "pytorch_over_go": round(pt / st["median_ms"], 3),
+                     "go_over_flop_limit": st["ratio_to_flop_limit"]}
+    return out
+
+
 def table(r: dict) -> str:
     peaks = ", ".join(f"{t} thread{'s' if t > 1 else ''} {g:.1f} GFLOP/s" for t, g in sorted(r["sgemm_gflops"].items()))
     if r["sgemm_cpu_gflops"]:
@@ -205,6 +238,13 @@ def table(r: dict) -> str:
                  "|---|---:|---:|---:|"]
         for name, s in r["workers"].items():
             rows.append(f"| `{name}` | {s['median_ms']:.1f} | {s['ratio_to_first']:.3f} | {s.get('latency_ms', '—')} |")
+    if r.get("pytorch"):
+        rows += ["", "| stage (same weights, scene, threads) | Go ms | PyTorch eager ms | FLOP limit ms "
+                 "| PyTorch ÷ Go | Go ÷ FLOP limit |", "|---|---:|---:|---:|---:|---:|"]
+        for name, s in r["pytorch"].items():
+            fmt = lambda v, p: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
+            rows.append(f"| `{name}` | {s['go_ms']:.1f} | {s['pytorch_ms']:.1f} | {fmt(s['flop_limit_ms'], 1)} "
+                        f"| {s['pytorch_over_go']:.2f} | {fmt(s['go_over_flop_limit'], 2)} |")
     return "\n".join(rows)
 
 
@@ -213,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", nargs="?", help="go test -bench output (default: stdin)")
     ap.add_argument("--bundle", default=os.path.join(REPO, "models", "default"))
     ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--torch", nargs="*", default=[],
+                    help="bench_torch JSON files of the same run: the PyTorch eager column")
     args = ap.parse_args(argv)
     if args.results:
         with open(args.results) as fh:
@@ -222,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         raise SystemExit("no benchmark results in the input")
     r = report(runs, args.bundle)
+    torch_runs = []
+    for path in args.torch:
+        with open(path) as fh:
+            torch_runs.append(json.load(fh))
+    if torch_runs:
+        r["pytorch"] = side_by_side(r, torch_runs)
     text = json.dumps(r, indent=1)
     print(text)
     if args.json:

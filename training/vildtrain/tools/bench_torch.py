@@ -12,9 +12,9 @@ both sides run the same weights. Stages, per thread count and vocabulary size:
 
 Each figure is the median of timed runs after warm-up, under ``torch.no_grad()``
 with ``torch.set_num_threads(threads)`` (intra-op threads, as the Go side sets
-ONNX Runtime's). Vocabularies: the first 10 categories, all 703, and 1,203 (the
-LVIS size: the 703 categories then the first 500 again under new labels, the
-construction the Go benchmark uses).
+ONNX Runtime's). Vocabularies, as the Go benchmark builds them: the first 10
+categories, all 703, and 1,203 (the LVIS size: the 703 categories then 500
+random unit vectors, "extra 0".."extra 499", base False).
 
     python3 -m vildtrain bench_torch --out runs/bench-torch.json
 """
@@ -44,16 +44,22 @@ def scene(bundle: str) -> Image.Image:
     return out
 
 
-def vocabulary(bundle: str, size: int):
-    """``size`` classes: the bundle's categories in order, wrapping round under new labels."""
+def vocabulary(bundle: str, size: int, seed: int = 1203):
+    """The first ``size`` categories; past the bundle's, random unit vectors ("extra N")."""
     from vildtrain.models.infer import Vocabulary
     with open(os.path.join(bundle, "manifest.json")) as f:
         cats = json.load(f)["categories"]
     emb = torch.from_numpy(np.load(os.path.join(bundle, "category_embeddings.npy")).astype(np.float32))
-    idx = [i % len(cats) for i in range(size)]
-    labels = [cats[i]["name"] if n < len(cats) else f"{cats[i]['name']} #{n // len(cats) + 1}"
-              for n, i in enumerate(idx)]
-    return Vocabulary(labels, emb[idx], [cats[i]["split"] == "base" for i in idx])
+    n = min(size, len(cats))
+    labels = [c["name"] for c in cats[:n]]
+    base = [c["split"] == "base" for c in cats[:n]]
+    vectors = [emb[:n]]
+    if size > n:
+        extra = torch.randn(size - n, emb.shape[1], generator=torch.Generator().manual_seed(seed))
+        vectors.append(extra / extra.norm(dim=1, keepdim=True))
+        labels += [f"extra {i}" for i in range(size - n)]
+        base += [False] * (size - n)
+    return Vocabulary(labels, torch.cat(vectors), base)
 
 
 def timed(fn, min_runs: int, min_seconds: float) -> float:
