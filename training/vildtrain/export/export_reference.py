@@ -78,17 +78,33 @@ GOLDEN_CASES: list[tuple[str, int, tuple[int, int, int, int] | None, tuple[int, 
     ("upscale", 2, (100, 150, 700, 600), None),
 ]
 
-# The manifest's own categories (their embeddings are precomputed and checked
-# by the Go text-bank parity test, which encodes every prompt of each again):
-# a few, since each costs 12 prompts through the 77-token text tower.
-CATEGORIES = [("dog", "base", ("puppy",)), ("cat", "base", ()), ("bicycle", "base", ()),
-              ("umbrella", "base", ()), ("teapot", "novel", ()), ("hot air balloon", "novel", ()),
-              ("red fox", "novel", ()), ("traffic light", "base", ())]
+# The manifest's categories: by default 1,000, an LVIS-sized vocabulary whose
+# embeddings ship precomputed (category_embeddings.npy), as a served real model's
+# would. They are the project's category names, then their synonyms as
+# categories of their own (same split), in table order.
+DEFAULT_CATEGORIES = 1000
 
 
 class Category:
     def __init__(self, name: str, split: str, synonyms: tuple[str, ...] = ()) -> None:
         self.name, self.split, self.synonyms = name, split, synonyms
+
+
+def reference_categories(n: int | None = None) -> list[Category]:
+    """The first ``n`` (None: all) distinct names of the category table (names, then synonyms)."""
+    from vildtrain.data.categories import load_categories
+    table = load_categories()
+    out: dict[str, Category] = {}
+    for c in table:
+        out.setdefault(c.name, Category(c.name, c.split))
+    for c in table:
+        for s in c.synonyms:
+            out.setdefault(s, Category(s, c.split))
+    if n is None:
+        return list(out.values())
+    if not 1 <= n <= len(out):
+        raise ValueError(f"export_reference: --categories {n} not in [1, {len(out)}]")
+    return list(out.values())[:n]
 
 
 def reference_config() -> DetectorConfig:
@@ -274,8 +290,16 @@ class ClipTextTower(nn.Module):
         return F.normalize(x, dim=-1)
 
     @torch.no_grad()
+    def encode_trimmed(self, ids: Tensor) -> Tensor:
+        """``encode_text`` on the ids cut after the batch's last end token. The same
+        numbers: with the causal mask no position attends to a later one, so the
+        padding after the end token never reaches the pooled position (checked
+        against ``encode_text`` by the exporter and tests/test_reference.py)."""
+        return self.encode_text(ids[:, : int(ids.argmax(dim=-1).max()) + 1])
+
+    @torch.no_grad()
     def text_embeddings(self, names: list[str], tokenizer, templates: list[str] | None = None,
-                        batch: int = 96) -> Tensor:
+                        batch: int = 240, progress=None) -> Tensor:
         """Prompt-ensemble embeddings [K, D] (mean of the unit prompt embeddings, renormalised)."""
         templates = templates or TEMPLATES
         per = max(1, batch // len(templates))
@@ -284,8 +308,10 @@ class ClipTextTower(nn.Module):
             chunk = names[start:start + per]
             ids = torch.from_numpy(tokenizer.encode_batch([t.format(n) for n in chunk for t in templates],
                                                           self.context_length))
-            emb = self.encode_text(ids).view(len(chunk), len(templates), -1).mean(dim=1)
+            emb = self.encode_trimmed(ids).view(len(chunk), len(templates), -1).mean(dim=1)
             out.append(F.normalize(emb, dim=-1))
+            if progress:
+                progress(start + len(chunk), len(names))
         return torch.cat(out)
 
 
@@ -360,7 +386,7 @@ def log(msg: str, start: float) -> None:
 
 @torch.no_grad()
 def export_reference(out: str, arch: str = "r50-fpn-clip-b32", seed: int = 0,
-                     images: dict[str, Image.Image] | None = None) -> dict:
+                     num_categories: int = DEFAULT_CATEGORIES, images: dict[str, Image.Image] | None = None) -> dict:
     """Write the reference bundle to ``out`` (replaced); returns the manifest."""
     if arch not in ARCHES:
         raise ValueError(f"export_reference: unknown --arch {arch!r}; known: {', '.join(ARCHES)}")
@@ -380,19 +406,35 @@ def export_reference(out: str, arch: str = "r50-fpn-clip-b32", seed: int = 0,
 
     readme = _clear(out)
     tokenizer = write_tokenizer(os.path.join(out, "tokenizer"))
-    log(f"tokenizer: {tokenizer.vocab_size} tokens, {len(tokenizer.merges)} merges", start)
+    os.makedirs(os.path.join(out, "golden", "tokenizer"))
+    clip_tokenizer.write_goldens(os.path.join(out, "golden", "tokenizer", "goldens.json"),
+                                 clip_tokenizer.goldens(tokenizer, clip.context_length))
+    log(f"tokenizer: {tokenizer.vocab_size} tokens, {len(tokenizer.merges)} merges; goldens of the tricky "
+        f"inputs in golden/tokenizer", start)
     export_graphs(model, clip, out)
     for graph in ("backbone.onnx", "box_head.onnx"):
         store_half(os.path.join(out, graph))
     log("graphs exported", start)
 
-    categories = [Category(n, s, syn) for n, s, syn in CATEGORIES]
+    categories = reference_categories(num_categories)
     names = [c.name for c in categories]
     save_npy(os.path.join(out, "background.npy"), model.background_embedding())
-    cat_emb = clip.text_embeddings(names, tokenizer, TEMPLATES).float()
-    save_npy(os.path.join(out, "category_embeddings.npy"), cat_emb)
     write_text_golden(os.path.join(out, "golden", "text"), clip, tokenizer, names[:2])
-    log(f"text: {len(names)} category embeddings, text goldens", start)
+    ids = torch.from_numpy(tokenizer.encode_batch([t.format(n) for n in names[:2] for t in TEMPLATES],
+                                                  clip.context_length))
+    trim = float((clip.encode_trimmed(ids) - clip.encode_text(ids)).abs().max())
+    if trim > 1e-5:
+        raise ValueError(f"export_reference: trimmed text encoding differs by {trim:.3g} from the full context")
+    log(f"text goldens written; the trimmed context differs by {trim:.2g} from the full one", start)
+    logged = [0]
+
+    def progress(done: int, total: int) -> None:   # about every tenth
+        if done == total or done - logged[0] >= total / 10:
+            logged[0] = done
+            log(f"category embeddings {done}/{total}", start)
+
+    cat_emb = clip.text_embeddings(names, tokenizer, TEMPLATES, progress=progress).float()
+    save_npy(os.path.join(out, "category_embeddings.npy"), cat_emb)
 
     vocab = Vocabulary(names, cat_emb, [c.split == "base" for c in categories])
     counts = {}
@@ -400,7 +442,7 @@ def export_reference(out: str, arch: str = "r50-fpn-clip-b32", seed: int = 0,
         counts[case] = write_golden_case(os.path.join(out, "golden", case), model, img, vocab)
         log(f"golden case {case} ({img.width}x{img.height}): {counts[case]} detections", start)
 
-    cmd = f"python3 -m vildtrain export_reference --arch {arch} --out DIR --seed {seed}"
+    cmd = f"python3 -m vildtrain export_reference --arch {arch} --out DIR --seed {seed} --categories {num_categories}"
     training = {"command": cmd, "seed": seed, "commit": git_commit(),
                 "note": "random weights: reference architectures for parity and latency, not a detector",
                 "detector": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
@@ -419,10 +461,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--arch", default="r50-fpn-clip-b32", choices=ARCHES)
     ap.add_argument("--out", required=True, help="bundle directory to (re)create")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--categories", type=int, default=DEFAULT_CATEGORIES,
+                    help=f"manifest categories, precomputed (default {DEFAULT_CATEGORIES})")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    man = export_reference(args.out, args.arch, args.seed)
+    man = export_reference(args.out, args.arch, args.seed, args.categories)
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in man["sha256"]) / 1e6
     print(f"export_reference: wrote {args.out} ({len(man['sha256']) + 1} files, {total:.0f} MB)", file=sys.stderr)
     return 0
