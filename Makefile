@@ -129,3 +129,16 @@ eval-exemplars:
 	test -f $(POOL)/annotations.json || $(TRAIN) scenes --set seen --seed 7 --count 1500 --out runs/exemplar-pool
 	go run ./cmd/vild exemplars-eval --annotations $(HELDOUT)/annotations.json --images $(HELDOUT)/images \
 	  --pool-annotations $(POOL)/annotations.json --pool-images $(POOL)/images $(ARGS)
+
+# ---- the reference-size bundle (docs/reference.md) ----
+# Random-weight R50-FPN + CLIP ViT-B/32 text tower at 1,024 px with 1,000 proposals
+# and 1,000 categories, exported to training/runs/reference (not committed), then
+# the Go parity tests on it: the golden stages and chain, the text encoder and
+# sampled category embeddings, and the tokenizer on its 49,408-token vocabulary.
+REFERENCE ?= training/runs/reference
+.PHONY: reference
+reference:
+	VILD_SETUP_ONLY=onnxruntime bash scripts/setup.sh
+	cd training && PYTHONPATH=. $(PY) -m vildtrain export_reference --arch r50-fpn-clip-b32 --out $(abspath $(REFERENCE))
+	VILD_TEST_BUNDLES=$(abspath $(REFERENCE)) go test -count=1 -timeout 60m -v -run 'TestGoldenParity/r50-fpn-clip-b32' ./pipeline
+	VILD_REFERENCE_BUNDLE=$(abspath $(REFERENCE)) go test -count=1 -timeout 60m -v -run 'TestReferenceBundleText|TestReferenceVocabulary' ./textbank ./tokenizer
