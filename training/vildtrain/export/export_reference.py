@@ -219,12 +219,16 @@ class Attention(nn.Module):
         return self.out_proj(y)
 
 
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.attn = Attention(width, heads)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, 4 * width)), ("gelu", QuickGELU()),
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, 4 * width)),
+                                              ("gelu", ACTIVATIONS[activation]()),
                                               ("c_proj", nn.Linear(4 * width, width))]))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -233,9 +237,9 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, activation: str = "quick_gelu") -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, activation) for _ in range(layers))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         for block in self.resblocks:
@@ -252,13 +256,15 @@ class ClipTextTower(nn.Module):
     pooled at the end token (the largest id: ArgMax in the graph)."""
 
     def __init__(self, vocab_size: int, context_length: int, width: int, layers: int, heads: int,
-                 embed_dim: int) -> None:
+                 embed_dim: int, activation: str = "quick_gelu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"export_reference: activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
         self.cfg = {"vocab_size": vocab_size, "context_length": context_length, "width": width,
-                    "layers": layers, "heads": heads, "embed_dim": embed_dim}
+                    "layers": layers, "heads": heads, "embed_dim": embed_dim, "activation": activation}
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
         self.register_buffer("attn_mask", torch.full((context_length, context_length), float("-inf")).triu(1),
