@@ -101,7 +101,7 @@ class Server:
 
 def measure(vild: str, model: str | None, threads: int, body: dict, runs: int, timeout: float,
             new_names: list[str]) -> dict:
-    label = model or "embedded"
+    label = os.path.basename(os.path.normpath(model)) if model else "embedded"
     srv = Server(vild, model, threads, timeout)
     try:
         print(f"serve_reference: {label}, {threads} thread(s): ready in {srv.ready_s:.1f} s", file=sys.stderr)
@@ -138,8 +138,8 @@ def table(results: list[dict]) -> str:
                                                              "scoring"))
         ratio = r["warm_median_s"] / base[r["threads"]] if r["threads"] in base else float("nan")
         new = f"{r['per_new_name_s']:.2f}" if "per_new_name_s" in r else "–"
-        rows.append(f"| {r['bundle']} | {r['threads']} | {r['ready_s']:.1f} | {r['cold_s']:.2f} | "
-                    f"{r['warm_median_s']:.2f} [{min(r['warm_s']):.2f}–{max(r['warm_s']):.2f}] | {ratio:.1f}× | "
+        rows.append(f"| {r['bundle']} | {r['threads']} | {r['ready_s']:.1f} | {r['cold_s']:.3f} | "
+                    f"{r['warm_median_s']:.3f} [{min(r['warm_s']):.3f}–{max(r['warm_s']):.3f}] | {ratio:.2f}× | "
                     f"{stages} | {new} |")
     return "\n".join(rows)
 
