@@ -128,3 +128,12 @@ def test_manifest_numbers_are_the_reference_sizes():
 def test_unknown_arch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown --arch"):
         ref.export_reference(str(tmp_path / "out"), arch="r101")
+
+
+def test_the_issue_spelling_runs_the_command(capsys):
+    from vildtrain.__main__ import main
+    with pytest.raises(SystemExit) as done:
+        main(["export-reference", "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: vildtrain export_reference")
+    assert main(["export-nothing"]) == 2

@@ -55,6 +55,8 @@ def main(argv: list[str]) -> int:
         print(usage())
         return 0 if argv else 2
     name = argv[0]
+    if name not in COMMANDS and name.replace("-", "_") in COMMANDS:
+        name = name.replace("-", "_")   # export-reference is export_reference
     if name not in COMMANDS:
         print(f"vildtrain: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
