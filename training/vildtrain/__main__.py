@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export_reference": ("vildtrain.export.export_reference", "write a reference-size random-weight bundle (R50-FPN, CLIP B/32 text)"),
     "serve_reference": ("vildtrain.export.serve_reference", "time vild serve on a bundle against the embedded default"),
     "convert_clip": ("vildtrain.export.convert_clip", "convert a CLIP checkpoint's text tower and tokenizer (OpenAI or Hugging Face)"),
+    "convert_detector": ("vildtrain.export.convert_detector", "convert a torchvision Mask R-CNN R50-FPN state_dict with ViLD heads to the detector graphs"),
     "evaluate": ("vildtrain.evaluate.evaluate", "COCO-style AP of a detector on the held-out scene sets"),
     "diagnose": ("vildtrain.tools.diagnose", "where a detector's accuracy goes: RPN recall, per-head top-1"),
     "bench_torch": ("vildtrain.tools.bench_torch", "time the bundle's detector in PyTorch eager, stage by stage"),
