@@ -92,3 +92,37 @@ def test_writes_the_graphs(checkpoint, tmp_path):
     backbone = onnx.load(str(tmp_path / "out" / "backbone.onnx"))
     assert [i.name for i in backbone.graph.input] == ["image"] and len(backbone.graph.output) == 14
     assert (tmp_path / "out" / "background.npy").exists()
+
+
+def test_a_converted_vild_becomes_a_bundle(checkpoint, tmp_path):
+    """export_reference with --detector and --clip: the converted weights, the bundle format, goldens."""
+    import hashlib
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from vildtrain.export import export_reference as ref
+    from vildtrain.text import clip_tokenizer
+
+    torch.save(checkpoint, tmp_path / "vild.pth")
+    torch.manual_seed(2)
+    tower = ref.ClipTextTower(vocab_size=clip_tokenizer.load().vocab_size, context_length=77, width=64, layers=1,
+                              heads=1, embed_dim=D)
+    torch.save(tower.state_dict(), tmp_path / "clip.pt")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 80, 3), dtype=np.uint8))
+    out = tmp_path / "bundle"
+    man = ref.export_reference(str(out), num_categories=2, images={"exact": img}, detector=str(tmp_path / "vild.pth"),
+                               clip_checkpoint=str(tmp_path / "clip.pt"), tokenizer_source=clip_tokenizer.data_dir())
+    assert man["name"] == "r50-fpn-vild" and man["training"]["note"] == "converted weights"
+    assert man["embedding"]["dim"] == D and man["text"]["context_length"] == 77
+    for name, digest in man["sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    ids = torch.from_numpy(np.load(out / "golden" / "text" / "input_ids.npy"))
+    with torch.no_grad():
+        want = tower.encode_text(ids).numpy()
+    assert np.abs(np.load(out / "golden" / "text" / "text_embeddings.npy") - want).max() < 1e-5
+    assert np.load(out / "category_embeddings.npy").shape == (2, D)
+    meta = json.loads((out / "golden" / "exact" / "meta.json").read_text())
+    assert (meta["resized_width"], meta["resized_height"]) == (1024, 512)
+    assert np.load(out / "golden" / "exact" / "proposals.npy").shape == (1000, 4)

@@ -201,6 +201,16 @@ def write_tokenizer(source: str, out: str) -> clip_tokenizer.Tokenizer:
     return clip_tokenizer.load(out)
 
 
+def check_tokenizer(tower: ClipTextTower, tok: clip_tokenizer.Tokenizer) -> None:
+    """The tokenizer fits the tower: one token per embedding row, the end token the largest id."""
+    if tok.vocab_size != tower.cfg["vocab_size"]:
+        raise ValueError(f"convert_clip: the tokenizer has {tok.vocab_size} tokens, the embedding "
+                         f"{tower.cfg['vocab_size']} rows")
+    if tok.eot_id != tok.vocab_size - 1:
+        raise ValueError(f"convert_clip: the end token is id {tok.eot_id}, not the largest "
+                         f"({tok.vocab_size - 1}): pooling at ArgMax would miss it")
+
+
 # ---------------------------------------------------------------- convert
 
 def convert(checkpoint: str, out: str, tokenizer: str | None = None) -> dict:
@@ -211,12 +221,7 @@ def convert(checkpoint: str, out: str, tokenizer: str | None = None) -> dict:
             raise ValueError("convert_clip: --tokenizer is needed (vocab.json + merges.txt, or bpe_simple_vocab_16e6.txt.gz)")
         tokenizer = checkpoint
     tok = write_tokenizer(tokenizer, os.path.join(out, "tokenizer"))
-    if tok.vocab_size != tower.cfg["vocab_size"]:
-        raise ValueError(f"convert_clip: the tokenizer has {tok.vocab_size} tokens, the embedding "
-                         f"{tower.cfg['vocab_size']} rows")
-    if tok.eot_id != tok.vocab_size - 1:
-        raise ValueError(f"convert_clip: the end token is id {tok.eot_id}, not the largest "
-                         f"({tok.vocab_size - 1}): pooling at ArgMax would miss it")
+    check_tokenizer(tower, tok)
     ids = torch.from_numpy(tok.encode_batch(["a photo of a dog.", "a teapot"], tower.context_length))
     export_graph(TextEncoderGraph(tower).eval(), (ids,), os.path.join(out, "text_encoder.onnx"), ["input_ids"],
                  ["text_embeddings"], {"input_ids": {0: "B"}, "text_embeddings": {0: "B"}})

@@ -392,26 +392,51 @@ def log(msg: str, start: float) -> None:
 
 @torch.no_grad()
 def export_reference(out: str, arch: str = "r50-fpn-clip-b32", seed: int = 0,
-                     num_categories: int = DEFAULT_CATEGORIES, images: dict[str, Image.Image] | None = None) -> dict:
-    """Write the reference bundle to ``out`` (replaced); returns the manifest."""
+                     num_categories: int = DEFAULT_CATEGORIES, images: dict[str, Image.Image] | None = None,
+                     detector: str | None = None, clip_checkpoint: str | None = None,
+                     tokenizer_source: str | None = None) -> dict:
+    """Write the reference bundle to ``out`` (replaced); returns the manifest.
+
+    With ``detector`` (a checkpoint for :mod:`convert_detector`) and/or
+    ``clip_checkpoint`` (for :mod:`convert_clip`, with ``tokenizer_source``)
+    those weights replace the random ones: a trained ViLD becomes a bundle."""
     if arch not in ARCHES:
         raise ValueError(f"export_reference: unknown --arch {arch!r}; known: {', '.join(ARCHES)}")
     start = time.time()
     torch.manual_seed(seed)
-    cfg = reference_config()
-    model = build_detector(cfg)
-    clip = ClipTextTower(**CLIP_B32_TEXT).eval()
     images = images if images is not None else golden_images()
-    calibrate_batchnorm(model, [preprocess(img, cfg).image for img in images.values()])
-    log(f"built R50-FPN ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters) and the "
-        f"CLIP B/32 text tower ({sum(p.numel() for p in clip.parameters()) / 1e6:.1f} M); "
-        f"BatchNorms set from {len(images)} images", start)
+    if detector:
+        from vildtrain.export.convert_detector import detector_from_state_dict
+        model = detector_from_state_dict(torch.load(detector, map_location="cpu"))
+        cfg = model.cfg
+    else:
+        cfg = reference_config()
+        model = build_detector(cfg)
+        calibrate_batchnorm(model, [preprocess(img, cfg).image for img in images.values()])
+    if clip_checkpoint:
+        from vildtrain.export.convert_clip import load_tower
+        clip, _ = load_tower(clip_checkpoint)
+    else:
+        clip = ClipTextTower(**CLIP_B32_TEXT).eval()
+    if cfg.embed_dim != clip.embed_dim:
+        raise ValueError(f"export_reference: the detector embeds in {cfg.embed_dim} dimensions, the text tower "
+                         f"in {clip.embed_dim}")
+    log(f"R50-FPN ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+        f"{detector or 'random, BatchNorms set from the golden images'}) and the text tower "
+        f"({sum(p.numel() for p in clip.parameters()) / 1e6:.1f} M, {clip_checkpoint or 'random'})", start)
     fold_batchnorm(model)
     for part in (model.backbone, model.rpn, model.box_head):
         round_to_half(part)
 
     readme = _clear(out)
-    tokenizer = write_tokenizer(os.path.join(out, "tokenizer"))
+    if clip_checkpoint:
+        from vildtrain.export.convert_clip import check_tokenizer, write_tokenizer as copy_tokenizer
+        if not tokenizer_source:
+            raise ValueError("export_reference: --clip needs --tokenizer")
+        tokenizer = copy_tokenizer(tokenizer_source, os.path.join(out, "tokenizer"))
+        check_tokenizer(clip, tokenizer)
+    else:
+        tokenizer = write_tokenizer(os.path.join(out, "tokenizer"))
     os.makedirs(os.path.join(out, "golden", "tokenizer"))
     clip_tokenizer.write_goldens(os.path.join(out, "golden", "tokenizer", "goldens.json"),
                                  clip_tokenizer.goldens(tokenizer, clip.context_length))
@@ -449,11 +474,16 @@ def export_reference(out: str, arch: str = "r50-fpn-clip-b32", seed: int = 0,
         log(f"golden case {case} ({img.width}x{img.height}): {counts[case]} detections", start)
 
     cmd = f"python3 -m vildtrain export_reference --arch {arch} --out DIR --seed {seed} --categories {num_categories}"
+    if detector or clip_checkpoint:
+        cmd += (f" --detector {detector}" if detector else "") + (f" --clip {clip_checkpoint}" if clip_checkpoint else "") \
+            + (f" --tokenizer {tokenizer_source}" if tokenizer_source else "")
+    random = [part for part, given in (("detector", detector), ("text tower", clip_checkpoint)) if not given]
     training = {"command": cmd, "seed": seed, "commit": git_commit(),
-                "note": "random weights: reference architectures for parity and latency, not a detector",
+                "note": (f"random weights ({', '.join(random)}): reference architectures for parity and latency"
+                         if random else "converted weights"),
                 "detector": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
                 "text_encoder": dict(clip.cfg), "golden_detections": counts}
-    man = manifest(cfg, clip, categories, training, NAME)
+    man = manifest(cfg, clip, categories, training, NAME if detector is None else "r50-fpn-vild")
     _write_manifest(out, man)
     if readme is not None:
         with open(os.path.join(out, "README.md"), "wb") as f:
@@ -469,10 +499,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--categories", type=int, default=DEFAULT_CATEGORIES,
                     help=f"manifest categories, precomputed (default {DEFAULT_CATEGORIES})")
+    ap.add_argument("--detector", help="trained weights instead of random: a torchvision Mask R-CNN R50-FPN "
+                    "state_dict with ViLD heads (see convert_detector)")
+    ap.add_argument("--clip", help="trained text tower instead of random: OpenAI or Hugging Face CLIP (see convert_clip)")
+    ap.add_argument("--tokenizer", help="with --clip: vocab.json + merges.txt directory or bpe_simple_vocab_16e6.txt.gz")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    man = export_reference(args.out, args.arch, args.seed, args.categories)
+    man = export_reference(args.out, args.arch, args.seed, args.categories, detector=args.detector,
+                           clip_checkpoint=args.clip, tokenizer_source=args.tokenizer)
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in man["sha256"]) / 1e6
     print(f"export_reference: wrote {args.out} ({len(man['sha256']) + 1} files, {total:.0f} MB)", file=sys.stderr)
     return 0
