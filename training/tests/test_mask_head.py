@@ -151,6 +151,16 @@ def test_training_resumes_exactly_and_writes_the_head(tmp_path, capsys):
         assert torch.equal(v, w), k
 
 
+def test_training_stops_at_the_time_budget(tmp_path, capsys):
+    # 0.05 min = 3 s: far fewer than 10,000 steps fit; the run ends there and is done
+    summary = tmh.train(_args(tmp_path, steps=10_000, time_budget=0.05, calibrate=2, refit_every=2),
+                        model=tiny_model(), scenes=_synthetic_scenes())
+    assert summary["done"] and 2 < summary["step"] < 10_000 and summary["total"] == summary["step"]
+    assert summary["elapsed_s"] < 20
+    assert (tmp_path / "mask_head.pt").exists()
+    assert "would overrun the 0.05 min budget" in capsys.readouterr().err
+
+
 def test_training_refuses_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="time-budget"):
         tmh.train(_args(tmp_path, time_budget=31.0), model=tiny_model(), scenes=_synthetic_scenes())

@@ -27,9 +27,10 @@ binary cross-entropy with logits, averaged over RoIs and pixels.
 
 AdamW, linear warmup then cosine decay over the run's total steps. With
 ``--time-budget`` (minutes, at most 30, counted from launch) the first
-``--calibrate`` steps are timed and the total is cut to what fits; the total is
-re-fitted (only ever shortened) every ``--refit-every`` steps, and the run stops
-at the budget whatever happens. Progress every ``--log-every`` steps (loss,
+``--calibrate`` steps are timed and the total is cut to what fits; every
+``--refit-every`` steps the rate since the last fit is measured again and the
+total shortened, or lengthened (up to ``--steps``) when the machine got faster,
+as ``train_detector`` does; the run stops at the budget whatever happens. Progress every ``--log-every`` steps (loss,
 images/s, elapsed, ETA); OUT/checkpoint.pt every ``--checkpoint-every`` seconds
 and at the end; ``--resume`` continues it exactly: scenes depend only on (seed,
 index) and every step reseeds its RNG from (seed, step). The finished head is
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-budget", type=float, default=MAX_BUDGET_MIN,
                     help=f"minutes for the whole run, at most {MAX_BUDGET_MIN:g} (0 = no budget)")
     ap.add_argument("--calibrate", type=int, default=10, help="steps timed before fitting the budget")
-    ap.add_argument("--refit-every", type=int, default=50, help="re-fit (shorten only) the total this often")
+    ap.add_argument("--refit-every", type=int, default=50, help="re-fit the total to the budget this often")
     ap.add_argument("--batch", type=int, default=4, help="scenes per step")
     ap.add_argument("--rois", type=int, default=64, help="mask RoIs per image at most")
     ap.add_argument("--jitter", type=float, default=0.1, help="jittered boxes move corners by up to this x side")
@@ -249,7 +250,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None, categories=No
 
     budget_s = args.time_budget * 60.0
     t_loop = t_ckpt = time.time()
-    t_fit: tuple[float, int] | None = None
+    t_fit: tuple[float, int] | None = None   # (time, step) the rate is measured from
+    calibrated = False
     steps_now, ema = 0, None
     head.train()
     while step < total:
@@ -282,13 +284,22 @@ def train(args: argparse.Namespace, argv: list[str] | None = None, categories=No
         if steps_now == 2:
             t_fit = (now, step)  # the first steps warm up; time from here
         if budget_s > 0 and t_fit is not None and step > t_fit[1] and (
-                step - t_fit[1] == args.calibrate or (args.refit_every and step % args.refit_every == 0)):
+                (not calibrated and step - t_fit[1] >= args.calibrate)
+                or (calibrated and args.refit_every and step % args.refit_every == 0)):
+            calibrated = True
             rate = (step - t_fit[1]) / max(1e-6, now - t_fit[0])
-            fit = min(total, step + int(rate * max(0.0, budget_s - elapsed) * 0.97))
+            t_fit = (now, step)   # the next fit measures the rate from here: a change of speed shows at once
+            left = max(0.0, budget_s - elapsed)
+            fit = min(args.steps, step + int(rate * left * 0.97))
+            roomy = min(args.steps, step + int(rate * left * 0.94))   # growing keeps twice the slack
             if fit < total:
                 print(f"train_mask_head: {total} steps would overrun the {args.time_budget:g} min budget at "
                       f"{rate * args.batch:.2f} images/s; training {fit} steps", file=sys.stderr, flush=True)
                 total = fit
+            elif roomy > total:
+                print(f"train_mask_head: the {args.time_budget:g} min budget has room for {roomy} steps at "
+                      f"{rate * args.batch:.2f} images/s; training {roomy} steps", file=sys.stderr, flush=True)
+                total = roomy
         if budget_s > 0 and elapsed >= budget_s and step < total:
             print(f"train_mask_head: time budget reached at step {step}/{total}", file=sys.stderr, flush=True)
             total = step
