@@ -88,3 +88,12 @@ bundle:
 # The paper-style table on the held-out sets (training/README.md).
 eval-python:
 	$(TRAIN) evaluate --checkpoint runs/detector/detector.pt --data runs/heldout --out runs/eval
+
+# The class-agnostic mask head, a second stage on the bundle's frozen detector (rebuilt from
+# models/default when missing), within 30 minutes from launch; then mask AP on the seen set
+# (training/README.md "Mask head", docs/decisions/0025-mask-head.md).
+.PHONY: mask-head
+mask-head: setup
+	$(TRAIN) train_mask_head --out runs/mask-head --time-budget 30
+	$(TRAIN) evaluate --checkpoint runs/from-bundle/detector.pt --mask-head runs/mask-head/mask_head.pt \
+		--data runs/heldout --sets seen --methods ensemble --out runs/mask-head/eval
