@@ -142,3 +142,12 @@ reference:
 	cd training && PYTHONPATH=. $(PY) -m vildtrain export_reference --arch r50-fpn-clip-b32 --out $(abspath $(REFERENCE))
 	VILD_TEST_BUNDLES=$(abspath $(REFERENCE)) go test -count=1 -timeout 60m -v -run 'TestGoldenParity/r50-fpn-clip-b32' ./pipeline
 	VILD_REFERENCE_BUNDLE=$(abspath $(REFERENCE)) go test -count=1 -timeout 60m -v -run 'TestReferenceBundleText|TestReferenceVocabulary' ./textbank ./tokenizer
+
+# The class-agnostic mask head, a second stage on the bundle's frozen detector (rebuilt from
+# models/default when missing), within 30 minutes from launch; then mask AP on the seen set
+# (training/README.md "Mask head", docs/decisions/0025-mask-head.md).
+.PHONY: mask-head
+mask-head: setup
+	$(TRAIN) train_mask_head --out runs/mask-head --time-budget 30
+	$(TRAIN) evaluate --checkpoint runs/from-bundle/detector.pt --mask-head runs/mask-head/mask_head.pt \
+		--data runs/heldout --sets seen --methods ensemble --out runs/mask-head/eval
