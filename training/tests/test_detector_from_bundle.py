@@ -7,7 +7,7 @@ import torch
 from test_detector import tiny_clip, tiny_model
 from test_export import as_exported
 from vildtrain.export.export import export_bundle
-from vildtrain.export.detector_from_bundle import check_against_golden, conv_bn_pairs, detector_from_bundle, main
+from vildtrain.models.detector_from_bundle import check_against_golden, conv_bn_pairs, detector_from_bundle, main
 from vildtrain.models.detector import load_checkpoint, save_checkpoint
 from vildtrain.models.miniclip import teacher_record
 

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 from vildtrain.export import export_reference as ref
+from vildtrain.models import reference as arch
 from vildtrain.export.export import manifest
 from vildtrain.text import clip_tokenizer
 
@@ -55,7 +56,7 @@ def test_tokenizer_reads_the_same_as_clips_gzip(tokenizer_dir, tmp_path):
 
 
 def test_text_tower_has_openai_clip_b32_names_and_shapes():
-    tower = ref.ClipTextTower(**ref.CLIP_B32_TEXT)
+    tower = arch.ClipTextTower(**arch.CLIP_B32_TEXT)
     got = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
     want = {"token_embedding.weight": (49408, 512), "positional_embedding": (77, 512),
             "ln_final.weight": (512,), "ln_final.bias": (512,), "text_projection": (512, 512)}
@@ -71,7 +72,7 @@ def test_text_tower_has_openai_clip_b32_names_and_shapes():
 
 def test_attention_is_multihead_attention_with_a_causal_mask():
     torch.manual_seed(0)
-    attn = ref.Attention(32, 4)
+    attn = arch.Attention(32, 4)
     nn.init.normal_(attn.in_proj_weight, std=0.2)
     nn.init.normal_(attn.in_proj_bias, std=0.1)
     mha = nn.MultiheadAttention(32, 4, batch_first=True)
@@ -84,7 +85,7 @@ def test_attention_is_multihead_attention_with_a_causal_mask():
 
 def test_padding_after_the_end_token_does_not_matter():
     torch.manual_seed(0)
-    tower = ref.ClipTextTower(vocab_size=100, context_length=16, width=32, layers=2, heads=4, embed_dim=8).eval()
+    tower = arch.ClipTextTower(vocab_size=100, context_length=16, width=32, layers=2, heads=4, embed_dim=8).eval()
     ids = torch.zeros(2, 16, dtype=torch.int64)
     ids[0, :5] = torch.tensor([98, 5, 6, 7, 99])
     ids[1, :3] = torch.tensor([98, 9, 99])
@@ -97,8 +98,8 @@ def test_padding_after_the_end_token_does_not_matter():
 
 
 def test_detector_has_torchvision_mask_rcnn_names_and_shapes():
-    cfg = ref.reference_config()
-    model = ref.build_detector(cfg)
+    cfg = arch.reference_config()
+    model = arch.build_detector(cfg)
     tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
     ours = model.state_dict()
     for prefix in ("backbone.", "rpn.head."):
@@ -112,9 +113,9 @@ def test_detector_has_torchvision_mask_rcnn_names_and_shapes():
 
 
 def test_manifest_numbers_are_the_reference_sizes():
-    tower = ref.ClipTextTower(vocab_size=100, context_length=77, width=8, layers=1, heads=2, embed_dim=512)
+    tower = arch.ClipTextTower(vocab_size=100, context_length=77, width=8, layers=1, heads=2, embed_dim=512)
     cats = ref.reference_categories(1000)
-    m = manifest(ref.reference_config(), tower, cats, {}, ref.NAME)
+    m = manifest(arch.reference_config(), tower, cats, {}, ref.NAME)
     assert m["input"]["max_side"] == 1024 and m["input"]["size_divisible"] == 64
     assert [(lv["name"], lv["stride"], lv["anchor_sizes"], lv["roi"]) for lv in m["fpn"]["levels"]] == [
         ("p2", 4, [32], True), ("p3", 8, [64], True), ("p4", 16, [128], True), ("p5", 32, [256], True),

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image_encoder": ("vildtrain.export.image_encoder", "add the mini-CLIP image encoder to a bundle, for exemplar categories"),
     "export_mask_head": ("vildtrain.export.export_mask_head", "add a trained mask head to a vild bundle"),
     "bundle_synonyms": ("vildtrain.export.bundle_synonyms", "rewrite a bundle manifest's category synonyms from the category table"),
-    "detector_from_bundle": ("vildtrain.export.detector_from_bundle", "rebuild a bundle's detector as a PyTorch checkpoint"),
+    "detector_from_bundle": ("vildtrain.models.detector_from_bundle", "rebuild a bundle's detector as a PyTorch checkpoint"),
     "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),
     "export_reference": ("vildtrain.export.export_reference", "write a reference-size random-weight bundle (R50-FPN, CLIP B/32 text)"),
     "serve_reference": ("vildtrain.export.serve_reference", "time vild serve on a bundle against the embedded default"),

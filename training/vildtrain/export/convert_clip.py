@@ -24,7 +24,7 @@ Checkpoints it reads:
 CLIP lays it out). The vocabulary must have as many tokens as the embedding has
 rows, and the end token must be the largest id (the graph pools at ArgMax).
 
-The tower becomes :class:`~vildtrain.export.export_reference.ClipTextTower`
+The tower becomes :class:`~vildtrain.models.reference.ClipTextTower`
 (OpenAI's layout) and is exported with float32 weights, opset 17, dynamic
 batch (tests/test_convert_clip.py checks both layouts against their own
 arithmetic: OpenAI's modules, and Hugging Face's separate q/k/v attention). The rest of a
@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from vildtrain.export.export import TextEncoderGraph, export_graph
-from vildtrain.export.export_reference import ClipTextTower
+from vildtrain.models.reference import ClipTextTower
 from vildtrain.text import clip_tokenizer
 
 CLIP_GZ = "bpe_simple_vocab_16e6.txt.gz"

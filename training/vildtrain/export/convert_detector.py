@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from vildtrain.export.export import export_graph, fold_batchnorm, round_to_half, save_npy, store_half
-from vildtrain.export.export_reference import build_detector, reference_config
+from vildtrain.models.reference import build_detector, reference_config
 from vildtrain.models.detector import BackboneGraph, VildDetector, backbone_output_names
 
 VILD_KEYS = ("vild.text_proj.weight", "vild.text_proj.bias", "vild.image_proj.weight", "vild.image_proj.bias",

@@ -78,7 +78,7 @@ def timed(fn, min_runs: int, min_seconds: float) -> float:
 @torch.no_grad()
 def bench(bundle: str, threads: list[int], vocab_sizes=VOCAB_SIZES, min_runs: int = 5,
           min_seconds: float = 2.0, log=sys.stderr) -> dict:
-    from vildtrain.export.detector_from_bundle import detector_from_bundle
+    from vildtrain.models.detector_from_bundle import detector_from_bundle
     from vildtrain.models.detector import BackboneGraph
     from vildtrain.models.infer import detect, preprocess, regions
     model = detector_from_bundle(bundle)

@@ -162,7 +162,7 @@ def ensure_detector(path: str) -> str:
         return path
     if path != DEFAULT_DETECTOR:
         raise FileNotFoundError(f"train_mask_head: no detector checkpoint {path}")
-    from vildtrain.export import detector_from_bundle
+    from vildtrain.models import detector_from_bundle
     print(f"train_mask_head: rebuilding the bundle's detector into {path}", file=sys.stderr, flush=True)
     if detector_from_bundle.main(["--out", path]) != 0:
         raise RuntimeError("train_mask_head: detector_from_bundle failed")
