@@ -102,3 +102,12 @@ eval-exemplars:
 	test -f $(POOL)/annotations.json || $(TRAIN) scenes --set seen --seed 7 --count 1500 --out runs/exemplar-pool
 	go run ./cmd/vild exemplars-eval --annotations $(HELDOUT)/annotations.json --images $(HELDOUT)/images \
 	  --pool-annotations $(POOL)/annotations.json --pool-images $(POOL)/images $(ARGS)
+
+# The class-agnostic mask head, a second stage on the bundle's frozen detector (rebuilt from
+# models/default when missing), within 30 minutes from launch; then mask AP on the seen set
+# (training/README.md "Mask head", docs/decisions/0025-mask-head.md).
+.PHONY: mask-head
+mask-head: setup
+	$(TRAIN) train_mask_head --out runs/mask-head --time-budget 30
+	$(TRAIN) evaluate --checkpoint runs/from-bundle/detector.pt --mask-head runs/mask-head/mask_head.pt \
+		--data runs/heldout --sets seen --methods ensemble --out runs/mask-head/eval

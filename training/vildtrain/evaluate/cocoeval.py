@@ -13,6 +13,13 @@ with it; the Go package ``eval`` follows it operation for operation
   sampled at the 101 recall points 0:0.01:1 (``searchsorted`` left; a recall
   point beyond the last reached recall gets precision 0); AP is the mean;
 * categories without ground truth are left out of every mean.
+
+Mask AP (``iou_type="segm"``, pycocotools' ``COCOeval(..., "segm")``) is the same
+procedure with the IoU of instance masks instead of boxes: |d & g| / |d | g| in
+pixels (no crowd regions, so pycocotools' crowd rule never applies; an empty
+union counts as IoU 0). Masks are bool HxW arrays or COCO RLE dicts. Only the
+area range "all" is evaluated, so the area of a mask (pycocotools' area-range
+criterion for segm) never excludes anything.
 """
 from __future__ import annotations
 
@@ -38,18 +45,46 @@ def iou_xywh(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def match_image(dt_boxes: np.ndarray, dt_scores: np.ndarray, gt_boxes: np.ndarray,
-                thresholds: np.ndarray = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
-    """One image, one category: (scores of the kept detections, tp [T, D] bool)."""
+def as_mask(m) -> np.ndarray:
+    """A bool HxW mask from a bool array or a COCO RLE dict."""
+    if isinstance(m, dict):
+        from vildtrain.data.coco import rle_decode
+        return rle_decode(m)
+    return np.asarray(m, dtype=bool)
+
+
+def iou_masks(dt: list, gt: list) -> np.ndarray:
+    """IoU matrix [len(dt), len(gt)] of instance masks (bool HxW arrays or RLE dicts)."""
+    if len(dt) == 0 or len(gt) == 0:
+        return np.zeros((len(dt), len(gt)))
+    d = np.stack([as_mask(m).ravel() for m in dt]).astype(np.float32)
+    g = np.stack([as_mask(m).ravel() for m in gt]).astype(np.float32)
+    if d.shape[1] != g.shape[1]:
+        raise ValueError(f"cocoeval: detection masks of {d.shape[1]} pixels, ground truth of {g.shape[1]}")
+    inter = (d @ g.T).astype(np.float64)
+    union = d.sum(1, dtype=np.float64)[:, None] + g.sum(1, dtype=np.float64)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match_image(dt_boxes, dt_scores: np.ndarray, gt_boxes,
+                thresholds: np.ndarray = IOU_THRESHOLDS, iou_type: str = "bbox") -> tuple[np.ndarray, np.ndarray]:
+    """One image, one category: (scores of the kept detections, tp [T, D] bool).
+    ``iou_type`` "bbox": x, y, w, h arrays; "segm": lists of masks."""
     order = np.argsort(-dt_scores, kind="mergesort")[:MAX_DETS]
-    dt_boxes, dt_scores = dt_boxes[order], dt_scores[order]
-    ious = iou_xywh(dt_boxes, gt_boxes)
-    tp = np.zeros((len(thresholds), len(dt_boxes)), bool)
+    dt_scores = dt_scores[order]
+    if iou_type == "bbox":
+        ious = iou_xywh(dt_boxes[order], gt_boxes)
+    elif iou_type == "segm":
+        ious = iou_masks([dt_boxes[i] for i in order], gt_boxes)
+    else:
+        raise ValueError(f"cocoeval: iou_type {iou_type!r}: bbox or segm")
+    n_gt = ious.shape[1]
+    tp = np.zeros((len(thresholds), len(dt_scores)), bool)
     for ti, t in enumerate(thresholds):
-        taken = np.zeros(len(gt_boxes), bool)
-        for d in range(len(dt_boxes)):
+        taken = np.zeros(n_gt, bool)
+        for d in range(len(dt_scores)):
             best, m = min(t, 1 - 1e-10), -1
-            for g in range(len(gt_boxes)):
+            for g in range(n_gt):
                 if taken[g] or ious[d, g] < best:
                     continue
                 best, m = ious[d, g], g
@@ -84,12 +119,14 @@ def average_precision(scores: list[np.ndarray], tps: list[np.ndarray], num_gt: i
 
 def evaluate_detections(gts: dict[int, list[tuple[int, list[float]]]],
                         dts: dict[int, list[tuple[int, list[float], float]]],
-                        category_ids: list[int]) -> dict[int, np.ndarray]:
-    """COCO bbox AP per category.
+                        category_ids: list[int], iou_type: str = "bbox") -> dict[int, np.ndarray]:
+    """COCO bbox (or segm) AP per category.
 
     gts: image id -> [(category id, [x, y, w, h])]; dts: image id -> [(category id,
-    [x, y, w, h], score)]. Returns category id -> AP per IoU threshold [10] (NaN
-    for categories without ground truth)."""
+    [x, y, w, h], score)]. With ``iou_type="segm"`` the geometry is a mask (bool
+    HxW or COCO RLE) instead of the box. Returns category id -> AP per IoU
+    threshold [10] (NaN for categories without ground truth)."""
+    segm = iou_type == "segm"
     per_cat_scores: dict[int, list[np.ndarray]] = {c: [] for c in category_ids}
     per_cat_tps: dict[int, list[np.ndarray]] = {c: [] for c in category_ids}
     num_gt = {c: 0 for c in category_ids}
@@ -107,8 +144,11 @@ def evaluate_detections(gts: dict[int, list[tuple[int, list[float]]]],
                 d_by[c][0].append(box)
                 d_by[c][1].append(score)
         for c, (boxes, scores) in d_by.items():
-            g = np.asarray(g_by.get(c, []), np.float64).reshape(-1, 4)
-            s, tp = match_image(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64), g)
+            if segm:
+                s, tp = match_image(boxes, np.asarray(scores, np.float64), g_by.get(c, []), iou_type="segm")
+            else:
+                g = np.asarray(g_by.get(c, []), np.float64).reshape(-1, 4)
+                s, tp = match_image(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64), g)
             per_cat_scores[c].append(s)
             per_cat_tps[c].append(tp)
     return {c: average_precision(per_cat_scores[c], per_cat_tps[c], num_gt[c]) for c in category_ids}

@@ -20,6 +20,15 @@ measures the server's default output, each region's best label only.
 
 The metric is COCO's box AP, re-implemented in NumPy in
 :mod:`vildtrain.evaluate.cocoeval` (its docstring gives the details).
+
+With ``--mask-head PATH`` (a trained :mod:`vildtrain.models.mask_head`) every
+detection of the text, image and ensemble heads also gets an instance mask
+(:func:`vildtrain.models.mask_head.detection_masks`: its box pooled 14x14, the
+head's 28x28 probabilities pasted into the image, >= 0.5), and mask AP
+(COCO "segm", against the scenes' RLE masks) is reported next to box AP:
+
+    python3 -m vildtrain evaluate --checkpoint runs/from-bundle/detector.pt \
+        --mask-head runs/mask-head/mask_head.pt --sets seen --methods ensemble --out runs/mask-head/eval
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -49,15 +58,19 @@ class SceneSet:
     root: str
     images: list[dict]
     gts: dict[int, list[tuple[int, list[float]]]]
+    segms: dict[int, list[tuple[int, dict]]] = field(default_factory=dict)  # image id -> [(category, RLE)]
 
 
 def load_set(root: str, name: str) -> SceneSet:
     with open(os.path.join(root, "annotations.json"), encoding="utf-8") as f:
         data = json.load(f)
     gts: dict[int, list[tuple[int, list[float]]]] = {im["id"]: [] for im in data["images"]}
+    segms: dict[int, list[tuple[int, dict]]] = {im["id"]: [] for im in data["images"]}
     for a in data["annotations"]:
         gts[a["image_id"]].append((a["category_id"], list(a["bbox"])))
-    return SceneSet(name, root, data["images"], gts)
+        if "segmentation" in a:
+            segms[a["image_id"]].append((a["category_id"], a["segmentation"]))
+    return SceneSet(name, root, data["images"], gts, segms)
 
 
 def ensure_set(data_dir: str, name: str, count: int) -> SceneSet:
@@ -69,6 +82,7 @@ def ensure_set(data_dir: str, name: str, count: int) -> SceneSet:
             s.images = s.images[:count]
             keep = {im["id"] for im in s.images}
             s.gts = {k: v for k, v in s.gts.items() if k in keep}
+            s.segms = {k: v for k, v in s.segms.items() if k in keep}
             return s
     from vildtrain.data.scenes import write_set
     print(f"evaluate: writing {count} scenes of set {name} to {root}", file=sys.stderr, flush=True)
@@ -79,10 +93,14 @@ def ensure_set(data_dir: str, name: str, count: int) -> SceneSet:
 @torch.no_grad()
 def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_proposals: int,
             methods: list[tuple[str, str]] = METHODS, log_every: int = 50,
-            labels_per_box: int | None = None) -> dict[str, dict]:
-    """Detections of every method on every image of a set -> {method: dts}."""
+            labels_per_box: int | None = None, mask=None) -> dict[str, dict]:
+    """Detections of every method on every image of a set -> {method: dts}; with
+    ``mask`` = (mask head, mask pooler) also {method + SEGM: mask detections} for
+    the heads other than "clip" (masks as COCO RLE)."""
     from vildtrain.models.infer import detect, regions
     dts: dict[str, dict] = {m: {} for _, m in methods}
+    if mask is not None:
+        dts.update({m + SEGM: {} for _, m in methods if m != "clip"})
     t0 = time.time()
     for i, im in enumerate(s.images):
         img = Image.open(os.path.join(s.root, "images", im["file_name"])).convert("RGB")
@@ -98,11 +116,49 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
                 dets = detect(model, r, vocab, head, labels_per_box=labels_per_box)
             dts[head][im["id"]] = [(name_to_id[d.label], [d.box[0], d.box[1], d.box[2] - d.box[0],
                                                           d.box[3] - d.box[1]], d.score) for d in dets]
+            if mask is not None and head != "clip":
+                dts[head + SEGM][im["id"]] = mask_detections(mask, r, dets, name_to_id)
         if (i + 1) % log_every == 0 or i + 1 == len(s.images):
             rate = (i + 1) / (time.time() - t0)
             print(f"evaluate: {s.name} {i + 1}/{len(s.images)} ({rate:.2f} img/s, ETA "
                   f"{(len(s.images) - i - 1) / rate / 60:.1f} min)", file=sys.stderr, flush=True)
     return dts
+
+
+SEGM = "/segm"   # key suffix of a method's mask detections and mask AP
+
+
+def mask_detections(mask, r, dets, name_to_id: dict[str, int]) -> list[tuple[int, dict, float]]:
+    """(category id, RLE mask, score) of each detection; the labels of one region share
+    its box, so each distinct box is run through the mask head once."""
+    from vildtrain.data.coco import rle_encode
+    from vildtrain.models.mask_head import detection_masks
+    head, pooler = mask
+    unique: dict[tuple, int] = {}
+    for d in dets:
+        unique.setdefault(tuple(d.box), len(unique))
+    boxes = list(unique)
+    masks = detection_masks(head, pooler, r, [type(dets[0])("", 0.0, list(b)) for b in boxes]) if boxes else []
+    rles = [rle_encode(m) for m in masks]
+    return [(name_to_id[d.label], rles[unique[tuple(d.box)]], d.score) for d in dets]
+
+
+def mask_markdown(results: dict, sets: list[tuple[str, str]], methods: list[tuple[str, str]]) -> str:
+    """Mask AP next to box AP, per set and method (the methods that have masks)."""
+    out = []
+    for key, title in sets:
+        out += [f"{title}, mask AP (segm) and box AP (bbox) of the same detections (AP = AP@[.5:.95]):", "",
+                "| method | iou | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for label, m in methods:
+            if m + SEGM not in results[key]:
+                continue
+            for kind, rk in (("segm", m + SEGM), ("bbox", m)):
+                r = results[key][rk]
+                out.append(f"| {label} | {kind} | " + " | ".join(
+                    f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50")) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def markdown(results: dict, sets: list[tuple[str, str]], methods: list[tuple[str, str]]) -> str:
@@ -131,7 +187,8 @@ def markdown(results: dict, sets: list[tuple[str, str]], methods: list[tuple[str
 
 def _shard(job: tuple) -> dict[str, dict]:
     """One process's share of a set (run under ``ProcessPoolExecutor``)."""
-    checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads, labels_per_box = job
+    (checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads, labels_per_box,
+     methods, mask_head) = job
     torch.set_num_threads(threads)
     from vildtrain.models.detector import load_checkpoint
     from vildtrain.models.infer import Vocabulary
@@ -139,12 +196,21 @@ def _shard(job: tuple) -> dict[str, dict]:
     model, _ = load_checkpoint(checkpoint)
     clip = load_miniclip(miniclip)
     vocab = Vocabulary(labels, torch.from_numpy(embeddings), base)
-    return run_set(model, clip, s, vocab, name_to_id, clip_proposals, labels_per_box=labels_per_box)
+    return run_set(model, clip, s, vocab, name_to_id, clip_proposals, methods=methods, labels_per_box=labels_per_box,
+                   mask=load_mask(mask_head, model) if mask_head else None)
+
+
+def load_mask(path: str, model):
+    """(mask head, mask pooler) for ``evaluate --mask-head``."""
+    from vildtrain.models.mask_head import load_mask_head, mask_pooler
+    head, _ = load_mask_head(path)
+    return head, mask_pooler(model.cfg, head.cfg.roi_output_size)
 
 
 def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, name_to_id: dict[str, int],
                      clip_proposals: int, procs: int, threads: int = 1,
-                     labels_per_box: int | None = None) -> dict[str, dict]:
+                     labels_per_box: int | None = None, methods: list[tuple[str, str]] = METHODS,
+                     mask_head: str | None = None) -> dict[str, dict]:
     """:func:`run_set` over ``procs`` processes, each taking every procs-th image."""
     import concurrent.futures
     import multiprocessing
@@ -152,13 +218,13 @@ def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, 
     for r in range(procs):
         part = SceneSet(f"{s.name}[{r}]", s.root, s.images[r::procs], {})
         jobs.append((checkpoint, miniclip, vocab.labels, vocab.embeddings.numpy(), vocab.base, part, name_to_id,
-                     clip_proposals, threads, labels_per_box))
-    merged: dict[str, dict] = {m: {} for _, m in METHODS}
+                     clip_proposals, threads, labels_per_box, methods, mask_head))
+    merged: dict[str, dict] = {}
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
         for part in pool.map(_shard, jobs):
             for m, d in part.items():
-                merged[m].update(d)
+                merged.setdefault(m, {}).update(d)
     return merged
 
 
@@ -177,8 +243,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--labels-per-box", type=int, default=EVAL_LABELS_PER_BOX,
                     help="labels each region may be reported with, each a detection: the default is COCO-style "
                          "per-class output; 1 keeps each region's best label only, as the server does by default")
+    ap.add_argument("--methods", default=",".join(m for _, m in METHODS),
+                    help="heads to score with, of " + ", ".join(m for _, m in METHODS))
+    ap.add_argument("--mask-head", default=None,
+                    help="a trained mask head (mask_head.pt): adds mask AP for the text, image and ensemble heads")
     ap.add_argument("--out", default="training/runs/eval")
     args = ap.parse_args(argv)
+    methods = [(label, m) for label, m in METHODS if m in args.methods.split(",")]
+    unknown = set(args.methods.split(",")) - {m for _, m in METHODS}
+    if unknown or not methods:
+        ap.error(f"--methods {args.methods}: choose from {', '.join(m for _, m in METHODS)}")
     if args.labels_per_box < 1:
         ap.error(f"--labels-per-box must be at least 1, not {args.labels_per_box}")
     torch.set_num_threads(2)
@@ -200,21 +274,35 @@ def main(argv: list[str]) -> int:
         s = ensure_set(args.data, key, args.count)
         if args.procs > 1:
             dts = run_set_parallel(args.checkpoint, clip_path, s, vocab, name_to_id, args.clip_proposals,
-                                   args.procs, labels_per_box=args.labels_per_box)
+                                   args.procs, labels_per_box=args.labels_per_box, methods=methods,
+                                   mask_head=args.mask_head)
         else:
-            dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals, labels_per_box=args.labels_per_box)
+            dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals, methods=methods,
+                          labels_per_box=args.labels_per_box,
+                          mask=load_mask(args.mask_head, model) if args.mask_head else None)
         results[key] = {}
-        for _, m in METHODS:
+        for _, m in methods:
             ap_per_cat = evaluate_detections(s.gts, dts[m], [c.id for c in cats])
             results[key][m] = summarize(ap_per_cat, groups)
+            if m + SEGM in dts:
+                ap_per_cat = evaluate_detections(s.segms, dts[m + SEGM], [c.id for c in cats], iou_type="segm")
+                results[key][m + SEGM] = summarize(ap_per_cat, groups)
     os.makedirs(args.out, exist_ok=True)
-    table = markdown(results, chosen, METHODS)
+    table = markdown(results, chosen, methods)
+    if args.mask_head:
+        table += "\n" + mask_markdown(results, chosen, methods)
     meta = {"checkpoint": args.checkpoint, "miniclip": clip_path, "miniclip_digest": miniclip_digest(clip),
             "images_per_set": args.count, "clip_proposals": args.clip_proposals,
             "labels_per_box": args.labels_per_box,
             "command": "python3 -m vildtrain evaluate " + " ".join(argv), "eval_seconds": round(time.time() - t0, 1),
             "train_seconds": extra.get("train_seconds"), "training_command": extra.get("command"),
-            "training_steps": extra.get("steps"), "images_seen": extra.get("images_seen")}
+            "training_steps": extra.get("steps"), "images_seen": extra.get("images_seen"),
+            "methods": [m for _, m in methods], "mask_head": args.mask_head}
+    if args.mask_head:
+        from vildtrain.models.mask_head import load_mask_head
+        mextra = load_mask_head(args.mask_head)[1]
+        meta["mask_head_training"] = {k: mextra.get(k) for k in ("command", "steps", "images_seen", "rois_seen",
+                                                                  "train_seconds")}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
