@@ -15,6 +15,7 @@ import (
 	"math"
 
 	"github.com/vild/vild/bundle"
+	"github.com/vild/vild/detector"
 	"github.com/vild/vild/ort"
 	"github.com/vild/vild/roialign"
 )
@@ -221,13 +222,14 @@ type Features struct {
 	Width, Height  int                // the original image
 }
 
-// Bytes is the memory the feature maps hold.
-func (f *Features) Bytes() int {
-	n := 0
-	for _, l := range f.Levels {
-		n += 4 * len(l.Data)
+// FeaturesOf are a detector's kept features of a width × height image.
+func FeaturesOf(d *detector.Features, width, height int) *Features {
+	f := &Features{ScaleX: d.ScaleX, ScaleY: d.ScaleY, Width: width, Height: height}
+	for _, l := range d.Levels {
+		f.Levels = append(f.Levels, roialign.Feature{Data: l.Data, Channels: l.Channels, Height: l.Height,
+			Width: l.Width, Scale: 1 / float32(l.Stride)})
 	}
-	return n
+	return f
 }
 
 // Logits pools the features over boxes (original-image pixels) and runs the
@@ -270,4 +272,21 @@ func (h *Head) Masks(ctx context.Context, f *Features, boxes [][4]float32) ([]Ma
 		out[i] = Paste(logits[i*m*m:(i+1)*m*m], m, b, f.Width, f.Height, h.cfg.Threshold)
 	}
 	return out, nil
+}
+
+// ErrFormat: a mask format other than RLE or polygons.
+var ErrFormat = errors.New("mask: unknown mask format")
+
+// Encode sets d's Mask (RLE) or Polygons from m, as format asks.
+func Encode(d *detector.Detection, m *Mask, format detector.Masks) error {
+	switch format {
+	case detector.MasksRLE:
+		r := m.EncodeRLE()
+		d.Mask = &r
+	case detector.MasksPolygon:
+		d.Polygons = m.Polygons()
+	default:
+		return fmt.Errorf("%w %q", ErrFormat, format)
+	}
+	return nil
 }

@@ -4,16 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"image"
+
+	"github.com/vild/vild/detector"
 )
 
 // RLE is a COCO run-length encoding: the image's pixels in column-major
 // order (down each column, columns left to right) as alternating run lengths
 // starting with a run of zeros (possibly empty), the counts compressed as
 // pycocotools' rleToString writes them.
-type RLE struct {
-	Size   [2]int `json:"size"` // [height, width]
-	Counts string `json:"counts"`
-}
+type RLE = detector.RLE
 
 // Runs are m's run lengths in COCO order (column-major, zeros first).
 func (m *Mask) Runs() []int {
@@ -112,8 +111,8 @@ func DecompressCounts(s string) ([]int, error) {
 	return counts, nil
 }
 
-// Decode is the mask an RLE describes; the counts must cover the image.
-func (r RLE) Decode() (Mask, error) {
+// DecodeRLE is the mask an RLE describes; the counts must cover the image.
+func DecodeRLE(r RLE) (Mask, error) {
 	h, w := r.Size[0], r.Size[1]
 	if h < 0 || w < 0 || h > 1<<15 || w > 1<<15 {
 		return Mask{}, fmt.Errorf("%w: size %v", ErrRLE, r.Size)

@@ -71,7 +71,7 @@ func TestEncodeRLEMatchesPython(t *testing.T) {
 			if got.Size != c.Size || got.Counts != c.Counts {
 				t.Fatalf("encoded %v %q, Python %v %q", got.Size, got.Counts, c.Size, c.Counts)
 			}
-			back, err := got.Decode()
+			back, err := DecodeRLE(got)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +90,7 @@ func TestRLERoundTripHeldOut(t *testing.T) {
 		t.Fatal("no held-out segmentations in the fixture")
 	}
 	for i, c := range f.Heldout {
-		m, err := RLE{Size: c.Size, Counts: c.Counts}.Decode()
+		m, err := DecodeRLE(RLE{Size: c.Size, Counts: c.Counts})
 		if err != nil {
 			t.Fatalf("%d: %v", i, err)
 		}
@@ -128,7 +128,7 @@ func TestDecodeRejects(t *testing.T) {
 		{Size: [2]int{-1, 2}, Counts: ""},        // bad size
 		{Size: [2]int{2, 2}, Counts: "0" + "O1"}, // negative run
 	} {
-		if _, err := r.Decode(); !errors.Is(err, ErrRLE) {
+		if _, err := DecodeRLE(r); !errors.Is(err, ErrRLE) {
 			t.Errorf("%+v: err = %v, want ErrRLE", r, err)
 		}
 	}
