@@ -343,16 +343,26 @@ func (p *Pipeline) addMasks(ctx context.Context, r *detector.Regions, dets []det
 	if len(dets) == 0 {
 		return nil
 	}
-	bs := make([][4]float32, len(dets))
+	// The labels of one region share its box (LabelsPerBox > 1): each
+	// distinct box runs through the mask head once.
+	var bs [][4]float32
+	index := map[[4]float32]int{}
+	of := make([]int, len(dets))
 	for i, d := range dets {
-		bs[i] = d.Box
+		k, ok := index[d.Box]
+		if !ok {
+			k = len(bs)
+			index[d.Box] = k
+			bs = append(bs, d.Box)
+		}
+		of[i] = k
 	}
 	ms, err := p.masks.Masks(ctx, mask.FeaturesOf(r.Features, r.Width, r.Height), bs)
 	if err != nil {
 		return runError("masks", ctx, err)
 	}
 	for i := range dets {
-		if err := mask.Encode(&dets[i], &ms[i], format); err != nil {
+		if err := mask.Encode(&dets[i], &ms[of[i]], format); err != nil {
 			return fmt.Errorf("pipeline: masks: %w", err)
 		}
 	}
