@@ -127,3 +127,39 @@ func TestMasksUnsupported(t *testing.T) {
 		t.Fatalf("err = %v, want ErrMasksUnsupported", err)
 	}
 }
+
+// BenchmarkMasks is what masks add to a detect request with 10 detections
+// (the default bundle's 384x384 scene, every category, at most 10
+// detections): detect without masks, with RLE masks and with polygons, in
+// the same run, so docs/performance.md gives their ratio. One worker, one
+// intra-op thread, as BenchmarkDefaultBundle.
+func BenchmarkMasks(b *testing.B) {
+	p, bun := openDefault(b)
+	img := defaultScene(b, bun)
+	vocab := categoryVocabulary(b, bun)
+	ctx := context.Background()
+	opts := p.DefaultOptions()
+	opts.MaxDetections = 10
+	opts.ScoreThreshold = 0.01
+	res, err := p.Detect(ctx, img, vocab, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(res.Detections) != 10 {
+		b.Fatalf("%d detections, want 10", len(res.Detections))
+	}
+	for _, c := range []struct {
+		name  string
+		masks detector.Masks
+	}{{"detect", detector.MasksNone}, {"detect+rle", detector.MasksRLE}, {"detect+polygon", detector.MasksPolygon}} {
+		o := opts
+		o.Masks = c.masks
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := p.Detect(ctx, img, vocab, o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
