@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
@@ -131,8 +132,13 @@ func TestMasksUnsupported(t *testing.T) {
 // BenchmarkMasks is what masks add to a detect request with 10 detections
 // (the default bundle's 384x384 scene, every category, at most 10
 // detections): detect without masks, with RLE masks and with polygons, in
-// the same run, so docs/performance.md gives their ratio. One worker, one
-// intra-op thread, as BenchmarkDefaultBundle.
+// the same run, so docs/performance.md gives their ratio. "interleaved"
+// runs the three in turn within each iteration and reports each one's mean
+// time and the ratios to detect, so a machine whose load drifts during the
+// run slows all three alike. One worker, one intra-op thread, as
+// BenchmarkDefaultBundle. "masks-stage/detect" is the masks' own time
+// (Timings.Masks: RoIAlign, mask head, paste, RLE) over the time of a detect
+// without masks, the least noisy of the figures.
 func BenchmarkMasks(b *testing.B) {
 	p, bun := openDefault(b)
 	img := defaultScene(b, bun)
@@ -148,10 +154,37 @@ func BenchmarkMasks(b *testing.B) {
 	if len(res.Detections) != 10 {
 		b.Fatalf("%d detections, want 10", len(res.Detections))
 	}
-	for _, c := range []struct {
+	kinds := []struct {
 		name  string
 		masks detector.Masks
-	}{{"detect", detector.MasksNone}, {"detect+rle", detector.MasksRLE}, {"detect+polygon", detector.MasksPolygon}} {
+	}{{"detect", detector.MasksNone}, {"detect+rle", detector.MasksRLE}, {"detect+polygon", detector.MasksPolygon}}
+	b.Run("interleaved", func(b *testing.B) {
+		var spent [3]time.Duration
+		var stage time.Duration
+		for b.Loop() {
+			for i, c := range kinds {
+				o := opts
+				o.Masks = c.masks
+				t0 := time.Now()
+				res, err := p.Detect(ctx, img, vocab, o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				spent[i] += time.Since(t0)
+				if c.masks == detector.MasksRLE {
+					stage += res.Timings.Masks
+				}
+			}
+		}
+		b.ReportMetric(float64(stage)/float64(spent[0]), "masks-stage/detect")
+		for i, c := range kinds {
+			b.ReportMetric(float64(spent[i].Milliseconds())/float64(b.N), "ms/"+c.name)
+		}
+		b.ReportMetric(float64(spent[1])/float64(spent[0]), "rle/detect")
+		b.ReportMetric(float64(spent[2])/float64(spent[0]), "polygon/detect")
+		b.ReportMetric(0, "ns/op")
+	})
+	for _, c := range kinds {
 		o := opts
 		o.Masks = c.masks
 		b.Run(c.name, func(b *testing.B) {
