@@ -162,7 +162,9 @@ type Timings struct {
 	RoIAlign   float64 `json:"roi_align"`
 	BoxHead    float64 `json:"box_head"`
 	Scoring    float64 `json:"scoring"`
-	Total      float64 `json:"total"`
+	// Masks: mask RoIAlign, the mask head, paste and encoding (with "masks" only).
+	Masks float64 `json:"masks,omitempty"`
+	Total float64 `json:"total"`
 }
 
 // ImageResult is the outcome for one image of a batch: detections or a problem.

@@ -1687,6 +1687,10 @@ const docTemplate = `{
                 "decode": {
                     "type": "number"
                 },
+                "masks": {
+                    "description": "Masks: mask RoIAlign, the mask head, paste and encoding (with \"masks\" only).",
+                    "type": "number"
+                },
                 "preprocess": {
                     "type": "number"
                 },

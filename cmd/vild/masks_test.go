@@ -18,7 +18,8 @@ import (
 // vild serve on the embedded model answers masks over HTTP: RLE masks on
 // /v1/detect (a raw image, the option in the query string) that decode to
 // the image's size, polygons on a registered image's re-scoring, and an
-// annotated PNG with masks; GET /v1/models says masks: true.
+// annotated PNG with masks; GET /v1/models says masks: true; timings_ms
+// has the masks' share.
 func TestServeMasks(t *testing.T) {
 	lib := ort.DefaultLibraryPath()
 	if _, err := os.Stat(lib); err != nil {
@@ -46,7 +47,8 @@ func TestServeMasks(t *testing.T) {
 	}
 	resp, body := do(t, "POST", base+"/v1/detect?max_detections=5&masks=rle", "image/png", png)
 	var out api.DetectResponse
-	if err := json.Unmarshal(body, &out); resp.StatusCode != 200 || err != nil || len(out.Detections) == 0 {
+	if err := json.Unmarshal(body, &out); resp.StatusCode != 200 || err != nil || len(out.Detections) == 0 ||
+		out.TimingsMS == nil || out.TimingsMS.Masks <= 0 {
 		t.Fatalf("detect: %d %s", resp.StatusCode, body)
 	}
 	for i, d := range out.Detections {
