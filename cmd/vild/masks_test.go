@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vild/vild/api"
+	"github.com/vild/vild/detector"
 	"github.com/vild/vild/mask"
 	"github.com/vild/vild/ort"
 )
@@ -89,4 +91,63 @@ func containsJSON(body []byte, s string) bool {
 	}
 	compact, _ := json.Marshal(v)
 	return strings.Contains(string(compact), s)
+}
+
+// vild detect --masks on the embedded model: COCO results carry each
+// detection's RLE as "segmentation", JSON lines its polygons; a model
+// without a mask head refuses the flag; an unknown format is an error.
+func TestDetectMasksFlag(t *testing.T) {
+	if _, err := parseDetectConfig([]string{"a.png", "--masks", "square"}, env(), io.Discard); err == nil {
+		t.Fatal("--masks square accepted")
+	}
+	lib := ort.DefaultLibraryPath()
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("ONNX Runtime library not at %s", lib)
+	}
+	cfg := testServeConfig(t)
+	cfg.Model.ORTLib = lib
+	m, err := loadModel(context.Background(), cfg.Model)
+	if errors.Is(err, ort.ErrDisabled) {
+		t.Skip("built without cgo")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	png := filepath.Join("..", "..", "models", "default", "golden", "exact", "input.png")
+	out := filepath.Join(t.TempDir(), "r.json")
+	if _, stderr, err := runDetectWith(context.Background(), t, m, png, "--masks", "rle", "--out", out, "--max-detections", "5"); err != nil {
+		t.Fatalf("%v: %s", err, stderr)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res []struct {
+		Seg struct {
+			Size   [2]int `json:"size"`
+			Counts string `json:"counts"`
+		} `json:"segmentation"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil || len(res) == 0 {
+		t.Fatalf("results %s: %v", raw, err)
+	}
+	for i, r := range res {
+		if _, err := mask.DecompressCounts(r.Seg.Counts); err != nil || r.Seg.Size != [2]int{192, 384} || r.Seg.Counts == "" {
+			t.Fatalf("result %d: segmentation %+v %v", i, r.Seg, err)
+		}
+	}
+	stdout, _, err := runDetectWith(context.Background(), t, m, png, "--masks", "polygon", "--max-detections", "5")
+	if err != nil || !strings.Contains(stdout, `"polygons":[[`) || strings.Contains(stdout, `"mask":`) {
+		t.Fatalf("polygons: %v %s", err, stdout)
+	}
+	cfg.Model.ModelDir = filepath.Join("..", "..", "testdata", "tinybundle")
+	cfg.Model.DataDir = t.TempDir() // its own text cache
+	tiny, err := loadModel(context.Background(), cfg.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tiny.Close()
+	if _, _, err := runDetectWith(context.Background(), t, tiny, png, "--masks", "rle", "--categories", "cat"); !errors.Is(err, detector.ErrMasksUnsupported) {
+		t.Fatalf("a model without a mask head: err = %v", err)
+	}
 }
