@@ -1,5 +1,6 @@
 // Package annotate draws detections on a picture: a box and a "label score"
-// tag per detection, in a colour that is stable per label. The server's
+// tag per detection, in a colour that is stable per label, and its instance
+// mask when it has one (an RLE tinted in, polygons outlined). The server's
 // annotated answers and `vild detect --out` use it.
 package annotate
 
@@ -15,7 +16,11 @@ import (
 	"golang.org/x/image/math/fixed"
 
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/mask"
 )
+
+// maskAlpha is the weight of the label colour over a mask's pixels.
+const maskAlpha = 0.45
 
 // Draw draws detections (boxes and "label score" tags) on a copy of img.
 func Draw(img image.Image, ds []detector.Detection) *image.RGBA {
@@ -24,6 +29,9 @@ func Draw(img image.Image, ds []detector.Detection) *image.RGBA {
 	draw.Draw(out, out.Bounds(), img, b.Min, draw.Src)
 	thick := max(2, min(b.Dx(), b.Dy())/200)
 	face := basicfont.Face7x13
+	for _, d := range ds {
+		drawMask(out, d, LabelColor(d.Label))
+	}
 	for _, d := range ds {
 		c := LabelColor(d.Label)
 		r := image.Rect(int(d.Box[0]), int(d.Box[1]), int(d.Box[2]), int(d.Box[3])).Intersect(out.Bounds())
@@ -50,6 +58,34 @@ func Draw(img image.Image, ds []detector.Detection) *image.RGBA {
 		dr.DrawString(text)
 	}
 	return out
+}
+
+// drawMask tints d's RLE mask into out, or outlines its polygons.
+func drawMask(out *image.RGBA, d detector.Detection, c color.RGBA) {
+	if d.Mask != nil {
+		m, err := mask.DecodeRLE(*d.Mask)
+		if err != nil || m.Width != out.Rect.Dx() || m.Height != out.Rect.Dy() {
+			return
+		}
+		blend := func(v, w uint8) uint8 { return uint8(float64(v)*(1-maskAlpha) + float64(w)*maskAlpha + 0.5) }
+		for i, v := range m.Pix {
+			if v == 0 {
+				continue
+			}
+			p := out.Pix[out.PixOffset(i%m.Width, i/m.Width):]
+			p[0], p[1], p[2] = blend(p[0], c.R), blend(p[1], c.G), blend(p[2], c.B)
+		}
+	}
+	for _, poly := range d.Polygons {
+		n := len(poly) / 2
+		for i := range n {
+			j := (i + 1) % n
+			x0, y0, x1, y1 := int(poly[2*i]), int(poly[2*i+1]), int(poly[2*j]), int(poly[2*j+1])
+			// contours run along pixel edges: horizontal or vertical segments
+			r := image.Rect(min(x0, x1), min(y0, y1), max(x0, x1)+1, max(y0, y1)+1)
+			draw.Draw(out, r.Intersect(out.Bounds()), image.NewUniform(c), image.Point{}, draw.Src)
+		}
+	}
 }
 
 // LabelColor is a stable, saturated colour per label.

@@ -91,6 +91,8 @@ type DetectOptions struct {
 	// the server's cap, 20 by default). Above 1 it is the per-class output that
 	// COCO-style evaluation expects.
 	LabelsPerBox *int `json:"labels_per_box,omitempty" example:"1" minimum:"1"`
+	// Masks asks for each detection's instance mask: "rle" (mask, COCO RLE with compressed string counts, as pycocotools) or "polygon" (polygons, the mask's outer contours). Models without a mask head answer 422 masks-unsupported.
+	Masks string `json:"masks,omitempty" enums:"rle,polygon" example:"rle"`
 }
 
 // Exemplar is one example crop of a category: an image and a box in its pixels.
@@ -160,7 +162,9 @@ type Timings struct {
 	RoIAlign   float64 `json:"roi_align"`
 	BoxHead    float64 `json:"box_head"`
 	Scoring    float64 `json:"scoring"`
-	Total      float64 `json:"total"`
+	// Masks: mask RoIAlign, the mask head, paste and encoding (with "masks" only).
+	Masks float64 `json:"masks,omitempty"`
+	Total float64 `json:"total"`
 }
 
 // ImageResult is the outcome for one image of a batch: detections or a problem.
@@ -268,7 +272,9 @@ type Model struct {
 	Digest       string `json:"digest" example:"sha256:3f2a9c1b..."`
 	EmbeddingDim int    `json:"embedding_dim" example:"256"`
 	// Exemplars says whether the model takes exemplar categories (it has an image encoder).
-	Exemplars bool     `json:"exemplars" example:"true"`
+	Exemplars bool `json:"exemplars" example:"true"`
+	// Masks says whether the model computes instance masks (it has a mask head).
+	Masks     bool     `json:"masks" example:"true"`
 	Templates []string `json:"templates"`
 	// The bundle's categories in its order, each with its split and synonyms; their names are the default vocabulary, used when a request names no categories.
 	CategoryList []ModelCategory `json:"categories"`

@@ -23,6 +23,7 @@ const (
 	BoxHeadFile            = "box_head.onnx"
 	TextEncoderFile        = "text_encoder.onnx"
 	ImageEncoderFile       = "image_encoder.onnx" // optional: exemplar categories
+	MaskHeadFile           = "mask_head.onnx"     // optional: instance masks
 	VocabFile              = "tokenizer/vocab.json"
 	MergesFile             = "tokenizer/merges.txt"
 	TokenizerDir           = "tokenizer"

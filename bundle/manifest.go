@@ -30,8 +30,11 @@ type Manifest struct {
 	Training    json.RawMessage `json:"training,omitempty"`
 	// ImageEncoder is the optional mini-CLIP image tower for exemplar
 	// categories; nil when the bundle has none.
-	ImageEncoder *ImageEncoder     `json:"image_encoder,omitempty"`
-	SHA256       map[string]string `json:"sha256"`
+	ImageEncoder *ImageEncoder `json:"image_encoder,omitempty"`
+	// MaskHead is the optional class-agnostic Mask R-CNN mask head; nil
+	// when the bundle has none (a request for masks then answers 422).
+	MaskHead *MaskHead         `json:"mask_head,omitempty"`
+	SHA256   map[string]string `json:"sha256"`
 }
 
 // Input says how an image becomes the backbone's input tensor.
@@ -128,6 +131,32 @@ type ImageEncoder struct {
 	// Gap records how the exporter measured the shift (provenance only).
 	Gap            json.RawMessage `json:"gap,omitempty"`
 	MiniCLIPDigest string          `json:"miniclip_digest,omitempty"`
+}
+
+// MaskHead says how a detection's box becomes an instance mask: pool the
+// FPN features over the box (scaled to the resized image) with RoIAlign
+// (its own output size, the box RoIAlign's level mapping), run Graph
+// (rois [N,C,S,S] -> mask_logits [N,1,M,M]), take the sigmoid, paste it into
+// the original image as torchvision's paste_masks_in_image (padding 1) and
+// keep the pixels whose probability is >= Threshold (docs/bundle.md).
+type MaskHead struct {
+	Graph         string   `json:"graph"`
+	ClassAgnostic bool     `json:"class_agnostic"`
+	RoIAlign      RoIAlign `json:"roi_align"`
+	MaskSize      int      `json:"mask_size"`
+	Threshold     float32  `json:"threshold"`
+	Paste         string   `json:"paste"`
+	Width         int      `json:"width,omitempty"`
+	Layers        int      `json:"layers,omitempty"`
+	FLOPsPerRoI   int64    `json:"flops_per_roi,omitempty"`
+	Opset         int      `json:"opset,omitempty"`
+	// Golden lists the parity files per golden case (golden/<case>/<file>)
+	// and how many detections each covers.
+	Golden struct {
+		Files      []string       `json:"files"`
+		Detections map[string]int `json:"detections"`
+	} `json:"golden"`
+	Training json.RawMessage `json:"training,omitempty"`
 }
 
 // Category is one of the categories the model was trained or evaluated on.
@@ -342,6 +371,30 @@ func (m *Manifest) Validate() error {
 		}
 		if e.Crop != "square" {
 			bad("image_encoder.crop %q, want \"square\"", e.Crop)
+		}
+	}
+	if h := m.MaskHead; h != nil {
+		if h.Graph != MaskHeadFile {
+			bad("mask_head.graph %q, want %q", h.Graph, MaskHeadFile)
+		} else if _, ok := m.SHA256[h.Graph]; !ok {
+			bad("sha256: no checksum for %s", h.Graph)
+		}
+		if !h.ClassAgnostic {
+			bad("mask_head.class_agnostic must be true")
+		}
+		if a := h.RoIAlign; a.OutputSize < 1 || a.OutputSize > 64 || a.SamplingRatio < 0 || a.SamplingRatio > 16 ||
+			!finite(a.CanonicalScale) || a.CanonicalScale <= 0 {
+			bad("mask_head.roi_align: output_size %d, sampling_ratio %d, canonical_scale %v out of range",
+				a.OutputSize, a.SamplingRatio, a.CanonicalScale)
+		}
+		if h.MaskSize < 2 || h.MaskSize > 256 {
+			bad("mask_head.mask_size %d not in [2, 256]", h.MaskSize)
+		}
+		if !finite(h.Threshold) || h.Threshold <= 0 || h.Threshold >= 1 {
+			bad("mask_head.threshold %v not in (0, 1)", h.Threshold)
+		}
+		if h.Paste != "torchvision paste_masks_in_image" {
+			bad("mask_head.paste %q, want \"torchvision paste_masks_in_image\"", h.Paste)
 		}
 	}
 	for name, sum := range m.SHA256 {

@@ -18,15 +18,17 @@ type DType string
 const (
 	Float32 DType = "<f4"
 	Int64   DType = "<i8"
+	Uint8   DType = "|u1" // e.g. packed golden masks
 )
 
-// Array is an n-dimensional NumPy array in C order. Exactly one of F32 and
-// I64 holds the data, according to DType.
+// Array is an n-dimensional NumPy array in C order. Exactly one of F32, I64
+// and U8 holds the data, according to DType.
 type Array struct {
 	DType DType
 	Shape []int
 	F32   []float32
 	I64   []int64
+	U8    []byte
 }
 
 // Len is the number of elements.
@@ -46,7 +48,7 @@ var ErrNPY = errors.New("bundle: invalid .npy")
 const maxNPYElements = 1 << 28
 
 // ReadNPY decodes a NumPy .npy file of version 1.0, 2.0 or 3.0 holding
-// little-endian float32 or int64 in C order.
+// little-endian float32 or int64, or uint8, in C order.
 func ReadNPY(r io.Reader) (*Array, error) {
 	var pre [10]byte
 	if _, err := io.ReadFull(r, pre[:8]); err != nil {
@@ -89,6 +91,8 @@ func ReadNPY(r io.Reader) (*Array, error) {
 		size = 4
 	case Int64:
 		size = 8
+	case Uint8:
+		size = 1
 	}
 	data := make([]byte, n*size)
 	if _, err := io.ReadFull(r, data); err != nil {
@@ -105,6 +109,8 @@ func ReadNPY(r io.Reader) (*Array, error) {
 		for i := range a.I64 {
 			a.I64[i] = int64(binary.LittleEndian.Uint64(data[8*i:]))
 		}
+	case Uint8:
+		a.U8 = data
 	}
 	return a, nil
 }
@@ -127,8 +133,10 @@ func parseNPYHeader(h string) (*Array, error) {
 		a.DType = Float32
 	case "<i8":
 		a.DType = Int64
+	case "|u1":
+		a.DType = Uint8
 	default:
-		return nil, fmt.Errorf("%w: dtype %s, want '<f4' or '<i8'", ErrNPY, descr)
+		return nil, fmt.Errorf("%w: dtype %s, want '<f4', '<i8' or '|u1'", ErrNPY, descr)
 	}
 	fortran, ok := dictValue(body, "fortran_order")
 	if !ok || fortran != "False" {
@@ -204,6 +212,11 @@ func WriteNPY(w io.Writer, a *Array) error {
 		for i, v := range a.I64 {
 			binary.LittleEndian.PutUint64(payload[8*i:], uint64(v))
 		}
+	case Uint8:
+		if len(a.U8) != n {
+			return fmt.Errorf("bundle: write .npy: %d uint8 values for shape %v", len(a.U8), a.Shape)
+		}
+		payload = a.U8
 	default:
 		return fmt.Errorf("bundle: write .npy: dtype %q", a.DType)
 	}

@@ -25,11 +25,14 @@ func TestReadNPYWrittenByNumPy(t *testing.T) {
 		shape []int
 		f32   []float32
 		i64   []int64
+		u8    []byte
 	}{
-		{"f32_2x3.npy", Float32, []int{2, 3}, []float32{0, 0.25, 0.5, 0.75, 1, 1.25}, nil},
-		{"i64_4.npy", Int64, []int{4}, nil, []int64{0, -1, 49407, 1 << 40}},
-		{"f32_scalar.npy", Float32, []int{}, []float32{1.5}, nil},
-		{"f32_empty.npy", Float32, []int{0, 5}, []float32{}, nil},
+		{"f32_2x3.npy", Float32, []int{2, 3}, []float32{0, 0.25, 0.5, 0.75, 1, 1.25}, nil, nil},
+		{"i64_4.npy", Int64, []int{4}, nil, []int64{0, -1, 49407, 1 << 40}, nil},
+		{"f32_scalar.npy", Float32, []int{}, []float32{1.5}, nil, nil},
+		{"f32_empty.npy", Float32, []int{0, 5}, []float32{}, nil, nil},
+		// np.packbits of the 3x3 bits 101 001 111: 0b10100111, 0b10000000
+		{"u8_packbits.npy", Uint8, []int{2}, nil, nil, []byte{0xa7, 0x80}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -45,6 +48,9 @@ func TestReadNPYWrittenByNumPy(t *testing.T) {
 			}
 			if tc.i64 != nil && !reflect.DeepEqual(a.I64, tc.i64) {
 				t.Errorf("data %v, want %v", a.I64, tc.i64)
+			}
+			if tc.u8 != nil && !reflect.DeepEqual(a.U8, tc.u8) {
+				t.Errorf("data %x, want %x", a.U8, tc.u8)
 			}
 		})
 	}
@@ -123,8 +129,8 @@ func FuzzReadNPY(f *testing.F) {
 			}
 			return
 		}
-		if n := a.Len(); len(a.F32)+len(a.I64) != n {
-			t.Fatalf("shape %v holds %d values, decoded %d", a.Shape, n, len(a.F32)+len(a.I64))
+		if n := a.Len(); len(a.F32)+len(a.I64)+len(a.U8) != n {
+			t.Fatalf("shape %v holds %d values, decoded %d", a.Shape, n, len(a.F32)+len(a.I64)+len(a.U8))
 		}
 		var buf bytes.Buffer
 		if err := WriteNPY(&buf, a); err != nil {
@@ -134,7 +140,7 @@ func FuzzReadNPY(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(a.F32) == len(b.F32) && len(a.I64) == len(b.I64) && reflect.DeepEqual(a.Shape, b.Shape) {
+		if len(a.F32) == len(b.F32) && len(a.I64) == len(b.I64) && bytes.Equal(a.U8, b.U8) && reflect.DeepEqual(a.Shape, b.Shape) {
 			return
 		}
 		t.Fatalf("re-encoding changed the array: %v -> %v", a.Shape, b.Shape)

@@ -50,6 +50,24 @@ type Options struct {
 	MaxDetections  int     // cap on reported detections
 	RunnersUp      int     // how many runner-up labels to report per detection
 	LabelsPerBox   int     // labels a region may be reported with, each a detection (≤ 1: its best only)
+	Masks          Masks   // instance masks of the detections: none, RLE or polygons
+}
+
+// Masks selects whether and how detections carry instance masks.
+type Masks string
+
+const (
+	MasksNone    Masks = ""
+	MasksRLE     Masks = "rle"     // Detection.Mask, COCO RLE
+	MasksPolygon Masks = "polygon" // Detection.Polygons
+)
+
+// RLE is a COCO run-length encoded mask: the image's pixels column by column,
+// alternating runs starting with zeros, the counts compressed as pycocotools'
+// rleToString writes them.
+type RLE struct {
+	Size   [2]int `json:"size" example:"480,640"` // [height, width]
+	Counts string `json:"counts" example:"lXf1;b;6K4L4M2N2N2"`
 }
 
 // Candidate is a label with its score.
@@ -64,6 +82,11 @@ type Detection struct {
 	Score     float32     `json:"score"`
 	Box       [4]float32  `json:"box"` // x1, y1, x2, y2 in the original image's pixels
 	RunnersUp []Candidate `json:"runners_up,omitempty"`
+	// Mask is the instance mask (with "masks": "rle").
+	Mask *RLE `json:"mask,omitempty"`
+	// Polygons are the mask's outer contours (with "masks": "polygon"), each
+	// x1, y1, x2, y2, … in image pixels, as COCO's polygon segmentation.
+	Polygons [][]float32 `json:"polygons,omitempty"`
 }
 
 // Timings are per-stage wall times of one request.
@@ -74,6 +97,34 @@ type Timings struct {
 	RoIAlign   time.Duration
 	BoxHead    time.Duration
 	Scoring    time.Duration
+	Masks      time.Duration // mask RoIAlign, mask head, paste and encoding
+}
+
+// Features are what a mask head needs of an image: the FPN levels RoIAlign
+// pools and the resize from the original image. Detectors with a mask head
+// keep them in Regions.
+type Features struct {
+	Levels         []FeatureLevel
+	ScaleX, ScaleY float64 // resized / original, per axis
+}
+
+// FeatureLevel is one FPN level, [Channels, Height, Width] float32 in C order.
+type FeatureLevel struct {
+	Data                    []float32
+	Channels, Height, Width int
+	Stride                  int
+}
+
+// Bytes is the memory the feature maps hold.
+func (f *Features) Bytes() int {
+	if f == nil {
+		return 0
+	}
+	n := 0
+	for _, l := range f.Levels {
+		n += 4 * len(l.Data)
+	}
+	return n
 }
 
 // Regions are an image's proposals and region embeddings: everything that does
@@ -84,6 +135,7 @@ type Regions struct {
 	Boxes           [][4]float32 // per region: class-agnostic refined box, original pixels
 	TextEmbeddings  [][]float32  // per region: text-head embedding, L2-normalised
 	ImageEmbeddings [][]float32  // per region: image-head embedding, L2-normalised
+	Features        *Features    // for masks; nil when the detector has no mask head
 	Timings         Timings
 }
 
@@ -107,4 +159,7 @@ var (
 	ErrEmptyVocabulary = errors.New("detector: empty vocabulary")
 	ErrEmbeddingDim    = errors.New("detector: embedding dimension does not match the model")
 	ErrCanceled        = errors.New("detector: canceled")
+	// ErrMasksUnsupported: masks were asked of a detector (or of regions)
+	// without a mask head (or without the features it needs).
+	ErrMasksUnsupported = errors.New("detector: the model has no mask head")
 )

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/vild/vild/mask"
 )
 
 // MaxFileBytes caps an annotation or results file (segmentation masks make
@@ -48,12 +50,16 @@ type Category struct {
 	Split string
 }
 
-// Annotation is one ground-truth box.
+// Annotation is one ground-truth box, with its instance mask when the file
+// gives one as an RLE.
 type Annotation struct {
 	ID         int64
 	ImageID    int64
 	CategoryID int64
 	BBox       [4]float64 // x, y, width, height in pixels
+	// Segm is the mask's COCO run lengths (column-major, zeros first), nil
+	// when the annotation has no RLE segmentation.
+	Segm []int
 }
 
 type rawCOCO struct {
@@ -76,11 +82,12 @@ type rawCategory struct {
 }
 
 type rawAnnotation struct {
-	ID         *int64    `json:"id"`
-	ImageID    *int64    `json:"image_id"`
-	CategoryID *int64    `json:"category_id"`
-	BBox       []float64 `json:"bbox"`
-	IsCrowd    int       `json:"iscrowd"`
+	ID         *int64          `json:"id"`
+	ImageID    *int64          `json:"image_id"`
+	CategoryID *int64          `json:"category_id"`
+	BBox       []float64       `json:"bbox"`
+	IsCrowd    int             `json:"iscrowd"`
+	Segm       json.RawMessage `json:"segmentation"`
 }
 
 // ReadCOCOFile reads and validates a COCO detection file.
@@ -147,6 +154,7 @@ func ParseCOCO(data []byte) (*COCO, error) {
 		Categories:  make([]Category, 0, len(*raw.Categories)),
 	}
 	images := make(map[int64]bool, len(*raw.Images))
+	sizes := make(map[int64][2]int, len(*raw.Images))
 	for i, im := range *raw.Images {
 		if im.ID == nil || im.FileName == nil || im.Width == nil || im.Height == nil {
 			return nil, bad("images[%d] needs id, file_name, width and height", i)
@@ -155,6 +163,7 @@ func ParseCOCO(data []byte) (*COCO, error) {
 			return nil, bad("duplicate image id %d", *im.ID)
 		}
 		images[*im.ID] = true
+		sizes[*im.ID] = [2]int{*im.Height, *im.Width}
 		if *im.Width <= 0 || *im.Height <= 0 {
 			return nil, bad("image %d is %dx%d", *im.ID, *im.Width, *im.Height)
 		}
@@ -209,9 +218,61 @@ func ParseCOCO(data []byte) (*COCO, error) {
 		if err != nil {
 			return nil, bad("annotation %d: %v", *a.ID, err)
 		}
-		c.Annotations = append(c.Annotations, Annotation{ID: *a.ID, ImageID: *a.ImageID, CategoryID: *a.CategoryID, BBox: box})
+		runs, err := segmRuns(a.Segm, sizes[*a.ImageID])
+		if err != nil {
+			return nil, bad("annotation %d: %v", *a.ID, err)
+		}
+		c.Annotations = append(c.Annotations, Annotation{ID: *a.ID, ImageID: *a.ImageID, CategoryID: *a.CategoryID,
+			BBox: box, Segm: runs})
 	}
 	return c, nil
+}
+
+// segmRuns reads an annotation's segmentation: the run lengths of a COCO RLE
+// (compressed string or uncompressed counts) covering an image of size
+// (height, width); nil when there is none or it is a polygon.
+func segmRuns(raw json.RawMessage, size [2]int) ([]int, error) {
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, nil
+	}
+	var rle struct {
+		Size   [2]int          `json:"size"`
+		Counts json.RawMessage `json:"counts"`
+	}
+	if err := json.Unmarshal(raw, &rle); err != nil {
+		return nil, fmt.Errorf("segmentation: %v", err)
+	}
+	if rle.Size != size {
+		return nil, fmt.Errorf("segmentation of size %v on an image of %v", rle.Size, size)
+	}
+	var runs []int
+	var s string
+	if err := json.Unmarshal(rle.Counts, &s); err == nil {
+		if runs, err = mask.DecompressCounts(s); err != nil {
+			return nil, fmt.Errorf("segmentation: %v", err)
+		}
+	} else if err := json.Unmarshal(rle.Counts, &runs); err != nil {
+		return nil, errors.New("segmentation counts must be a string or a list of integers")
+	}
+	return CheckRuns(runs, size[0]*size[1])
+}
+
+// CheckRuns checks that run lengths are non-negative and cover n pixels.
+func CheckRuns(runs []int, n int) ([]int, error) {
+	total := 0
+	for _, r := range runs {
+		if r < 0 || r > n {
+			return nil, fmt.Errorf("segmentation run %d out of range", r)
+		}
+		total += r
+	}
+	if total != n {
+		return nil, fmt.Errorf("segmentation runs cover %d pixels of %d", total, n)
+	}
+	if runs == nil {
+		runs = []int{}
+	}
+	return runs, nil
 }
 
 func checkBox(b []float64) ([4]float64, error) {
@@ -250,11 +311,13 @@ func (c *COCO) FirstImages(n int) *COCO {
 	return out
 }
 
-// Detection is one scored box of one category.
+// Detection is one scored box of one category, with its mask's COCO run
+// lengths for mask AP.
 type Detection struct {
 	CategoryID int64
 	BBox       [4]float64 // x, y, width, height in pixels
 	Score      float64    // finite
+	Segm       []int      // nil: no mask
 }
 
 // ImageDetections are the detections of one image, in the detector's order

@@ -23,6 +23,8 @@ package eval
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -100,15 +102,37 @@ type Result struct {
 	Summary    Summary
 }
 
-// Evaluate scores detections against the ground truth. Several entries with
-// the same image id are merged in order.
+// IoUType is what detections are matched by: boxes or instance masks.
+type IoUType string
+
+const (
+	BBox IoUType = "bbox"
+	Segm IoUType = "segm" // mask IoU: |d ∩ g| / |d ∪ g| in pixels, 0 for an empty union
+)
+
+// ErrNoMasks: mask AP of ground truth or detections without masks.
+var ErrNoMasks = errors.New("eval: segm needs a mask (an RLE) on every annotation and detection")
+
+// Evaluate scores detections against the ground truth by box IoU. Several
+// entries with the same image id are merged in order.
 func Evaluate(gt *COCO, dets []ImageDetections) *Result {
+	res, _ := EvaluateType(gt, dets, BBox)
+	return res
+}
+
+// EvaluateType is Evaluate by box or mask IoU (cocoeval.py's iou_type).
+func EvaluateType(gt *COCO, dets []ImageDetections, iouType IoUType) (*Result, error) {
+	if iouType != BBox && iouType != Segm {
+		return nil, fmt.Errorf("eval: iou type %q, want bbox or segm", iouType)
+	}
+	segm := iouType == Segm
 	T := len(IoUThresholds)
 	catIndex := make(map[int64]int, len(gt.Categories))
 	for i, c := range gt.Categories {
 		catIndex[c.ID] = i
 	}
 	gtBy := map[int64]map[int][][4]float64{} // image -> category -> boxes
+	gtSegm := map[int64]map[int][][]int{}    // image -> category -> masks (segm)
 	numGT := make([]int, len(gt.Categories))
 	imageSet := map[int64]bool{}
 	for _, im := range gt.Images {
@@ -127,9 +151,19 @@ func Evaluate(gt *COCO, dets []ImageDetections) *Result {
 		}
 		m[k] = append(m[k], a.BBox)
 		numGT[k]++
+		if segm {
+			if a.Segm == nil {
+				return nil, fmt.Errorf("%w: annotation %d has none", ErrNoMasks, a.ID)
+			}
+			if gtSegm[a.ImageID] == nil {
+				gtSegm[a.ImageID] = map[int][][]int{}
+			}
+			gtSegm[a.ImageID][k] = append(gtSegm[a.ImageID][k], a.Segm)
+		}
 	}
 	type catDets struct {
 		boxes  [][4]float64
+		segms  [][]int
 		scores []float64
 	}
 	dtBy := map[int64]map[int]*catDets{} // image -> category -> detections in input order
@@ -152,7 +186,11 @@ func Evaluate(gt *COCO, dets []ImageDetections) *Result {
 				m[k] = cd
 				dtOrder[d.ImageID] = append(dtOrder[d.ImageID], k)
 			}
+			if segm && x.Segm == nil {
+				return nil, fmt.Errorf("%w: a detection on image %d has none", ErrNoMasks, d.ImageID)
+			}
 			cd.boxes = append(cd.boxes, x.BBox)
+			cd.segms = append(cd.segms, x.Segm)
 			cd.scores = append(cd.scores, x.Score)
 		}
 	}
@@ -170,7 +208,13 @@ func Evaluate(gt *COCO, dets []ImageDetections) *Result {
 	for _, img := range imageIDs {
 		for _, k := range dtOrder[img] {
 			cd := dtBy[img][k]
-			s, tp := matchImage(cd.boxes, cd.scores, gtBy[img][k])
+			gts := gtBy[img][k]
+			iouOf := func(d, g int) float64 { return iou(cd.boxes[d], gts[g]) }
+			if segm {
+				gs := gtSegm[img][k]
+				iouOf = func(d, g int) float64 { return RunsIoU(cd.segms[d], gs[g]) }
+			}
+			s, tp := matchImage(cd.scores, len(gts), iouOf)
 			scores[k] = append(scores[k], s...)
 			for t := range T {
 				tps[k][t] = append(tps[k][t], tp[t]...)
@@ -187,7 +231,55 @@ func Evaluate(gt *COCO, dets []ImageDetections) *Result {
 		Base:  summarize(res.Categories, func(c CategoryAP) bool { return c.Split == "base" }),
 		All:   summarize(res.Categories, func(CategoryAP) bool { return true }),
 	}
-	return res
+	return res, nil
+}
+
+// RunsIoU is the IoU of two masks of one image given as COCO run lengths
+// (pycocotools' rleIou without crowd): 0 when the union is empty.
+func RunsIoU(a, b []int) float64 {
+	inter, areaA, areaB := 0, 0, 0
+	for i, r := range a {
+		if i%2 == 1 {
+			areaA += r
+		}
+	}
+	for i, r := range b {
+		if i%2 == 1 {
+			areaB += r
+		}
+	}
+	// Walk both run lists: at each step the shorter remaining run ends.
+	i, j := 0, 0
+	ra, rb := 0, 0 // remaining lengths of the current runs
+	if len(a) > 0 {
+		ra = a[0]
+	}
+	if len(b) > 0 {
+		rb = b[0]
+	}
+	for i < len(a) && j < len(b) {
+		n := min(ra, rb)
+		if i%2 == 1 && j%2 == 1 {
+			inter += n
+		}
+		ra -= n
+		rb -= n
+		for ra == 0 && i < len(a) {
+			if i++; i < len(a) {
+				ra = a[i]
+			}
+		}
+		for rb == 0 && j < len(b) {
+			if j++; j < len(b) {
+				rb = b[j]
+			}
+		}
+	}
+	union := areaA + areaB - inter
+	if union > 0 {
+		return float64(inter) / max(float64(union), 1e-12)
+	}
+	return 0
 }
 
 // iou is cocoeval.py's iou_xywh for one pair, with its order of operations
@@ -205,9 +297,10 @@ func iou(d, g [4]float64) float64 {
 	return 0
 }
 
-// matchImage is cocoeval.py's match_image: one image and category.
+// matchImage is cocoeval.py's match_image: one image and category, with
+// numGT ground truths and iouOf(detection, ground truth) by input index.
 // It returns the kept scores in score order and tp[t][d].
-func matchImage(boxes [][4]float64, scores []float64, gts [][4]float64) ([]float64, [][]bool) {
+func matchImage(scores []float64, numGT int, iouOf func(d, g int) float64) ([]float64, [][]bool) {
 	order := make([]int, len(scores))
 	for i := range order {
 		order[i] = i
@@ -220,20 +313,20 @@ func matchImage(boxes [][4]float64, scores []float64, gts [][4]float64) ([]float
 	kept := make([]float64, len(order))
 	for d, i := range order {
 		kept[d] = scores[i]
-		ious[d] = make([]float64, len(gts))
-		for g := range gts {
-			ious[d][g] = iou(boxes[i], gts[g])
+		ious[d] = make([]float64, numGT)
+		for g := range numGT {
+			ious[d][g] = iouOf(i, g)
 		}
 	}
 	one, eps := 1.0, 1e-10
 	tp := make([][]bool, len(IoUThresholds))
-	taken := make([]bool, len(gts))
+	taken := make([]bool, numGT)
 	for ti, t := range IoUThresholds {
 		tp[ti] = make([]bool, len(order))
 		clear(taken)
 		for d := range order {
 			best, m := min(t, one-eps), -1
-			for g := range gts {
+			for g := range numGT {
 				if taken[g] || ious[d][g] < best {
 					continue
 				}

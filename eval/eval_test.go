@@ -32,26 +32,26 @@ func TestEvaluateByHand(t *testing.T) {
 	}{
 		{
 			name: "perfect",
-			dets: []ImageDetections{{1, []Detection{{1, [4]float64{10, 10, 20, 20}, 0.9}}}, {2, []Detection{{2, [4]float64{0, 0, 50, 40}, 0.5}}}},
+			dets: []ImageDetections{{1, []Detection{{1, [4]float64{10, 10, 20, 20}, 0.9, nil}}}, {2, []Detection{{2, [4]float64{0, 0, 50, 40}, 0.5, nil}}}},
 			cat:  all(1), owlAP: 1,
 		},
 		{
 			// a false positive above the true positive: precision 1/2 at recall 1
 			name: "false positive first",
-			dets: []ImageDetections{{1, []Detection{{1, [4]float64{60, 60, 20, 20}, 0.9}, {1, [4]float64{10, 10, 20, 20}, 0.8}}}},
+			dets: []ImageDetections{{1, []Detection{{1, [4]float64{60, 60, 20, 20}, 0.9, nil}, {1, [4]float64{10, 10, 20, 20}, 0.8, nil}}}},
 			cat:  all(0.5), owlAP: 0,
 		},
 		{
 			// a false positive on another image with the same score comes later
 			// (image order), so it does not lower the precision at recall 1
 			name: "tie across images",
-			dets: []ImageDetections{{2, []Detection{{1, [4]float64{60, 60, 20, 20}, 0.8}}}, {1, []Detection{{1, [4]float64{10, 10, 20, 20}, 0.8}}}},
+			dets: []ImageDetections{{2, []Detection{{1, [4]float64{60, 60, 20, 20}, 0.8, nil}}}, {1, []Detection{{1, [4]float64{10, 10, 20, 20}, 0.8, nil}}}},
 			cat:  all(1), owlAP: 0,
 		},
 		{
 			// IoU exactly 0.5 (half the height) matches at 0.50 only
 			name: "IoU on the threshold",
-			dets: []ImageDetections{{1, []Detection{{1, [4]float64{10, 10, 20, 10}, 0.8}}}},
+			dets: []ImageDetections{{1, []Detection{{1, [4]float64{10, 10, 20, 10}, 0.8, nil}}}},
 			cat:  AP{1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, owlAP: 0,
 		},
 		{
@@ -100,9 +100,9 @@ func TestEvaluateMaxDetections(t *testing.T) {
 	gt := cocoOf(t, twoCats)
 	var d []Detection
 	for i := range 100 {
-		d = append(d, Detection{1, [4]float64{70, 70, 5, 5}, 0.9 - float64(i)*1e-3})
+		d = append(d, Detection{1, [4]float64{70, 70, 5, 5}, 0.9 - float64(i)*1e-3, nil})
 	}
-	d = append(d, Detection{1, [4]float64{10, 10, 20, 20}, 0.1})
+	d = append(d, Detection{1, [4]float64{10, 10, 20, 20}, 0.1, nil})
 	res := Evaluate(gt, []ImageDetections{{1, d}})
 	if got := res.Categories[0].Mean(); got != 0 {
 		t.Errorf("AP = %v, want 0 (the match is the 101st detection)", got)
@@ -136,7 +136,7 @@ func TestEvaluateGroundTruthAsDetections(t *testing.T) {
 func groundTruthDetections(gt *COCO) []ImageDetections {
 	var out []ImageDetections
 	for _, a := range gt.Annotations {
-		out = append(out, ImageDetections{a.ImageID, []Detection{{a.CategoryID, a.BBox, 1}}})
+		out = append(out, ImageDetections{a.ImageID, []Detection{{a.CategoryID, a.BBox, 1, nil}}})
 	}
 	return out
 }

@@ -18,17 +18,17 @@ const detectedDataset = `{"images":[{"id":7,"file_name":"b.jpg","width":100,"hei
 func TestMapResults(t *testing.T) {
 	gt, ds := cocoOf(t, twoCats), cocoOf(t, detectedDataset)
 	dets := []ImageDetections{
-		{8, []Detection{{2, [4]float64{10, 10, 20, 20}, 0.9}, {3, [4]float64{1, 1, 1, 1}, 0.8}}},
-		{7, []Detection{{1, [4]float64{0, 0, 50, 40}, 0.5}}},
-		{9, []Detection{{1, [4]float64{0, 0, 5, 5}, 0.4}, {2, [4]float64{0, 0, 5, 5}, 0.3}}},
+		{8, []Detection{{2, [4]float64{10, 10, 20, 20}, 0.9, nil}, {3, [4]float64{1, 1, 1, 1}, 0.8, nil}}},
+		{7, []Detection{{1, [4]float64{0, 0, 50, 40}, 0.5, nil}}},
+		{9, []Detection{{1, [4]float64{0, 0, 5, 5}, 0.4, nil}, {2, [4]float64{0, 0, 5, 5}, 0.3, nil}}},
 	}
 	got, st, err := MapResults(dets, ds, gt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []ImageDetections{
-		{1, []Detection{{1, [4]float64{10, 10, 20, 20}, 0.9}}},
-		{2, []Detection{{2, [4]float64{0, 0, 50, 40}, 0.5}}},
+		{1, []Detection{{1, [4]float64{10, 10, 20, 20}, 0.9, nil}}},
+		{2, []Detection{{2, [4]float64{0, 0, 50, 40}, 0.5, nil}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("mapped %+v, want %+v", got, want)
@@ -42,8 +42,8 @@ func TestMapResults(t *testing.T) {
 		t.Errorf("AP %v, want 1", r.Summary.All.AP)
 	}
 	for _, bad := range [][]ImageDetections{
-		{{5, []Detection{{1, [4]float64{0, 0, 1, 1}, 0.5}}}}, // image not in the dataset
-		{{7, []Detection{{4, [4]float64{0, 0, 1, 1}, 0.5}}}}, // category not in the dataset
+		{{5, []Detection{{1, [4]float64{0, 0, 1, 1}, 0.5, nil}}}}, // image not in the dataset
+		{{7, []Detection{{4, [4]float64{0, 0, 1, 1}, 0.5, nil}}}}, // category not in the dataset
 	} {
 		if _, _, err := MapResults(bad, ds, gt); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: err = %v", bad, err)
@@ -53,7 +53,7 @@ func TestMapResults(t *testing.T) {
 
 func TestOnImages(t *testing.T) {
 	gt := cocoOf(t, twoCats).FirstImages(1)
-	dets := []ImageDetections{{2, nil}, {1, []Detection{{1, [4]float64{0, 0, 1, 1}, 0.5}}}, {3, nil}}
+	dets := []ImageDetections{{2, nil}, {1, []Detection{{1, [4]float64{0, 0, 1, 1}, 0.5, nil}}}, {3, nil}}
 	if got := OnImages(dets, gt); len(got) != 1 || got[0].ImageID != 1 {
 		t.Errorf("kept %+v", got)
 	}

@@ -45,8 +45,8 @@ func (d detectResource) Routes() chi.Router {
 // detect godoc
 //
 //	@Summary		Detect objects of any categories in an image
-//	@Description	The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.
-//	@Description	With Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only).
+//	@Description	The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box, masks; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.
+//	@Description	With Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only), and the masks when masks are asked. With masks = rle or polygon each detection carries its instance mask (models with a mask head).
 //	@Tags			detect
 //	@Accept			json
 //	@Accept			mpfd
@@ -65,13 +65,14 @@ func (d detectResource) Routes() chi.Router {
 //	@Param			head			query		string				false	"raw body: ensemble, text or image"
 //	@Param			runners_up		query		integer				false	"raw body: runner-up labels per detection"
 //	@Param			labels_per_box	query		integer				false	"raw body: labels one region may be reported with"
+//	@Param			masks			query		string				false	"raw body: instance masks, rle or polygon"
 //	@Success		200				{object}	api.DetectResponse
 //	@Failure		400				{object}	api.Problem	"bad request: invalid JSON, multipart, options or categories; corrupt image"
 //	@Failure		404				{object}	api.Problem	"vocabulary not found"
 //	@Failure		406				{object}	api.Problem	"annotated image asked for a batch"
 //	@Failure		413				{object}	api.Problem	"body too large"
 //	@Failure		415				{object}	api.Problem	"unsupported content type or image format"
-//	@Failure		422				{object}	api.Problem	"image dimensions over the limits"
+//	@Failure		422				{object}	api.Problem	"image dimensions over the limits; masks-unsupported: masks asked of a model without a mask head"
 //	@Failure		503				{object}	api.Problem	"queue full or draining; see Retry-After"
 //	@Failure		504				{object}	api.Problem	"request deadline exceeded"
 //	@Security	ApiKey
@@ -142,7 +143,7 @@ func apiTimings(t inference.Timings) *api.Timings {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return &api.Timings{Queue: ms(t.Queue), Decode: ms(t.Decode), Preprocess: ms(t.Preprocess),
 		Backbone: ms(t.Backbone), Proposals: ms(t.Proposals), RoIAlign: ms(t.RoIAlign), BoxHead: ms(t.BoxHead),
-		Scoring: ms(t.Scoring), Total: ms(t.Total)}
+		Scoring: ms(t.Scoring), Masks: ms(t.Masks), Total: ms(t.Total)}
 }
 
 func nonNil(ds []detector.Detection) []detector.Detection {

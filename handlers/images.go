@@ -124,7 +124,7 @@ func (im imagesResource) delete(w http.ResponseWriter, r *http.Request) error {
 // detect godoc
 //
 //	@Summary		Re-score a registered image against a vocabulary
-//	@Description	Scores the cached region embeddings against the vocabulary without running the backbone again: the timings show scoring only.
+//	@Description	Scores the cached region embeddings against the vocabulary without running the backbone again: the timings show scoring only. With masks = rle or polygon the session's kept FPN features give each detection its instance mask, again without the backbone.
 //	@Tags			images
 //	@Accept			json
 //	@Produce		json
@@ -135,6 +135,7 @@ func (im imagesResource) delete(w http.ResponseWriter, r *http.Request) error {
 //	@Failure		404		{object}	api.Problem
 //	@Failure		413		{object}	api.Problem
 //	@Failure		415		{object}	api.Problem
+//	@Failure		422		{object}	api.Problem	"masks-unsupported: masks asked of a model without a mask head"
 //	@Failure		503		{object}	api.Problem
 //	@Security	ApiKey
 //	@Failure	401	{object}	api.Problem	"no API key, or one that is not valid (with --auth keys); see WWW-Authenticate"

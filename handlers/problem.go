@@ -45,6 +45,7 @@ var domainErrors = []struct {
 	{vocabulary.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the shared store is unavailable; retry later"},
 	{session.ErrUnavailable, http.StatusServiceUnavailable, "store-unavailable", "the shared store is unavailable; retry later"},
 	{detector.ErrEmptyVocabulary, http.StatusUnprocessableEntity, "empty-vocabulary", "the vocabulary has no categories"},
+	{detector.ErrMasksUnsupported, http.StatusUnprocessableEntity, "masks-unsupported", "masks need the model's mask head and the image's features, which this model or session lacks"},
 	{vocabulary.ErrStorageFull, http.StatusInsufficientStorage, "insufficient-storage", "the server's storage is full: nothing was written"},
 	{vocabulary.ErrStorageReadOnly, http.StatusServiceUnavailable, "storage-read-only", "the server cannot write vocabularies now (its storage is read-only): nothing was written; retry later"},
 	{apikey.ErrNoKey, http.StatusUnauthorized, "unauthorized", "an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"},

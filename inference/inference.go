@@ -42,7 +42,7 @@ type Runner struct {
 	Decoder  Decoder
 	Queue    *admission.Queue
 	// Observe receives each stage's latency (queue, decode, preprocess,
-	// backbone, proposals, roi_align, box_head, scoring) with the request's
+	// backbone, proposals, roi_align, box_head, scoring, masks) with the request's
 	// context; nil: not observed.
 	Observe func(ctx context.Context, stage string, d time.Duration)
 }
@@ -98,6 +98,7 @@ func (rn *Runner) Detect(ctx context.Context, data []byte, vocab *detector.Vocab
 		out.Result = res
 		out.Timings.Timings = regions.Timings
 		out.Timings.Scoring = res.Timings.Scoring
+		out.Timings.Masks = res.Timings.Masks
 		return nil
 	})
 	out.Timings.Queue = queued
@@ -150,6 +151,7 @@ func (rn *Runner) Rescore(ctx context.Context, regions *detector.Regions, vocab 
 	}
 	tm := Timings{Queue: queued, Total: time.Since(start)}
 	tm.Scoring = res.Timings.Scoring
+	tm.Masks = res.Timings.Masks
 	return res, tm, nil
 }
 
@@ -237,6 +239,9 @@ func (rn *Runner) score(ctx context.Context, regions *detector.Regions, vocab *d
 	res.Detections = CapDetections(res.Detections, res.Width, res.Height, opts.MaxDetections)
 	if res.Timings.Scoring > 0 {
 		rn.observe(ctx, "scoring", res.Timings.Scoring)
+	}
+	if res.Timings.Masks > 0 {
+		rn.observe(ctx, "masks", res.Timings.Masks)
 	}
 	return res, nil
 }

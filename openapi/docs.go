@@ -243,7 +243,7 @@ const docTemplate = `{
                         "ApiKey": []
                     }
                 ],
-                "description": "The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.\nWith Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only).",
+                "description": "The image comes as JSON (base64 in image, or a batch in images), as multipart/form-data (field image = the file; fields categories, vocabulary, negatives, score_threshold, max_detections, nms_iou, head, runners_up, labels_per_box, masks; field options = a JSON object of DetectOptions) or as a raw image body with the options in the query string.\nWith Accept: image/png or image/jpeg the answer is the picture with boxes and labels drawn (single image only), and the masks when masks are asked. With masks = rle or polygon each detection carries its instance mask (models with a mask head).",
                 "consumes": [
                     "application/json",
                     "multipart/form-data",
@@ -322,6 +322,12 @@ const docTemplate = `{
                         "description": "raw body: labels one region may be reported with",
                         "name": "labels_per_box",
                         "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "description": "raw body: instance masks, rle or polygon",
+                        "name": "masks",
+                        "in": "query"
                     }
                 ],
                 "responses": {
@@ -374,7 +380,7 @@ const docTemplate = `{
                         }
                     },
                     "422": {
-                        "description": "image dimensions over the limits",
+                        "description": "image dimensions over the limits; masks-unsupported: masks asked of a model without a mask head",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -684,7 +690,7 @@ const docTemplate = `{
                         "ApiKey": []
                     }
                 ],
-                "description": "Scores the cached region embeddings against the vocabulary without running the backbone again: the timings show scoring only.",
+                "description": "Scores the cached region embeddings against the vocabulary without running the backbone again: the timings show scoring only. With masks = rle or polygon the session's kept FPN features give each detection its instance mask, again without the backbone.",
                 "consumes": [
                     "application/json"
                 ],
@@ -752,6 +758,12 @@ const docTemplate = `{
                     },
                     "415": {
                         "description": "Unsupported Media Type",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "422": {
+                        "description": "masks-unsupported: masks asked of a model without a mask head",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
@@ -1157,6 +1169,15 @@ const docTemplate = `{
                     "minimum": 1,
                     "example": 1
                 },
+                "masks": {
+                    "description": "Masks asks for each detection's instance mask: \"rle\" (mask, COCO RLE with compressed string counts, as pycocotools) or \"polygon\" (polygons, the mask's outer contours). Models without a mask head answer 422 masks-unsupported.",
+                    "type": "string",
+                    "enum": [
+                        "rle",
+                        "polygon"
+                    ],
+                    "example": "rle"
+                },
                 "max_detections": {
                     "description": "MaxDetections per image (default: the model's; at most the server's cap, 300 by default).",
                     "type": "integer",
@@ -1268,6 +1289,15 @@ const docTemplate = `{
                     "type": "integer",
                     "minimum": 1,
                     "example": 1
+                },
+                "masks": {
+                    "description": "Masks asks for each detection's instance mask: \"rle\" (mask, COCO RLE with compressed string counts, as pycocotools) or \"polygon\" (polygons, the mask's outer contours). Models without a mask head answer 422 masks-unsupported.",
+                    "type": "string",
+                    "enum": [
+                        "rle",
+                        "polygon"
+                    ],
+                    "example": "rle"
                 },
                 "max_detections": {
                     "description": "MaxDetections per image (default: the model's; at most the server's cap, 300 by default).",
@@ -1509,6 +1539,11 @@ const docTemplate = `{
                     "type": "string",
                     "example": "pictogram-vild-small@3f2a9c1b"
                 },
+                "masks": {
+                    "description": "Masks says whether the model computes instance masks (it has a mask head).",
+                    "type": "boolean",
+                    "example": true
+                },
                 "name": {
                     "type": "string",
                     "example": "pictogram-vild-small"
@@ -1652,6 +1687,10 @@ const docTemplate = `{
                 "decode": {
                     "type": "number"
                 },
+                "masks": {
+                    "description": "Masks: mask RoIAlign, the mask head, paste and encoding (with \"masks\" only).",
+                    "type": "number"
+                },
                 "preprocess": {
                     "type": "number"
                 },
@@ -1776,6 +1815,25 @@ const docTemplate = `{
                 "label": {
                     "type": "string"
                 },
+                "mask": {
+                    "description": "Mask is the instance mask (with \"masks\": \"rle\").",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/detector.RLE"
+                        }
+                    ]
+                },
+                "polygons": {
+                    "description": "Polygons are the mask's outer contours (with \"masks\": \"polygon\"), each\nx1, y1, x2, y2, … in image pixels, as COCO's polygon segmentation.",
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "items": {
+                            "type": "number",
+                            "format": "float32"
+                        }
+                    }
+                },
                 "runners_up": {
                     "type": "array",
                     "items": {
@@ -1784,6 +1842,26 @@ const docTemplate = `{
                 },
                 "score": {
                     "type": "number"
+                }
+            }
+        },
+        "detector.RLE": {
+            "type": "object",
+            "properties": {
+                "counts": {
+                    "type": "string",
+                    "example": "lXf1;b;6K4L4M2N2N2"
+                },
+                "size": {
+                    "description": "[height, width]",
+                    "type": "array",
+                    "items": {
+                        "type": "integer"
+                    },
+                    "example": [
+                        480,
+                        640
+                    ]
                 }
             }
         },

@@ -266,7 +266,7 @@ func BenchmarkDefaultBundleThreads(b *testing.B) {
 
 // defaultScene is the bundle's golden "exact" scene strip twice, one above
 // the other: the size of a held-out scene.
-func defaultScene(b *testing.B, bun *bundle.Bundle) image.Image {
+func defaultScene(b testing.TB, bun *bundle.Bundle) image.Image {
 	strip := goldenImage(b, bun, "exact")
 	w, h := strip.Bounds().Dx(), strip.Bounds().Dy()
 	scene := image.NewRGBA(image.Rect(0, 0, w, 2*h))

@@ -18,6 +18,7 @@ import (
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/mask"
 	"github.com/vild/vild/ort"
 	"github.com/vild/vild/roialign"
 	"github.com/vild/vild/rpn"
@@ -52,6 +53,8 @@ type Pipeline struct {
 	roiConfig roialign.Config
 	prep      imageio.PreprocessConfig
 	coder     boxes.Coder
+	masks     *mask.Head // nil: the bundle has no mask head
+	ownMasks  bool
 }
 
 var _ detector.Detector = (*Pipeline)(nil)
@@ -94,8 +97,24 @@ func Open(b *bundle.Bundle, rt ort.Runtime, cfg Config) (*Pipeline, error) {
 		p.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if b.Manifest.MaskHead != nil {
+		h, err := mask.Open(b, rt, cfg.Workers)
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		p.SetMaskHead(h)
+		p.ownMasks = true
+	}
 	return p, nil
 }
+
+// SetMaskHead gives the pipeline a mask head (which Close leaves open): its
+// Regions then keep the features masks are pooled from.
+func (p *Pipeline) SetMaskHead(h *mask.Head) { p.masks = h }
+
+// HasMasks reports whether the pipeline computes instance masks.
+func (p *Pipeline) HasMasks() bool { return p.masks != nil }
 
 // New assembles a pipeline from a manifest, the background embedding and the
 // two graph sessions (which Close leaves open).
@@ -147,14 +166,18 @@ func New(m *bundle.Manifest, background []float32, backbone, boxHead ort.Session
 
 // Close closes the graph sessions when Open created them.
 func (p *Pipeline) Close() error {
+	var err error
+	if p.ownMasks {
+		err = p.masks.Close()
+	}
 	if !p.ownSess {
-		return nil
+		return err
 	}
 	var graph error
 	if p.scorer.Graph != nil {
 		graph = p.scorer.Graph.Close()
 	}
-	return errors.Join(p.backbone.Close(), p.boxHead.Close(), graph)
+	return errors.Join(err, p.backbone.Close(), p.boxHead.Close(), graph)
 }
 
 // Manifest is the bundle's manifest.
@@ -225,18 +248,26 @@ func (p *Pipeline) Run(ctx context.Context, image ort.Tensor, resize imageio.Res
 	}
 	tr.Proposals = props
 	tm.Proposals = time.Since(t0)
-	n := len(props.Boxes)
-	if n == 0 {
-		return tr, nil
-	}
-
-	t0 = time.Now()
 	feats := make([]roialign.Feature, len(p.roiLevels))
 	for i, l := range p.roiLevels {
 		f := out["feat_"+l.Name]
 		feats[i] = roialign.Feature{Data: f.F32, Channels: int(f.Shape[1]), Height: int(f.Shape[2]),
 			Width: int(f.Shape[3]), Scale: 1 / float32(l.Stride)}
 	}
+	if p.masks != nil {
+		kept := &detector.Features{ScaleX: resize.ScaleX, ScaleY: resize.ScaleY}
+		for i, f := range feats {
+			kept.Levels = append(kept.Levels, detector.FeatureLevel{Data: f.Data, Channels: f.Channels,
+				Height: f.Height, Width: f.Width, Stride: p.roiLevels[i].Stride})
+		}
+		tr.Regions.Features = kept
+	}
+	n := len(props.Boxes)
+	if n == 0 {
+		return tr, nil
+	}
+
+	t0 = time.Now()
 	rois, err := roialign.MultiScale(nil, feats, props.Boxes, p.roiConfig)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: roialign: %w", err)
@@ -302,7 +333,49 @@ func (p *Pipeline) Score(ctx context.Context, r *detector.Regions, vocab *detect
 	}
 	res := &detector.Result{Width: r.Width, Height: r.Height, Detections: dets, Timings: r.Timings}
 	res.Timings.Scoring = time.Since(t0)
+	if opts.Masks != detector.MasksNone {
+		t0 = time.Now()
+		if err := p.addMasks(ctx, r, dets, opts.Masks); err != nil {
+			return nil, err
+		}
+		res.Timings.Masks = time.Since(t0)
+	}
 	return res, nil
+}
+
+// addMasks computes the instance masks of dets (the final detections, so only
+// they pay) from r's features and encodes them as format asks.
+func (p *Pipeline) addMasks(ctx context.Context, r *detector.Regions, dets []detector.Detection, format detector.Masks) error {
+	if p.masks == nil || r.Features == nil {
+		return detector.ErrMasksUnsupported
+	}
+	if len(dets) == 0 {
+		return nil
+	}
+	// The labels of one region share its box (LabelsPerBox > 1): each
+	// distinct box runs through the mask head once.
+	var bs [][4]float32
+	index := map[[4]float32]int{}
+	of := make([]int, len(dets))
+	for i, d := range dets {
+		k, ok := index[d.Box]
+		if !ok {
+			k = len(bs)
+			index[d.Box] = k
+			bs = append(bs, d.Box)
+		}
+		of[i] = k
+	}
+	ms, err := p.masks.Masks(ctx, mask.FeaturesOf(r.Features, r.Width, r.Height), bs)
+	if err != nil {
+		return runError("masks", ctx, err)
+	}
+	for i := range dets {
+		if err := mask.Encode(&dets[i], &ms[of[i]], format); err != nil {
+			return fmt.Errorf("pipeline: masks: %w", err)
+		}
+	}
+	return nil
 }
 
 // Detect is Regions followed by Score.

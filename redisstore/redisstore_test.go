@@ -232,7 +232,11 @@ func randomRegions(n, dt, di int) *detector.Regions {
 }
 
 func TestRegionsEncoding(t *testing.T) {
-	for _, r := range []*detector.Regions{randomRegions(300, 512, 512), randomRegions(1, 3, 3), {Width: 5, Height: 7}} {
+	withFeatures := randomRegions(2, 3, 3)
+	withFeatures.Features = &detector.Features{ScaleX: 0.64, ScaleY: 0.5, Levels: []detector.FeatureLevel{
+		{Stride: 4, Channels: 2, Height: 3, Width: 2, Data: []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}},
+		{Stride: 8, Channels: 2, Height: 1, Width: 1, Data: []float32{-1, 0.5}}}}
+	for _, r := range []*detector.Regions{randomRegions(300, 512, 512), randomRegions(1, 3, 3), {Width: 5, Height: 7}, withFeatures} {
 		b := EncodeRegions(r)
 		got, err := DecodeRegions(b)
 		if err != nil {
@@ -244,7 +248,7 @@ func TestRegionsEncoding(t *testing.T) {
 		if !reflect.DeepEqual(got, r) {
 			t.Fatalf("%d regions: round trip differs", len(r.Boxes))
 		}
-		for _, cut := range []int{0, 3, 23, len(b) - 1} {
+		for _, cut := range []int{0, 3, 23, len(b) - 1, len(b) - 9} {
 			if cut < len(b) {
 				if _, err := DecodeRegions(b[:cut]); err == nil {
 					t.Fatalf("%d bytes of %d decoded", cut, len(b))

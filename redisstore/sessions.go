@@ -88,8 +88,11 @@ var regionsMagic = [4]byte{'v', 'r', 'g', 1}
 
 // EncodeRegions lays regions out as the magic, then uint32 little-endian
 // width, height, region count, text and image embedding dimensions, then
-// float32 little-endian boxes, text embeddings and image embeddings. Timings
-// are not kept: they belong to the request that computed the regions.
+// float32 little-endian boxes, text embeddings and image embeddings. Regions
+// with features (a model with a mask head) go on with the features: float64
+// little-endian scale x and y, uint32 level count, per level uint32 stride,
+// channels, height and width, then the level's float32 data. Timings are not
+// kept: they belong to the request that computed the regions.
 func EncodeRegions(r *detector.Regions) []byte {
 	n := len(r.Boxes)
 	dt, di := 0, 0
@@ -118,8 +121,22 @@ func EncodeRegions(r *detector.Regions) []byte {
 	for i := 0; di > 0 && i < n; i++ {
 		f(r.ImageEmbeddings[i])
 	}
+	if ft := r.Features; ft != nil {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(ft.ScaleX))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(ft.ScaleY))
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(ft.Levels)))
+		for _, l := range ft.Levels {
+			for _, v := range []int{l.Stride, l.Channels, l.Height, l.Width} {
+				b = binary.LittleEndian.AppendUint32(b, uint32(v))
+			}
+			f(l.Data)
+		}
+	}
 	return b
 }
+
+// maxFeatureLevels bounds the levels a stored session may claim.
+const maxFeatureLevels = 16
 
 // errEncoding: the bytes are not an encoding of regions.
 var errEncoding = errors.New("not an encoding of regions")
@@ -132,8 +149,17 @@ func DecodeRegions(b []byte) (*detector.Regions, error) {
 	u := func(i int) int { return int(binary.LittleEndian.Uint32(b[4+4*i:])) }
 	r := &detector.Regions{Width: u(0), Height: u(1)}
 	n, dt, di := u(2), u(3), u(4)
-	if int64(len(b)) != 24+4*int64(n)*int64(4+dt+di) {
+	regionsEnd := 24 + 4*int64(n)*int64(4+dt+di)
+	if int64(len(b)) < regionsEnd {
 		return nil, errEncoding
+	}
+	var ft *detector.Features
+	if int64(len(b)) > regionsEnd {
+		var err error
+		if ft, err = decodeFeatures(b[regionsEnd:]); err != nil {
+			return nil, err
+		}
+		b = b[:regionsEnd]
 	}
 	off := 24
 	next := func(k int) []float32 {
@@ -160,7 +186,46 @@ func DecodeRegions(b []byte) (*detector.Regions, error) {
 			r.ImageEmbeddings[i] = next(di)
 		}
 	}
+	r.Features = ft
 	return r, nil
+}
+
+// decodeFeatures reads the features EncodeRegions appends.
+func decodeFeatures(b []byte) (*detector.Features, error) {
+	if len(b) < 20 {
+		return nil, errEncoding
+	}
+	ft := &detector.Features{ScaleX: math.Float64frombits(binary.LittleEndian.Uint64(b)),
+		ScaleY: math.Float64frombits(binary.LittleEndian.Uint64(b[8:]))}
+	levels := int(binary.LittleEndian.Uint32(b[16:]))
+	if levels > maxFeatureLevels {
+		return nil, errEncoding
+	}
+	off := 20
+	for range levels {
+		if len(b)-off < 16 {
+			return nil, errEncoding
+		}
+		var d [4]int
+		for i := range d {
+			d[i] = int(binary.LittleEndian.Uint32(b[off+4*i:]))
+		}
+		off += 16
+		k := int64(d[1]) * int64(d[2]) * int64(d[3])
+		if k*4 > int64(len(b)-off) {
+			return nil, errEncoding
+		}
+		l := detector.FeatureLevel{Stride: d[0], Channels: d[1], Height: d[2], Width: d[3], Data: make([]float32, k)}
+		for i := range l.Data {
+			l.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[off:]))
+			off += 4
+		}
+		ft.Levels = append(ft.Levels, l)
+	}
+	if off != len(b) {
+		return nil, errEncoding
+	}
+	return ft, nil
 }
 
 // embeddingKey is the hash of one embedding bucket.

@@ -22,6 +22,7 @@ type Caps struct {
 	MaxDetections   int
 	MaxRunnersUp    int
 	MaxLabelsPerBox int
+	Masks           bool // the model has a mask head
 }
 
 // Resolve checks req's options and fills the rest from the defaults.
@@ -76,6 +77,16 @@ func (o *Options) Resolve(req api.DetectOptions) (detector.Options, error) {
 		opts.LabelsPerBox = *req.LabelsPerBox
 	}
 	opts.LabelsPerBox = min(opts.LabelsPerBox, cfg.MaxLabelsPerBox)
+	switch detector.Masks(req.Masks) {
+	case detector.MasksNone:
+	case detector.MasksRLE, detector.MasksPolygon:
+		if !cfg.Masks {
+			return opts, ErrMasksUnsupported
+		}
+		opts.Masks = detector.Masks(req.Masks)
+	default:
+		return opts, api.BadRequest("invalid-option", "masks must be rle or polygon", nil)
+	}
 	return opts, nil
 }
 
@@ -153,3 +164,8 @@ func (v *Vocabularies) Resolve(ctx context.Context, o api.DetectOptions) (*detec
 func (v *Vocabularies) Limits(maxNames int) vocabulary.Limits {
 	return vocabulary.Limits{MaxNames: maxNames, MaxNameLength: v.MaxNameLength}
 }
+
+// ErrMasksUnsupported answers a request for masks to a model without a mask
+// head.
+var ErrMasksUnsupported = api.Errorf(http.StatusUnprocessableEntity, "masks-unsupported",
+	"this model has no mask head, so it answers no masks (GET /v1/models says masks: false)")

@@ -21,6 +21,8 @@ type cocoResult struct {
 	CategoryID int64      `json:"category_id"`
 	BBox       [4]float64 `json:"bbox"` // x, y, width, height in pixels
 	Score      float64    `json:"score"`
+	// Segmentation is the instance mask with --masks: an RLE or polygons.
+	Segmentation any `json:"segmentation,omitempty"`
 }
 
 // The dataset `vild detect --format coco` writes next to the results is a
@@ -98,9 +100,10 @@ func categoryIDs(fp runFingerprint) map[string]int64 {
 
 // cocoDetection is one detection in COCO terms.
 type cocoDetection struct {
-	CategoryID int64
-	BBox       [4]float64
-	Score      float64
+	CategoryID   int64
+	BBox         [4]float64
+	Score        float64
+	Segmentation any // nil, *detector.RLE or [][]float32
 }
 
 // eachDetection reads the images' records back from the journal in input
@@ -118,7 +121,13 @@ func eachDetection(j *journal, images []finishedImage, fp runFingerprint, fn fun
 			if !ok {
 				return fmt.Errorf("detect: %s: label %q is not one of the categories", im.FileName, d.Label)
 			}
-			if err := fn(im, cocoDetection{CategoryID: cat, BBox: eval.BoxFromCorners(d.Box), Score: float64(d.Score)}); err != nil {
+			cd := cocoDetection{CategoryID: cat, BBox: eval.BoxFromCorners(d.Box), Score: float64(d.Score)}
+			if d.Mask != nil {
+				cd.Segmentation = d.Mask
+			} else if d.Polygons != nil {
+				cd.Segmentation = d.Polygons
+			}
+			if err := fn(im, cd); err != nil {
 				return err
 			}
 		}
@@ -139,7 +148,8 @@ func writeCOCO(resultsPath, datasetPath string, j *journal, images []finishedIma
 				w.WriteString(",")
 			}
 			n++
-			return writeLine(w, cocoResult{ImageID: im.ID, CategoryID: d.CategoryID, BBox: d.BBox, Score: d.Score})
+			return writeLine(w, cocoResult{ImageID: im.ID, CategoryID: d.CategoryID, BBox: d.BBox, Score: d.Score,
+				Segmentation: d.Segmentation})
 		})
 		w.WriteString("\n]\n")
 		return err

@@ -30,6 +30,8 @@ type runFingerprint struct {
 	MaxDetections    int           `json:"max_detections"`
 	LabelsPerBox     int           `json:"labels_per_box"`
 	RunnersUp        int           `json:"runners_up"`
+	// Masks is empty in journals written before masks (none asked).
+	Masks detector.Masks `json:"masks,omitempty"`
 }
 
 // differences lists the fields that differ, "name: then → now".

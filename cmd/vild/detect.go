@@ -39,6 +39,7 @@ type detectConfig struct {
 	MaxDetections  int
 	LabelsPerBox   int
 	Head           string
+	Masks          detector.Masks // instance masks: none, rle or polygon
 }
 
 // Where `vild detect` writes (detectConfig.Format).
@@ -75,6 +76,7 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	fs.IntVar(&c.MaxDetections, "max-detections", 0, "detections per image (default: the model's)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 0, "labels one region may be reported with, each a detection (default: the model's)")
 	fs.StringVar(&c.Head, "head", "ensemble", "ensemble, text or image")
+	masks := fs.String("masks", "", "instance masks of the detections: rle or polygon (a model with a mask head; empty: none)")
 	fs.StringVar(&c.Server, "server", getenv("VILD_SERVER"), "detect through the vild server at `URL` (e.g. http://127.0.0.1:8080) instead of loading the model here (env VILD_SERVER)")
 	fs.StringVar(&c.APIKey, "api-key", "", "the server's API key, vild_… (default: env VILD_API_KEY)")
 	addModelFlags(fs, env, &c.Model)
@@ -123,6 +125,11 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	}
 	if c.LabelsPerBox < 0 {
 		return c, fmt.Errorf("detect: --labels-per-box must not be negative")
+	}
+	switch c.Masks = detector.Masks(*masks); c.Masks {
+	case detector.MasksNone, detector.MasksRLE, detector.MasksPolygon:
+	default:
+		return c, fmt.Errorf("detect: --masks must be rle or polygon")
 	}
 	if c.Workers < 1 || c.Workers > maxDetectWorkers {
 		return c, fmt.Errorf("detect: --workers must be 1 to %d", maxDetectWorkers)
@@ -231,10 +238,14 @@ func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *
 	if cfg.LabelsPerBox > 0 {
 		opts.LabelsPerBox = cfg.LabelsPerBox
 	}
+	if cfg.Masks != detector.MasksNone && !m.Info.Masks {
+		return fmt.Errorf("detect: --masks: %w", detector.ErrMasksUnsupported)
+	}
+	opts.Masks = cfg.Masks
 	det := localDetector{det: m.Detector, vocab: vocab, opts: opts, limits: imageio.DefaultLimits}
 	fp := runFingerprint{Model: m.Info.ID, VocabularyDigest: vocab.Digest, Categories: names, Head: opts.Head,
 		ScoreThreshold: opts.ScoreThreshold, NMSIoU: opts.NMSIoU, MaxDetections: opts.MaxDetections,
-		LabelsPerBox: opts.LabelsPerBox, RunnersUp: opts.RunnersUp}
+		LabelsPerBox: opts.LabelsPerBox, RunnersUp: opts.RunnersUp, Masks: opts.Masks}
 	b := batch{cfg: cfg, inputs: inputs, det: det, fp: fp, stderr: stderr}
 	if cfg.Format == formatCOCO || cfg.Format == formatJSONL {
 		return b.toFile(ctx)

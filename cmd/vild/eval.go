@@ -16,6 +16,7 @@ import (
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/eval"
 	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/mask"
 	"github.com/vild/vild/vocabulary"
 )
 
@@ -32,8 +33,10 @@ type evalConfig struct {
 	Limit          int // first N images; 0 = all
 	// LabelsPerBox is how many labels one region may be reported with.
 	LabelsPerBox int
-	JSON         bool
-	Model        modelConfig
+	// IoUType is bbox (box AP) or segm (mask AP, the model's mask head).
+	IoUType eval.IoUType
+	JSON    bool
+	Model   modelConfig
 	// ProgressEvery is how many images pass between progress lines.
 	ProgressEvery int
 }
@@ -63,6 +66,7 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	head := fs.String("head", "all", "ensemble, text, image, or all three")
 	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", evalLabelsPerBox, "labels one region may be reported with, each a detection: the default is COCO-style per-class output; 1 keeps each region's best label, the server's default")
+	iouType := fs.String("iou-type", "bbox", "bbox: box AP; segm: mask AP of the same detections' instance masks (a model with a mask head, annotations with RLE segmentations)")
 	fs.BoolVar(&c.JSON, "json", false, "print a JSON report instead of the table")
 	fs.IntVar(&c.ProgressEvery, "progress-every", 50, "images between progress lines on stderr (0: none)")
 	addModelFlags(fs, env, &c.Model)
@@ -92,6 +96,15 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if c.Limit < 0 || c.ProgressEvery < 0 {
 		errs = append(errs, errors.New("--limit and --progress-every must not be negative"))
+	}
+	switch c.IoUType = eval.IoUType(*iouType); c.IoUType {
+	case eval.BBox:
+	case eval.Segm:
+		if c.Results != "" {
+			errs = append(errs, errors.New("--iou-type segm runs the model's mask head; it does not apply to --results"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--iou-type must be bbox or segm, not %q", *iouType))
 	}
 	if c.LabelsPerBox < 1 {
 		errs = append(errs, errors.New("--labels-per-box must be at least 1"))
@@ -228,6 +241,7 @@ type evalReport struct {
 	ScoreThreshold float32      `json:"score_threshold,omitempty"`
 	MaxDetections  int          `json:"max_detections,omitempty"`
 	LabelsPerBox   int          `json:"labels_per_box,omitempty"`
+	IoUType        eval.IoUType `json:"iou_type,omitempty"`
 	Seconds        float64      `json:"seconds"`
 	Heads          []headReport `json:"heads"`
 }
@@ -269,6 +283,12 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 	opts := m.Info.Defaults
 	opts.RunnersUp = 0
 	opts.LabelsPerBox = max(cfg.LabelsPerBox, 1)
+	if cfg.IoUType == eval.Segm {
+		if !m.Info.Masks {
+			return nil, fmt.Errorf("eval: --iou-type segm: %w", detector.ErrMasksUnsupported)
+		}
+		opts.Masks = detector.MasksRLE
+	}
 	dets := make([][]eval.ImageDetections, len(cfg.Heads))
 	progress := func(done int) {
 		if stderr == nil || cfg.ProgressEvery == 0 || (done%cfg.ProgressEvery != 0 && done != len(gt.Images)) {
@@ -300,8 +320,13 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 				if !ok {
 					return nil, fmt.Errorf("eval: %s: the detector reported label %q, not a category", im.FileName, x.Label)
 				}
-				d.Detections = append(d.Detections, eval.Detection{CategoryID: id,
-					BBox: eval.BoxFromCorners(x.Box), Score: float64(x.Score)})
+				det := eval.Detection{CategoryID: id, BBox: eval.BoxFromCorners(x.Box), Score: float64(x.Score)}
+				if x.Mask != nil {
+					if det.Segm, err = mask.DecompressCounts(x.Mask.Counts); err != nil {
+						return nil, fmt.Errorf("eval: %s: %w", im.FileName, err)
+					}
+				}
+				d.Detections = append(d.Detections, det)
 			}
 			dets[h] = append(dets[h], d)
 		}
@@ -309,9 +334,13 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 	}
 	rep := &evalReport{Model: m.Info.ID, Annotations: cfg.Annotations, Images: len(gt.Images),
 		Categories: len(gt.Categories), ScoreThreshold: opts.ScoreThreshold, MaxDetections: opts.MaxDetections,
-		LabelsPerBox: opts.LabelsPerBox}
+		LabelsPerBox: opts.LabelsPerBox, IoUType: cfg.IoUType}
 	for h, head := range cfg.Heads {
-		rep.Heads = append(rep.Heads, headSummary(head, methodName(head), eval.Evaluate(gt, dets[h])))
+		res, err := eval.EvaluateType(gt, dets[h], cfg.IoUType)
+		if err != nil {
+			return nil, err
+		}
+		rep.Heads = append(rep.Heads, headSummary(head, methodName(head), res))
 	}
 	rep.Seconds = math.Round(time.Since(start).Seconds()*10) / 10
 	return rep, nil
@@ -384,6 +413,9 @@ func (r *evalReport) table() string {
 	} else {
 		fmt.Fprintf(&b, "%s: %d images, %d categories, model %s (score threshold %g, at most %d detections per image, %d labels per box)\n\n",
 			r.Annotations, r.Images, r.Categories, r.Model, r.ScoreThreshold, r.MaxDetections, r.LabelsPerBox)
+		if r.IoUType == eval.Segm {
+			b.WriteString("Mask AP (segm): detections matched by the IoU of their instance masks.\n\n")
+		}
 	}
 	b.WriteString("| method | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")

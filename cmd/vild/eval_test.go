@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/eval"
 	"github.com/vild/vild/handlers/handlerstest"
 	"github.com/vild/vild/ort"
 )
@@ -286,8 +287,11 @@ func TestEvalConfig(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 	c, err = parseEvalConfig([]string{"--annotations", "a.json", "--images", "d"}, env("VILD_MODEL", "/env"), io.Discard)
-	if err != nil || len(c.Heads) != 3 || c.Model.ModelDir != "/env" || c.ProgressEvery != 50 || c.LabelsPerBox != 20 {
+	if err != nil || len(c.Heads) != 3 || c.Model.ModelDir != "/env" || c.ProgressEvery != 50 || c.LabelsPerBox != 20 || c.IoUType != eval.BBox {
 		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	if c, err = parseEvalConfig([]string{"--annotations", "a.json", "--images", "d", "--iou-type", "segm"}, env(), io.Discard); err != nil || c.IoUType != eval.Segm {
+		t.Fatalf("--iou-type segm: %+v %v", c, err)
 	}
 	for _, args := range [][]string{
 		{"--images", "d"},
@@ -296,6 +300,8 @@ func TestEvalConfig(t *testing.T) {
 		{"--annotations", "a.json", "--images", "d", "--limit", "-1"},
 		{"--annotations", "a.json", "--images", "d", "--labels-per-box", "0"},
 		{"--annotations", "a.json", "--images", "d", "extra"},
+		{"--annotations", "a.json", "--images", "d", "--iou-type", "mask"},
+		{"--annotations", "a.json", "--results", "r.json", "--iou-type", "segm"},
 	} {
 		if _, err := parseEvalConfig(args, env(), io.Discard); err == nil {
 			t.Errorf("%v accepted", args)

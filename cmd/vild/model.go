@@ -158,6 +158,7 @@ func modelInfo(b *bundle.Bundle, defaults detector.Options) api.Model {
 		Digest:       b.Digest,
 		EmbeddingDim: m.Embedding.Dim,
 		Exemplars:    m.ImageEncoder != nil,
+		Masks:        m.MaskHead != nil,
 		Templates:    m.Text.Templates,
 		Defaults:     defaults,
 	}

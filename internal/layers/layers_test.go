@@ -15,7 +15,7 @@ import (
 const module = "github.com/vild/vild/"
 
 // domain are the packages that must not import net/http or the HTTP layer.
-var domain = []string{"admission", "annotate", "apikey", "boxes", "bundle", "detector", "eval", "exemplar", "imageio", "inference",
+var domain = []string{"admission", "annotate", "apikey", "boxes", "bundle", "detector", "eval", "exemplar", "imageio", "inference", "mask",
 	"models", "ort", "pipeline", "redisstore", "roialign", "rpn", "scoring", "session", "textbank", "tokenizer", "vocabulary"}
 
 // httpLayer are the packages a domain package must not import.

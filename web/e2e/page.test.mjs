@@ -154,6 +154,19 @@ test("a sample scene on the embedded model is one click away", async () => {
     const rows = await page.$$eval("#detections tbody tr", (trs) => trs.map((tr) => tr.children[1].textContent));
     assert.deepEqual(rows.sort(), labels, src);
   }
+  // The masks toggle: the same detections, each with an RLE mask of the
+  // image's size, drawn; unchecked, none.
+  const before = await page.evaluate(() => window.vild.lastResponse.detections.length);
+  await page.check("#masks");
+  await page.waitForFunction((n) => window.vild.drawnMasks === n && window.vild.lastResponse.detections.length === n &&
+    window.vild.lastResponse.detections.every((d) => d.mask), before);
+  const sizes = await page.evaluate(() => {
+    const r = window.vild.lastResponse;
+    return r.detections.map((d) => d.mask.size.join("x") === r.image.height + "x" + r.image.width);
+  });
+  assert.ok(sizes.length > 0 && sizes.every(Boolean), "mask sizes " + sizes);
+  await page.uncheck("#masks");
+  await page.waitForFunction(() => window.vild.drawnMasks === 0 && window.vild.lastResponse.detections.every((d) => !d.mask));
 });
 
 test("the threshold slider re-detects", async () => {

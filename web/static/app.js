@@ -1,5 +1,6 @@
 // vild's page: one image, a category list and a threshold go to POST
-// /v1/detect as multipart; the boxes come back and are drawn on a canvas.
+// /v1/detect as multipart; the boxes come back and are drawn on a canvas,
+// with the instance masks (COCO RLE) tinted in when the toggle asks for them.
 // A server that answers 401 needs an API key: the page asks for one, keeps
 // it in sessionStorage (this tab only) and sends it as a Bearer token.
 "use strict";
@@ -10,7 +11,49 @@
   const ANSWER_TIMEOUT_MS = 60000; // the page never waits longer than this for an answer
   // Exposed for the browser test and the curious: the last answer and the
   // boxes as drawn, in canvas pixels.
-  window.vild = { lastResponse: null, lastError: null, drawnBoxes: [] };
+  window.vild = { lastResponse: null, lastError: null, drawnBoxes: [], drawnMasks: 0 };
+  const MASK_ALPHA = 0.45;
+
+  // rleCounts is pycocotools' rleFrString: a COCO RLE's compressed counts.
+  function rleCounts(s) {
+    const counts = [];
+    let p = 0;
+    while (p < s.length) {
+      let x = 0, k = 0, more = true;
+      while (more) {
+        const c = s.charCodeAt(p) - 48;
+        x |= (c & 0x1f) << (5 * k);
+        more = (c & 0x20) !== 0;
+        p++; k++;
+        if (!more && (c & 0x10)) x |= -1 << (5 * k);
+      }
+      if (counts.length > 2) x += counts[counts.length - 2];
+      counts.push(x);
+    }
+    return counts;
+  }
+
+  // maskCanvas paints an RLE mask (column-major runs, zeros first) in color
+  // on a canvas of the image's size.
+  function maskCanvas(rle, color) {
+    const [h, w] = rle.size;
+    const c = document.createElement("canvas");
+    c.width = w; c.height = h;
+    const mctx = c.getContext("2d");
+    const data = mctx.createImageData(w, h);
+    let i = 0;
+    rleCounts(rle.counts).forEach((n, k) => {
+      if (k % 2 === 1) {
+        for (let j = i; j < i + n; j++) data.data[4 * ((j % h) * w + Math.floor(j / h)) + 3] = 255;
+      }
+      i += n;
+    });
+    mctx.putImageData(data, 0, 0);
+    mctx.globalCompositeOperation = "source-in";
+    mctx.fillStyle = color;
+    mctx.fillRect(0, 0, w, h);
+    return c;
+  }
 
   function colorFor(label) { // the same hue for the same label
     let h = 0;
@@ -85,6 +128,14 @@
     canvas.width = Math.round(img.naturalWidth * scale);
     canvas.height = Math.round(img.naturalHeight * scale);
     ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+    window.vild.drawnMasks = 0;
+    for (const d of detections) {
+      if (!d.mask) continue;
+      ctx.globalAlpha = MASK_ALPHA;
+      ctx.drawImage(maskCanvas(d.mask, colorFor(d.label)), 0, 0, canvas.width, canvas.height);
+      ctx.globalAlpha = 1;
+      window.vild.drawnMasks++;
+    }
     const lw = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 150));
     ctx.lineWidth = lw;
     ctx.font = "bold 13px system-ui, sans-serif";
@@ -172,6 +223,7 @@
     // vocabulary (an empty categories field is answered 422).
     if ($("categories").value.replace(/[\s,]/g, "") !== "") form.append("categories", $("categories").value);
     form.append("score_threshold", $("threshold").value);
+    if ($("masks").checked) form.append("masks", "rle");
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), ANSWER_TIMEOUT_MS);
     let resp, body;
@@ -232,6 +284,7 @@
   });
   $("threshold").addEventListener("input", (e) => { $("threshold-value").textContent = Number(e.target.value).toFixed(2); later(); });
   $("categories").addEventListener("keydown", (e) => { if (e.key === "Enter") detect(); });
+  $("masks").addEventListener("change", detect);
   $("detect").addEventListener("click", detect);
   function useKey() {
     storeKey($("key").value.trim());

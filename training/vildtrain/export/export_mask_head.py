@@ -14,12 +14,13 @@ Writes into the bundle directory (which must already hold a detector export):
   per RoI, its training record and its golden files;
 * per golden case with detections (``golden/<case>/``): ``mask_boxes.npy``
   (the first up to MASK_GOLDEN_DETECTIONS detections' boxes, original-image
-  pixels), ``mask_rois.npy`` (their 14x14 pooled features, from the case's
-  own ``feat_p*.npy`` and the boxes times the resize scale), ``mask_logits.npy``
-  (the graph's output), and for the first detection ``mask_probability.npy``
-  (its sigmoid pasted into the original image, [H,W] float32; its mask is
-  probability >= threshold, left to the reader so that the bundle does not
-  carry the same picture twice).
+  pixels), ``mask_logits.npy`` (the graph's output on their 14x14 pooled
+  features, pooled from the case's own ``feat_p*.npy`` and the boxes times the
+  resize scale; the pooled features themselves are left to the reader, who has
+  the feature maps, to keep the bundle small), and ``masks_bits.npy`` (the
+  detections' sigmoids pasted into the original image and thresholded, [N,H,W]
+  bits in C order packed eight to a byte, first pixel in the high bit, as
+  ``np.packbits`` of the flattened masks: a 1-D uint8 array of ceil(N*H*W/8)).
 
 The manifest's digests are recomputed; a bundle over MAX_BUNDLE_MB is refused.
 A bundle without these keeps its old meaning (masks are optional).
@@ -43,7 +44,7 @@ from vildtrain.models.mask_head import (MaskHead, load_mask_head, manifest_secti
 
 MAX_BUNDLE_MB = 40.0
 MASK_GOLDEN_DETECTIONS = 5
-GOLDEN_FILES = ("mask_boxes.npy", "mask_rois.npy", "mask_logits.npy", "mask_probability.npy")
+GOLDEN_FILES = ("mask_boxes.npy", "mask_logits.npy", "masks_bits.npy")
 
 
 def bundle_detector_config(man: dict) -> DetectorConfig:
@@ -74,11 +75,10 @@ def write_mask_golden(case_dir: str, head: MaskHead, det: DetectorConfig) -> int
         return 0
     boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32)
     r = golden_regions(case_dir, det)
-    rois, logits, pasted = pasted_probabilities(head, mask_pooler(det, head.cfg.roi_output_size), r, boxes)
+    _, logits, pasted = pasted_probabilities(head, mask_pooler(det, head.cfg.roi_output_size), r, boxes)
     save_npy(os.path.join(case_dir, "mask_boxes.npy"), boxes)
-    save_npy(os.path.join(case_dir, "mask_rois.npy"), rois)
     save_npy(os.path.join(case_dir, "mask_logits.npy"), logits)
-    save_npy(os.path.join(case_dir, "mask_probability.npy"), pasted[0])
+    np.save(os.path.join(case_dir, "masks_bits.npy"), np.packbits((pasted >= head.cfg.threshold).numpy(), axis=None))
     return len(dets)
 
 
