@@ -362,12 +362,13 @@ def _training_record(extra: dict, cfg: DetectorConfig, clip, digest: str, counts
 
 
 def _write_manifest(out: str, man: dict) -> None:
-    """Add the SHA-256 of every other file of the bundle to ``man`` and write it."""
+    """Add the SHA-256 of every other file of the bundle to ``man`` and write it.
+    A README.md describing the bundle is not part of it (see :func:`_clear`)."""
     files = []
     for root, _, fnames in os.walk(out):
         for fname in fnames:
             rel = os.path.relpath(os.path.join(root, fname), out).replace(os.sep, "/")
-            if rel != "manifest.json":
+            if rel not in ("manifest.json", "README.md"):
                 files.append(rel)
     man["sha256"] = {rel: sha256(os.path.join(out, rel)) for rel in sorted(files)}
     with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
