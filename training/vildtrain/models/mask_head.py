@@ -18,8 +18,8 @@ the original image at the original box.
 
 The default width is 64 (the FPN's), four conv layers: per RoI
 :func:`flops_per_roi` counts 64.4 MFLOP (multiply-adds x 2), so ten detections
-add 0.64 GFLOP to a detect request of about 11.9 GFLOP (5.4%). Width 128 would
-be 230 MFLOP per RoI (19%), width 256 (Mask R-CNN's) 842 MFLOP (71%).
+add 0.64 GFLOP to a detect request of about 13.9 GFLOP (4.6%). Width 128 would
+be 228 MFLOP per RoI (16%), width 256 (Mask R-CNN's) 855 MFLOP (62%).
 """
 from __future__ import annotations
 
