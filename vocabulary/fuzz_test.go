@@ -129,8 +129,11 @@ func FuzzNormalize(f *testing.F) {
 				t.Fatalf("thresholds key %q is not a category's spelling", k)
 			}
 		}
-		if len(out.Categories) == 0 || len(names) > lim.MaxNames {
-			t.Fatalf("%d categories, %d names (limit %d)", len(out.Categories), len(names), lim.MaxNames)
+		// Something to detect: named categories, or categories given by
+		// exemplars only.
+		if len(out.Categories)+len(out.Exemplars) == 0 || len(names) > lim.MaxNames {
+			t.Fatalf("%d categories, %d exemplar categories, %d names (limit %d)",
+				len(out.Categories), len(out.Exemplars), len(names), lim.MaxNames)
 		}
 	})
 }
