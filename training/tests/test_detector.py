@@ -750,3 +750,35 @@ def test_box_iou_is_torchvision_bit_for_bit():
         assert torch.equal(got, want)
         assert got[0, 0] == 1.0 and (got >= 0).all() and (got <= 1).all()
     assert build_detector().rpn.box_similarity is box_iou
+
+
+def test_train_continues_from_a_detector_checkpoint_on_more_styles(tmp_path):
+    """--init PATH starts every weight from a trained detector (e.g. the bundle's,
+    rebuilt by detector_from_bundle); --styles teacher draws scenes from every
+    style but Fluent 3D. A checkpoint of another architecture is refused."""
+    from vildtrain.data.categories import load_categories
+    from vildtrain.models.detector import save_checkpoint
+    from vildtrain.train.detector_run import train
+    clip = tiny_clip()
+    cats = load_categories()[:80]
+    torch.manual_seed(5)
+    start = build_detector(TINY).eval()
+    save_checkpoint(str(tmp_path / "start.pt"), start)
+    out = train(_args(tmp_path / "a", "--steps", "2", "--init", str(tmp_path / "start.pt"), "--styles", "teacher"),
+                clip=clip, categories=cats, cfg=TINY)
+    assert out["done"]
+    trained, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
+    assert extra["settings"]["styles"] == "teacher"
+    # two small steps from the start's weights: every weight near its start, the trained ones moved
+    fresh = build_detector(TINY)
+    moved = 0
+    for (name, w), w0, wf in zip(trained.state_dict().items(), start.state_dict().values(), fresh.state_dict().values()):
+        if not w.is_floating_point() or "running" in name:
+            continue
+        torch.testing.assert_close(w, w0, atol=0.02, rtol=0, msg=name)
+        moved += int(not torch.equal(w, w0))
+    assert moved > 10
+    save_checkpoint(str(tmp_path / "other.pt"), build_detector(dataclasses.replace(TINY, fpn_channels=8)))
+    with pytest.raises(ValueError, match="another architecture.*fpn_channels"):
+        train(_args(tmp_path / "b", "--steps", "1", "--init", str(tmp_path / "other.pt")), clip=clip,
+              categories=cats, cfg=TINY)

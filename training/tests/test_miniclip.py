@@ -179,3 +179,27 @@ def test_a_detector_is_scored_with_its_own_teacher(tmp_path, monkeypatch, capsys
     with pytest.raises(ValueError, match="distilled from"):
         check_teacher(extra, b)
     assert load_teacher({}, str(tmp_path / "b.pt"))[1] == str(tmp_path / "b.pt")
+
+
+def test_init_with_frozen_text_teaches_only_the_image_tower(tmp_path):
+    """--init starts from a saved mini-CLIP; --freeze-text keeps its text tower (so
+    every category embedding a detector was trained against) bit for bit."""
+    first = str(tmp_path / "first")
+    assert train_clip.main(TINY + ["--steps", "10", "--out", first, "--checkpoint", first + "/m.pt",
+                                   "--styles", "train"]) == 0
+    more = str(tmp_path / "more")
+    assert train_clip.main(TINY + ["--steps", "10", "--out", more, "--checkpoint", more + "/m.pt",
+                                   "--init", first + "/m.pt", "--freeze-text", "--styles", "teacher"]) == 0
+    a, b = load_miniclip(first + "/m.pt"), load_miniclip(more + "/m.pt")
+    for (name, p), q in zip(a.text.state_dict().items(), b.text.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert any(not torch.equal(p, q) for p, q in zip(a.image.state_dict().values(), b.image.state_dict().values()))
+    metrics = json.load(open(os.path.join(more, "metrics.json")))
+    assert metrics["init"]["freeze_text"] and "openmoji" in metrics["styles"] and "fluent3d" not in metrics["styles"]
+
+
+@pytest.mark.parametrize("extra", [["--freeze-text"], ["--styles", "fluent3d"], ["--styles", "noto,comic"],
+                                   ["--init", "/nonexistent/m.pt"]])
+def test_bad_teacher_options_are_refused(tmp_path, extra, capsys):
+    assert train_clip.main(TINY + ["--out", str(tmp_path / "x")] + extra) == 2
+    assert "train_clip:" in capsys.readouterr().err

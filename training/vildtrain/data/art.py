@@ -1,8 +1,12 @@
 """Emoji art by category and style, as tightly cropped RGBA images (cached in memory).
 
 Styles: "noto" and "twemoji" (64 px PNGs straight from the npm packages) are
-the training styles; "openmoji" and "fluent3d" (ART_SIZE px PNGs built by
-``python3 -m vildtrain assets``) are held out for evaluation.
+the detector's training styles; "openmoji" and "fluent3d" (ART_SIZE px PNGs
+built by ``python3 -m vildtrain assets``) are the evaluation styles. The
+teacher (the mini-CLIP) sees more art than the detector's labels, as CLIP saw
+the web: :data:`STYLES_TEACHER` adds OpenMoji and the Iconify sets of
+:data:`~vildtrain.data.assets.ICONIFY_STYLES`. Fluent 3D stays out of every
+training set.
 """
 from __future__ import annotations
 
@@ -12,12 +16,35 @@ from typing import Iterable
 
 from PIL import Image
 
+from vildtrain.data.assets import ICONIFY_STYLES
 from vildtrain.data.cache import MissingAssetError, art_dir, cache_root, norm_key, npm_dir
 from vildtrain.data.categories import Category, Distractor, load_categories, load_distractors
 
 STYLES_TRAIN: tuple[str, ...] = ("noto", "twemoji")
 STYLES_HELDOUT: tuple[str, ...] = ("openmoji", "fluent3d")
-ALL_STYLES: tuple[str, ...] = STYLES_TRAIN + STYLES_HELDOUT
+STYLES_EXTRA: tuple[str, ...] = tuple(ICONIFY_STYLES)
+ALL_STYLES: tuple[str, ...] = STYLES_TRAIN + STYLES_HELDOUT + STYLES_EXTRA
+# what the mini-CLIP learns from: every style but Fluent 3D, which no training ever sees
+STYLES_TEACHER: tuple[str, ...] = STYLES_TRAIN + ("openmoji",) + STYLES_EXTRA
+
+
+def training_styles(spec: str) -> tuple[str, ...]:
+    """The styles a trainer's ``--styles`` names: "teacher" (:data:`STYLES_TEACHER`),
+    "train" (:data:`STYLES_TRAIN`) or a comma-separated list. Fluent 3D is
+    refused: it is held out from every training."""
+    if spec == "teacher":
+        return STYLES_TEACHER
+    if spec == "train":
+        return STYLES_TRAIN
+    styles = tuple(s.strip() for s in spec.split(",") if s.strip())
+    for s in styles:
+        if s not in ALL_STYLES:
+            raise ValueError(f"unknown style {s!r}; styles are {', '.join(ALL_STYLES)}")
+    if "fluent3d" in styles:
+        raise ValueError("fluent3d is held out from every training")
+    if not styles:
+        raise ValueError("no style given")
+    return styles
 
 
 def style_dir(style: str, cache_dir: str | None = None) -> str:
@@ -26,7 +53,7 @@ def style_dir(style: str, cache_dir: str | None = None) -> str:
         return os.path.join(npm_dir("emoji-datasource-google", cache_dir, "img/google/64"), "img", "google", "64")
     if style == "twemoji":
         return os.path.join(npm_dir("emoji-datasource-twitter", cache_dir, "img/twitter/64"), "img", "twitter", "64")
-    if style in STYLES_HELDOUT:
+    if style in STYLES_HELDOUT or style in STYLES_EXTRA:
         d = art_dir(style, cache_dir)
         if not os.path.isdir(d) or not os.path.exists(os.path.join(d, ".vild-stamp")):
             raise MissingAssetError(f"{style} art not built ({d}); run: python3 -m vildtrain assets "

@@ -9,6 +9,15 @@ This module does what comes after:
 * decodes the Fluent 3D WebP files of the same emoji and rescales them to
   ``$VILD_CACHE/art/fluent3d/<key>.png`` (ART_SIZE px).
 
+* rasterises the teacher styles (:data:`ICONIFY_STYLES`: EmojiOne 2, EmojiOne 1,
+  FxEmoji, Noto 1 and Streamline, from the ``@iconify-json`` packages, whose
+  icons are named rather than keyed by code point) to
+  ``$VILD_CACHE/art/<style>/<key>.png`` (ART_SIZE px). An icon is matched to
+  an emoji by its name: first the emoji's CLDR label, then its shortcodes
+  (emojibase, GitHub, JoyPixels, ...), a shortcode only when it is no other
+  emoji's label; names compare lower-case with everything but letters and
+  digits removed.
+
 Noto (emoji-datasource-google) and Twemoji (emoji-datasource-twitter) PNGs are
 used in place (64 px). ``python3 -m vildtrain assets`` does it all; a re-run
 is a no-op (a stamp file records what was built).
@@ -19,7 +28,11 @@ leading zeros and without FE0F variation selectors, joined by "-".
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
+import json
+import re
+import tempfile
 import os
 import shutil
 import subprocess
@@ -32,7 +45,73 @@ from PIL import Image
 from vildtrain.data.cache import MissingAssetError, art_dir, fluent_sources, norm_key, npm_dir, openmoji_sources
 from vildtrain.data.categories import load_categories, load_distractors
 
-ART_SIZE = 160  # px, side of the rasterised OpenMoji / Fluent 3D images
+ART_SIZE = 160  # px, side of the rasterised OpenMoji / Fluent 3D / teacher-style images
+
+# Teacher styles from Iconify's JSON packages: style -> npm package.
+ICONIFY_STYLES: dict[str, str] = {
+    "emojione": "@iconify-json/emojione",
+    "emojione1": "@iconify-json/emojione-v1",
+    "fxemoji": "@iconify-json/fxemoji",
+    "notov1": "@iconify-json/noto-v1",
+    "streamline": "@iconify-json/streamline-emojis",
+}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _emoji_names(cache_dir: str | None) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(label slug -> norm_key, norm_key -> shortcode slugs) from emojibase-data."""
+    base = os.path.join(npm_dir("emojibase-data", cache_dir, "en/data.json"), "en")
+    labels: dict[str, str] = {}
+    for e in json.load(open(os.path.join(base, "data.json"), encoding="utf-8")):
+        labels.setdefault(_slug(e["label"]), norm_key(e["hexcode"]))
+    shortcodes: dict[str, list[str]] = {}
+    for f in sorted(glob.glob(os.path.join(base, "shortcodes", "*.json"))):
+        for hexcode, v in json.load(open(f, encoding="utf-8")).items():
+            for sc in [v] if isinstance(v, str) else v:
+                shortcodes.setdefault(norm_key(hexcode), []).append(_slug(sc))
+    return labels, shortcodes
+
+
+def iconify_sources(style: str, keys: Iterable[str], cache_dir: str | None = None) -> dict[str, str]:
+    """norm_key -> standalone SVG text of one Iconify teacher style, for the ``keys`` it has."""
+    pkg = npm_dir(ICONIFY_STYLES[style], cache_dir, "icons.json")
+    data = json.load(open(os.path.join(pkg, "icons.json"), encoding="utf-8"))
+    icons: dict[str, dict] = data["icons"]
+    by_slug: dict[str, str] = {}
+    for name in icons:
+        by_slug.setdefault(_slug(name), name)
+    for name, alias in (data.get("aliases") or {}).items():
+        # plain aliases only: a rotated or flipped alias is not the same picture
+        if alias.get("parent") in icons and set(alias) <= {"parent"}:
+            by_slug.setdefault(_slug(name), alias["parent"])
+    labels, shortcodes = _emoji_names(cache_dir)
+    label_of = {k: s for s, k in labels.items()}
+    out: dict[str, str] = {}
+    for key in keys:
+        names = [label_of[key]] if key in label_of else []
+        names += [s for s in shortcodes.get(key, []) if labels.get(s, key) == key]
+        icon = next((by_slug[n] for n in names if n in by_slug), None)
+        if icon is None:
+            continue
+        ic = icons[icon]
+        left, top = ic.get("left", data.get("left", 0)), ic.get("top", data.get("top", 0))
+        w, h = ic.get("width", data.get("width", 16)), ic.get("height", data.get("height", 16))
+        out[key] = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+                    f'viewBox="{left} {top} {w} {h}">{ic["body"]}</svg>')
+    return out
+
+
+def _rasterise_svg_text(svg: str, dst: str, size: int) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".svg", dir=os.path.dirname(dst), delete=False,
+                                     encoding="utf-8") as f:
+        f.write(svg)
+    try:
+        _rasterise_svg(f.name, dst, size)
+    finally:
+        os.unlink(f.name)
 
 
 def _rasterise_svg(src: str, dst: str, size: int) -> None:
@@ -80,6 +159,8 @@ def build_style(style: str, keys: list[str], cache_dir: str | None = None, size:
         sources, convert = openmoji_sources(cache_dir), _rasterise_svg
     elif style == "fluent3d":
         sources, convert = fluent_sources(cache_dir), _decode_webp
+    elif style in ICONIFY_STYLES:
+        sources, convert = iconify_sources(style, keys, cache_dir), _rasterise_svg_text
     else:
         raise ValueError(f"assets: no build step for style {style!r}")
     out = art_dir(style, cache_dir)
@@ -101,7 +182,7 @@ def build_style(style: str, keys: list[str], cache_dir: str | None = None, size:
     return len(missing), len(present)
 
 
-def ensure_art(cache_dir: str | None = None, styles: Iterable[str] = ("openmoji", "fluent3d"),
+def ensure_art(cache_dir: str | None = None, styles: Iterable[str] = ("openmoji", "fluent3d", *ICONIFY_STYLES),
                keys: list[str] | None = None, quiet: bool = False) -> None:
     """Check the npm packages and build the derived held-out art (idempotent)."""
     for pkg, check in (("emoji-datasource-google", "img/google/64"),
@@ -118,7 +199,8 @@ def ensure_art(cache_dir: str | None = None, styles: Iterable[str] = ("openmoji"
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="vildtrain assets",
-                                description="Rasterise OpenMoji SVGs and decode Fluent 3D WebPs into $VILD_CACHE/art.")
+                                description="Rasterise OpenMoji and the teacher styles' SVGs and decode Fluent 3D "
+                                            "WebPs into $VILD_CACHE/art.")
     p.add_argument("--cache", default=None, help="cache dir (default $VILD_CACHE or <repo>/.cache)")
     args = p.parse_args(argv)
     try:
@@ -129,4 +211,4 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["ART_SIZE", "wanted_keys", "build_style", "ensure_art", "main"]
+__all__ = ["ART_SIZE", "ICONIFY_STYLES", "iconify_sources", "wanted_keys", "build_style", "ensure_art", "main"]

@@ -386,7 +386,9 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
                     "teacher": teacher}, tmp)
         os.replace(tmp, path)
 
+    from vildtrain.data.art import training_styles
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
+                          styles=training_styles(getattr(args, "styles", "train")),
                           objects=(args.min_objects, args.max_objects), grid_fraction=args.grid_scenes,
                           grid_novel=args.grid_novel, grid_sides=args.grid_sides)
 

@@ -45,18 +45,34 @@ def frozen_modules(model: VildDetector, stages: int) -> list[torch.nn.Module]:
     return [body.stem, *body.stages[:stages]]
 
 
+# the settings that shape the weights (the others, e.g. the scene size, may change between runs)
+ARCHITECTURE_FIELDS = ("embed_dim", "stem_channels", "stem_kernels", "widths", "blocks", "fpn_channels",
+                       "anchor_sizes", "aspect_ratios", "roi_output_size", "head_hidden", "image_head_hidden")
+
+
 def build_student(cfg: DetectorConfig, clip, init: str, freeze: int,
                   report: bool = False) -> tuple[VildDetector, list[torch.nn.Module]]:
     """The detector to train, in training mode: with ``init`` "miniclip" its body
-    starts from the mini-CLIP image tower and its stem and first ``freeze`` stages
-    are fixed (no gradients, BatchNorm in eval mode). Returns (model, frozen modules)."""
+    starts from the mini-CLIP image tower, with a path to a detector checkpoint it
+    starts from all of that detector's weights, and (either way) its stem and
+    first ``freeze`` stages are fixed (no gradients, BatchNorm in eval mode). Returns (model, frozen modules)."""
     model = build_detector(cfg)
     if init == "miniclip":
         copied = init_body_from_miniclip(model.backbone.body, clip.image)
         if report:
             print(f"train_detector: body initialised from the mini-CLIP image tower ({copied} tensors)",
                   file=sys.stderr, flush=True)
-    frozen = frozen_modules(model, freeze if init == "miniclip" else 0)
+    elif init != "none":
+        # a trained detector to continue from (e.g. `detector_from_bundle`'s): every weight
+        blob = torch.load(init, map_location="cpu", weights_only=False)
+        theirs, ours = DetectorConfig.from_dict(blob["config"]).to_dict(), cfg.to_dict()
+        diff = [k for k in ARCHITECTURE_FIELDS if theirs.get(k) != ours.get(k)]
+        if diff:
+            raise ValueError(f"train_detector: --init {init} has another architecture ({', '.join(diff)})")
+        model.load_state_dict(blob["state"] if "state" in blob else blob["model"])
+        if report:
+            print(f"train_detector: every weight from {init}", file=sys.stderr, flush=True)
+    frozen = frozen_modules(model, freeze if init != "none" else 0)
     for m in frozen:
         m.requires_grad_(False)
     model.train()

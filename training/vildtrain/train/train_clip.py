@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vildtrain.models.miniclip import DEFAULT_CHECKPOINT, MiniClip, MiniClipConfig, save_miniclip
+from vildtrain.paths import REPO_DIR
+from vildtrain.models.miniclip import DEFAULT_CHECKPOINT, MiniClip, MiniClipConfig, load_miniclip, save_miniclip
 from vildtrain.text.prompts import TEMPLATES
 from vildtrain.train import clipdata
 
@@ -143,6 +144,8 @@ def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         if p.ndim < 2 or "position" in name or "token" in name or "logit_scale" in name:
             no_decay.append(p)
         else:
@@ -186,9 +189,31 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--in-context-scenes", type=int, default=300,
                     help="held-out scenes for the final in-context top-1 (crops at 1x and 1.5x averaged, as "
                          "the detector's teacher targets are made); 0 = skip")
+    ap.add_argument("--styles", default="teacher",
+                    help="art the image tower learns from: 'teacher' (every style but Fluent 3D: Noto, Twemoji, "
+                         "OpenMoji and the Iconify sets), 'train' (Noto and Twemoji, the detector's styles) or "
+                         "a comma-separated list")
+    ap.add_argument("--init", default="",
+                    help="start from this saved mini-CLIP's weights (e.g. to teach a trained one more art) "
+                         "instead of random ones; its configuration must match")
+    ap.add_argument("--freeze-text", action="store_true",
+                    help="keep the text tower (and so every category embedding) fixed: with --init, a detector "
+                         "trained against the old text embeddings stays valid for the new image tower")
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged every step); each uses --threads threads")
     args = ap.parse_args(argv)
+    try:
+        from vildtrain.data.art import training_styles
+        args.style_list = training_styles(args.styles)
+    except ValueError as e:
+        print(f"train_clip: --styles {args.styles}: {e}", file=sys.stderr)
+        return 2
+    if args.freeze_text and not args.init:
+        print("train_clip: --freeze-text needs --init (a random text tower would stay random)", file=sys.stderr)
+        return 2
+    if args.init and not os.path.exists(args.init):
+        print(f"train_clip: --init {args.init}: no such file", file=sys.stderr)
+        return 2
     if not 0.0 <= args.scene_crops <= 1.0:
         print(f"train_clip: --scene-crops {args.scene_crops}: need 0 <= share <= 1", file=sys.stderr)
         return 2
@@ -249,6 +274,7 @@ class _Data:
     eval_backgrounds: torch.Tensor
     scene_bank: clipdata.SceneCropBank | None
     scene_by_label: dict[int, list[int]]
+    seen_bank: clipdata.ArtBank  # the detector's styles (Noto, Twemoji): the zero-shot "seen" figure
 
 
 def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float) -> _Data:
@@ -263,7 +289,10 @@ def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float)
         categories = categories[:args.max_categories]
     tokenizer = clip_tokenizer.load()
     art = ArtLibrary()
-    train_bank = clipdata.build_art_bank(art, categories, STYLES_TRAIN)
+    styles = args.style_list
+    train_bank = clipdata.build_art_bank(art, categories, styles)
+    # zero-shot "seen" is always measured on the detector's styles, whatever the image tower learns from
+    seen_bank = train_bank if styles == STYLES_TRAIN else clipdata.build_art_bank(art, categories, STYLES_TRAIN)
     heldout_banks = {}
     for style in STYLES_HELDOUT:
         try:
@@ -278,7 +307,7 @@ def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float)
         # every process builds the same bank (seeded); side by side that costs one bank's time
         t_bank = time.time()
         scene_bank = clipdata.build_scene_bank(
-            art, categories, STYLES_TRAIN, args.scene_bank, clipdata.SCENE_BANK_SEED + args.seed,
+            art, categories, styles, args.scene_bank, clipdata.SCENE_BANK_SEED + args.seed,
             size=args.image_size,
             progress=(lambda d, n: print(f"train_clip: scene bank {d}/{n} scenes", file=sys.stderr, flush=True))
             if lead else None)
@@ -287,11 +316,12 @@ def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float)
             print(f"train_clip: scene bank of {len(scene_bank)} crops of {len(scene_by_label)} categories "
                   f"from {args.scene_bank} scenes in {time.time() - t_bank:.0f}s", file=sys.stderr)
     if lead:
-        print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles, "
+        print(f"train_clip: {len(categories)} categories, {len(train_bank)} training tiles "
+              f"({', '.join(styles)}), "
               f"held-out tiles {({k: len(v) for k, v in heldout_banks.items()})}, {world} process(es), "
               f"setup {time.time() - t_start:.1f}s", file=sys.stderr)
     return _Data(categories, tokenizer, art, train_bank, by_label, heldout_banks, backgrounds, eval_backgrounds,
-                 scene_bank, scene_by_label)
+                 scene_bank, scene_by_label, seen_bank)
 
 
 def _build(args: argparse.Namespace, data: _Data) -> tuple[MiniClipConfig, MiniClip, torch.nn.Parameter,
@@ -302,6 +332,14 @@ def _build(args: argparse.Namespace, data: _Data) -> tuple[MiniClipConfig, MiniC
                          vocab_size=data.tokenizer.vocab_size, context_length=args.context_length,
                          text_width=args.text_width, text_layers=args.text_layers)
     model = MiniClip(cfg)
+    if args.init:
+        start = load_miniclip(args.init)
+        if asdict(start.cfg) != asdict(cfg):
+            raise SystemExit(f"train_clip: --init {args.init} has another configuration: {asdict(start.cfg)}")
+        model.load_state_dict(start.state_dict())
+    if args.freeze_text:
+        for p in model.text.parameters():
+            p.requires_grad_(False)
     # channels-last convolutions are ~5% faster here (oneDNN); the weights are the same
     model.image.to(memory_format=torch.channels_last)
     # Per-category prototypes (trainer-only, discarded after training): images and
@@ -320,7 +358,9 @@ def _resume(state_path: str, args: argparse.Namespace, cfg: MiniClipConfig, mode
     if not os.path.exists(state_path):
         return 0
     state = torch.load(state_path, map_location="cpu")
-    if state["config"] != asdict(cfg) or state["args"]["steps"] != args.steps:
+    same = all(state["args"].get(k, d) == getattr(args, k)
+               for k, d in (("steps", None), ("styles", "train"), ("init", ""), ("freeze_text", False)))
+    if state["config"] != asdict(cfg) or not same:
         print(f"train_clip: {state_path} is from a different configuration; "
               f"delete it or use another --out", file=sys.stderr)
         return None
@@ -423,7 +463,7 @@ def _final_metrics(args: argparse.Namespace, argv: list[str], model: MiniClip, d
     categories = data.categories
     text = model.text_embeddings([c.name for c in categories], data.tokenizer)
     metrics = {"categories": len(categories), "steps": args.steps, "batch": batch,
-               "zero_shot_top1": {"seen": zero_shot(model, data.train_bank, data.eval_backgrounds, text,
+               "zero_shot_top1": {"seen": zero_shot(model, data.seen_bank, data.eval_backgrounds, text,
                                                      args.eval_crops, EVAL_SEED, cfg.image_size)}}
     for style, bank in data.heldout_banks.items():
         metrics["zero_shot_top1"][style] = zero_shot(model, bank, data.eval_backgrounds, text, args.eval_crops,
@@ -434,6 +474,9 @@ def _final_metrics(args: argparse.Namespace, argv: list[str], model: MiniClip, d
     if args.in_context_scenes > 0:
         metrics["in_context_top1"] = in_context(model, data.art, categories, text, args.in_context_scenes,
                                                 cfg.image_size)
+    metrics["styles"] = list(args.style_list)
+    if args.init:
+        metrics["init"] = {"path": os.path.relpath(os.path.abspath(args.init), REPO_DIR), "freeze_text": args.freeze_text}
     metrics["scene_crops"] = {"share": args.scene_crops,
                               "bank_scenes": args.scene_bank if data.scene_bank else 0,
                               "bank_crops": len(data.scene_bank) if data.scene_bank else 0}
@@ -507,7 +550,7 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
         if step % args.eval_every == 0 and step < args.steps:
             model.eval()
             text = model.text_embeddings([c.name for c in data.categories], data.tokenizer)
-            acc = zero_shot(model, data.train_bank, data.eval_backgrounds, text, 1, EVAL_SEED, cfg.image_size)
+            acc = zero_shot(model, data.seen_bank, data.eval_backgrounds, text, 1, EVAL_SEED, cfg.image_size)
             print(f"step {step}: zero-shot top-1 (seen styles) {acc:.3f}", file=sys.stderr, flush=True)
             log.write(json.dumps({"step": step, "zero_shot_seen": acc}) + "\n")
             model.train()

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from vildtrain.models.detector import DetectorConfig
 from vildtrain.train.detector_run import train
@@ -114,8 +115,13 @@ def _add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--image-head-hidden", type=int, default=None,
                     help="width of the box head's image tower, which gives the image embedding "
                          f"(default {DetectorConfig.image_head_hidden})")
-    ap.add_argument("--init", choices=("miniclip", "none"), default="miniclip",
-                    help="start the backbone body from the mini-CLIP image tower (default) or from random weights")
+    ap.add_argument("--init", type=_init, default="miniclip",
+                    help="start the backbone body from the mini-CLIP image tower (default), from random weights "
+                         "('none'), or every weight from a detector checkpoint (a path, e.g. the one "
+                         "`detector_from_bundle` writes) to train it further")
+    ap.add_argument("--styles", type=_styles, default="train",
+                    help="art of the training scenes: 'train' (Noto and Twemoji), 'teacher' (every style but "
+                         "Fluent 3D: also OpenMoji and the Iconify sets) or a comma-separated list")
     ap.add_argument("--body-lr", type=float, default=1.0,
                     help="learning-rate multiplier of the backbone body's trained stages (1: the same rate as the "
                          "new layers, which a schedule this short needs; decision 0007)")
@@ -126,6 +132,12 @@ def _add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--precision", choices=PRECISIONS, default="bf16",
                     help="bf16: the backbone (body + FPN) computes in bfloat16 (autocast; AMX or AVX-512 BF16 "
                          "where the CPU has them), everything else in float32; fp32: all float32 (decision 0008)")
+
+
+def _init(value: str) -> str:
+    if value in ("miniclip", "none") or os.path.isfile(value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither 'miniclip', 'none' nor a detector checkpoint file")
 
 
 def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
@@ -153,6 +165,16 @@ def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     ap.add_argument("--max-steps-now", type=int, default=0,
                     help="stop (with a checkpoint) after this many steps in this process (0 = run to the end)")
+
+
+def _styles(text: str) -> str:
+    """--styles: checked here, turned into styles where the scenes are made."""
+    from vildtrain.data.art import training_styles
+    try:
+        training_styles(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _sides(text: str) -> tuple[int, ...]:
