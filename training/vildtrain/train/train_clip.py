@@ -189,10 +189,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--in-context-scenes", type=int, default=300,
                     help="held-out scenes for the final in-context top-1 (crops at 1x and 1.5x averaged, as "
                          "the detector's teacher targets are made); 0 = skip")
-    ap.add_argument("--styles", default="teacher",
-                    help="art the image tower learns from: 'teacher' (every style but Fluent 3D: Noto, Twemoji, "
-                         "OpenMoji and the Iconify sets), 'train' (Noto and Twemoji, the detector's styles) or "
-                         "a comma-separated list")
+    ap.add_argument("--styles", default="train",
+                    help="art the image tower learns from: 'train' (Noto and Twemoji, the detector's styles; the "
+                         "committed checkpoint's), 'teacher' (every style but Fluent 3D: also OpenMoji and the "
+                         "Iconify sets) or a comma-separated list (a style named twice is drawn twice as often)")
     ap.add_argument("--init", default="",
                     help="start from this saved mini-CLIP's weights (e.g. to teach a trained one more art) "
                          "instead of random ones; its configuration must match")

@@ -121,7 +121,8 @@ def _add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
                          "`detector_from_bundle` writes) to train it further")
     ap.add_argument("--styles", type=_styles, default="train",
                     help="art of the training scenes: 'train' (Noto and Twemoji), 'teacher' (every style but "
-                         "Fluent 3D: also OpenMoji and the Iconify sets) or a comma-separated list")
+                         "Fluent 3D: also OpenMoji and the Iconify sets) or a comma-separated list (a style named twice "
+                         "is drawn twice as often)")
     ap.add_argument("--body-lr", type=float, default=1.0,
                     help="learning-rate multiplier of the backbone body's trained stages (1: the same rate as the "
                          "new layers, which a schedule this short needs; decision 0007)")
