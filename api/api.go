@@ -91,6 +91,13 @@ type DetectOptions struct {
 	// the server's cap, 20 by default). Above 1 it is the per-class output that
 	// COCO-style evaluation expects.
 	LabelsPerBox *int `json:"labels_per_box,omitempty" example:"1" minimum:"1"`
+	// Scores chooses what a score is a probability over: "stable" (default for
+	// models with a category list) scores each name against the background and
+	// the model's own category list, so a name's score on a box does not move
+	// when other names are added or removed; "softmax" is ViLD's softmax over
+	// the background and this request's names, which falls as similar names
+	// are added. docs/api.md "What a score means".
+	Scores string `json:"scores,omitempty" enums:"stable,softmax" example:"stable"`
 	// Masks asks for each detection's instance mask: "rle" (mask, COCO RLE with compressed string counts, as pycocotools) or "polygon" (polygons, the mask's outer contours). Models without a mask head answer 422 masks-unsupported.
 	Masks string `json:"masks,omitempty" enums:"rle,polygon" example:"rle"`
 }

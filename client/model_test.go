@@ -75,7 +75,10 @@ func TestEmbeddedModel(t *testing.T) {
 	}
 	names := model.Categories[:40]
 	low := float32(0.05)
-	opts := api.DetectOptions{Categories: names, ScoreThreshold: &low}
+	// softmax scores: over these 40 names, none of them in the picture,
+	// stable scores find nothing above 0.05 (and "scores" goes through the
+	// client)
+	opts := api.DetectOptions{Categories: names, ScoreThreshold: &low, Scores: string(detector.ScoresSoftmax)}
 
 	// In process: the same decoder, vocabulary and options the server uses.
 	img, err := dec.Decode(ctx, raw)
@@ -88,6 +91,7 @@ func TestEmbeddedModel(t *testing.T) {
 	}
 	dopts := p.DefaultOptions()
 	dopts.ScoreThreshold = low
+	dopts.Scores = detector.ScoresSoftmax
 	regions, err := p.Regions(ctx, img)
 	if err != nil {
 		t.Fatal(err)

@@ -51,7 +51,25 @@ type Options struct {
 	RunnersUp      int     // how many runner-up labels to report per detection
 	LabelsPerBox   int     // labels a region may be reported with, each a detection (≤ 1: its best only)
 	Masks          Masks   // instance masks of the detections: none, RLE or polygons
+	Scores         Scores  // what a score is a probability over; empty: the detector's default
 }
+
+// Scores selects what a detection's score is a probability over
+// (docs/api.md "What a score means", docs/decisions/0027).
+type Scores string
+
+const (
+	// ScoresStable scores every name against the background and the model's
+	// own category list (its reference vocabulary), the name added to it when
+	// it is not one of them: a name's score on a region does not depend on
+	// the other names of the request. The default of models with a category
+	// list.
+	ScoresStable Scores = "stable"
+	// ScoresSoftmax is ViLD's rule: a softmax over the background and the
+	// request's vocabulary, so a name's score falls as similar names are
+	// added.
+	ScoresSoftmax Scores = "softmax"
+)
 
 // Masks selects whether and how detections carry instance masks.
 type Masks string
@@ -162,4 +180,7 @@ var (
 	// ErrMasksUnsupported: masks were asked of a detector (or of regions)
 	// without a mask head (or without the features it needs).
 	ErrMasksUnsupported = errors.New("detector: the model has no mask head")
+	// ErrScoresUnsupported: stable scores were asked of a model without a
+	// reference vocabulary (a bundle with no category list).
+	ErrScoresUnsupported = errors.New("detector: the model has no reference vocabulary for stable scores")
 )

@@ -106,6 +106,23 @@ func TestDetectLabelsPerBox(t *testing.T) {
 		bytes.NewReader(scenePNG(t))), 400, "invalid-request")
 }
 
+// "scores": softmax is always there; a bad value is a 400, and stable scores
+// of a model without a category list (this fake's) a 422.
+func TestDetectScoresOption(t *testing.T) {
+	e := newEnv(t, nil)
+	ok := e.do(t, "POST", "/v1/detect?categories=red+ball&scores=softmax", "image/png", bytes.NewReader(scenePNG(t)))
+	if ok.Code != 200 {
+		t.Fatalf("scores=softmax: status %d: %s", ok.Code, ok.Body)
+	}
+	p := wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red&scores=calibrated", "image/png",
+		bytes.NewReader(scenePNG(t))), 400, "invalid-option")
+	if !strings.Contains(p.Detail, "scores must be stable or softmax") {
+		t.Fatalf("detail %q", p.Detail)
+	}
+	wantProblem(t, e.do(t, "POST", "/v1/detect?categories=red&scores=stable", "image/png",
+		bytes.NewReader(scenePNG(t))), 422, "scores-unsupported")
+}
+
 func multipartBody(t testing.TB, fields [][2]string, files ...[]byte) (*bytes.Buffer, string) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)

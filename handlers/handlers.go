@@ -133,7 +133,7 @@ func New(deps Deps) (http.Handler, error) {
 		w.Watch(func(_, oldETag string) { vocabs.Builder.Forget(oldETag) })
 	}
 	opts := &request.Options{Defaults: deps.Model.Defaults, Caps: request.Caps{MaxDetections: cfg.MaxDetections,
-		MaxRunnersUp: cfg.MaxRunnersUp, MaxLabelsPerBox: cfg.MaxLabelsPerBox, Masks: deps.Model.Masks}}
+		MaxRunnersUp: cfg.MaxRunnersUp, MaxLabelsPerBox: cfg.MaxLabelsPerBox, Masks: deps.Model.Masks, StableScores: deps.Model.Defaults.Scores == detector.ScoresStable}}
 
 	r := chi.NewRouter()
 	// instrument outermost: a recovered panic's 500 is counted; CORS

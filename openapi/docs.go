@@ -1214,6 +1214,15 @@ const docTemplate = `{
                     "minimum": 0,
                     "example": 0.3
                 },
+                "scores": {
+                    "description": "Scores chooses what a score is a probability over: \"stable\" (default for\nmodels with a category list) scores each name against the background and\nthe model's own category list, so a name's score on a box does not move\nwhen other names are added or removed; \"softmax\" is ViLD's softmax over\nthe background and this request's names, which falls as similar names\nare added. docs/api.md \"What a score means\".",
+                    "type": "string",
+                    "enum": [
+                        "stable",
+                        "softmax"
+                    ],
+                    "example": "stable"
+                },
                 "synonyms": {
                     "description": "Synonyms: several names reported under one label; keys must be categories.",
                     "type": "object",
@@ -1334,6 +1343,15 @@ const docTemplate = `{
                     "maximum": 1,
                     "minimum": 0,
                     "example": 0.3
+                },
+                "scores": {
+                    "description": "Scores chooses what a score is a probability over: \"stable\" (default for\nmodels with a category list) scores each name against the background and\nthe model's own category list, so a name's score on a box does not move\nwhen other names are added or removed; \"softmax\" is ViLD's softmax over\nthe background and this request's names, which falls as similar names\nare added. docs/api.md \"What a score means\".",
+                    "type": "string",
+                    "enum": [
+                        "stable",
+                        "softmax"
+                    ],
+                    "example": "stable"
                 },
                 "synonyms": {
                     "description": "Synonyms: several names reported under one label; keys must be categories.",

@@ -93,6 +93,16 @@ func Open(b *bundle.Bundle, rt ort.Runtime, cfg Config) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: %s: %w", b.Source, err)
 	}
 	p.ownSess = true
+	if len(b.Manifest.Categories) > 0 {
+		// the bundle's own categories are the reference vocabulary of stable
+		// scores
+		reference, err := b.CategoryEmbeddings()
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		p.SetReference(reference)
+	}
 	if p.scorer.Graph, err = scoring.OpenGraph(rt); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
@@ -108,6 +118,11 @@ func Open(b *bundle.Bundle, rt ort.Runtime, cfg Config) (*Pipeline, error) {
 	}
 	return p, nil
 }
+
+// SetReference makes rows, the text embeddings of the model's own categories,
+// the reference vocabulary of stable scores, and stable scores the default
+// (Open does this with the bundle's category_embeddings.npy).
+func (p *Pipeline) SetReference(rows [][]float32) { p.scorer.SetReference(rows) }
 
 // SetMaskHead gives the pipeline a mask head (which Close leaves open): its
 // Regions then keep the features masks are pooled from.
@@ -148,9 +163,10 @@ func New(m *bundle.Manifest, background []float32, backbone, boxHead ort.Session
 		}); err != nil {
 		return nil, err
 	}
+	scorer := &scoring.Model{Background: background, Temperature: m.Embedding.Temperature, Lambda: m.Embedding.EnsembleLambda, Workers: cfg.Workers}
 	return &Pipeline{
 		m: m, backbone: backbone, boxHead: boxHead,
-		scorer:    &scoring.Model{Background: background, Temperature: m.Embedding.Temperature, Lambda: m.Embedding.EnsembleLambda, Workers: cfg.Workers},
+		scorer:    scorer,
 		rpnLevels: m.RPNLevels(), roiLevels: m.RoILevels(),
 		rpnConfig: rpn.Config{AspectRatios: m.Anchors.AspectRatios, PreNMSTopN: m.RPN.PreNMSTopN,
 			PostNMSTopN: m.RPN.PostNMSTopN, NMSIoU: m.RPN.NMSIoU, MinSize: m.RPN.MinSize,
@@ -183,11 +199,12 @@ func (p *Pipeline) Close() error {
 // Manifest is the bundle's manifest.
 func (p *Pipeline) Manifest() *bundle.Manifest { return p.m }
 
-// DefaultOptions are the manifest's postprocess settings with the ensemble head.
+// DefaultOptions are the manifest's postprocess settings with the ensemble
+// head and the model's default scores (stable with a category list).
 func (p *Pipeline) DefaultOptions() detector.Options {
 	return detector.Options{Head: detector.HeadEnsemble, ScoreThreshold: p.m.Postprocess.ScoreThreshold,
 		NMSIoU: p.m.Postprocess.NMSIoU, MaxDetections: p.m.Postprocess.MaxDetections,
-		LabelsPerBox: max(p.m.Postprocess.LabelsPerBox, 1)}
+		LabelsPerBox: max(p.m.Postprocess.LabelsPerBox, 1), Scores: p.scorer.DefaultScores()}
 }
 
 // Trace holds every intermediate result of one image, for parity tests and

@@ -31,7 +31,7 @@ var fuzzLimits = Limits{MaxBodyBytes: 1 << 14, MaxJSONImageBytes: 1 << 14, MaxJS
 
 // knownField is a JSON field name of the detection request, or a multipart
 // field / query parameter: the only names a message may hold.
-const knownField = `(image|images|options|categories|vocabulary|synonyms|negatives|thresholds|score_threshold|max_detections|nms_iou|head|runners_up|labels_per_box|masks)`
+const knownField = `(image|images|options|categories|vocabulary|synonyms|negatives|thresholds|score_threshold|max_detections|nms_iou|head|runners_up|labels_per_box|masks|scores)`
 
 // jsonTypes are the types a wrong-type message may want.
 const jsonTypes = `(string|boolean|integer|number|array|object|another type)`

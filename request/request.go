@@ -336,7 +336,7 @@ func headerBytes(h map[string][]string) int {
 
 // optionFields are the options a query string or multipart form may carry.
 var optionFields = []string{"categories", "vocabulary", "negatives", "score_threshold", "max_detections",
-	"nms_iou", "head", "runners_up", "labels_per_box", "masks"}
+	"nms_iou", "head", "runners_up", "labels_per_box", "masks", "scores"}
 
 // OptionsFromValues reads options from query parameters or multipart text
 // fields; list fields are comma-separated or repeated. base holds options
@@ -399,6 +399,11 @@ func OptionsFromValues(v url.Values, base *api.DetectOptions) (*api.DetectOption
 		return nil, err
 	} else if ok {
 		o.Masks = s
+	}
+	if s, ok, err := single("scores"); err != nil {
+		return nil, err
+	} else if ok {
+		o.Scores = s
 	}
 	for _, f := range []struct {
 		key string

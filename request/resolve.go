@@ -23,13 +23,17 @@ type Caps struct {
 	MaxRunnersUp    int
 	MaxLabelsPerBox int
 	Masks           bool // the model has a mask head
+	// StableScores: the model has a reference vocabulary (a category list)
+	// for "scores": "stable".
+	StableScores bool
 }
 
 // Resolve checks req's options and fills the rest from the defaults.
 func (o *Options) Resolve(req api.DetectOptions) (detector.Options, error) {
 	d, cfg := o.Defaults, o.Caps
 	opts := detector.Options{Head: detector.HeadEnsemble, ScoreThreshold: d.ScoreThreshold,
-		NMSIoU: d.NMSIoU, MaxDetections: d.MaxDetections, RunnersUp: 3, LabelsPerBox: max(d.LabelsPerBox, 1)}
+		NMSIoU: d.NMSIoU, MaxDetections: d.MaxDetections, RunnersUp: 3, LabelsPerBox: max(d.LabelsPerBox, 1),
+		Scores: d.Scores}
 	if d.Head != "" {
 		opts.Head = d.Head
 	}
@@ -77,6 +81,18 @@ func (o *Options) Resolve(req api.DetectOptions) (detector.Options, error) {
 		opts.LabelsPerBox = *req.LabelsPerBox
 	}
 	opts.LabelsPerBox = min(opts.LabelsPerBox, cfg.MaxLabelsPerBox)
+	switch detector.Scores(req.Scores) {
+	case "":
+	case detector.ScoresSoftmax:
+		opts.Scores = detector.ScoresSoftmax
+	case detector.ScoresStable:
+		if !cfg.StableScores {
+			return opts, ErrScoresUnsupported
+		}
+		opts.Scores = detector.ScoresStable
+	default:
+		return opts, api.BadRequest("invalid-option", "scores must be stable or softmax", nil)
+	}
 	switch detector.Masks(req.Masks) {
 	case detector.MasksNone:
 	case detector.MasksRLE, detector.MasksPolygon:
@@ -164,6 +180,11 @@ func (v *Vocabularies) Resolve(ctx context.Context, o api.DetectOptions) (*detec
 func (v *Vocabularies) Limits(maxNames int) vocabulary.Limits {
 	return vocabulary.Limits{MaxNames: maxNames, MaxNameLength: v.MaxNameLength}
 }
+
+// ErrScoresUnsupported answers a request for stable scores to a model
+// without a category list to normalise them by.
+var ErrScoresUnsupported = api.Errorf(http.StatusUnprocessableEntity, "scores-unsupported",
+	"stable scores need the model's category list, which this model lacks; ask for \"scores\": \"softmax\"")
 
 // ErrMasksUnsupported answers a request for masks to a model without a mask
 // head.

@@ -7,6 +7,12 @@
 //   - image head: softmax over the vocabulary alone;
 //   - ensemble with λ: base classes p_text^λ·p_image^(1−λ), other classes
 //     p_text^(1−λ)·p_image^λ;
+//   - with stable scores (detector.ScoresStable, the default of a Model with
+//     a Reference), each head's normalisation is not the request's
+//     vocabulary but the model's reference vocabulary (its own category
+//     list), plus the class itself when it is not one of them: a class's
+//     probability on a region then does not depend on the other classes of
+//     the request (docs/decisions/0027-stable-scores.md);
 //   - classes sharing a label sum their probabilities;
 //   - each region keeps its best label, or its Options.LabelsPerBox best
 //     labels, each a detection of its own; when the best label belongs to a
@@ -25,6 +31,7 @@
 package scoring
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
@@ -40,10 +47,52 @@ type Model struct {
 	Temperature float32   // τ: similarities are divided by it
 	Lambda      float32   // ensemble weight λ of the head a class is "native" to
 	Workers     int       // goroutines over regions of the pure-Go path; ≤ 0 means GOMAXPROCS
+	// Reference is the reference vocabulary of stable scores, the text
+	// embeddings of the model's own categories, [R, D] row-major (set it with
+	// SetReference); empty, the model offers softmax scores only.
+	Reference []float32
+	refIndex  map[string]int // embedding bits → reference row
 	// Graph, when set, computes the probabilities on ONNX Runtime (OpenGraph);
 	// nil means the pure-Go loops. Both give the same numbers within a relative
 	// 1e-4 (docs/decisions/0024-scoring-on-onnx-runtime.md).
 	Graph *Graph
+}
+
+// SetReference makes rows (the model's category embeddings, [R][D]) the
+// reference vocabulary of stable scores; none leaves the model with softmax
+// scores only.
+func (m *Model) SetReference(rows [][]float32) {
+	m.Reference, m.refIndex = nil, nil
+	if len(rows) == 0 {
+		return
+	}
+	m.refIndex = make(map[string]int, len(rows))
+	for i, r := range rows {
+		m.Reference = append(m.Reference, r...)
+		if _, dup := m.refIndex[embeddingKey(r)]; !dup {
+			m.refIndex[embeddingKey(r)] = i
+		}
+	}
+}
+
+// embeddingKey is e's bits, a map key: a vocabulary class is a reference
+// entry when its embedding is that entry's exactly (a name the bundle knows
+// is embedded from its precomputed row).
+func embeddingKey(e []float32) string {
+	b := make([]byte, 4*len(e))
+	for i, v := range e {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return string(b)
+}
+
+// DefaultScores is what an empty Options.Scores means: stable scores when
+// the model has a reference vocabulary, else softmax.
+func (m *Model) DefaultScores() detector.Scores {
+	if len(m.Reference) > 0 {
+		return detector.ScoresStable
+	}
+	return detector.ScoresSoftmax
 }
 
 // Prepared is a vocabulary packed for scoring: embeddings in one [K, D]
@@ -137,7 +186,7 @@ func (m *Model) ScorePrepared(r *detector.Regions, p *Prepared, opts detector.Op
 		buf = new([]float32)
 	}
 	defer probabilityBuffers.Put(buf)
-	probs, err := m.probabilities(r, p, opts.Head, *buf)
+	probs, err := m.probabilities(r, p, opts.Head, opts.Scores, *buf)
 	if err != nil {
 		return nil, err
 	}
@@ -260,14 +309,22 @@ func topLabels(labelScore []float64, exclude int, p *Prepared, r int, dst []int)
 // between calls (*[]float32), so that a request does not allocate one.
 var probabilityBuffers sync.Pool
 
-// Probabilities returns the per-class probabilities [N, K] (N regions, K
+// Probabilities returns ViLD's softmax probabilities [N, K] (N regions, K
 // classes of p, before labels are merged) for the given head.
 func (m *Model) Probabilities(r *detector.Regions, p *Prepared, head detector.Head) ([]float32, error) {
-	return m.probabilities(r, p, head, nil)
+	return m.probabilities(r, p, head, detector.ScoresSoftmax, nil)
 }
 
-// probabilities is Probabilities into buf's array when it is large enough.
-func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.Head, buf []float32) ([]float32, error) {
+// StableProbabilities is Probabilities with stable scores: each class
+// normalised over the background (text head) and the reference vocabulary,
+// plus itself when it is not a reference entry.
+func (m *Model) StableProbabilities(r *detector.Regions, p *Prepared, head detector.Head) ([]float32, error) {
+	return m.probabilities(r, p, head, detector.ScoresStable, nil)
+}
+
+// probabilities is Probabilities (or StableProbabilities) into buf's array
+// when it is large enough.
+func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.Head, scores detector.Scores, buf []float32) ([]float32, error) {
 	if head == "" {
 		head = detector.HeadEnsemble
 	}
@@ -275,6 +332,21 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
 	default:
 		return nil, fmt.Errorf("scoring: unknown head %q", head)
+	}
+	if scores == "" {
+		scores = m.DefaultScores()
+	}
+	switch scores {
+	case detector.ScoresSoftmax:
+	case detector.ScoresStable:
+		if len(m.Reference) == 0 {
+			return nil, detector.ErrScoresUnsupported
+		}
+		if len(m.Reference)%p.dim != 0 {
+			return nil, fmt.Errorf("scoring: reference vocabulary of %d values is not rows of %d: %w", len(m.Reference), p.dim, detector.ErrEmbeddingDim)
+		}
+	default:
+		return nil, fmt.Errorf("scoring: unknown scores %q", scores)
 	}
 	if !(m.Temperature > 0) {
 		return nil, fmt.Errorf("scoring: temperature %v must be positive", m.Temperature)
@@ -303,7 +375,18 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 		out = make([]float32, n*p.k)
 	}
 	out = out[:n*p.k]
-	if m.Graph != nil {
+	stable := scores == detector.ScoresStable
+	var refOf []int
+	if stable {
+		refOf = make([]int, p.k)
+		for k := range refOf {
+			refOf[k] = -1
+			if i, ok := m.refIndex[embeddingKey(p.matrix[k*p.dim:(k+1)*p.dim])]; ok {
+				refOf[k] = i
+			}
+		}
+	}
+	if m.Graph != nil && !stable {
 		if err := m.Graph.probabilities(m, r, p, head, out); err != nil {
 			return nil, err
 		}
@@ -321,11 +404,21 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 		wg.Go(func() {
 			text := make([]float64, p.k)
 			image := make([]float64, p.k)
+			var ref []float64
+			if stable {
+				ref = make([]float64, len(m.Reference)/p.dim)
+			}
 			for i := start; i < end; i++ {
-				if useText {
+				switch {
+				case stable && useText:
+					m.logStable(text, ref, refOf, r.TextEmbeddings[i], p, true)
+				case useText:
 					m.logSoftmax(text, r.TextEmbeddings[i], p, true)
 				}
-				if useImage {
+				switch {
+				case stable && useImage:
+					m.logStable(image, ref, refOf, r.ImageEmbeddings[i], p, false)
+				case useImage:
 					m.logSoftmax(image, r.ImageEmbeddings[i], p, false)
 				}
 				row := out[i*p.k : (i+1)*p.k]
@@ -385,6 +478,42 @@ func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackgrou
 	norm := hi + math.Log(sum)
 	for k := range dst {
 		dst[k] -= norm
+	}
+}
+
+// logStable writes the stable log-probabilities of the K classes for
+// embedding e into dst: each class normalised over the reference vocabulary
+// (and the background when withBackground), itself added when refOf says it
+// is not a reference entry. ref is scratch space of one value per reference
+// row.
+func (m *Model) logStable(dst, ref []float64, refOf []int, e []float32, p *Prepared, withBackground bool) {
+	inv := 1 / float64(m.Temperature)
+	similarities(dst, e, p.matrix, p.dim)
+	similarities(ref, e, m.Reference, p.dim)
+	hi := math.Inf(-1)
+	for j := range ref {
+		ref[j] *= inv
+		hi = max(hi, ref[j])
+	}
+	bg := math.Inf(-1)
+	if withBackground {
+		bg = float64(dot(e, m.Background)) * inv
+		hi = max(hi, bg)
+	}
+	sum := math.Exp(bg - hi)
+	for _, l := range ref {
+		sum += math.Exp(l - hi)
+	}
+	norm := hi + math.Log(sum) // log-sum-exp of background and reference
+	for k := range dst {
+		l := dst[k] * inv
+		if refOf[k] >= 0 {
+			dst[k] = l - norm
+			continue
+		}
+		// the class joins the normalisation: l − log(e^norm + e^l)
+		hi := max(norm, l)
+		dst[k] = l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
 	}
 }
 

@@ -32,6 +32,9 @@ type runFingerprint struct {
 	RunnersUp        int           `json:"runners_up"`
 	// Masks is empty in journals written before masks (none asked).
 	Masks detector.Masks `json:"masks,omitempty"`
+	// Scores is --scores, empty for the model's default (and in journals
+	// written before it).
+	Scores detector.Scores `json:"scores,omitempty"`
 }
 
 // differences lists the fields that differ, "name: then → now".

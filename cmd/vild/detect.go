@@ -39,7 +39,8 @@ type detectConfig struct {
 	MaxDetections  int
 	LabelsPerBox   int
 	Head           string
-	Masks          detector.Masks // instance masks: none, rle or polygon
+	Masks          detector.Masks  // instance masks: none, rle or polygon
+	Scores         detector.Scores // stable or softmax; empty: the model's default
 }
 
 // Where `vild detect` writes (detectConfig.Format).
@@ -76,6 +77,7 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	fs.IntVar(&c.MaxDetections, "max-detections", 0, "detections per image (default: the model's)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 0, "labels one region may be reported with, each a detection (default: the model's)")
 	fs.StringVar(&c.Head, "head", "ensemble", "ensemble, text or image")
+	scores := fs.String("scores", "", "what a score is a probability over: stable (each name against the model's own categories, whatever the other names) or softmax (over the given names); empty: the model's default")
 	masks := fs.String("masks", "", "instance masks of the detections: rle or polygon (a model with a mask head; empty: none)")
 	fs.StringVar(&c.Server, "server", getenv("VILD_SERVER"), "detect through the vild server at `URL` (e.g. http://127.0.0.1:8080) instead of loading the model here (env VILD_SERVER)")
 	fs.StringVar(&c.APIKey, "api-key", "", "the server's API key, vild_… (default: env VILD_API_KEY)")
@@ -125,6 +127,11 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	}
 	if c.LabelsPerBox < 0 {
 		return c, fmt.Errorf("detect: --labels-per-box must not be negative")
+	}
+	switch c.Scores = detector.Scores(*scores); c.Scores {
+	case "", detector.ScoresStable, detector.ScoresSoftmax:
+	default:
+		return c, fmt.Errorf("detect: --scores must be stable or softmax")
 	}
 	switch c.Masks = detector.Masks(*masks); c.Masks {
 	case detector.MasksNone, detector.MasksRLE, detector.MasksPolygon:
@@ -242,10 +249,16 @@ func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *
 		return fmt.Errorf("detect: --masks: %w", detector.ErrMasksUnsupported)
 	}
 	opts.Masks = cfg.Masks
+	if cfg.Scores != "" {
+		if cfg.Scores == detector.ScoresStable && m.Info.Defaults.Scores != detector.ScoresStable {
+			return fmt.Errorf("detect: --scores stable: %w", detector.ErrScoresUnsupported)
+		}
+		opts.Scores = cfg.Scores
+	}
 	det := localDetector{det: m.Detector, vocab: vocab, opts: opts, limits: imageio.DefaultLimits}
 	fp := runFingerprint{Model: m.Info.ID, VocabularyDigest: vocab.Digest, Categories: names, Head: opts.Head,
 		ScoreThreshold: opts.ScoreThreshold, NMSIoU: opts.NMSIoU, MaxDetections: opts.MaxDetections,
-		LabelsPerBox: opts.LabelsPerBox, RunnersUp: opts.RunnersUp, Masks: opts.Masks}
+		LabelsPerBox: opts.LabelsPerBox, RunnersUp: opts.RunnersUp, Masks: opts.Masks, Scores: cfg.Scores}
 	b := batch{cfg: cfg, inputs: inputs, det: det, fp: fp, stderr: stderr}
 	if cfg.Format == formatCOCO || cfg.Format == formatJSONL {
 		return b.toFile(ctx)

@@ -68,9 +68,9 @@ func detectRemote(ctx context.Context, cfg detectConfig, inputs []batchInput, st
 		return errors.New("detect: give --categories (the server's model has no default vocabulary)")
 	}
 	names = dedupe(names)
-	req := api.DetectOptions{Categories: names, Head: cfg.Head, RunnersUp: ptr(3), Masks: string(cfg.Masks)}
+	req := api.DetectOptions{Categories: names, Head: cfg.Head, RunnersUp: ptr(3), Masks: string(cfg.Masks), Scores: string(cfg.Scores)}
 	fp := runFingerprint{Model: info.ID, Categories: names, Head: detector.Head(cfg.Head), RunnersUp: 3,
-		ScoreThreshold: -1, Masks: cfg.Masks}
+		ScoreThreshold: -1, Masks: cfg.Masks, Scores: cfg.Scores}
 	if cfg.ScoreThreshold >= 0 {
 		req.ScoreThreshold = ptr(float32(cfg.ScoreThreshold))
 		fp.ScoreThreshold = float32(cfg.ScoreThreshold)
