@@ -3,6 +3,7 @@
 //	vild serve   [--addr HOST:PORT] [--model DIR] [--metrics-addr HOST:PORT] [--ort-lib PATH] …
 //	vild detect  IMAGE|DIR... --categories "a,b,c" [--out annotated.png | results.json | results.jsonl]
 //	vild eval    --annotations COCO.json --images DIR | --results results.json
+//	vild calibration --annotations COCO.json --images DIR [--sizes 10,100,all] [--scores stable,softmax]
 //	vild exemplars-eval --annotations COCO.json --images DIR --pool-annotations COCO.json --pool-images DIR
 //	vild keys    create --name NAME --scopes detect[,vocabularies:write][,admin] | list | revoke NAME
 //	vild version
@@ -47,6 +48,8 @@ var commands = map[string]command{
 	"serve":  runServe,
 	"detect": runDetect,
 	"eval":   runEval,
+	// scores across vocabulary sizes (docs/evaluation.md "Calibration")
+	"calibration": runCalibration,
 	// exemplar categories against names (docs/exemplars.md)
 	"exemplars-eval": runExemplarsEval,
 	"version":        runVersion,

@@ -40,7 +40,7 @@ func TestRunVersion(t *testing.T) {
 
 func TestRunUnknownCommand(t *testing.T) {
 	for _, args := range [][]string{nil, {"nope"}} {
-		if err := run(context.Background(), args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "usage: vild <detect|eval|exemplars-eval|keys|serve|version>") {
+		if err := run(context.Background(), args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "usage: vild <calibration|detect|eval|exemplars-eval|keys|serve|version>") {
 			t.Fatalf("%v: %v", args, err)
 		}
 	}
