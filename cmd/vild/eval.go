@@ -33,6 +33,9 @@ type evalConfig struct {
 	Limit          int // first N images; 0 = all
 	// LabelsPerBox is how many labels one region may be reported with.
 	LabelsPerBox int
+	// Scores is the scoring mode: softmax, as the Python evaluation, unless
+	// told.
+	Scores detector.Scores
 	// IoUType is bbox (box AP) or segm (mask AP, the model's mask head).
 	IoUType eval.IoUType
 	JSON    bool
@@ -66,6 +69,7 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	head := fs.String("head", "all", "ensemble, text, image, or all three")
 	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", evalLabelsPerBox, "labels one region may be reported with, each a detection: the default is COCO-style per-class output; 1 keeps each region's best label, the server's default")
+	scores := fs.String("scores", string(detector.ScoresSoftmax), "softmax (over the evaluated vocabulary, as the Python evaluation) or stable (docs/api.md \"What a score means\"); with the model's own category list they give the same scores")
 	iouType := fs.String("iou-type", "bbox", "bbox: box AP; segm: mask AP of the same detections' instance masks (a model with a mask head, annotations with RLE segmentations)")
 	fs.BoolVar(&c.JSON, "json", false, "print a JSON report instead of the table")
 	fs.IntVar(&c.ProgressEvery, "progress-every", 50, "images between progress lines on stderr (0: none)")
@@ -81,7 +85,7 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 		// what runs the model does not apply to a results file
 		fs.Visit(func(f *flag.Flag) {
 			switch f.Name {
-			case "head", "labels-per-box", "progress-every", "model", "ort-lib", "intra-op-threads", "data-dir":
+			case "head", "labels-per-box", "scores", "progress-every", "model", "ort-lib", "intra-op-threads", "data-dir":
 				errs = append(errs, fmt.Errorf("--%s runs the model; it does not apply to --results", f.Name))
 			}
 		})
@@ -108,6 +112,11 @@ func parseEvalConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if c.LabelsPerBox < 1 {
 		errs = append(errs, errors.New("--labels-per-box must be at least 1"))
+	}
+	switch c.Scores = detector.Scores(*scores); c.Scores {
+	case detector.ScoresSoftmax, detector.ScoresStable:
+	default:
+		errs = append(errs, fmt.Errorf("--scores must be softmax or stable, not %q", *scores))
 	}
 	switch h := detector.Head(*head); h {
 	case "all":
@@ -241,6 +250,7 @@ type evalReport struct {
 	ScoreThreshold float32      `json:"score_threshold,omitempty"`
 	MaxDetections  int          `json:"max_detections,omitempty"`
 	LabelsPerBox   int          `json:"labels_per_box,omitempty"`
+	Scores         string       `json:"scores,omitempty"`
 	IoUType        eval.IoUType `json:"iou_type,omitempty"`
 	Seconds        float64      `json:"seconds"`
 	Heads          []headReport `json:"heads"`
@@ -283,6 +293,7 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 	opts := m.Info.Defaults
 	opts.RunnersUp = 0
 	opts.LabelsPerBox = max(cfg.LabelsPerBox, 1)
+	opts.Scores = cfg.Scores
 	if cfg.IoUType == eval.Segm {
 		if !m.Info.Masks {
 			return nil, fmt.Errorf("eval: --iou-type segm: %w", detector.ErrMasksUnsupported)
@@ -334,7 +345,7 @@ func evaluateModel(ctx context.Context, cfg evalConfig, gt *eval.COCO, m *model,
 	}
 	rep := &evalReport{Model: m.Info.ID, Annotations: cfg.Annotations, Images: len(gt.Images),
 		Categories: len(gt.Categories), ScoreThreshold: opts.ScoreThreshold, MaxDetections: opts.MaxDetections,
-		LabelsPerBox: opts.LabelsPerBox, IoUType: cfg.IoUType}
+		LabelsPerBox: opts.LabelsPerBox, Scores: string(opts.Scores), IoUType: cfg.IoUType}
 	for h, head := range cfg.Heads {
 		res, err := eval.EvaluateType(gt, dets[h], cfg.IoUType)
 		if err != nil {

@@ -287,7 +287,7 @@ func TestEvalConfig(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 	c, err = parseEvalConfig([]string{"--annotations", "a.json", "--images", "d"}, env("VILD_MODEL", "/env"), io.Discard)
-	if err != nil || len(c.Heads) != 3 || c.Model.ModelDir != "/env" || c.ProgressEvery != 50 || c.LabelsPerBox != 20 || c.IoUType != eval.BBox {
+	if err != nil || len(c.Heads) != 3 || c.Model.ModelDir != "/env" || c.ProgressEvery != 50 || c.LabelsPerBox != 20 || c.IoUType != eval.BBox || c.Scores != detector.ScoresSoftmax {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	if c, err = parseEvalConfig([]string{"--annotations", "a.json", "--images", "d", "--iou-type", "segm"}, env(), io.Discard); err != nil || c.IoUType != eval.Segm {
@@ -301,6 +301,8 @@ func TestEvalConfig(t *testing.T) {
 		{"--annotations", "a.json", "--images", "d", "--labels-per-box", "0"},
 		{"--annotations", "a.json", "--images", "d", "extra"},
 		{"--annotations", "a.json", "--images", "d", "--iou-type", "mask"},
+		{"--annotations", "a.json", "--images", "d", "--scores", "calibrated"},
+		{"--annotations", "a.json", "--results", "r.json", "--scores", "stable"},
 		{"--annotations", "a.json", "--results", "r.json", "--iou-type", "segm"},
 	} {
 		if _, err := parseEvalConfig(args, env(), io.Discard); err == nil {

@@ -191,6 +191,9 @@ func evaluateExemplars(ctx context.Context, cfg exemplarsEvalConfig, gt, pool *e
 	opts := m.Info.Defaults
 	opts.RunnersUp = 0
 	opts.LabelsPerBox = cfg.LabelsPerBox
+	// softmax over the evaluated vocabulary, as the figures of
+	// docs/exemplars.md were measured
+	opts.Scores = detector.ScoresSoftmax
 	dets := make([][]eval.ImageDetections, len(variants))
 	for i, im := range gt.Images {
 		if err := ctx.Err(); err != nil {

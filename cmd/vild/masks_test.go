@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,5 +150,62 @@ func TestDetectMasksFlag(t *testing.T) {
 	defer tiny.Close()
 	if _, _, err := runDetectWith(context.Background(), t, tiny, png, "--masks", "rle", "--categories", "cat"); !errors.Is(err, detector.ErrMasksUnsupported) {
 		t.Fatalf("a model without a mask head: err = %v", err)
+	}
+}
+
+// vild detect --scores on the embedded model: with stable scores a name's
+// detections keep their scores when other names are added; with softmax
+// they fall; an unknown mode is an error.
+func TestDetectScoresFlag(t *testing.T) {
+	if _, err := parseDetectConfig([]string{"a.png", "--scores", "calibrated"}, env(), io.Discard); err == nil {
+		t.Fatal("--scores calibrated accepted")
+	}
+	lib := ort.DefaultLibraryPath()
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("ONNX Runtime library not at %s", lib)
+	}
+	cfg := testServeConfig(t)
+	cfg.Model.ORTLib = lib
+	m, err := loadModel(context.Background(), cfg.Model)
+	if errors.Is(err, ort.ErrDisabled) {
+		t.Skip("built without cgo")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	png := filepath.Join("..", "..", "models", "default", "golden", "exact", "input.png")
+	violin := func(mode, categories string) float64 {
+		t.Helper()
+		stdout, stderr, err := runDetectWith(context.Background(), t, m, png, "--scores", mode, "--categories", categories,
+			"--score-threshold", "0.01", "--labels-per-box", "20")
+		if err != nil {
+			t.Fatalf("%v: %s", err, stderr)
+		}
+		var res struct {
+			Detections []struct {
+				Label string
+				Score float64
+			}
+		}
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatalf("%v: %s", err, stdout)
+		}
+		best := 0.0
+		for _, d := range res.Detections {
+			if d.Label == "violin" {
+				best = max(best, d.Score)
+			}
+		}
+		if best == 0 {
+			t.Fatalf("%s, %s: no violin in %s", mode, categories, stdout)
+		}
+		return best
+	}
+	others := "violin,guitar,cello,banjo,harp,drum,trumpet"
+	if alone, among := violin("stable", "violin"), violin("stable", others); math.Abs(alone-among) > 1e-5 {
+		t.Fatalf("stable: violin %v alone, %v among others", alone, among)
+	}
+	if alone, among := violin("softmax", "violin"), violin("softmax", others); !(among < alone-1e-4) {
+		t.Fatalf("softmax: violin %v alone, %v among others", alone, among)
 	}
 }
