@@ -52,6 +52,7 @@ type Model struct {
 	// SetReference); empty, the model offers softmax scores only.
 	Reference []float32
 	refIndex  map[string]int // embedding bits → reference row
+	refPacked *Prepared      // Reference as a vocabulary, for the Graph
 	// Graph, when set, computes the probabilities on ONNX Runtime (OpenGraph);
 	// nil means the pure-Go loops. Both give the same numbers within a relative
 	// 1e-4 (docs/decisions/0024-scoring-on-onnx-runtime.md).
@@ -62,7 +63,7 @@ type Model struct {
 // reference vocabulary of stable scores; none leaves the model with softmax
 // scores only.
 func (m *Model) SetReference(rows [][]float32) {
-	m.Reference, m.refIndex = nil, nil
+	m.Reference, m.refIndex, m.refPacked = nil, nil, nil
 	if len(rows) == 0 {
 		return
 	}
@@ -73,6 +74,7 @@ func (m *Model) SetReference(rows [][]float32) {
 			m.refIndex[embeddingKey(r)] = i
 		}
 	}
+	m.refPacked = &Prepared{dim: len(rows[0]), k: len(rows), matrix: m.Reference, base: make([]bool, len(rows))}
 }
 
 // embeddingKey is e's bits, a map key: a vocabulary class is a reference
@@ -386,7 +388,13 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 			}
 		}
 	}
-	if m.Graph != nil && !stable {
+	if m.Graph != nil && stable {
+		if err := m.stableOnGraph(r, p, head, refOf, out); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	if m.Graph != nil {
 		if err := m.Graph.probabilities(m, r, p, head, out); err != nil {
 			return nil, err
 		}
@@ -479,6 +487,88 @@ func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackgrou
 	for k := range dst {
 		dst[k] -= norm
 	}
+}
+
+// stableOnGraph is the stable probabilities with the reference vocabulary's
+// softmaxes on the Graph: a reference class's log-probability is read from
+// them, and each region's log normaliser, log p = s/τ − norm at the
+// region's most probable reference row, serves the classes that are not
+// reference entries (their similarities computed here).
+func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.Head, refOf []int, out []float32) error {
+	n, rk := len(r.Boxes), m.refPacked.k
+	var unmatched []int
+	for k, j := range refOf {
+		if j < 0 {
+			unmatched = append(unmatched, k)
+		}
+	}
+	// logRef fills lp (one row of log-probabilities per class of p) for one
+	// head from that head's reference softmax.
+	logRef := func(h detector.Head, emb [][]float32) ([]float64, error) {
+		probs := make([]float32, n*rk)
+		if err := m.Graph.probabilities(m, r, m.refPacked, h, probs); err != nil {
+			return nil, err
+		}
+		inv := 1 / float64(m.Temperature)
+		lp := make([]float64, n*p.k)
+		for i := range n {
+			row := probs[i*rk : (i+1)*rk]
+			out := lp[i*p.k : (i+1)*p.k]
+			for k, j := range refOf {
+				if j >= 0 {
+					// an underflowed probability is about e^-745, not −∞
+					// (0·−∞ would be NaN in an ensemble with λ = 0 or 1)
+					out[k] = math.Log(max(float64(row[j]), math.SmallestNonzeroFloat64))
+				}
+			}
+			if len(unmatched) == 0 {
+				continue
+			}
+			best := 0
+			for j, v := range row {
+				if v > row[best] {
+					best = j
+				}
+			}
+			e := emb[i]
+			norm := float64(dot(e, m.Reference[best*p.dim:(best+1)*p.dim]))*inv - math.Log(float64(row[best]))
+			for _, k := range unmatched {
+				l := float64(dot(e, p.matrix[k*p.dim:(k+1)*p.dim])) * inv
+				hi := max(norm, l)
+				out[k] = l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
+			}
+		}
+		return lp, nil
+	}
+	var text, image []float64
+	var err error
+	if head != detector.HeadImage {
+		if text, err = logRef(detector.HeadText, r.TextEmbeddings); err != nil {
+			return err
+		}
+	}
+	if head != detector.HeadText {
+		if image, err = logRef(detector.HeadImage, r.ImageEmbeddings); err != nil {
+			return err
+		}
+	}
+	lam := float64(m.Lambda)
+	for i := range n * p.k {
+		k := i % p.k
+		var lp float64
+		switch {
+		case head == detector.HeadText:
+			lp = text[i]
+		case head == detector.HeadImage:
+			lp = image[i]
+		case p.base[k]:
+			lp = lam*text[i] + (1-lam)*image[i]
+		default:
+			lp = (1-lam)*text[i] + lam*image[i]
+		}
+		out[i] = float32(math.Exp(lp))
+	}
+	return nil
 }
 
 // logStable writes the stable log-probabilities of the K classes for

@@ -30,6 +30,10 @@ func stableScene(t *testing.T, k, ref int) (*Model, *detector.Regions, *detector
 // classes the vocabulary holds: reference classes and others, every head.
 func TestStableScoresDoNotDependOnTheOtherNames(t *testing.T) {
 	m, regions, vocab := stableScene(t, 12, 8)
+	forEachKernel(t, m, func(t *testing.T, m *Model) { testStableInvariance(t, m, regions, vocab) })
+}
+
+func testStableInvariance(t *testing.T, m *Model, regions *detector.Regions, vocab *detector.Vocabulary) {
 	// class 2 is a reference entry, class 10 is not
 	for _, probe := range []int{2, 10} {
 		for _, head := range []detector.Head{detector.HeadEnsemble, detector.HeadText, detector.HeadImage} {
@@ -136,5 +140,81 @@ func TestStableScoresDefaultAndErrors(t *testing.T) {
 	}
 	if _, err := m.Score(regions, vocab, detector.Options{}); err != nil {
 		t.Fatalf("softmax by default without a reference: %v", err)
+	}
+}
+
+// BenchmarkStableScore is BenchmarkScore's scene (300 regions, D = 256) at
+// the bundled model's sizes: 703 classes, and a reference vocabulary of 703
+// (the vocabulary's own rows, as a request of the model's whole list) or
+// 10 classes against that reference; softmax on both kernels beside it.
+func BenchmarkStableScore(b *testing.B) {
+	r := rand.New(rand.NewPCG(2, 2))
+	regions, vocab := randomScene(r, 300, 703, 256)
+	rows := make([][]float32, len(vocab.Classes))
+	for i, c := range vocab.Classes {
+		rows[i] = c.Embedding
+	}
+	small, _ := Prepare(&detector.Vocabulary{Classes: vocab.Classes[:10]})
+	full, _ := Prepare(vocab)
+	bg := unitVec(r, 256)
+	opts := detector.Options{ScoreThreshold: 0.05, NMSIoU: 0.5, MaxDetections: 100}
+	for _, c := range []struct {
+		name   string
+		p      *Prepared
+		scores detector.Scores
+		graph  bool
+	}{{"stable/703", full, detector.ScoresStable, false}, {"stable/10", small, detector.ScoresStable, false},
+		{"softmax/703", full, detector.ScoresSoftmax, false}, {"softmax/703/kernel=ort", full, detector.ScoresSoftmax, true},
+		{"softmax/10/kernel=ort", small, detector.ScoresSoftmax, true},
+		{"stable/703/kernel=ort", full, detector.ScoresStable, true}, {"stable/10/kernel=ort", small, detector.ScoresStable, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			m := &Model{Background: bg, Temperature: 0.01, Lambda: 2.0 / 3, Workers: 1}
+			m.SetReference(rows)
+			if c.graph {
+				m.Graph = openGraph(b, 1)
+			}
+			o := opts
+			o.Scores = c.scores
+			for b.Loop() {
+				if _, err := m.ScorePrepared(regions, c.p, o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// The two kernels give the same stable probabilities: the reference's
+// softmaxes on ONNX Runtime against the pure-Go loops, at the shipped
+// model's size, with reference classes, others, and a mix.
+func TestStableGraphMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	regions, vocab := randomScene(r, 300, 720, 256)
+	rows := make([][]float32, 703)
+	for i := range rows {
+		rows[i] = vocab.Classes[i].Embedding
+	}
+	bg := unitVec(r, 256)
+	goModel := &Model{Background: bg, Temperature: 0.01, Lambda: 2.0 / 3}
+	goModel.SetReference(rows)
+	ortModel := &Model{Background: bg, Temperature: 0.01, Lambda: 2.0 / 3, Graph: openGraph(t, 1)}
+	ortModel.SetReference(rows)
+	for _, classes := range [][]detector.Class{vocab.Classes[:703], vocab.Classes[700:], vocab.Classes[:10]} {
+		p, err := Prepare(&detector.Vocabulary{Classes: classes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, head := range []detector.Head{detector.HeadEnsemble, detector.HeadText, detector.HeadImage} {
+			want, err1 := goModel.StableProbabilities(regions, p, head)
+			got, err2 := ortModel.StableProbabilities(regions, p, head)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			for i := range want {
+				if !closeProb(float64(got[i]), float64(want[i])) {
+					t.Fatalf("%d classes, %s head, entry %d: graph %v, Go %v", len(classes), head, i, got[i], want[i])
+				}
+			}
+		}
 	}
 }
