@@ -281,7 +281,9 @@ type Model struct {
 	// Exemplars says whether the model takes exemplar categories (it has an image encoder).
 	Exemplars bool `json:"exemplars" example:"true"`
 	// Masks says whether the model computes instance masks (it has a mask head).
-	Masks     bool     `json:"masks" example:"true"`
+	Masks bool `json:"masks" example:"true"`
+	// Scores is the default of a request's "scores": stable (a model with a category list) or softmax.
+	Scores    string   `json:"scores" enums:"stable,softmax" example:"stable"`
 	Templates []string `json:"templates"`
 	// The bundle's categories in its order, each with its split and synonyms; their names are the default vocabulary, used when a request names no categories.
 	CategoryList []ModelCategory `json:"categories"`

@@ -1566,6 +1566,15 @@ const docTemplate = `{
                     "type": "string",
                     "example": "pictogram-vild-small"
                 },
+                "scores": {
+                    "description": "Scores is the default of a request's \"scores\": stable (a model with a category list) or softmax.",
+                    "type": "string",
+                    "enum": [
+                        "stable",
+                        "softmax"
+                    ],
+                    "example": "stable"
+                },
                 "templates": {
                     "type": "array",
                     "items": {

@@ -173,6 +173,9 @@ func TestDetectScoresFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	if m.Info.Scores != string(detector.ScoresStable) || m.Info.Defaults.Scores != detector.ScoresStable {
+		t.Fatalf("the embedded model's default scores: %q", m.Info.Scores)
+	}
 	png := filepath.Join("..", "..", "models", "default", "golden", "exact", "input.png")
 	violin := func(mode, categories string) float64 {
 		t.Helper()

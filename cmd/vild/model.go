@@ -161,6 +161,7 @@ func modelInfo(b *bundle.Bundle, defaults detector.Options) api.Model {
 		Masks:        m.MaskHead != nil,
 		Templates:    m.Text.Templates,
 		Defaults:     defaults,
+		Scores:       string(defaults.Scores),
 	}
 	cats := make([]api.ModelCategory, len(m.Categories))
 	for i, c := range m.Categories {
