@@ -136,6 +136,14 @@ eval-exemplars:
 	go run ./cmd/vild exemplars-eval --annotations $(HELDOUT)/annotations.json --images $(HELDOUT)/images \
 	  --pool-annotations $(POOL)/annotations.json --pool-images $(POOL)/images $(ARGS)
 
+# Scores across vocabulary sizes, stable against softmax (docs/evaluation.md
+# "Calibration", docs/decisions/0027): rerun after the model changes;
+# ARGS="--limit 500" for the whole set, ARGS="--model DIR" for another bundle.
+.PHONY: calibration
+calibration:
+	test -f $(HELDOUT)/annotations.json || ($(TRAIN) scenes --set seen --count 500 --out runs/heldout/seen)
+	go run ./cmd/vild calibration --annotations $(HELDOUT)/annotations.json --images $(HELDOUT)/images $(ARGS)
+
 # ---- the reference-size bundle (docs/reference.md) ----
 # Random-weight R50-FPN + CLIP ViT-B/32 text tower at 1,024 px with 1,000 proposals
 # and 1,000 categories, exported to training/runs/reference (not committed), then
