@@ -31,10 +31,10 @@
 package scoring
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/vild/vild/boxes"
@@ -48,11 +48,13 @@ type Model struct {
 	Lambda      float32   // ensemble weight λ of the head a class is "native" to
 	Workers     int       // goroutines over regions of the pure-Go path; ≤ 0 means GOMAXPROCS
 	// Reference is the reference vocabulary of stable scores, the text
-	// embeddings of the model's own categories, [R, D] row-major (set it with
-	// SetReference); empty, the model offers softmax scores only.
+	// embeddings of the model's own categories, [R, D] row-major, as
+	// SetReference sets it (set only that way); empty, the model offers
+	// softmax scores only.
 	Reference []float32
-	refIndex  map[string]int // embedding bits → reference row
-	refPacked *Prepared      // Reference as a vocabulary, for the Graph
+	refIndex  map[uint64]int // embeddingHash → reference row
+	refPacked *Prepared      // Reference as a vocabulary of novel classes, for the Graph
+	refBase   *Prepared      // the same as base classes
 	// Graph, when set, computes the probabilities on ONNX Runtime (OpenGraph);
 	// nil means the pure-Go loops. Both give the same numbers within a relative
 	// 1e-4 (docs/decisions/0024-scoring-on-onnx-runtime.md).
@@ -63,35 +65,52 @@ type Model struct {
 // reference vocabulary of stable scores; none leaves the model with softmax
 // scores only.
 func (m *Model) SetReference(rows [][]float32) {
-	m.Reference, m.refIndex, m.refPacked = nil, nil, nil
+	m.Reference, m.refIndex, m.refPacked, m.refBase = nil, nil, nil, nil
 	if len(rows) == 0 {
 		return
 	}
-	m.refIndex = make(map[string]int, len(rows))
+	m.refIndex = make(map[uint64]int, len(rows))
 	for i, r := range rows {
 		m.Reference = append(m.Reference, r...)
-		if _, dup := m.refIndex[embeddingKey(r)]; !dup {
-			m.refIndex[embeddingKey(r)] = i
+		if _, dup := m.refIndex[embeddingHash(r)]; !dup {
+			m.refIndex[embeddingHash(r)] = i
 		}
 	}
 	m.refPacked = &Prepared{dim: len(rows[0]), k: len(rows), matrix: m.Reference, base: make([]bool, len(rows))}
+	m.refBase = &Prepared{dim: m.refPacked.dim, k: m.refPacked.k, matrix: m.Reference, base: make([]bool, len(rows))}
+	for i := range m.refBase.base {
+		m.refBase.base[i] = true
+	}
 }
 
-// embeddingKey is e's bits, a map key: a vocabulary class is a reference
+// embeddingHash is FNV-1a over e's bits: a vocabulary class is a reference
 // entry when its embedding is that entry's exactly (a name the bundle knows
-// is embedded from its precomputed row).
-func embeddingKey(e []float32) string {
-	b := make([]byte, 4*len(e))
-	for i, v := range e {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+// is embedded from its precomputed row); referenceRow checks the bits.
+func embeddingHash(e []float32) uint64 {
+	h := uint64(14695981039346656037)
+	for _, v := range e {
+		b := math.Float32bits(v)
+		for range 4 {
+			h = (h ^ uint64(b&0xff)) * 1099511628211
+			b >>= 8
+		}
 	}
-	return string(b)
+	return h
+}
+
+// referenceRow is the reference row whose embedding is e exactly, or -1.
+func (m *Model) referenceRow(e []float32) int {
+	j, ok := m.refIndex[embeddingHash(e)]
+	if !ok || (j+1)*len(e) > len(m.Reference) || !slices.Equal(m.Reference[j*len(e):(j+1)*len(e)], e) {
+		return -1
+	}
+	return j
 }
 
 // DefaultScores is what an empty Options.Scores means: stable scores when
 // the model has a reference vocabulary, else softmax.
 func (m *Model) DefaultScores() detector.Scores {
-	if len(m.Reference) > 0 {
+	if m.refPacked != nil {
 		return detector.ScoresStable
 	}
 	return detector.ScoresSoftmax
@@ -341,11 +360,11 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 	switch scores {
 	case detector.ScoresSoftmax:
 	case detector.ScoresStable:
-		if len(m.Reference) == 0 {
+		if m.refPacked == nil {
 			return nil, detector.ErrScoresUnsupported
 		}
-		if len(m.Reference)%p.dim != 0 {
-			return nil, fmt.Errorf("scoring: reference vocabulary of %d values is not rows of %d: %w", len(m.Reference), p.dim, detector.ErrEmbeddingDim)
+		if m.refPacked.dim != p.dim {
+			return nil, fmt.Errorf("scoring: the reference vocabulary has %d dimensions, the vocabulary %d: %w", m.refPacked.dim, p.dim, detector.ErrEmbeddingDim)
 		}
 	default:
 		return nil, fmt.Errorf("scoring: unknown scores %q", scores)
@@ -382,10 +401,7 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 	if stable {
 		refOf = make([]int, p.k)
 		for k := range refOf {
-			refOf[k] = -1
-			if i, ok := m.refIndex[embeddingKey(p.matrix[k*p.dim:(k+1)*p.dim])]; ok {
-				refOf[k] = i
-			}
+			refOf[k] = m.referenceRow(p.matrix[k*p.dim : (k+1)*p.dim])
 		}
 	}
 	if m.Graph != nil && stable {
@@ -490,40 +506,56 @@ func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackgrou
 }
 
 // stableOnGraph is the stable probabilities with the reference vocabulary's
-// softmaxes on the Graph: a reference class's log-probability is read from
-// them, and each region's log normaliser, log p = s/τ − norm at the
-// region's most probable reference row, serves the classes that are not
-// reference entries (their similarities computed here).
+// softmaxes on the Graph. A reference class's probability is read from the
+// softmax of its head (for the ensemble, the one weighted as its split is);
+// the classes that are not reference entries take each head's log
+// normaliser from that head's softmax (log p = s/τ − norm at the region's
+// most probable reference row) and their own similarities, computed here.
 func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.Head, refOf []int, out []float32) error {
 	n, rk := len(r.Boxes), m.refPacked.k
-	var unmatched []int
-	for k, j := range refOf {
-		if j < 0 {
-			unmatched = append(unmatched, k)
-		}
-	}
-	// logRef fills lp (one row of log-probabilities per class of p) for one
-	// head from that head's reference softmax.
-	logRef := func(h detector.Head, emb [][]float32) ([]float64, error) {
+	run := func(h detector.Head, ref *Prepared) ([]float32, error) {
 		probs := make([]float32, n*rk)
-		if err := m.Graph.probabilities(m, r, m.refPacked, h, probs); err != nil {
+		if err := m.Graph.probabilities(m, r, ref, h, probs); err != nil {
 			return nil, err
 		}
-		inv := 1 / float64(m.Temperature)
-		lp := make([]float64, n*p.k)
+		return probs, nil
+	}
+	var unmatched []int
+	needBase, needNovel := false, false
+	for k, j := range refOf {
+		switch {
+		case j < 0:
+			unmatched = append(unmatched, k)
+		case p.base[k]:
+			needBase = true
+		default:
+			needNovel = true
+		}
+	}
+	// read copies the reference classes' probabilities (of one split with
+	// the ensemble) from probs.
+	read := func(probs []float32, split func(k int) bool) {
 		for i := range n {
 			row := probs[i*rk : (i+1)*rk]
-			out := lp[i*p.k : (i+1)*p.k]
+			dst := out[i*p.k : (i+1)*p.k]
 			for k, j := range refOf {
-				if j >= 0 {
-					// an underflowed probability is about e^-745, not −∞
-					// (0·−∞ would be NaN in an ensemble with λ = 0 or 1)
-					out[k] = math.Log(max(float64(row[j]), math.SmallestNonzeroFloat64))
+				if j >= 0 && split(k) {
+					dst[k] = row[j]
 				}
 			}
-			if len(unmatched) == 0 {
-				continue
-			}
+		}
+	}
+	inv := 1 / float64(m.Temperature)
+	// logOthers is the log-probabilities [n × len(unmatched)] of the other
+	// classes for one head, from that head's reference softmax.
+	logOthers := func(h detector.Head, emb [][]float32) ([]float64, error) {
+		probs, err := run(h, m.refPacked)
+		if err != nil {
+			return nil, err
+		}
+		lp := make([]float64, n*len(unmatched))
+		for i := range n {
+			row := probs[i*rk : (i+1)*rk]
 			best := 0
 			for j, v := range row {
 				if v > row[best] {
@@ -532,41 +564,75 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 			}
 			e := emb[i]
 			norm := float64(dot(e, m.Reference[best*p.dim:(best+1)*p.dim]))*inv - math.Log(float64(row[best]))
-			for _, k := range unmatched {
+			for u, k := range unmatched {
 				l := float64(dot(e, p.matrix[k*p.dim:(k+1)*p.dim])) * inv
 				hi := max(norm, l)
-				out[k] = l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
+				lp[i*len(unmatched)+u] = l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
 			}
 		}
 		return lp, nil
 	}
+	all := func(int) bool { return true }
 	var text, image []float64
 	var err error
-	if head != detector.HeadImage {
-		if text, err = logRef(detector.HeadText, r.TextEmbeddings); err != nil {
-			return err
+	switch head {
+	case detector.HeadText, detector.HeadImage:
+		emb := r.TextEmbeddings
+		if head == detector.HeadImage {
+			emb = r.ImageEmbeddings
 		}
-	}
-	if head != detector.HeadText {
-		if image, err = logRef(detector.HeadImage, r.ImageEmbeddings); err != nil {
-			return err
+		if needBase || needNovel {
+			probs, err := run(head, m.refPacked)
+			if err != nil {
+				return err
+			}
+			read(probs, all)
+		}
+		if len(unmatched) > 0 {
+			if text, err = logOthers(head, emb); err != nil {
+				return err
+			}
+			image = text
+		}
+	default:
+		if needBase {
+			probs, err := run(detector.HeadEnsemble, m.refBase)
+			if err != nil {
+				return err
+			}
+			read(probs, func(k int) bool { return p.base[k] })
+		}
+		if needNovel {
+			probs, err := run(detector.HeadEnsemble, m.refPacked)
+			if err != nil {
+				return err
+			}
+			read(probs, func(k int) bool { return !p.base[k] })
+		}
+		if len(unmatched) > 0 {
+			if text, err = logOthers(detector.HeadText, r.TextEmbeddings); err != nil {
+				return err
+			}
+			if image, err = logOthers(detector.HeadImage, r.ImageEmbeddings); err != nil {
+				return err
+			}
 		}
 	}
 	lam := float64(m.Lambda)
-	for i := range n * p.k {
-		k := i % p.k
-		var lp float64
-		switch {
-		case head == detector.HeadText:
-			lp = text[i]
-		case head == detector.HeadImage:
-			lp = image[i]
-		case p.base[k]:
-			lp = lam*text[i] + (1-lam)*image[i]
-		default:
-			lp = (1-lam)*text[i] + lam*image[i]
+	for i := range n {
+		for u, k := range unmatched {
+			lt, li := text[i*len(unmatched)+u], image[i*len(unmatched)+u]
+			var lp float64
+			switch {
+			case head != detector.HeadEnsemble:
+				lp = lt
+			case p.base[k]:
+				lp = lam*lt + (1-lam)*li
+			default:
+				lp = (1-lam)*lt + lam*li
+			}
+			out[i*p.k+k] = float32(math.Exp(lp))
 		}
-		out[i] = float32(math.Exp(lp))
 	}
 	return nil
 }

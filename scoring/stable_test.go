@@ -131,6 +131,10 @@ func TestStableScoresDefaultAndErrors(t *testing.T) {
 	if _, err := m.Score(regions, vocab, detector.Options{Scores: "calibrated"}); err == nil {
 		t.Fatal("unknown scores accepted")
 	}
+	m.SetReference([][]float32{{1, 0, 0}})
+	if _, err := m.Score(regions, vocab, detector.Options{}); !errors.Is(err, detector.ErrEmbeddingDim) {
+		t.Fatalf("a reference of 3 dimensions for a vocabulary of 16: %v", err)
+	}
 	m.SetReference(nil)
 	if m.DefaultScores() != detector.ScoresSoftmax {
 		t.Fatalf("default without a reference: %q", m.DefaultScores())
