@@ -55,6 +55,7 @@ type Model struct {
 	refIndex  map[uint64]int // embeddingHash → reference row
 	refPacked *Prepared      // Reference as a vocabulary of novel classes, for the Graph
 	refBase   *Prepared      // the same as base classes
+	refNear   float32        // the largest similarity of two reference rows
 	// Graph, when set, computes the probabilities on ONNX Runtime (OpenGraph);
 	// nil means the pure-Go loops. Both give the same numbers within a relative
 	// 1e-4 (docs/decisions/0024-scoring-on-onnx-runtime.md).
@@ -81,6 +82,79 @@ func (m *Model) SetReference(rows [][]float32) {
 	for i := range m.refBase.base {
 		m.refBase.base[i] = true
 	}
+	m.refNear = float32(math.Inf(-1))
+	sims := make([]float64, len(rows))
+	for i, r := range rows {
+		similarities(sims, r, m.Reference, len(r))
+		for j, v := range sims {
+			if j != i && float32(v) > m.refNear {
+				m.refNear = float32(v)
+			}
+		}
+	}
+}
+
+// stableClasses is how stable scores treat each class of a vocabulary.
+type stableClasses struct {
+	// ref is the reference row a class is (its embedding exactly), or -1.
+	ref []int
+	// replaces, for a class that is not a reference row, lists (ascending)
+	// the rows at least as similar to it as the two most similar reference
+	// rows are to each other: a new name for a category ("dogs" for
+	// "dog") takes that category's place in its normaliser instead of
+	// sharing the probability with it.
+	replaces [][]int
+}
+
+// classify matches p's classes to the reference.
+func (m *Model) classify(p *Prepared) *stableClasses {
+	sc := &stableClasses{ref: make([]int, p.k), replaces: make([][]int, p.k)}
+	var sims []float64
+	for k := range p.k {
+		e := p.matrix[k*p.dim : (k+1)*p.dim]
+		if sc.ref[k] = m.referenceRow(e); sc.ref[k] >= 0 {
+			continue
+		}
+		if sims == nil {
+			sims = make([]float64, m.refPacked.k)
+		}
+		similarities(sims, e, m.Reference, p.dim)
+		for j, v := range sims {
+			if float32(v) >= m.refNear {
+				sc.replaces[k] = append(sc.replaces[k], j)
+			}
+		}
+	}
+	return sc
+}
+
+// othersLogProb is the log-probability of a class that is not a reference
+// row, of logit l (similarity / τ), given the region's log normaliser norm
+// over the background and the reference and, when the class replaces rows,
+// rest: the share of that normaliser left without them (1 when it replaces
+// none).
+func othersLogProb(l, norm, rest float64) float64 {
+	if rest >= 1 {
+		hi := max(norm, l)
+		return l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
+	}
+	// l − log(rest·e^norm + e^l)
+	a := math.Log(max(rest, 0)) + norm
+	hi := max(a, l)
+	return l - (hi + math.Log(math.Exp(a-hi)+math.Exp(l-hi)))
+}
+
+// restWithout sums prob(j) over the reference rows not in skip (ascending).
+func restWithout(n int, skip []int, prob func(j int) float64) float64 {
+	var sum float64
+	for j := range n {
+		if len(skip) > 0 && skip[0] == j {
+			skip = skip[1:]
+			continue
+		}
+		sum += prob(j)
+	}
+	return sum
 }
 
 // embeddingHash is FNV-1a over e's bits: a vocabulary class is a reference
@@ -397,15 +471,12 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 	}
 	out = out[:n*p.k]
 	stable := scores == detector.ScoresStable
-	var refOf []int
+	var classes *stableClasses
 	if stable {
-		refOf = make([]int, p.k)
-		for k := range refOf {
-			refOf[k] = m.referenceRow(p.matrix[k*p.dim : (k+1)*p.dim])
-		}
+		classes = m.classify(p)
 	}
 	if m.Graph != nil && stable {
-		if err := m.stableOnGraph(r, p, head, refOf, out); err != nil {
+		if err := m.stableOnGraph(r, p, head, classes, out); err != nil {
 			return nil, err
 		}
 		return out, nil
@@ -435,13 +506,13 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 			for i := start; i < end; i++ {
 				switch {
 				case stable && useText:
-					m.logStable(text, ref, refOf, r.TextEmbeddings[i], p, true)
+					m.logStable(text, ref, classes, r.TextEmbeddings[i], p, true)
 				case useText:
 					m.logSoftmax(text, r.TextEmbeddings[i], p, true)
 				}
 				switch {
 				case stable && useImage:
-					m.logStable(image, ref, refOf, r.ImageEmbeddings[i], p, false)
+					m.logStable(image, ref, classes, r.ImageEmbeddings[i], p, false)
 				case useImage:
 					m.logSoftmax(image, r.ImageEmbeddings[i], p, false)
 				}
@@ -511,8 +582,9 @@ func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackgrou
 // the classes that are not reference entries take each head's log
 // normaliser from that head's softmax (log p = s/τ − norm at the region's
 // most probable reference row) and their own similarities, computed here.
-func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.Head, refOf []int, out []float32) error {
+func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.Head, classes *stableClasses, out []float32) error {
 	n, rk := len(r.Boxes), m.refPacked.k
+	refOf := classes.ref
 	run := func(h detector.Head, ref *Prepared) ([]float32, error) {
 		probs := make([]float32, n*rk)
 		if err := m.Graph.probabilities(m, r, ref, h, probs); err != nil {
@@ -548,7 +620,7 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 	inv := 1 / float64(m.Temperature)
 	// logOthers is the log-probabilities [n × len(unmatched)] of the other
 	// classes for one head, from that head's reference softmax.
-	logOthers := func(h detector.Head, emb [][]float32) ([]float64, error) {
+	logOthers := func(h detector.Head, emb [][]float32, withBackground bool) ([]float64, error) {
 		probs, err := run(h, m.refPacked)
 		if err != nil {
 			return nil, err
@@ -566,8 +638,15 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 			norm := float64(dot(e, m.Reference[best*p.dim:(best+1)*p.dim]))*inv - math.Log(float64(row[best]))
 			for u, k := range unmatched {
 				l := float64(dot(e, p.matrix[k*p.dim:(k+1)*p.dim])) * inv
-				hi := max(norm, l)
-				lp[i*len(unmatched)+u] = l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
+				rest := 1.0
+				if skip := classes.replaces[k]; len(skip) > 0 {
+					// summed, not 1 − the replaced rows: no cancellation
+					rest = restWithout(rk, skip, func(j int) float64 { return float64(row[j]) })
+					if withBackground {
+						rest += math.Exp(float64(dot(e, m.Background))*inv - norm)
+					}
+				}
+				lp[i*len(unmatched)+u] = othersLogProb(l, norm, rest)
 			}
 		}
 		return lp, nil
@@ -589,7 +668,7 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 			read(probs, all)
 		}
 		if len(unmatched) > 0 {
-			if text, err = logOthers(head, emb); err != nil {
+			if text, err = logOthers(head, emb, head == detector.HeadText); err != nil {
 				return err
 			}
 			image = text
@@ -610,10 +689,10 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 			read(probs, func(k int) bool { return !p.base[k] })
 		}
 		if len(unmatched) > 0 {
-			if text, err = logOthers(detector.HeadText, r.TextEmbeddings); err != nil {
+			if text, err = logOthers(detector.HeadText, r.TextEmbeddings, true); err != nil {
 				return err
 			}
-			if image, err = logOthers(detector.HeadImage, r.ImageEmbeddings); err != nil {
+			if image, err = logOthers(detector.HeadImage, r.ImageEmbeddings, false); err != nil {
 				return err
 			}
 		}
@@ -639,10 +718,10 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 
 // logStable writes the stable log-probabilities of the K classes for
 // embedding e into dst: each class normalised over the reference vocabulary
-// (and the background when withBackground), itself added when refOf says it
-// is not a reference entry. ref is scratch space of one value per reference
-// row.
-func (m *Model) logStable(dst, ref []float64, refOf []int, e []float32, p *Prepared, withBackground bool) {
+// (and the background when withBackground), itself added in place of the
+// rows it replaces when it is not a reference row. ref is scratch space of
+// one value per reference row.
+func (m *Model) logStable(dst, ref []float64, classes *stableClasses, e []float32, p *Prepared, withBackground bool) {
 	inv := 1 / float64(m.Temperature)
 	similarities(dst, e, p.matrix, p.dim)
 	similarities(ref, e, m.Reference, p.dim)
@@ -663,13 +742,15 @@ func (m *Model) logStable(dst, ref []float64, refOf []int, e []float32, p *Prepa
 	norm := hi + math.Log(sum) // log-sum-exp of background and reference
 	for k := range dst {
 		l := dst[k] * inv
-		if refOf[k] >= 0 {
+		if classes.ref[k] >= 0 {
 			dst[k] = l - norm
 			continue
 		}
-		// the class joins the normalisation: l − log(e^norm + e^l)
-		hi := max(norm, l)
-		dst[k] = l - (hi + math.Log(math.Exp(norm-hi)+math.Exp(l-hi)))
+		rest := 1.0
+		if skip := classes.replaces[k]; len(skip) > 0 {
+			rest = math.Exp(bg-norm) + restWithout(len(ref), skip, func(j int) float64 { return math.Exp(ref[j] - norm) })
+		}
+		dst[k] = othersLogProb(l, norm, rest)
 	}
 }
 

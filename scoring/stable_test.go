@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/vild/vild/detector"
@@ -98,21 +99,74 @@ func TestStableScoresAreTheReferenceSoftmax(t *testing.T) {
 			}
 		}
 	}
-	// class 8 alone is scored as the softmax over the reference plus itself
-	alone := &detector.Vocabulary{Classes: vocab.Classes[8:9]}
-	withIt := &detector.Vocabulary{Classes: vocab.Classes[:9]}
-	pa, _ := Prepare(alone)
-	pw, _ := Prepare(withIt)
+	// a class outside the reference is scored as the softmax over the
+	// reference, less the rows it replaces, plus itself
+	for k := 8; k < 9; k++ {
+		checkOutsider(t, m, regions, vocab.Classes[:8], vocab.Classes[k])
+	}
+}
+
+// checkOutsider checks class c's stable text probability against the
+// softmax over the reference classes it does not replace and itself.
+func checkOutsider(t *testing.T, m *Model, regions *detector.Regions, reference []detector.Class, c detector.Class) {
+	t.Helper()
+	pa, _ := Prepare(&detector.Vocabulary{Classes: []detector.Class{c}})
+	replaced := m.classify(pa).replaces[0]
+	with := &detector.Vocabulary{}
+	for j, r := range reference {
+		if !slices.Contains(replaced, j) {
+			with.Classes = append(with.Classes, r)
+		}
+	}
+	with.Classes = append(with.Classes, c)
+	pw, _ := Prepare(with)
 	a, err1 := m.StableProbabilities(regions, pa, detector.HeadText)
 	w, err2 := m.Probabilities(regions, pw, detector.HeadText)
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
+	last := len(with.Classes) - 1
 	for i := range regions.Boxes {
-		if !closeProb(float64(a[i]), float64(w[i*9+8])) {
-			t.Fatalf("region %d: stable %v, softmax over reference and itself %v", i, a[i], w[i*9+8])
+		if !closeProb(float64(a[i]), float64(w[i*len(with.Classes)+last])) {
+			t.Fatalf("region %d (replacing %v): stable %v, softmax over the rest of the reference and itself %v", i, replaced, a[i], w[i*len(with.Classes)+last])
 		}
 	}
+}
+
+// A new name for a reference entry (an embedding nearer to it than any two
+// reference rows are to each other) takes its place: its score is about the
+// entry's, not half of it; a name near no entry replaces none.
+func TestStableScoresNewNameReplacesItsEntry(t *testing.T) {
+	m, regions, vocab := stableScene(t, 9, 8)
+	r := rand.New(rand.NewPCG(7, 8))
+	near := make([]float32, 16)
+	var norm float64
+	for i, v := range vocab.Classes[2].Embedding {
+		near[i] = v + 1e-4*float32(r.NormFloat64())
+		norm += float64(near[i] * near[i])
+	}
+	for i := range near {
+		near[i] /= float32(math.Sqrt(norm))
+	}
+	newName := detector.Class{Label: "new name for class2", Embedding: near, Base: vocab.Classes[2].Base}
+	forEachKernel(t, m, func(t *testing.T, m *Model) {
+		p, _ := Prepare(&detector.Vocabulary{Classes: []detector.Class{newName, vocab.Classes[2]}})
+		if got := m.classify(p); got.ref[0] != -1 || !slices.Equal(got.replaces[0], []int{2}) || got.ref[1] != 2 {
+			t.Fatalf("classes %+v, want the new name replacing row 2", got)
+		}
+		probs, err := m.StableProbabilities(regions, p, detector.HeadEnsemble)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range regions.Boxes {
+			got, entry := probs[2*i], probs[2*i+1]
+			if entry > 0.05 && math.Abs(float64(got-entry)) > 0.02*float64(entry) { // sharing would give at most entry/(1+entry)
+				t.Fatalf("region %d: the new name %v, its entry %v", i, got, entry)
+			}
+		}
+		checkOutsider(t, m, regions, vocab.Classes[:8], newName)
+		checkOutsider(t, m, regions, vocab.Classes[:8], vocab.Classes[8])
+	})
 }
 
 func TestStableScoresDefaultAndErrors(t *testing.T) {
