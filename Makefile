@@ -131,8 +131,8 @@ eval-python:
 HELDOUT := training/runs/heldout/seen
 POOL    := training/runs/exemplar-pool
 eval-exemplars:
-	test -f $(HELDOUT)/annotations.json || $(TRAIN) scenes --set seen --count 500 --out runs/heldout/seen
-	test -f $(POOL)/annotations.json || $(TRAIN) scenes --set seen --seed 7 --count 1500 --out runs/exemplar-pool
+	test -f $(HELDOUT)/annotations.json || ($(TRAIN) scenes --set seen --count 500 --out runs/heldout/seen)
+	test -f $(POOL)/annotations.json || ($(TRAIN) scenes --set seen --seed 7 --count 1500 --out runs/exemplar-pool)
 	go run ./cmd/vild exemplars-eval --annotations $(HELDOUT)/annotations.json --images $(HELDOUT)/images \
 	  --pool-annotations $(POOL)/annotations.json --pool-images $(POOL)/images $(ARGS)
 
