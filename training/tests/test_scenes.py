@@ -179,3 +179,28 @@ def test_bench_counts_labelled_objects_of_grid_and_ordinary_scenes():
     assert rate > 0
     # one object per ordinary scene; a grid of at least 3 x 3 cells, 80% of them filled
     assert single <= 1 and grid >= 6, (single, grid)
+
+
+def test_shading_is_an_opt_in_that_leaves_other_scenes_alone():
+    """shade_p=0 draws nothing more from the generator (every set generated before
+    the augmentation existed is unchanged); shade_p=1 lights every sprite: same
+    alpha, new colours, brighter towards the light."""
+    import numpy as np
+    from PIL import Image
+
+    from vildtrain.data.scenes import make_sprite, shade_sprite
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    im.paste((200, 60, 60, 255), (8, 8, 56, 56))
+    r0, r1 = np.random.default_rng(4), np.random.default_rng(4)
+    a = make_sprite(r0, im, 48, shade_p=0.0)
+    b = make_sprite(r1, im, 48)
+    assert np.array_equal(a[0], b[0]) and r0.random() == r1.random()
+    rgb, alpha = make_sprite(np.random.default_rng(4), im, 48, rotate_p=0, jitter=0, blur_p=0)
+    lit = shade_sprite(np.random.default_rng(1), rgb, alpha)
+    assert lit.shape == rgb.shape and lit.dtype == np.float32
+    inside = alpha > 0.99
+    assert np.abs(lit[inside] - rgb[inside]).mean() > 5
+    # lit from above: the upper half of the square is brighter than the lower half
+    h = alpha.shape[0]
+    top, bottom = lit[: h // 2][inside[: h // 2]].mean(), lit[h // 2:][inside[h // 2:]].mean()
+    assert top > bottom

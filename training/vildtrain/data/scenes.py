@@ -310,10 +310,38 @@ def _jitter_image(rng: np.random.Generator, im: Image.Image, strength: float) ->
     return im.convert("RGB", matrix)
 
 
+def shade_sprite(rng: np.random.Generator, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Pseudo-3D lighting of flat art: a dome-shaped height map from the blurred
+    alpha, lit from a random direction above (diffuse plus a specular highlight),
+    with outlines softened, so that flat emoji look rendered; a training
+    augmentation towards 3D styles that never shows one. Returns the new rgb."""
+    h, w = alpha.shape
+    side = max(h, w)
+    a8 = Image.fromarray(_clip_u8(alpha * 255))
+    dome = np.asarray(a8.filter(ImageFilter.GaussianBlur(max(1.0, side * rng.uniform(0.08, 0.2)))),
+                      dtype=np.float32) * (1 / 255)
+    gy, gx = np.gradient(dome * side * rng.uniform(0.25, 0.6))
+    norm = 1 / np.sqrt(gx * gx + gy * gy + 1)
+    nx, ny, nz = -gx * norm, -gy * norm, norm
+    az = rng.uniform(-math.pi * 0.9, -math.pi * 0.1)  # light from above (y grows downwards)
+    el = rng.uniform(0.5, 1.2)
+    lx, ly, lz = math.cos(az) * math.cos(el), math.sin(az) * math.cos(el), math.sin(el)
+    ndl = nx * lx + ny * ly + nz * lz
+    ambient = rng.uniform(0.45, 0.7)
+    shade = ambient + (1 - ambient) * np.clip(ndl, 0, 1) / max(lz, 1e-3)
+    rz = 2 * ndl * nz - lz  # the reflected light towards the viewer
+    spec = np.clip(rz, 0, 1) ** rng.uniform(8, 30) * rng.uniform(40, 140)
+    soft = Image.fromarray(_clip_u8(rgb)).filter(ImageFilter.GaussianBlur(max(0.5, side * rng.uniform(0.005, 0.02))))
+    out = np.asarray(soft, dtype=np.float32) * shade[..., None] + spec[..., None]
+    return out.astype(np.float32)
+
+
 def make_sprite(rng: np.random.Generator, im: Image.Image, target: float,
                 rotate_p: float = 0.5, max_angle: float = 30, blur_p: float = 0.1,
-                jitter: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Scale (longer side = target px), flip, rotate, blur and colour-jitter an RGBA image.
+                jitter: float = 1.0, shade_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Scale (longer side = target px), flip, rotate, blur, shade (with ``shade_p``
+    > 0: :func:`shade_sprite` on that share; 0 draws nothing more from ``rng``, so
+    scenes made without it are unchanged) and colour-jitter an RGBA image.
 
     Returns (rgb float32 HxWx3, alpha float32 HxW in [0, 1]).
     """
@@ -330,6 +358,8 @@ def make_sprite(rng: np.random.Generator, im: Image.Image, target: float,
         im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.4, 1.5))))
     a = np.asarray(im, dtype=np.float32)
     rgb, alpha = a[..., :3], a[..., 3] * (1 / 255)
+    if shade_p > 0 and rng.random() < shade_p:
+        rgb = shade_sprite(rng, rgb, alpha)
     if jitter > 0 and rng.random() < 0.8:
         rgb = _jitter_rgb(rng, rgb, jitter)
     return rgb, alpha
@@ -433,7 +463,7 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
                    size: int = 384, label_novel: bool = False, *,
                    min_objects: int = 1, max_objects: int = 12, min_px: float = 16, max_px: float = 160,
                    max_distractors: int = 3, tier_weights: dict[str, float] | None = None,
-                   jpeg_p: float = 0.5, effects: bool = True,
+                   jpeg_p: float = 0.5, effects: bool = True, shade_p: float = 0.0,
                    background: Callable[[np.random.Generator, int, int], np.ndarray] | None = None,
                    ) -> tuple[Image.Image, list[SceneObject]]:
     """One scene: (RGB image size x size, visible objects in paste order).
@@ -443,6 +473,7 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
     unless ``label_novel``. ``tier_weights`` (e.g. {"frequent": 4, "common": 2,
     "rare": 1}) makes frequent categories more common; default uniform.
     ``effects=False`` (no colour jitter, blur or noise) and ``jpeg_p=0`` switch off the effects;
+    ``shade_p`` is the share of sprites given pseudo-3D lighting (:func:`shade_sprite`);
     ``background`` overrides the background generator (returns float HxWx3).
     """
     pool = _eligible(art, categories, styles)
@@ -475,7 +506,8 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
             if not dl:
                 continue
             cid, im = 0, dl[int(rng.integers(0, len(dl)))]
-        rgb, alpha = make_sprite(rng, im, target, blur_p=0.1 if effects else 0.0, jitter=1.0 if effects else 0.0)
+        rgb, alpha = make_sprite(rng, im, target, blur_p=0.1 if effects else 0.0, jitter=1.0 if effects else 0.0,
+                                     shade_p=shade_p)
         h, w = alpha.shape
         x = int(rng.integers(-w // 4, max(size - w + w // 4, -w // 4 + 1)))
         y = int(rng.integers(-h // 4, max(size - h + h // 4, -h // 4 + 1)))
@@ -492,7 +524,7 @@ def generate_grid_scene(rng: np.random.Generator, art: ArtLibrary, categories: l
                         styles: Sequence[str], size: int = 384, label_novel: bool = False, *,
                         sides: Sequence[int] = GRID_SIDES, fill: tuple[float, float] = (0.5, 0.95),
                         empty_p: float = 0.1, distractor_p: float = 0.1, jpeg_p: float = 0.5,
-                        effects: bool = True) -> tuple[Image.Image, list[SceneObject]]:
+                        effects: bool = True, shade_p: float = 0.0) -> tuple[Image.Image, list[SceneObject]]:
     """A dense training scene: one object per cell of an n x n grid (n drawn from
     ``sides``), each ``fill`` of its cell's side and placed at random inside it,
     over the same backgrounds and with the same sprite and image effects as
@@ -527,7 +559,8 @@ def generate_grid_scene(rng: np.random.Generator, art: ArtLibrary, categories: l
                 cid, ss = pool[int(rng.integers(0, len(pool)))]
                 style = ss[int(rng.integers(0, len(ss)))]
                 im = art.image(cid, style)
-            rgb, alpha = make_sprite(rng, im, target, blur_p=0.1 if effects else 0.0, jitter=1.0 if effects else 0.0)
+            rgb, alpha = make_sprite(rng, im, target, blur_p=0.1 if effects else 0.0, jitter=1.0 if effects else 0.0,
+                                     shade_p=shade_p)
             h, w = alpha.shape
             x = int(c * cell + rng.uniform(0, max(0.0, cell - w)))
             y = int(r * cell + rng.uniform(0, max(0.0, cell - h)))

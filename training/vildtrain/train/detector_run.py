@@ -389,6 +389,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
     from vildtrain.data.art import training_styles
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
                           styles=training_styles(getattr(args, "styles", "train")),
+                          shade_p=getattr(args, "shade", 0.0),
                           objects=(args.min_objects, args.max_objects), grid_fraction=args.grid_scenes,
                           grid_novel=args.grid_novel, grid_sides=args.grid_sides)
 

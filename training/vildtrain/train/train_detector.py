@@ -119,6 +119,9 @@ def _add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
                     help="start the backbone body from the mini-CLIP image tower (default), from random weights "
                          "('none'), or every weight from a detector checkpoint (a path, e.g. the one "
                          "`detector_from_bundle` writes) to train it further")
+    ap.add_argument("--shade", type=float, default=0.0,
+                    help="share of pasted objects given pseudo-3D lighting (scenes.shade_sprite), an "
+                         "augmentation towards rendered styles; 0 = none")
     ap.add_argument("--styles", type=_styles, default="train",
                     help="art of the training scenes: 'train' (Noto and Twemoji), 'teacher' (every style but "
                          "Fluent 3D: also OpenMoji and the Iconify sets) or a comma-separated list (a style named twice "
