@@ -554,26 +554,33 @@ func checkEmbeddings(head string, e [][]float32, n, dim int) error {
 // logSoftmax writes the log-probabilities of the K classes for embedding e into
 // dst; withBackground adds the background to the normalisation (text head).
 func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackground bool) {
-	inv := 1 / float64(m.Temperature)
 	similarities(dst, e, p.matrix, p.dim)
-	hi := math.Inf(-1)
+	norm, _ := m.logNormaliser(dst, e, withBackground)
 	for k := range dst {
-		dst[k] *= inv
-		hi = max(hi, dst[k])
+		dst[k] -= norm
 	}
-	bg := math.Inf(-1)
+}
+
+// logNormaliser divides the similarities in logits by the temperature, in
+// place, and returns the log-sum-exp over them and (withBackground) the
+// background's logit, with that logit (-Inf without the background).
+func (m *Model) logNormaliser(logits []float64, e []float32, withBackground bool) (norm, bg float64) {
+	inv := 1 / float64(m.Temperature)
+	hi := math.Inf(-1)
+	for k := range logits {
+		logits[k] *= inv
+		hi = max(hi, logits[k])
+	}
+	bg = math.Inf(-1)
 	if withBackground {
 		bg = float64(dot(e, m.Background)) * inv
 		hi = max(hi, bg)
 	}
 	sum := math.Exp(bg - hi)
-	for _, l := range dst {
+	for _, l := range logits {
 		sum += math.Exp(l - hi)
 	}
-	norm := hi + math.Log(sum)
-	for k := range dst {
-		dst[k] -= norm
-	}
+	return hi + math.Log(sum), bg
 }
 
 // stableOnGraph is the stable probabilities with the reference vocabulary's
@@ -725,21 +732,7 @@ func (m *Model) logStable(dst, ref []float64, classes *stableClasses, e []float3
 	inv := 1 / float64(m.Temperature)
 	similarities(dst, e, p.matrix, p.dim)
 	similarities(ref, e, m.Reference, p.dim)
-	hi := math.Inf(-1)
-	for j := range ref {
-		ref[j] *= inv
-		hi = max(hi, ref[j])
-	}
-	bg := math.Inf(-1)
-	if withBackground {
-		bg = float64(dot(e, m.Background)) * inv
-		hi = max(hi, bg)
-	}
-	sum := math.Exp(bg - hi)
-	for _, l := range ref {
-		sum += math.Exp(l - hi)
-	}
-	norm := hi + math.Log(sum) // log-sum-exp of background and reference
+	norm, bg := m.logNormaliser(ref, e, withBackground) // log-sum-exp of background and reference
 	for k := range dst {
 		l := dst[k] * inv
 		if classes.ref[k] >= 0 {

@@ -101,19 +101,9 @@ func TestDetectMasksFlag(t *testing.T) {
 	if _, err := parseDetectConfig([]string{"a.png", "--masks", "square"}, env(), io.Discard); err == nil {
 		t.Fatal("--masks square accepted")
 	}
-	lib := ort.DefaultLibraryPath()
-	if _, err := os.Stat(lib); err != nil {
-		t.Skipf("ONNX Runtime library not at %s", lib)
-	}
-	cfg := testServeConfig(t)
-	cfg.Model.ORTLib = lib
-	m, err := loadModel(context.Background(), cfg.Model)
-	if errors.Is(err, ort.ErrDisabled) {
-		t.Skip("built without cgo")
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := embeddedModelOnORT(t)
+	cfg := testServeConfig(t) // for the model without a mask head, below
+	cfg.Model.ORTLib = ort.DefaultLibraryPath()
 	png := filepath.Join("..", "..", "models", "default", "golden", "exact", "input.png")
 	out := filepath.Join(t.TempDir(), "r.json")
 	if _, stderr, err := runDetectWith(context.Background(), t, m, png, "--masks", "rle", "--out", out, "--max-detections", "5"); err != nil {
@@ -160,19 +150,7 @@ func TestDetectScoresFlag(t *testing.T) {
 	if _, err := parseDetectConfig([]string{"a.png", "--scores", "calibrated"}, env(), io.Discard); err == nil {
 		t.Fatal("--scores calibrated accepted")
 	}
-	lib := ort.DefaultLibraryPath()
-	if _, err := os.Stat(lib); err != nil {
-		t.Skipf("ONNX Runtime library not at %s", lib)
-	}
-	cfg := testServeConfig(t)
-	cfg.Model.ORTLib = lib
-	m, err := loadModel(context.Background(), cfg.Model)
-	if errors.Is(err, ort.ErrDisabled) {
-		t.Skip("built without cgo")
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := embeddedModelOnORT(t)
 	if m.Info.Scores != string(detector.ScoresStable) || m.Info.Defaults.Scores != detector.ScoresStable {
 		t.Fatalf("the embedded model's default scores: %q", m.Info.Scores)
 	}
@@ -211,4 +189,24 @@ func TestDetectScoresFlag(t *testing.T) {
 	if alone, among := violin("softmax", "violin"), violin("softmax", others); !(among < alone-1e-4) {
 		t.Fatalf("softmax: violin %v alone, %v among others", alone, among)
 	}
+}
+
+// embeddedModelOnORT loads the embedded model on ONNX Runtime, closed when the
+// test ends; it skips without the runtime library or cgo.
+func embeddedModelOnORT(t *testing.T) *model {
+	t.Helper()
+	lib := ort.DefaultLibraryPath()
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("ONNX Runtime library not at %s", lib)
+	}
+	cfg := testServeConfig(t)
+	cfg.Model.ORTLib = lib
+	m, err := loadModel(context.Background(), cfg.Model)
+	if errors.Is(err, ort.ErrDisabled) {
+		t.Skip("built without cgo")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
