@@ -201,6 +201,7 @@ func TestValidate(t *testing.T) {
 		{"roi gap", func(m *Manifest) { m.FPN.Levels[1].RoI = false; m.FPN.Levels[2].RoI = true }, "consecutive"},
 		{"anchor size", func(m *Manifest) { m.FPN.Levels[0].AnchorSizes = nil }, "anchor_sizes"},
 		{"temperature", func(m *Manifest) { m.Embedding.Temperature = 0 }, "temperature"},
+		{"image temperature", func(m *Manifest) { m.Embedding.ImageTemperature = -0.03 }, "image_temperature"},
 		{"template", func(m *Manifest) { m.Text.Templates = []string{"no slot"} }, "templates"},
 		{"split", func(m *Manifest) { m.Categories[0].Split = "rare" }, "split"},
 		{"duplicate category", func(m *Manifest) { m.Categories[1].Name = "cat" }, "duplicate"},

@@ -95,6 +95,9 @@ type Embedding struct {
 	Dim            int     `json:"dim"`
 	Temperature    float32 `json:"temperature"`
 	EnsembleLambda float32 `json:"ensemble_lambda"`
+	// ImageTemperature is the image head's softmax temperature; absent (0),
+	// the image head uses Temperature as the text head does.
+	ImageTemperature float32 `json:"image_temperature,omitempty"`
 }
 
 // Postprocess holds the default detection post-processing settings.
@@ -299,6 +302,9 @@ func (m *Manifest) Validate() error {
 	}
 	if !finite(m.Embedding.Temperature) || m.Embedding.Temperature <= 0 {
 		bad("embedding.temperature %v must be > 0", m.Embedding.Temperature)
+	}
+	if !finite(m.Embedding.ImageTemperature) || m.Embedding.ImageTemperature < 0 {
+		bad("embedding.image_temperature %v must be > 0 (or absent)", m.Embedding.ImageTemperature)
 	}
 	if !(m.Embedding.EnsembleLambda >= 0 && m.Embedding.EnsembleLambda <= 1) {
 		bad("embedding.ensemble_lambda %v not in [0, 1]", m.Embedding.EnsembleLambda)

@@ -163,7 +163,8 @@ func New(m *bundle.Manifest, background []float32, backbone, boxHead ort.Session
 		}); err != nil {
 		return nil, err
 	}
-	scorer := &scoring.Model{Background: background, Temperature: m.Embedding.Temperature, Lambda: m.Embedding.EnsembleLambda, Workers: cfg.Workers}
+	scorer := &scoring.Model{Background: background, Temperature: m.Embedding.Temperature,
+		ImageTemperature: m.Embedding.ImageTemperature, Lambda: m.Embedding.EnsembleLambda, Workers: cfg.Workers}
 	return &Pipeline{
 		m: m, backbone: backbone, boxHead: boxHead,
 		scorer:    scorer,

@@ -76,8 +76,8 @@ func (g *Graph) probabilities(m *Model, r *detector.Regions, p *Prepared, head d
 	case detector.HeadImage:
 		textRows = imageRows
 	}
-	inv := 1 / m.Temperature
-	sc.text, sc.image = scaled(sc.text, textRows, d, inv), scaled(sc.image, imageRows, d, inv)
+	sc.text = scaled(sc.text, textRows, d, 1/m.Temperature)
+	sc.image = scaled(sc.image, imageRows, d, 1/m.imageTau())
 	background := m.Background
 	if len(background) != d { // only the image head gets here with one
 		background = make([]float32, d)

@@ -45,6 +45,8 @@ import (
 type Model struct {
 	Background  []float32 // learned background embedding [D], L2-normalised
 	Temperature float32   // τ: similarities are divided by it
+	// ImageTemperature is the image head's τ; 0 means Temperature.
+	ImageTemperature float32
 	Lambda      float32   // ensemble weight λ of the head a class is "native" to
 	Workers     int       // goroutines over regions of the pure-Go path; ≤ 0 means GOMAXPROCS
 	// Reference is the reference vocabulary of stable scores, the text
@@ -443,8 +445,8 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 	default:
 		return nil, fmt.Errorf("scoring: unknown scores %q", scores)
 	}
-	if !(m.Temperature > 0) {
-		return nil, fmt.Errorf("scoring: temperature %v must be positive", m.Temperature)
+	if !(m.Temperature > 0) || m.ImageTemperature < 0 {
+		return nil, fmt.Errorf("scoring: temperatures %v (text) and %v (image) must be positive", m.Temperature, m.imageTau())
 	}
 	n := len(r.Boxes)
 	useText := head != detector.HeadImage
@@ -561,11 +563,28 @@ func (m *Model) logSoftmax(dst []float64, e []float32, p *Prepared, withBackgrou
 	}
 }
 
-// logNormaliser divides the similarities in logits by the temperature, in
-// place, and returns the log-sum-exp over them and (withBackground) the
-// background's logit, with that logit (-Inf without the background).
+// imageTau is the image head's temperature.
+func (m *Model) imageTau() float32 {
+	if m.ImageTemperature > 0 {
+		return m.ImageTemperature
+	}
+	return m.Temperature
+}
+
+// invTau is 1/τ of the text head (text) or the image head.
+func (m *Model) invTau(text bool) float64 {
+	if text {
+		return 1 / float64(m.Temperature)
+	}
+	return 1 / float64(m.imageTau())
+}
+
+// logNormaliser divides the similarities in logits by the head's temperature,
+// in place, and returns the log-sum-exp over them and (withBackground: the
+// text head) the background's logit, with that logit (-Inf without the
+// background).
 func (m *Model) logNormaliser(logits []float64, e []float32, withBackground bool) (norm, bg float64) {
-	inv := 1 / float64(m.Temperature)
+	inv := m.invTau(withBackground)
 	hi := math.Inf(-1)
 	for k := range logits {
 		logits[k] *= inv
@@ -624,10 +643,10 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 			}
 		}
 	}
-	inv := 1 / float64(m.Temperature)
 	// logOthers is the log-probabilities [n × len(unmatched)] of the other
 	// classes for one head, from that head's reference softmax.
 	logOthers := func(h detector.Head, emb [][]float32, withBackground bool) ([]float64, error) {
+		inv := m.invTau(h != detector.HeadImage)
 		probs, err := run(h, m.refPacked)
 		if err != nil {
 			return nil, err
@@ -729,7 +748,7 @@ func (m *Model) stableOnGraph(r *detector.Regions, p *Prepared, head detector.He
 // rows it replaces when it is not a reference row. ref is scratch space of
 // one value per reference row.
 func (m *Model) logStable(dst, ref []float64, classes *stableClasses, e []float32, p *Prepared, withBackground bool) {
-	inv := 1 / float64(m.Temperature)
+	inv := m.invTau(withBackground)
 	similarities(dst, e, p.matrix, p.dim)
 	similarities(ref, e, m.Reference, p.dim)
 	norm, bg := m.logNormaliser(ref, e, withBackground) // log-sum-exp of background and reference

@@ -276,3 +276,62 @@ func TestStableGraphMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// An image temperature changes the image head's softmax alone: with
+// ImageTemperature τ_i the image head is the image head of a model whose one
+// temperature is τ_i, the text head is unchanged, and the ensemble combines
+// those two as docs/bundle.md says; for softmax and stable scores, on both
+// kernels.
+func TestImageTemperature(t *testing.T) {
+	base, regions, vocab := stableScene(t, 9, 8)
+	base.Temperature = 0.02
+	withImage := *base
+	withImage.ImageTemperature = 0.06
+	p, err := Prepare(vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachKernel(t, &withImage, func(t *testing.T, m *Model) {
+		// the models compared with m, on m's kernel
+		one, imageOnly := *base, *base
+		one.Graph, imageOnly.Graph = m.Graph, m.Graph
+		imageOnly.Temperature = 0.06
+		for _, stable := range []bool{false, true} {
+			probs := func(m *Model, head detector.Head) []float32 {
+				t.Helper()
+				f := m.Probabilities
+				if stable {
+					f = m.StableProbabilities
+				}
+				out, err := f(regions, p, head)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			text, img, ens := probs(m, detector.HeadText), probs(m, detector.HeadImage), probs(m, detector.HeadEnsemble)
+			wantText, wantImg := probs(&one, detector.HeadText), probs(&imageOnly, detector.HeadImage)
+			oneImg := probs(&one, detector.HeadImage)
+			lam := float64(base.Lambda)
+			changed := 0
+			for i := range text {
+				w := lam
+				if !vocab.Classes[i%len(vocab.Classes)].Base {
+					w = 1 - lam
+				}
+				wantEns := math.Pow(float64(wantText[i]), w) * math.Pow(float64(wantImg[i]), 1-w)
+				if !closeProb(float64(text[i]), float64(wantText[i])) || !closeProb(float64(img[i]), float64(wantImg[i])) ||
+					!closeProb(float64(ens[i]), wantEns) {
+					t.Fatalf("stable %v, entry %d: text %v image %v ensemble %v, want %v %v %v", stable, i,
+						text[i], img[i], ens[i], wantText[i], wantImg[i], wantEns)
+				}
+				if !closeProb(float64(img[i]), float64(oneImg[i])) {
+					changed++
+				}
+			}
+			if changed < len(img)/2 {
+				t.Fatalf("stable %v: the image temperature changed %d of %d image-head probabilities", stable, changed, len(img))
+			}
+		}
+	})
+}

@@ -247,6 +247,14 @@ def git_commit() -> str:
         return ""
 
 
+def embedding_section(cfg: DetectorConfig) -> dict:
+    """The manifest's scoring constants; ``image_temperature`` only when it is set."""
+    out = {"dim": cfg.embed_dim, "temperature": cfg.temperature, "ensemble_lambda": cfg.ensemble_lambda}
+    if cfg.image_temperature:
+        out["image_temperature"] = cfg.image_temperature
+    return out
+
+
 def manifest(cfg: DetectorConfig, clip, categories, training: dict, name: str) -> dict:
     levels = []
     for lv, stride, size in zip(cfg.level_names, cfg.strides, cfg.anchor_sizes):
@@ -266,8 +274,7 @@ def manifest(cfg: DetectorConfig, clip, categories, training: dict, name: str) -
                       "aligned": False, "canonical_scale": cfg.roi_canonical_scale,
                       "canonical_level": cfg.roi_canonical_level},
         "box_head": {"box_coder_weights": list(cfg.box_coder_weights)},
-        "embedding": {"dim": cfg.embed_dim, "temperature": cfg.temperature,
-                      "ensemble_lambda": cfg.ensemble_lambda},
+        "embedding": embedding_section(cfg),
         "postprocess": {"score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou,
                         "max_detections": cfg.max_detections, "labels_per_box": cfg.labels_per_box},
         "text": {"tokenizer": "clip-bpe", "context_length": clip.context_length, "templates": list(TEMPLATES)},

@@ -107,6 +107,9 @@ class DetectorConfig:
     image_head_hidden: int = 1024
     # scoring
     temperature: float = 0.01
+    # the image head's softmax temperature at inference; 0: ``temperature``
+    # (training never uses it; experiments/ensemble/ chose the bundle's)
+    image_temperature: float = 0.0
     ensemble_lambda: float = 2.0 / 3.0
     # input
     max_side: int = 384

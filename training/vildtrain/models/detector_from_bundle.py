@@ -83,7 +83,10 @@ def detector_from_bundle(bundle: str) -> VildDetector:
     record = (man.get("training") or {}).get("detector")
     if not record:
         raise ValueError(f"{bundle}: the manifest has no training.detector record to build the model from")
-    model = build_detector(DetectorConfig.from_dict(record)).eval()
+    cfg = DetectorConfig.from_dict(record)
+    # scoring settings set after training (vildtrain image_temperature) live in the manifest
+    cfg.image_temperature = float(man["embedding"].get("image_temperature", 0.0))
+    model = build_detector(cfg).eval()
     pairs = conv_bn_pairs(model)
     bn_of = {conv + ".bias": bn for conv, bn in pairs}
     state = model.state_dict()

@@ -169,15 +169,16 @@ class Vocabulary:
 
 
 def class_probabilities(r: Regions, vocab: Vocabulary, background: Tensor, head: str,
-                        temperature: float, ensemble_lambda: float) -> Tensor:
-    """Per-region probability of every class [N,K] for head text, image or ensemble."""
+                        temperature: float, ensemble_lambda: float, image_temperature: float = 0.0) -> Tensor:
+    """Per-region probability of every class [N,K] for head text, image or ensemble;
+    the image head divides by ``image_temperature`` when it is set (> 0)."""
     t = vocab.embeddings
     if head in ("text", "ensemble"):
         logits = torch.cat([r.text_embeddings @ background.view(-1, 1), r.text_embeddings @ t.t()], 1)
         p_text = torch.softmax(logits / temperature, dim=1)[:, 1:]
         if head == "text":
             return p_text
-    p_img = torch.softmax(r.image_embeddings @ t.t() / temperature, dim=1)
+    p_img = torch.softmax(r.image_embeddings @ t.t() / (image_temperature or temperature), dim=1)
     if head == "image":
         return p_img
     if head != "ensemble":
@@ -271,7 +272,7 @@ def detect(model: VildDetector, r: Regions, vocab: Vocabulary, head: str = "ense
         probs, boxes = clip_crop_scores(clip, r, vocab, cfg.temperature), to_original(r.proposals, r.prepared)
     else:
         probs = class_probabilities(r, vocab, model.background_embedding(), head, cfg.temperature,
-                                    cfg.ensemble_lambda)
+                                    cfg.ensemble_lambda, cfg.image_temperature)
         boxes = r.boxes
     probs, labels = label_probabilities(probs, vocab)
     return postprocess(boxes, probs, labels,
