@@ -115,6 +115,27 @@ def test_scene_bank_is_seeded_and_labels_every_visible_object():
         build_scene_bank(art, cats, STYLES_TRAIN, 0, seed=11)
 
 
+def test_shaded_art_is_added_beside_the_flat_art():
+    from vildtrain.data.art import STYLES_TRAIN, ArtLibrary
+    from vildtrain.data.categories import load_categories
+    from vildtrain.train.clipdata import build_art_bank, build_scene_bank
+    cats, art = load_categories()[:30], ArtLibrary()
+    flat = build_art_bank(art, cats, STYLES_TRAIN)
+    shaded = build_art_bank(art, cats, STYLES_TRAIN, shade=0.5, seed=3)
+    extra = [i for i, s in enumerate(shaded.styles) if s.endswith("+shade")]
+    assert 0.3 * len(flat) < len(extra) < 0.7 * len(flat) and len(shaded) == len(flat) + len(extra)
+    plain = [i for i, s in enumerate(shaded.styles) if not s.endswith("+shade")]
+    assert torch.equal(shaded.rgba[plain], flat.rgba) and shaded.labels[plain].tolist() == flat.labels.tolist()
+    for i in extra:   # each shaded copy follows its flat tile: same label and alpha, other colours
+        assert shaded.labels[i] == shaded.labels[i - 1] and torch.equal(shaded.rgba[i, 3], shaded.rgba[i - 1, 3])
+    assert float((shaded.rgba[extra, :3] - shaded.rgba[[i - 1 for i in extra], :3]).abs().mean()) > 0.02
+    a = build_scene_bank(art, cats, STYLES_TRAIN, 4, seed=11, size=24)
+    b = build_scene_bank(art, cats, STYLES_TRAIN, 4, seed=11, size=24, shade_p=1.0)
+    c = build_scene_bank(art, cats, STYLES_TRAIN, 4, seed=11, size=24, shade_p=1.0)
+    assert torch.equal(b.crops, c.crops)   # seeded; lighting draws from the scene's generator
+    assert a.crops.shape != b.crops.shape or not torch.equal(a.crops, b.crops)
+
+
 def test_training_with_scene_crops_reports_in_context_top1(tmp_path):
     out = str(tmp_path / "scenes")
     assert train_clip.main(TINY + ["--steps", "10", "--log-every", "5", "--scene-crops", "1.0", "--scene-bank", "30",

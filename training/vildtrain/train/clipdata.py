@@ -58,15 +58,26 @@ def tile(image: Image.Image, size: int = ART_SIZE) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
-def build_art_bank(art, categories, styles: tuple[str, ...]) -> ArtBank:
-    """Tiles of every (category, style) pair the art library has."""
+def build_art_bank(art, categories, styles: tuple[str, ...], shade: float = 0.0, seed: int = 0) -> ArtBank:
+    """Tiles of every (category, style) pair the art library has; with ``shade``
+    > 0, that share of them (seeded by ``seed``) also a second time with
+    pseudo-3D lighting (``scenes.shade_sprite``, style name + "+shade")."""
+    from vildtrain.data.scenes import shade_sprite
+    rng = np.random.default_rng(seed)
     tiles, labels, names = [], [], []
     for index, category in enumerate(categories):
         for style in styles:
             if art.has(category.id, style):
-                tiles.append(tile(art.image(category.id, style)))
+                t = tile(art.image(category.id, style))
+                tiles.append(t)
                 labels.append(index)
                 names.append(style)
+                if shade > 0 and rng.random() < shade:
+                    alpha = t[..., 3].astype(np.float32) / 255
+                    rgb = shade_sprite(rng, t[..., :3].astype(np.float32), alpha)
+                    tiles.append(np.concatenate([np.clip(np.rint(rgb), 0, 255).astype(np.uint8), t[..., 3:]], -1))
+                    labels.append(index)
+                    names.append(style + "+shade")
     if not tiles:
         raise ValueError(f"clipdata: no art for styles {styles}")
     rgba = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0
@@ -223,12 +234,13 @@ def jittered_square_boxes(boxes: torch.Tensor, rng: np.random.Generator, jitter:
 
 def build_scene_bank(art, categories, styles: tuple[str, ...], scenes: int, seed: int, size: int = 32,
                      jitter: float = 0.1, scales: tuple[float, float] = (1.0, 1.5), scene_size: int = 384,
-                     progress=None) -> SceneCropBank:
+                     progress=None, shade_p: float = 0.0) -> SceneCropBank:
     """Every visible object of ``scenes`` generated scenes (``scenes.generate_scene``,
     1-12 objects as in the held-out sets, novel ones included) cropped at
     ``size`` x ``size`` with :func:`jittered_square_boxes` and RoIAlign, as
     ``losses.crop_images`` cuts the teacher's crops. ``progress(done, total)``
-    is called every 500 scenes."""
+    is called every 500 scenes. ``shade_p`` is the share of objects given
+    pseudo-3D lighting (``scenes.shade_sprite``; 0: none, the scenes unchanged)."""
     from torchvision.ops import roi_align
 
     from vildtrain.data.scenes import generate_scene, scene_rng
@@ -239,7 +251,7 @@ def build_scene_bank(art, categories, styles: tuple[str, ...], scenes: int, seed
     crops, labels = [], []
     for i in range(scenes):
         rng = scene_rng(seed, i)
-        img, objs = generate_scene(rng, art, categories, styles, size=scene_size, label_novel=True)
+        img, objs = generate_scene(rng, art, categories, styles, size=scene_size, label_novel=True, shade_p=shade_p)
         if objs:
             boxes = torch.tensor([[o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]]
                                   for o in objs], dtype=torch.float32)

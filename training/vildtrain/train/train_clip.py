@@ -199,6 +199,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--freeze-text", action="store_true",
                     help="keep the text tower (and so every category embedding) fixed: with --init, a detector "
                          "trained against the old text embeddings stays valid for the new image tower")
+    ap.add_argument("--shade", type=float, default=0.0,
+                    help="share of art tiles added again with pseudo-3D lighting (scenes.shade_sprite) and of "
+                         "scene-bank objects drawn with it: rendered-looking art without showing a 3D style; "
+                         "0 = none")
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged every step); each uses --threads threads")
     args = ap.parse_args(argv)
@@ -290,9 +294,10 @@ def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float)
     tokenizer = clip_tokenizer.load()
     art = ArtLibrary()
     styles = args.style_list
-    train_bank = clipdata.build_art_bank(art, categories, styles)
-    # zero-shot "seen" is always measured on the detector's styles, whatever the image tower learns from
-    seen_bank = train_bank if styles == STYLES_TRAIN else clipdata.build_art_bank(art, categories, STYLES_TRAIN)
+    train_bank = clipdata.build_art_bank(art, categories, styles, shade=args.shade, seed=args.seed)
+    # zero-shot "seen" is always measured on the detector's styles, unshaded, whatever the image tower learns from
+    seen_bank = train_bank if styles == STYLES_TRAIN and not args.shade else \
+        clipdata.build_art_bank(art, categories, STYLES_TRAIN)
     heldout_banks = {}
     for style in STYLES_HELDOUT:
         try:
@@ -308,7 +313,7 @@ def _load_data(args: argparse.Namespace, lead: bool, world: int, t_start: float)
         t_bank = time.time()
         scene_bank = clipdata.build_scene_bank(
             art, categories, styles, args.scene_bank, clipdata.SCENE_BANK_SEED + args.seed,
-            size=args.image_size,
+            size=args.image_size, shade_p=args.shade,
             progress=(lambda d, n: print(f"train_clip: scene bank {d}/{n} scenes", file=sys.stderr, flush=True))
             if lead else None)
         scene_by_label = scene_bank.by_label()
