@@ -47,8 +47,8 @@ type Model struct {
 	Temperature float32   // τ: similarities are divided by it
 	// ImageTemperature is the image head's τ; 0 means Temperature.
 	ImageTemperature float32
-	Lambda      float32   // ensemble weight λ of the head a class is "native" to
-	Workers     int       // goroutines over regions of the pure-Go path; ≤ 0 means GOMAXPROCS
+	Lambda           float32 // ensemble weight λ of the head a class is "native" to
+	Workers          int     // goroutines over regions of the pure-Go path; ≤ 0 means GOMAXPROCS
 	// Reference is the reference vocabulary of stable scores, the text
 	// embeddings of the model's own categories, [R, D] row-major, as
 	// SetReference sets it (set only that way); empty, the model offers
