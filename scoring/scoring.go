@@ -446,7 +446,7 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 		return nil, fmt.Errorf("scoring: unknown scores %q", scores)
 	}
 	if !(m.Temperature > 0) || m.ImageTemperature < 0 {
-		return nil, fmt.Errorf("scoring: temperatures %v (text) and %v (image) must be positive", m.Temperature, m.imageTau())
+		return nil, fmt.Errorf("scoring: temperatures %v (text) and %v (image; 0: the text one) must be positive", m.Temperature, m.ImageTemperature)
 	}
 	n := len(r.Boxes)
 	useText := head != detector.HeadImage

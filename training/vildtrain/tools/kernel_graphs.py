@@ -5,8 +5,9 @@
 
 - ``scoring/probabilities.onnx``: ViLD's scoring as matrix products
   (docs/bundle.md, "scoring"; docs/decisions/0024). Inputs: ``text``,
-  ``image`` [N, D] region embeddings already divided by the temperature τ
-  (the caller copies them anyway, and [N, D] is smaller than the two
+  ``image`` [N, D] region embeddings already divided by each head's
+  temperature (τ, and the image head's own when the bundle sets one;
+  the caller copies them anyway, and [N, D] is smaller than the two
   [N, K] products), ``classes`` [K, D] the vocabulary, ``background``
   [1, D], ``text_weight`` and ``image_weight`` [K] (the ensemble's exponent
   of each head per class). Output ``probabilities`` [N, K]:
