@@ -28,24 +28,32 @@ import (
 // heldoutDir holds the held-out scenes the exploration measures on.
 const heldoutDir = "training/runs/heldout/seen"
 
-// openBatch opens the pipeline on $BATCH_BUNDLE at the given intra-op threads.
-func openBatch(tb testing.TB, threads int) (*Pipeline, *bundle.Bundle) {
+// envBundle opens the bundle the environment variable name points at; the
+// exploration tests that need one skip when it is unset.
+func envBundle(tb testing.TB, name string) *bundle.Bundle {
 	tb.Helper()
-	dir := os.Getenv("BATCH_BUNDLE")
+	dir := os.Getenv(name)
 	if dir == "" {
-		tb.Skip("BATCH_BUNDLE unset")
+		tb.Skip(name + " unset")
 	}
 	bun, err := bundle.Open(dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return bun
+}
+
+// openBatch opens the pipeline on $BATCH_BUNDLE at the given intra-op threads.
+func openBatch(tb testing.TB, threads int) (*Pipeline, *bundle.Bundle) {
+	tb.Helper()
+	bun := envBundle(tb, "BATCH_BUNDLE")
 	p, err := Open(bun, testbundle.Runtime(tb, ort.Config{IntraOpThreads: threads}), Config{Workers: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { p.Close() })
 	if in := p.backbone.Inputs()[0]; in.Shape[0] >= 0 {
-		tb.Fatalf("%s: backbone input %v has a fixed batch dimension", dir, in)
+		tb.Fatalf("%s: backbone input %v has a fixed batch dimension", os.Getenv("BATCH_BUNDLE"), in)
 	}
 	return p, bun
 }

@@ -24,14 +24,7 @@ import (
 )
 
 func TestInt8Calib(t *testing.T) {
-	dir := os.Getenv("INT8_FP32")
-	if dir == "" {
-		t.Skip("INT8_FP32 unset")
-	}
-	bun, err := bundle.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bun := envBundle(t, "INT8_FP32")
 	rt, err := ort.Open(ort.Config{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
