@@ -168,7 +168,10 @@ type Timings struct {
 	Proposals  float64 `json:"proposals"`
 	RoIAlign   float64 `json:"roi_align"`
 	BoxHead    float64 `json:"box_head"`
-	Scoring    float64 `json:"scoring"`
+	// Crops: the teacher's crops of the best regions (models whose ensemble
+	// consults them, docs/api.md "Heads").
+	Crops   float64 `json:"crops,omitempty"`
+	Scoring float64 `json:"scoring"`
 	// Masks: mask RoIAlign, the mask head, paste and encoding (with "masks" only).
 	Masks float64 `json:"masks,omitempty"`
 	Total float64 `json:"total"`

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,6 +203,18 @@ func TestValidate(t *testing.T) {
 		{"anchor size", func(m *Manifest) { m.FPN.Levels[0].AnchorSizes = nil }, "anchor_sizes"},
 		{"temperature", func(m *Manifest) { m.Embedding.Temperature = 0 }, "temperature"},
 		{"image temperature", func(m *Manifest) { m.Embedding.ImageTemperature = -0.03 }, "image_temperature"},
+		{"crops without an image encoder", func(m *Manifest) {
+			m.Embedding.Crops = &Crops{Regions: 100, Temperature: 0.03, LambdaNovel: 0.5}
+		}, "embedding.crops needs an image_encoder"},
+		{"crop regions", func(m *Manifest) {
+			m.Embedding.Crops = &Crops{Regions: 0, Temperature: 0.03, LambdaNovel: 0.5}
+		}, "embedding.crops.regions 0"},
+		{"crop temperature", func(m *Manifest) {
+			m.Embedding.Crops = &Crops{Regions: 100, Temperature: float32(math.NaN()), LambdaNovel: 0.5}
+		}, "embedding.crops.temperature"},
+		{"crop lambda", func(m *Manifest) {
+			m.Embedding.Crops = &Crops{Regions: 100, Temperature: 0.03, LambdaNovel: 1.5}
+		}, "lambda_novel 1.5"},
 		{"template", func(m *Manifest) { m.Text.Templates = []string{"no slot"} }, "templates"},
 		{"split", func(m *Manifest) { m.Categories[0].Split = "rare" }, "split"},
 		{"duplicate category", func(m *Manifest) { m.Categories[1].Name = "cat" }, "duplicate"},

@@ -12,6 +12,10 @@ import (
 // Format is the manifest format this package reads.
 const Format = "vild-bundle/1"
 
+// MaxCropRegions bounds embedding.crops.regions: each region costs one image
+// encoder pass per crop scale.
+const MaxCropRegions = 1000
+
 // Manifest is manifest.json: every number the Go pipeline needs. The field
 // meanings are defined in docs/bundle.md.
 type Manifest struct {
@@ -98,6 +102,25 @@ type Embedding struct {
 	// ImageTemperature is the image head's softmax temperature; absent (0),
 	// the image head uses Temperature as the text head does.
 	ImageTemperature float32 `json:"image_temperature,omitempty"`
+	// Crops, when present, makes the ensemble consult the teacher itself: the
+	// image encoder (ImageEncoder, which it requires) embeds the crops of
+	// each picture's first Crops.Regions regions, and their probabilities
+	// join the ensemble's (docs/bundle.md "scoring").
+	Crops *Crops `json:"crops,omitempty"`
+}
+
+// Crops says how the teacher's view of a region's crops joins the ensemble
+// (docs/decisions/0031-teacher-crops-in-the-ensemble.md): the first Regions
+// regions (proposal order, best objectness first) are cropped and embedded
+// as exemplars are, without the modality shift; p_crop is the softmax over
+// the vocabulary of their similarities divided by Temperature; a class's
+// ensemble probability p becomes p^(1-μ)·p_crop^μ, μ = LambdaBase for base
+// classes and LambdaNovel for the others.
+type Crops struct {
+	Regions     int     `json:"regions"`
+	Temperature float32 `json:"temperature"`
+	LambdaBase  float32 `json:"lambda_base"`
+	LambdaNovel float32 `json:"lambda_novel"`
 }
 
 // Postprocess holds the default detection post-processing settings.
@@ -308,6 +331,20 @@ func (m *Manifest) Validate() error {
 	}
 	if !(m.Embedding.EnsembleLambda >= 0 && m.Embedding.EnsembleLambda <= 1) {
 		bad("embedding.ensemble_lambda %v not in [0, 1]", m.Embedding.EnsembleLambda)
+	}
+	if c := m.Embedding.Crops; c != nil {
+		if m.ImageEncoder == nil {
+			bad("embedding.crops needs an image_encoder to embed the crops")
+		}
+		if c.Regions < 1 || c.Regions > MaxCropRegions {
+			bad("embedding.crops.regions %d not in [1, %d]", c.Regions, MaxCropRegions)
+		}
+		if !finite(c.Temperature) || c.Temperature <= 0 {
+			bad("embedding.crops.temperature %v must be > 0", c.Temperature)
+		}
+		if !(c.LambdaBase >= 0 && c.LambdaBase <= 1) || !(c.LambdaNovel >= 0 && c.LambdaNovel <= 1) {
+			bad("embedding.crops.lambda_base %v and lambda_novel %v must be in [0, 1]", c.LambdaBase, c.LambdaNovel)
+		}
 	}
 	if !(m.Postprocess.ScoreThreshold >= 0 && m.Postprocess.ScoreThreshold <= 1) {
 		bad("postprocess.score_threshold %v not in [0, 1]", m.Postprocess.ScoreThreshold)

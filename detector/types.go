@@ -114,6 +114,7 @@ type Timings struct {
 	Proposals  time.Duration
 	RoIAlign   time.Duration
 	BoxHead    time.Duration
+	Crops      time.Duration // the teacher's crops of the first regions (bundles with embedding.crops)
 	Scoring    time.Duration
 	Masks      time.Duration // mask RoIAlign, mask head, paste and encoding
 }
@@ -153,8 +154,12 @@ type Regions struct {
 	Boxes           [][4]float32 // per region: class-agnostic refined box, original pixels
 	TextEmbeddings  [][]float32  // per region: text-head embedding, L2-normalised
 	ImageEmbeddings [][]float32  // per region: image-head embedding, L2-normalised
-	Features        *Features    // for masks; nil when the detector has no mask head
-	Timings         Timings
+	// CropEmbeddings are the teacher's (the image encoder's) embeddings of
+	// the crops of the first regions, L2-normalised, for bundles whose
+	// ensemble consults them (manifest embedding.crops); empty otherwise.
+	CropEmbeddings [][]float32
+	Features       *Features // for masks; nil when the detector has no mask head
+	Timings        Timings
 }
 
 // Result is the outcome of scoring regions against a vocabulary.

@@ -152,18 +152,55 @@ func (e *Encoder) Crops(img image.Image, box [4]float32) ([]float32, error) {
 		scaled[i] = [4]float32{scaled[i][0] - float32(x0), scaled[i][1] - float32(y0),
 			scaled[i][2] - float32(x0), scaled[i][3] - float32(y0)}
 	}
+	return e.align(feat, scaled, 1)
+}
+
+// align cuts the squares (in feat's pixels) at the encoder's input size and
+// normalises them: [len(squares), 3, S, S].
+func (e *Encoder) align(feat roialign.Feature, squares [][4]float32, workers int) ([]float32, error) {
 	n := e.cfg.InputSize
-	out, err := roialign.Align(nil, feat, scaled, roialign.Config{OutputSize: n, SamplingRatio: 0, Aligned: true, Workers: 1})
+	out, err := roialign.Align(nil, feat, squares, roialign.Config{OutputSize: n, SamplingRatio: 0, Aligned: true, Workers: workers})
 	if err != nil {
 		return nil, fmt.Errorf("exemplar: crop: %w", err)
 	}
 	plane := n * n
-	for i := range len(scaled) * 3 {
+	for i := range len(squares) * 3 {
 		c := i % 3
 		m, s := e.cfg.Mean[c], e.cfg.Std[c]
 		for j, v := range out[i*plane : (i+1)*plane] {
 			out[i*plane+j] = (v - m) / s
 		}
+	}
+	return out, nil
+}
+
+// EmbedRegions embeds a detector's regions as exemplars are embedded, before
+// the shift, from a picture already in planes: rgb is [3, H, W] in [0, 1]
+// (Scale 1), boxes are in its pixels and may have any size (a square of side
+// at least the crop scale is cut; zeros outside the picture). workers bounds
+// the goroutines of the crops.
+func (e *Encoder) EmbedRegions(ctx context.Context, rgb roialign.Feature, boxes [][4]float32, workers int) ([][]float32, error) {
+	if len(boxes) == 0 {
+		return nil, nil
+	}
+	s := len(e.cfg.CropScales)
+	squares := make([][4]float32, 0, len(boxes)*s)
+	for _, box := range boxes {
+		for _, sc := range e.cfg.CropScales {
+			squares = append(squares, squareCrop(box, sc))
+		}
+	}
+	crops, err := e.align(rgb, squares, workers)
+	if err != nil {
+		return nil, err
+	}
+	per, err := e.Run(ctx, crops)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(boxes))
+	for i := range boxes {
+		out[i] = vocabulary.MeanEmbedding(per[i*s : (i+1)*s])
 	}
 	return out, nil
 }

@@ -143,7 +143,7 @@ func apiTimings(t inference.Timings) *api.Timings {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return &api.Timings{Queue: ms(t.Queue), Decode: ms(t.Decode), Preprocess: ms(t.Preprocess),
 		Backbone: ms(t.Backbone), Proposals: ms(t.Proposals), RoIAlign: ms(t.RoIAlign), BoxHead: ms(t.BoxHead),
-		Scoring: ms(t.Scoring), Masks: ms(t.Masks), Total: ms(t.Total)}
+		Crops: ms(t.Crops), Scoring: ms(t.Scoring), Masks: ms(t.Masks), Total: ms(t.Total)}
 }
 
 func nonNil(ds []detector.Detection) []detector.Detection {

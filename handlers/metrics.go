@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "method", "code"}),
 		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "vild_stage_seconds",
-			Help:    "Per-stage latency: queue, decode, preprocess, backbone, proposals, roi_align, box_head, scoring, encode.",
+			Help:    "Per-stage latency: queue, decode, preprocess, backbone, proposals, roi_align, box_head, crops, scoring, masks, encode.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{

@@ -213,7 +213,7 @@ func (rn *Runner) regions(ctx context.Context, img image.Image) (*detector.Regio
 		name string
 		d    time.Duration
 	}{{"preprocess", t.Preprocess}, {"backbone", t.Backbone}, {"proposals", t.Proposals},
-		{"roi_align", t.RoIAlign}, {"box_head", t.BoxHead}} {
+		{"roi_align", t.RoIAlign}, {"box_head", t.BoxHead}, {"crops", t.Crops}} {
 		if s.d > 0 {
 			rn.observe(ctx, s.name, s.d)
 			if trace.SpanFromContext(ctx).IsRecording() {

@@ -16,13 +16,13 @@ import (
 )
 
 // Stages are the stage names a Record keeps, in pipeline order.
-var Stages = []string{"queue", "decode", "preprocess", "backbone", "proposals", "roi_align", "box_head", "scoring", "masks", "encode"}
+var Stages = []string{"queue", "decode", "preprocess", "backbone", "proposals", "roi_align", "box_head", "crops", "scoring", "masks", "encode"}
 
 // Record is what a request's handlers learn about it, for the access log.
 // Its methods are safe on a nil Record and from several goroutines.
 type Record struct {
 	mu         sync.Mutex
-	stages     [10]time.Duration // indexed as Stages; summed over a batch's images
+	stages     [11]time.Duration // indexed as Stages; summed over a batch's images
 	vocabulary string
 	key        string
 }

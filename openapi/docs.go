@@ -1711,6 +1711,10 @@ const docTemplate = `{
                 "box_head": {
                     "type": "number"
                 },
+                "crops": {
+                    "description": "Crops: the teacher's crops of the best regions (models whose ensemble\nconsults them, docs/api.md \"Heads\").",
+                    "type": "number"
+                },
                 "decode": {
                     "type": "number"
                 },

@@ -35,7 +35,12 @@ import (
 //     decoded), backbone, proposals, RoIAlign and the
 //     box-head graph (everything that does not depend on the vocabulary),
 //     with each stage's mean wall time as a metric (preprocess-ms, ...,
-//     boxhead-ms: detector.Timings);
+//     boxhead-ms, crops-ms: detector.Timings); crops are the teacher's
+//     embeddings of the best regions' crops, which the ensemble consults
+//     when the manifest has embedding.crops;
+//   - regions-no-crops (bundles with embedding.crops): the same without
+//     the teacher's crops (pipeline.Config.NoCrops), the baseline of
+//     docs/decisions/0031;
 //   - score/vocabulary=K: scoring the regions against K categories,
 //     ensemble, NMS; K = 10 (the first ten categories), 703 (the whole
 //     category list) and 1203 (the 703 and 500 random unit vectors as novel
@@ -75,29 +80,41 @@ func BenchmarkDefaultBundle(b *testing.B) {
 			in := map[string]ort.Tensor{InputImage: {Shape: shape[:], F32: data}}
 			loop(b, func() error { _, err := p.backbone.Run(ctx, in); return err })
 		})
-		b.Run(prefix+"regions", func(b *testing.B) {
-			var sum detector.Timings
-			loop(b, func() error {
-				r, err := p.Regions(ctx, img)
-				if err == nil {
-					t := r.Timings
-					sum.Preprocess += t.Preprocess
-					sum.Backbone += t.Backbone
-					sum.Proposals += t.Proposals
-					sum.RoIAlign += t.RoIAlign
-					sum.BoxHead += t.BoxHead
+		regions := func(p *Pipeline) func(b *testing.B) {
+			return func(b *testing.B) {
+				var sum detector.Timings
+				loop(b, func() error {
+					r, err := p.Regions(ctx, img)
+					if err == nil {
+						t := r.Timings
+						sum.Preprocess += t.Preprocess
+						sum.Backbone += t.Backbone
+						sum.Proposals += t.Proposals
+						sum.RoIAlign += t.RoIAlign
+						sum.BoxHead += t.BoxHead
+						sum.Crops += t.Crops
+					}
+					return err
+				})
+				// Where a detection's time goes, stage by stage (mean wall ms).
+				for _, st := range []struct {
+					name string
+					d    time.Duration
+				}{{"preprocess", sum.Preprocess}, {"backbone", sum.Backbone}, {"proposals", sum.Proposals},
+					{"roialign", sum.RoIAlign}, {"boxhead", sum.BoxHead}, {"crops", sum.Crops}} {
+					b.ReportMetric(float64(st.d)/float64(b.N)/1e6, st.name+"-ms")
 				}
-				return err
-			})
-			// Where a detection's time goes, stage by stage (mean wall ms).
-			for _, st := range []struct {
-				name string
-				d    time.Duration
-			}{{"preprocess", sum.Preprocess}, {"backbone", sum.Backbone}, {"proposals", sum.Proposals},
-				{"roialign", sum.RoIAlign}, {"boxhead", sum.BoxHead}} {
-				b.ReportMetric(float64(st.d)/float64(b.N)/1e6, st.name+"-ms")
 			}
-		})
+		}
+		b.Run(prefix+"regions", regions(p))
+		if bun.Manifest.Embedding.Crops != nil {
+			q, err := Open(bun, testbundle.Runtime(b, ort.Config{IntraOpThreads: threads}), Config{Workers: 1, NoCrops: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(prefix+"regions-no-crops", regions(q))
+			q.Close()
+		}
 		r, err := p.Regions(ctx, img)
 		if err != nil {
 			b.Fatal(err)

@@ -102,6 +102,14 @@ func flatBoxes(bs [][4]float32) []float32 {
 	return out
 }
 
+func flatRows(rows [][]float32) []float32 {
+	var out []float32
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
+}
+
 // categoryVocabulary is the golden detections' vocabulary: one class per
 // manifest category, embedded by category_embeddings.npy.
 func categoryVocabulary(t testing.TB, b *bundle.Bundle) *detector.Vocabulary {
@@ -337,9 +345,35 @@ func goldenCase(t *testing.T, p *Pipeline, b *bundle.Bundle, dir string) {
 	}
 	within(t, "box decode", flatBoxes(decoded), refined.F32, tolBox)
 
+	// 4b. The teacher's crops of the first regions (bundles with
+	// embedding.crops), cut from the golden image the backbone saw.
+	var goldenCrops *bundle.Array
+	if c := m.Embedding.Crops; c != nil {
+		if p.crops == nil {
+			t.Fatal("the manifest has embedding.crops, the pipeline no crop encoder")
+		}
+		goldenCrops = arr("crop_embeddings.npy")
+		k := min(c.Regions, len(props))
+		if goldenCrops.Shape[0] != k || goldenCrops.Shape[1] != d {
+			t.Fatalf("golden crop_embeddings.npy %v, want [%d %d]", goldenCrops.Shape, k, d)
+		}
+		inResized := make([][4]float32, k)
+		for i := range k {
+			inResized[i] = boxes.Clip(p.coder.Decode(asBox(deltas.F32[4*i:4*i+4]), props[i]), rw, rh)
+		}
+		got, err := p.crops.EmbedRegions(ctx, p.resizedRGB(imageTensor, resize), inResized, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		within(t, "crop embeddings", flatRows(got), goldenCrops.F32, tolGraph)
+	}
+
 	// 5. Scoring of the golden embeddings and boxes.
 	regions := &detector.Regions{Width: meta.Width, Height: meta.Height,
 		TextEmbeddings: bundle.Rows(text.F32, d), ImageEmbeddings: bundle.Rows(imageEmb.F32, d)}
+	if goldenCrops != nil {
+		regions.CropEmbeddings = bundle.Rows(goldenCrops.F32, d)
+	}
 	for _, r := range bundle.Rows(refined.F32, 4) {
 		regions.Boxes = append(regions.Boxes, asBox(r))
 	}
@@ -363,7 +397,7 @@ func goldenCase(t *testing.T, p *Pipeline, b *bundle.Bundle, dir string) {
 		goP = append(goP, scored{score: tr.Proposals.Scores[i], box: bx})
 	}
 	partner, _, _ := match(goldenP, goP, 0, chainPropIoU, chainPropScore)
-	matched, worstText, worstImage, worstBox := 0, 0.0, 0.0, 0.0
+	matched, worstText, worstImage, worstBox, worstCrop := 0, 0.0, 0.0, 0.0, 0.0
 	for i, j := range partner {
 		if j < 0 {
 			if i < chainTopProposals {
@@ -378,16 +412,23 @@ func goldenCase(t *testing.T, p *Pipeline, b *bundle.Bundle, dir string) {
 		di, _ := testbundle.MaxAbsDiff(r.ImageEmbeddings[j], imageEmb.F32[i*d:(i+1)*d])
 		db, _ := testbundle.MaxAbsDiff(r.Boxes[j][:], refined.F32[4*i:4*i+4])
 		worstText, worstImage, worstBox = max(worstText, dt), max(worstImage, di), max(worstBox, db)
+		if goldenCrops != nil && i < goldenCrops.Shape[0] && j < len(r.CropEmbeddings) {
+			dc, _ := testbundle.MaxAbsDiff(r.CropEmbeddings[j], goldenCrops.F32[i*d:(i+1)*d])
+			worstCrop = max(worstCrop, dc)
+		}
 	}
 	t.Logf("end to end: %d/%d golden proposals matched (IoU ≥ %g, score ±%g), %d Go proposals; "+
-		"matched regions differ by at most %.3g (text), %.3g (image embeddings), %.3g px (boxes)",
-		matched, len(props), chainPropIoU, chainPropScore, len(tr.Proposals.Boxes), worstText, worstImage, worstBox)
+		"matched regions differ by at most %.3g (text), %.3g (image embeddings), %.3g (crop embeddings), %.3g px (boxes)",
+		matched, len(props), chainPropIoU, chainPropScore, len(tr.Proposals.Boxes), worstText, worstImage, worstCrop, worstBox)
 	if float64(matched) < chainPropRecall*float64(len(props)) {
 		t.Errorf("end to end: only %d of %d golden proposals matched, want %g", matched, len(props), chainPropRecall)
 	}
-	if worstText > chainEmbedding || worstImage > chainEmbedding || worstBox > chainBox {
-		t.Errorf("end to end: matched regions differ by %.3g, %.3g (embeddings; tolerance %g), %.3g px (boxes; tolerance %g)",
-			worstText, worstImage, chainEmbedding, worstBox, chainBox)
+	if worstText > chainEmbedding || worstImage > chainEmbedding || worstCrop > chainEmbedding || worstBox > chainBox {
+		t.Errorf("end to end: matched regions differ by %.3g, %.3g, %.3g (text, image, crop embeddings; tolerance %g), %.3g px (boxes; tolerance %g)",
+			worstText, worstImage, worstCrop, chainEmbedding, worstBox, chainBox)
+	}
+	if c := m.Embedding.Crops; c != nil && len(tr.Regions.CropEmbeddings) != min(c.Regions, len(tr.Regions.Boxes)) {
+		t.Errorf("end to end: %d crop embeddings for %d regions, want the first %d", len(tr.Regions.CropEmbeddings), len(tr.Regions.Boxes), c.Regions)
 	}
 	res, err = p.Detect(ctx, img, vocab, p.DefaultOptions())
 	if err != nil {
@@ -404,7 +445,7 @@ func goldenCase(t *testing.T, p *Pipeline, b *bundle.Bundle, dir string) {
 	if res.Width != meta.Width || res.Height != meta.Height {
 		t.Errorf("result size %dx%d, image %dx%d", res.Width, res.Height, meta.Width, meta.Height)
 	}
-	if tm := res.Timings; tm.Backbone <= 0 || tm.BoxHead <= 0 || tm.Scoring <= 0 {
+	if tm := res.Timings; tm.Backbone <= 0 || tm.BoxHead <= 0 || tm.Scoring <= 0 || (m.Embedding.Crops != nil) != (tm.Crops > 0) {
 		t.Errorf("stage timings missing: %+v", tm)
 	}
 }

@@ -1,8 +1,10 @@
 // Package pipeline is vild's detector: it implements detector.Detector over a
 // model bundle, exactly as docs/bundle.md specifies — preprocess (imageio),
 // backbone graph (ONNX Runtime), proposals (rpn), multi-level RoIAlign
-// (roialign), box-head graph, class-agnostic box refinement (boxes), and
-// scoring against a vocabulary (scoring). The two graphs and scoring's
+// (roialign), box-head graph, class-agnostic box refinement (boxes), for
+// bundles whose ensemble consults the teacher the image encoder's embeddings
+// of the best regions' crops (exemplar), and scoring against a vocabulary
+// (scoring). The two graphs and scoring's
 // similarity products (scoring.Graph) run on ONNX Runtime; every other
 // stage is pure Go.
 package pipeline
@@ -17,6 +19,7 @@ import (
 	"github.com/vild/vild/boxes"
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/exemplar"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/mask"
 	"github.com/vild/vild/ort"
@@ -37,6 +40,9 @@ const (
 // Config tunes the Go stages.
 type Config struct {
 	Workers int // goroutines for RoIAlign and scoring; ≤ 0 means GOMAXPROCS
+	// NoCrops leaves the teacher out of the ensemble of a bundle whose
+	// manifest asks for it (embedding.crops): faster, ViLD's two heads only.
+	NoCrops bool
 }
 
 // Pipeline runs one bundle. It is safe for concurrent use: the graphs'
@@ -55,6 +61,9 @@ type Pipeline struct {
 	coder     boxes.Coder
 	masks     *mask.Head // nil: the bundle has no mask head
 	ownMasks  bool
+	crops     *exemplar.Encoder // nil: the ensemble does not consult the teacher
+	ownCrops  bool
+	workers   int
 }
 
 var _ detector.Detector = (*Pipeline)(nil)
@@ -107,6 +116,15 @@ func Open(b *bundle.Bundle, rt ort.Runtime, cfg Config) (*Pipeline, error) {
 		p.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if b.Manifest.Embedding.Crops != nil && !cfg.NoCrops {
+		enc, err := exemplar.Open(b, rt)
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+		p.SetCropEncoder(enc)
+		p.ownCrops = true
+	}
 	if b.Manifest.MaskHead != nil {
 		h, err := mask.Open(b, rt, cfg.Workers)
 		if err != nil {
@@ -123,6 +141,17 @@ func Open(b *bundle.Bundle, rt ort.Runtime, cfg Config) (*Pipeline, error) {
 // the reference vocabulary of stable scores, and stable scores the default
 // (Open does this with the bundle's category_embeddings.npy).
 func (p *Pipeline) SetReference(rows [][]float32) { p.scorer.SetReference(rows) }
+
+// SetCropEncoder gives the pipeline the image encoder (which Close leaves
+// open) that embeds the crops of the first regions when the manifest has
+// embedding.crops: its Regions then carry CropEmbeddings, which the
+// ensemble consults. nil, or a manifest without embedding.crops, removes it.
+func (p *Pipeline) SetCropEncoder(e *exemplar.Encoder) {
+	p.crops = e
+	if p.m.Embedding.Crops == nil {
+		p.crops = nil
+	}
+}
 
 // SetMaskHead gives the pipeline a mask head (which Close leaves open): its
 // Regions then keep the features masks are pooled from.
@@ -165,8 +194,11 @@ func New(m *bundle.Manifest, background []float32, backbone, boxHead ort.Session
 	}
 	scorer := &scoring.Model{Background: background, Temperature: m.Embedding.Temperature,
 		ImageTemperature: m.Embedding.ImageTemperature, Lambda: m.Embedding.EnsembleLambda, Workers: cfg.Workers}
+	if c := m.Embedding.Crops; c != nil {
+		scorer.Crops = &scoring.Crops{Temperature: c.Temperature, LambdaBase: c.LambdaBase, LambdaNovel: c.LambdaNovel}
+	}
 	return &Pipeline{
-		m: m, backbone: backbone, boxHead: boxHead,
+		m: m, backbone: backbone, boxHead: boxHead, workers: cfg.Workers,
 		scorer:    scorer,
 		rpnLevels: m.RPNLevels(), roiLevels: m.RoILevels(),
 		rpnConfig: rpn.Config{AspectRatios: m.Anchors.AspectRatios, PreNMSTopN: m.RPN.PreNMSTopN,
@@ -186,6 +218,9 @@ func (p *Pipeline) Close() error {
 	var err error
 	if p.ownMasks {
 		err = p.masks.Close()
+	}
+	if p.ownCrops {
+		err = errors.Join(err, p.crops.Close())
 	}
 	if !p.ownSess {
 		return err
@@ -231,7 +266,7 @@ func (p *Pipeline) Regions(ctx context.Context, img image.Image) (*detector.Regi
 		return nil, err
 	}
 	t := &tr.Regions.Timings
-	t.Preprocess = time.Since(start) - (t.Backbone + t.Proposals + t.RoIAlign + t.BoxHead)
+	t.Preprocess = time.Since(start) - (t.Backbone + t.Proposals + t.RoIAlign + t.BoxHead + t.Crops)
 	return tr.Regions, nil
 }
 
@@ -312,13 +347,44 @@ func (p *Pipeline) Run(ctx context.Context, image ort.Tensor, resize imageio.Res
 	r.TextEmbeddings = bundle.Rows(te.F32, d)
 	r.ImageEmbeddings = bundle.Rows(ie.F32, d)
 	r.Boxes = make([][4]float32, n)
+	resized := make([][4]float32, n)
 	rw, rh := float32(resize.ResizedWidth), float32(resize.ResizedHeight)
 	for i, prop := range props.Boxes {
 		delta := [4]float32(deltas.F32[4*i : 4*i+4])
-		r.Boxes[i] = resize.ToOriginal(boxes.Clip(p.coder.Decode(delta, prop), rw, rh))
+		resized[i] = boxes.Clip(p.coder.Decode(delta, prop), rw, rh)
+		r.Boxes[i] = resize.ToOriginal(resized[i])
 	}
 	tm.BoxHead = time.Since(t0)
+	if p.crops != nil {
+		t0 = time.Now()
+		k := min(p.m.Embedding.Crops.Regions, n)
+		if r.CropEmbeddings, err = p.crops.EmbedRegions(ctx, p.resizedRGB(image, resize), resized[:k], p.workers); err != nil {
+			return nil, runError("crops", ctx, err)
+		}
+		tm.Crops = time.Since(t0)
+	}
 	return tr, nil
+}
+
+// resizedRGB is the resized picture in [0, 1] (the backbone's input before
+// normalisation and padding) as planes for the teacher's crops: the regions'
+// crops are cut from the picture the detector saw, as its teacher targets
+// were in training.
+func (p *Pipeline) resizedRGB(image ort.Tensor, resize imageio.Resize) roialign.Feature {
+	h, w := resize.ResizedHeight, resize.ResizedWidth
+	ph, pw := resize.PaddedHeight, resize.PaddedWidth
+	out := make([]float32, 3*h*w)
+	for c := range 3 {
+		m, s := p.m.Input.Mean[c], p.m.Input.Std[c]
+		for y := range h {
+			src := image.F32[(c*ph+y)*pw : (c*ph+y)*pw+w]
+			dst := out[(c*h+y)*w : (c*h+y)*w+w]
+			for x, v := range src {
+				dst[x] = v*s + m
+			}
+		}
+	}
+	return roialign.Feature{Data: out, Channels: 3, Height: h, Width: w, Scale: 1}
 }
 
 // Score classifies regions against vocab. A zero NMSIoU or MaxDetections in

@@ -236,7 +236,9 @@ func TestRegionsEncoding(t *testing.T) {
 	withFeatures.Features = &detector.Features{ScaleX: 0.64, ScaleY: 0.5, Levels: []detector.FeatureLevel{
 		{Stride: 4, Channels: 2, Height: 3, Width: 2, Data: []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}},
 		{Stride: 8, Channels: 2, Height: 1, Width: 1, Data: []float32{-1, 0.5}}}}
-	for _, r := range []*detector.Regions{randomRegions(300, 512, 512), randomRegions(1, 3, 3), {Width: 5, Height: 7}, withFeatures} {
+	withCrops := randomRegions(5, 4, 4)
+	withCrops.CropEmbeddings = randomRegions(3, 4, 4).TextEmbeddings
+	for _, r := range []*detector.Regions{randomRegions(300, 512, 512), randomRegions(1, 3, 3), {Width: 5, Height: 7}, withFeatures, withCrops} {
 		b := EncodeRegions(r)
 		got, err := DecodeRegions(b)
 		if err != nil {
@@ -255,6 +257,28 @@ func TestRegionsEncoding(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A session stored before regions carried crop embeddings (format version 1:
+// no crop count and dimension in the header) still decodes.
+func TestRegionsEncodingVersion1(t *testing.T) {
+	r := randomRegions(4, 3, 3)
+	b := EncodeRegions(r)
+	v1 := append(append([]byte{'v', 'r', 'g', 1}, b[4:24]...), b[32:]...)
+	got, err := DecodeRegions(v1)
+	if err != nil || !reflect.DeepEqual(got, r) {
+		t.Fatalf("version 1: %v, equal %v", err, reflect.DeepEqual(got, r))
+	}
+	for _, bad := range [][]byte{append([]byte{'v', 'r', 'g', 3}, b[4:]...), append([]byte{'v', 'r', 'g', 0}, b[4:]...)} {
+		if _, err := DecodeRegions(bad); err == nil {
+			t.Fatalf("version %d decoded", bad[3])
+		}
+	}
+	withCrops := randomRegions(2, 3, 3)
+	withCrops.CropEmbeddings = randomRegions(3, 3, 3).TextEmbeddings // more crops than regions
+	if _, err := DecodeRegions(EncodeRegions(withCrops)); err == nil {
+		t.Fatal("3 crop embeddings of 2 regions decoded")
 	}
 }
 

@@ -83,12 +83,14 @@ func (s *Sessions) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// regionsMagic starts an encoding; its last byte is the format version.
-var regionsMagic = [4]byte{'v', 'r', 'g', 1}
+// regionsMagic starts an encoding; its last byte is the format version (2;
+// version 1, written before regions carried crop embeddings, is still read).
+var regionsMagic = [4]byte{'v', 'r', 'g', 2}
 
 // EncodeRegions lays regions out as the magic, then uint32 little-endian
-// width, height, region count, text and image embedding dimensions, then
-// float32 little-endian boxes, text embeddings and image embeddings. Regions
+// width, height, region count, text and image embedding dimensions, crop
+// embedding count and dimension, then float32 little-endian boxes, text
+// embeddings, image embeddings and crop embeddings. Regions
 // with features (a model with a mask head) go on with the features: float64
 // little-endian scale x and y, uint32 level count, per level uint32 stride,
 // channels, height and width, then the level's float32 data. Timings are not
@@ -102,9 +104,13 @@ func EncodeRegions(r *detector.Regions) []byte {
 	if n > 0 && len(r.ImageEmbeddings) == n {
 		di = len(r.ImageEmbeddings[0])
 	}
-	b := make([]byte, 0, 24+4*n*(4+dt+di))
+	kc, dc := len(r.CropEmbeddings), 0
+	if kc > 0 {
+		dc = len(r.CropEmbeddings[0])
+	}
+	b := make([]byte, 0, 32+4*n*(4+dt+di)+4*kc*dc)
 	b = append(b, regionsMagic[:]...)
-	for _, v := range []int{r.Width, r.Height, n, dt, di} {
+	for _, v := range []int{r.Width, r.Height, n, dt, di, kc, dc} {
 		b = binary.LittleEndian.AppendUint32(b, uint32(v))
 	}
 	f := func(xs []float32) {
@@ -121,6 +127,9 @@ func EncodeRegions(r *detector.Regions) []byte {
 	for i := 0; di > 0 && i < n; i++ {
 		f(r.ImageEmbeddings[i])
 	}
+	for _, e := range r.CropEmbeddings {
+		f(e)
+	}
 	if ft := r.Features; ft != nil {
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(ft.ScaleX))
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(ft.ScaleY))
@@ -135,21 +144,39 @@ func EncodeRegions(r *detector.Regions) []byte {
 	return b
 }
 
-// maxFeatureLevels bounds the levels a stored session may claim.
-const maxFeatureLevels = 16
+// Bounds on what a stored session may claim: feature levels, regions and
+// embedding dimensions (bundle.Manifest allows at most 65,536).
+const (
+	maxFeatureLevels = 16
+	maxRegions       = 1 << 24
+	maxDim           = 1 << 16
+)
 
 // errEncoding: the bytes are not an encoding of regions.
 var errEncoding = errors.New("not an encoding of regions")
 
 // DecodeRegions reverses EncodeRegions.
 func DecodeRegions(b []byte) (*detector.Regions, error) {
-	if len(b) < 24 || [4]byte(b[:4]) != regionsMagic {
+	if len(b) < 24 || [3]byte(b[:3]) != [3]byte(regionsMagic[:3]) || b[3] < 1 || b[3] > regionsMagic[3] {
 		return nil, errEncoding
+	}
+	header := 24
+	if b[3] >= 2 {
+		header = 32
+		if len(b) < header {
+			return nil, errEncoding
+		}
 	}
 	u := func(i int) int { return int(binary.LittleEndian.Uint32(b[4+4*i:])) }
 	r := &detector.Regions{Width: u(0), Height: u(1)}
-	n, dt, di := u(2), u(3), u(4)
-	regionsEnd := 24 + 4*int64(n)*int64(4+dt+di)
+	n, dt, di, kc, dc := u(2), u(3), u(4), 0, 0
+	if header == 32 {
+		kc, dc = u(5), u(6)
+	}
+	if n > maxRegions || dt > maxDim || di > maxDim || dc > maxDim || kc > n || (kc > 0) != (dc > 0) {
+		return nil, errEncoding
+	}
+	regionsEnd := int64(header) + 4*int64(n)*int64(4+dt+di) + 4*int64(kc)*int64(dc)
 	if int64(len(b)) < regionsEnd {
 		return nil, errEncoding
 	}
@@ -161,7 +188,7 @@ func DecodeRegions(b []byte) (*detector.Regions, error) {
 		}
 		b = b[:regionsEnd]
 	}
-	off := 24
+	off := header
 	next := func(k int) []float32 {
 		out := make([]float32, k)
 		for i := range out {
@@ -184,6 +211,12 @@ func DecodeRegions(b []byte) (*detector.Regions, error) {
 		r.ImageEmbeddings = make([][]float32, n)
 		for i := range r.ImageEmbeddings {
 			r.ImageEmbeddings[i] = next(di)
+		}
+	}
+	if kc > 0 {
+		r.CropEmbeddings = make([][]float32, kc)
+		for i := range r.CropEmbeddings {
+			r.CropEmbeddings[i] = next(dc)
 		}
 	}
 	r.Features = ft

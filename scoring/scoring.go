@@ -7,6 +7,11 @@
 //   - image head: softmax over the vocabulary alone;
 //   - ensemble with λ: base classes p_text^λ·p_image^(1−λ), other classes
 //     p_text^(1−λ)·p_image^λ;
+//   - when the model has Crops and the regions carry CropEmbeddings (the
+//     teacher's embeddings of the first regions' crops), the ensemble's
+//     probability p of a class on such a region becomes p^(1−μ)·p_crop^μ,
+//     p_crop the image head's rule applied to the crop embedding at the
+//     crops' own temperature (docs/decisions/0031);
 //   - with stable scores (detector.ScoresStable, the default of a Model with
 //     a Reference), each head's normalisation is not the request's
 //     vocabulary but the model's reference vocabulary (its own category
@@ -58,10 +63,22 @@ type Model struct {
 	refPacked *Prepared      // Reference as a vocabulary of novel classes, for the Graph
 	refBase   *Prepared      // the same as base classes
 	refNear   float32        // the largest similarity of two reference rows
+	// Crops, when set, makes the ensemble consult the teacher's embeddings
+	// of the regions' crops (Regions.CropEmbeddings) where a region has one.
+	Crops *Crops
 	// Graph, when set, computes the probabilities on ONNX Runtime (OpenGraph);
 	// nil means the pure-Go loops. Both give the same numbers within a relative
 	// 1e-4 (docs/decisions/0024-scoring-on-onnx-runtime.md).
 	Graph *Graph
+}
+
+// Crops are how the teacher's view of a region's crops joins the ensemble
+// (bundle.Crops): p_crop is the image head's rule at Temperature; a class's
+// ensemble probability p becomes p^(1−μ)·p_crop^μ, μ = LambdaBase for base
+// classes, LambdaNovel for the others.
+type Crops struct {
+	Temperature             float32
+	LambdaBase, LambdaNovel float32
 }
 
 // SetReference makes rows (the model's category embeddings, [R][D]) the
@@ -425,6 +442,49 @@ func (m *Model) probabilities(r *detector.Regions, p *Prepared, head detector.He
 	if head == "" {
 		head = detector.HeadEnsemble
 	}
+	out, err := m.headProbabilities(r, p, head, scores, buf)
+	if err != nil || head != detector.HeadEnsemble || m.Crops == nil || len(r.CropEmbeddings) == 0 {
+		return out, err
+	}
+	return out, m.withCrops(r, p, scores, out)
+}
+
+// withCrops folds the teacher's probabilities on the regions that have crop
+// embeddings into the ensemble's, out [N, K].
+func (m *Model) withCrops(r *detector.Regions, p *Prepared, scores detector.Scores, out []float32) error {
+	kc := len(r.CropEmbeddings)
+	if kc > len(r.Boxes) {
+		return fmt.Errorf("scoring: %d crop embeddings for %d regions", kc, len(r.Boxes))
+	}
+	if c := m.Crops; !(c.Temperature > 0) || !(c.LambdaBase >= 0 && c.LambdaBase <= 1) || !(c.LambdaNovel >= 0 && c.LambdaNovel <= 1) {
+		return fmt.Errorf("scoring: crops temperature %v must be positive, lambdas %v and %v in [0, 1]", c.Temperature, c.LambdaBase, c.LambdaNovel)
+	}
+	// the teacher is the image head's rule at the crops' temperature
+	teacher := *m
+	teacher.ImageTemperature, teacher.Crops = m.Crops.Temperature, nil
+	crops := &detector.Regions{Boxes: r.Boxes[:kc], ImageEmbeddings: r.CropEmbeddings}
+	pc, err := teacher.headProbabilities(crops, p, detector.HeadImage, scores, nil)
+	if err != nil {
+		return fmt.Errorf("scoring: crops: %w", err)
+	}
+	for k := range p.k {
+		mu := float64(m.Crops.LambdaNovel)
+		if p.base[k] {
+			mu = float64(m.Crops.LambdaBase)
+		}
+		if mu == 0 {
+			continue
+		}
+		for i := range kc {
+			j := i*p.k + k
+			out[j] = float32(math.Pow(float64(out[j]), 1-mu) * math.Pow(float64(pc[j]), mu))
+		}
+	}
+	return nil
+}
+
+// headProbabilities is probabilities of one head, without the crops.
+func (m *Model) headProbabilities(r *detector.Regions, p *Prepared, head detector.Head, scores detector.Scores, buf []float32) ([]float32, error) {
 	switch head {
 	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
 	default:

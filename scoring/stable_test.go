@@ -335,3 +335,107 @@ func TestImageTemperature(t *testing.T) {
 		}
 	})
 }
+
+// The teacher's crops fold into the ensemble as docs/bundle.md says: on a
+// region with a crop embedding, p_ens^(1−μ)·p_crop^μ with p_crop the image
+// head's rule on the crop at the crops' temperature (μ per base and novel
+// class); regions without one, the text head and the image head are
+// unchanged; stable crop scores do not depend on the other names. Softmax
+// and stable scores, on both kernels.
+func TestCrops(t *testing.T) {
+	base, regions, vocab := stableScene(t, 9, 8)
+	r := rand.New(rand.NewPCG(9, 9))
+	withCrops := *regions
+	for range 5 { // the first 5 of 12 regions
+		withCrops.CropEmbeddings = append(withCrops.CropEmbeddings, unitVec(r, len(base.Background)))
+	}
+	m0 := *base
+	m0.ImageTemperature = 0.04
+	mc := m0
+	mc.Crops = &Crops{Temperature: 0.08, LambdaBase: 0.25, LambdaNovel: 0.6}
+	p, err := Prepare(vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachKernel(t, &mc, func(t *testing.T, m *Model) {
+		without, teacher := m0, m0
+		without.Graph, teacher.Graph = m.Graph, m.Graph
+		teacher.ImageTemperature = mc.Crops.Temperature
+		crops := &detector.Regions{Boxes: withCrops.Boxes[:5], ImageEmbeddings: withCrops.CropEmbeddings}
+		for _, stable := range []bool{false, true} {
+			probs := func(m *Model, r *detector.Regions, head detector.Head) []float32 {
+				t.Helper()
+				f := m.Probabilities
+				if stable {
+					f = m.StableProbabilities
+				}
+				out, err := f(r, p, head)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			ens, plain := probs(m, &withCrops, detector.HeadEnsemble), probs(&without, &withCrops, detector.HeadEnsemble)
+			pc := probs(&teacher, crops, detector.HeadImage)
+			for _, head := range []detector.Head{detector.HeadText, detector.HeadImage} {
+				if !slices.Equal(probs(m, &withCrops, head), probs(&without, &withCrops, head)) {
+					t.Fatalf("stable %v: crops changed the %s head", stable, head)
+				}
+			}
+			if !slices.Equal(probs(m, regions, detector.HeadEnsemble), probs(&without, regions, detector.HeadEnsemble)) {
+				t.Fatalf("stable %v: regions without crop embeddings scored differently", stable)
+			}
+			k := len(vocab.Classes)
+			changed := 0
+			for i := range ens {
+				want := float64(plain[i])
+				if region := i / k; region < 5 {
+					mu := 0.6
+					if vocab.Classes[i%k].Base {
+						mu = 0.25
+					}
+					want = math.Pow(want, 1-mu) * math.Pow(float64(pc[i]), mu)
+				}
+				if !closeProb(float64(ens[i]), want) {
+					t.Fatalf("stable %v, entry %d: %v, want %v", stable, i, ens[i], want)
+				}
+				if !closeProb(float64(ens[i]), float64(plain[i])) {
+					changed++
+				}
+			}
+			if changed < 5*k/2 {
+				t.Fatalf("stable %v: the crops changed %d of %d probabilities of the 5 regions", stable, changed, 5*k)
+			}
+		}
+		// a stable crop score does not depend on the other names
+		few := &detector.Vocabulary{Classes: []detector.Class{vocab.Classes[2], vocab.Classes[7]}}
+		pf, err := Prepare(few)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := m.StableProbabilities(&withCrops, p, detector.HeadEnsemble)
+		if err != nil {
+			t.Fatal(err)
+		}
+		some, err := m.StableProbabilities(&withCrops, pf, detector.HeadEnsemble)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			if !closeProb(float64(some[2*i]), float64(all[i*len(vocab.Classes)+2])) {
+				t.Fatalf("region %d: stable ensemble with crops %v among 2 names, %v among %d", i, some[2*i], all[i*len(vocab.Classes)+2], len(vocab.Classes))
+			}
+		}
+	})
+	// more crop embeddings than regions, or a bad setting, is an error
+	bad := withCrops
+	bad.CropEmbeddings = append(slices.Clone(withCrops.CropEmbeddings), make([][]float32, 8)...)
+	if _, err := mc.Probabilities(&bad, p, detector.HeadEnsemble); err == nil {
+		t.Fatal("13 crop embeddings of 12 regions scored")
+	}
+	worse := mc
+	worse.Crops = &Crops{Temperature: 0, LambdaNovel: 0.5}
+	if _, err := worse.Probabilities(&withCrops, p, detector.HeadEnsemble); err == nil {
+		t.Fatal("a crops temperature of 0 scored")
+	}
+}

@@ -28,7 +28,10 @@ type modelConfig struct {
 	ModelDir       string // empty: the embedded default bundle
 	ORTLib         string // ONNX Runtime library; empty: ort.DefaultLibraryPath()
 	IntraOpThreads int
-	DataDir        string // on-disk caches and vocabularies
+	// NoCrops leaves the teacher's crops out of the ensemble of a bundle
+	// that asks for them (embedding.crops): faster, ViLD's two heads only.
+	NoCrops bool
+	DataDir string // on-disk caches and vocabularies
 	// Embeddings, when set, is the text-embedding cache instead of the bbolt
 	// file in DataDir (set by serve from --store, not a flag).
 	Embeddings textbank.Store
@@ -386,5 +389,6 @@ func addModelFlags(fs *flag.FlagSet, env *envSource, m *modelConfig) {
 	fs.StringVar(&m.ModelDir, "model", env.str("VILD_MODEL", ""), "model bundle `DIR`; empty: the embedded default (VILD_MODEL)")
 	fs.StringVar(&m.ORTLib, "ort-lib", env.str(ort.LibraryEnv, ""), "ONNX Runtime shared library `PATH` (VILD_ORT_LIB; default "+ort.DefaultLibraryRel+")")
 	fs.IntVar(&m.IntraOpThreads, "intra-op-threads", env.int("VILD_INTRA_OP_THREADS", 0), "ONNX Runtime threads per inference (VILD_INTRA_OP_THREADS; 0 = cores / workers)")
+	fs.BoolVar(&m.NoCrops, "no-crops", env.bool("VILD_NO_CROPS", false), "leave the teacher's view of the best regions' crops out of the ensemble (VILD_NO_CROPS): faster, less accurate on novel categories (docs/api.md \"Heads\")")
 	fs.StringVar(&m.DataDir, "data-dir", env.str("VILD_DATA_DIR", defaultDataDir()), "vocabularies and the text-embedding cache (VILD_DATA_DIR)")
 }

@@ -65,7 +65,7 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := pipeline.Open(b, rt, pipeline.Config{})
+	p, err := pipeline.Open(b, rt, pipeline.Config{NoCrops: cfg.NoCrops})
 	if err != nil {
 		rt.Close()
 		return nil, err

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image_encoder": ("vildtrain.export.image_encoder", "add the mini-CLIP image encoder to a bundle, for exemplar categories"),
     "export_mask_head": ("vildtrain.export.export_mask_head", "add a trained mask head to a vild bundle"),
     "image_temperature": ("vildtrain.export.image_temperature", "set a bundle's image-head temperature and rewrite its golden detections"),
+    "crop_scores": ("vildtrain.export.crop_scores", "make a bundle's ensemble consult the teacher on the best regions' crops"),
     "bundle_synonyms": ("vildtrain.export.bundle_synonyms", "rewrite a bundle manifest's category synonyms from the category table"),
     "detector_from_bundle": ("vildtrain.models.detector_from_bundle", "rebuild a bundle's detector as a PyTorch checkpoint"),
     "fixture_bundle": ("vildtrain.export.fixture_bundle", "write the tiny random-weight bundle the Go tests use"),

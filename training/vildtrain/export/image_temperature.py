@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vildtrain.export.export import _write_manifest
-from vildtrain.models.infer import Vocabulary, class_probabilities, label_probabilities, postprocess
+from vildtrain.models.infer import Vocabulary, class_probabilities, fold_crops, label_probabilities, postprocess
 
 
 def _tensor(path: str) -> torch.Tensor:
@@ -42,13 +42,17 @@ def _tensor(path: str) -> torch.Tensor:
 
 
 def golden_detections(case_dir: str, man: dict, vocab: Vocabulary, background: torch.Tensor) -> list[dict]:
-    """The ensemble's detections of one golden case under the manifest's scoring."""
+    """The ensemble's detections of one golden case under the manifest's scoring
+    (with ``embedding.crops``, the case's ``crop_embeddings.npy`` folded in)."""
     r = SimpleNamespace(text_embeddings=_tensor(os.path.join(case_dir, "text_embeddings.npy")),
                         image_embeddings=_tensor(os.path.join(case_dir, "image_embeddings.npy")))
     boxes = _tensor(os.path.join(case_dir, "boxes.npy"))
     emb, post = man["embedding"], man["postprocess"]
     probs = class_probabilities(r, vocab, background, "ensemble", emb["temperature"], emb["ensemble_lambda"],
                                 emb.get("image_temperature", 0.0))
+    if emb.get("crops"):
+        # the teacher's crops of the first regions (vildtrain.export.crop_scores wrote them)
+        probs = fold_crops(probs, _tensor(os.path.join(case_dir, "crop_embeddings.npy")), vocab, emb["crops"])
     probs, labels = label_probabilities(probs, vocab)
     dets = postprocess(boxes, probs, labels, post["score_threshold"], post["nms_iou"], post["max_detections"],
                        0, post.get("labels_per_box", 1))

@@ -190,6 +190,23 @@ def class_probabilities(r: Regions, vocab: Vocabulary, background: Tensor, head:
     return torch.where(base, p_base, p_other)
 
 
+def fold_crops(probs: Tensor, crop_embeddings: Tensor, vocab: Vocabulary, crops: dict) -> Tensor:
+    """The ensemble's probabilities [N,K] with the teacher's view of the first
+    ``crop_embeddings.shape[0]`` regions folded in (docs/bundle.md "scoring",
+    the manifest's ``embedding.crops``): p^(1-mu) * p_crop^mu, p_crop the softmax
+    over the vocabulary of crop . class / crops["temperature"], mu
+    crops["lambda_base"] for base classes and crops["lambda_novel"] for the others."""
+    k = int(crop_embeddings.shape[0])
+    if k == 0:
+        return probs
+    pc = torch.softmax(crop_embeddings @ vocab.embeddings.t() / crops["temperature"], dim=1)
+    mu = torch.where(torch.tensor(vocab.base, dtype=torch.bool).view(1, -1),
+                     torch.tensor(float(crops["lambda_base"])), torch.tensor(float(crops["lambda_novel"])))
+    out = probs.clone()
+    out[:k] = probs[:k].pow(1 - mu) * pc.pow(mu)
+    return out
+
+
 def label_probabilities(probs: Tensor, vocab: Vocabulary) -> tuple[Tensor, list[str]]:
     """Sum the probabilities of classes sharing a label -> [N,L] in first-seen label order."""
     labels = vocab.unique_labels()
