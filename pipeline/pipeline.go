@@ -1,9 +1,9 @@
 // Package pipeline is vild's detector: it implements detector.Detector over a
 // model bundle, exactly as docs/bundle.md specifies — preprocess (imageio),
 // backbone graph (ONNX Runtime), proposals (rpn), multi-level RoIAlign
-// (roialign), box-head graph, class-agnostic box refinement (boxes), for
-// bundles whose ensemble consults the teacher the image encoder's embeddings
-// of the best regions' crops (exemplar), and scoring against a vocabulary
+// (roialign), box-head graph, class-agnostic box refinement (boxes), the
+// teacher's embeddings of the best regions' crops (exemplar; for bundles
+// whose ensemble consults them), and scoring against a vocabulary
 // (scoring). The two graphs and scoring's
 // similarity products (scoring.Graph) run on ONNX Runtime; every other
 // stage is pure Go.
