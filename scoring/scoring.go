@@ -11,7 +11,8 @@
 //     teacher's embeddings of the first regions' crops), the ensemble's
 //     probability p of a class on such a region becomes p^(1−μ)·p_crop^μ,
 //     p_crop the image head's rule applied to the crop embedding at the
-//     crops' own temperature (docs/decisions/0031);
+//     crops' own temperature, with stable scores' normaliser whenever the
+//     model has a reference, in either mode (docs/decisions/0031);
 //   - with stable scores (detector.ScoresStable, the default of a Model with
 //     a Reference), each head's normalisation is not the request's
 //     vocabulary but the model's reference vocabulary (its own category
@@ -459,9 +460,15 @@ func (m *Model) withCrops(r *detector.Regions, p *Prepared, scores detector.Scor
 	if c := m.Crops; !(c.Temperature > 0) || !(c.LambdaBase >= 0 && c.LambdaBase <= 1) || !(c.LambdaNovel >= 0 && c.LambdaNovel <= 1) {
 		return fmt.Errorf("scoring: crops temperature %v must be positive, lambdas %v and %v in [0, 1]", c.Temperature, c.LambdaBase, c.LambdaNovel)
 	}
-	// the teacher is the image head's rule at the crops' temperature
+	// the teacher is the image head's rule at the crops' temperature, always
+	// weighed against the model's own categories when it has them: the
+	// teacher has no background, and among a short list of names it would
+	// name a region it does not know with confidence (docs/decisions/0031)
 	teacher := *m
 	teacher.ImageTemperature, teacher.Crops = m.Crops.Temperature, nil
+	if m.refPacked != nil {
+		scores = detector.ScoresStable
+	}
 	crops := &detector.Regions{Boxes: r.Boxes[:kc], ImageEmbeddings: r.CropEmbeddings}
 	pc, err := teacher.headProbabilities(crops, p, detector.HeadImage, scores, nil)
 	if err != nil {

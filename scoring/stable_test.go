@@ -338,10 +338,11 @@ func TestImageTemperature(t *testing.T) {
 
 // The teacher's crops fold into the ensemble as docs/bundle.md says: on a
 // region with a crop embedding, p_ens^(1−μ)·p_crop^μ with p_crop the image
-// head's rule on the crop at the crops' temperature (μ per base and novel
-// class); regions without one, the text head and the image head are
-// unchanged; stable crop scores do not depend on the other names. Softmax
-// and stable scores, on both kernels.
+// head's rule on the crop at the crops' temperature, normalised as stable
+// scores are in either mode (μ per base and novel class); regions without
+// one, the text head and the image head are unchanged; stable crop scores
+// do not depend on the other names. Softmax and stable scores, on both
+// kernels; a model without a reference weighs the teacher by softmax.
 func TestCrops(t *testing.T) {
 	base, regions, vocab := stableScene(t, 9, 8)
 	r := rand.New(rand.NewPCG(9, 9))
@@ -376,7 +377,10 @@ func TestCrops(t *testing.T) {
 				return out
 			}
 			ens, plain := probs(m, &withCrops, detector.HeadEnsemble), probs(&without, &withCrops, detector.HeadEnsemble)
-			pc := probs(&teacher, crops, detector.HeadImage)
+			pc, err := teacher.StableProbabilities(crops, p, detector.HeadImage)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, head := range []detector.Head{detector.HeadText, detector.HeadImage} {
 				if !slices.Equal(probs(m, &withCrops, head), probs(&without, &withCrops, head)) {
 					t.Fatalf("stable %v: crops changed the %s head", stable, head)
@@ -427,6 +431,33 @@ func TestCrops(t *testing.T) {
 			}
 		}
 	})
+	// without a reference the teacher is a softmax over the request's names
+	noRef, noRefPlain, noRefTeacher := mc, m0, m0
+	for _, m := range []*Model{&noRef, &noRefPlain, &noRefTeacher} {
+		m.SetReference(nil)
+	}
+	noRefTeacher.ImageTemperature = mc.Crops.Temperature
+	plain, err := noRefPlain.Probabilities(regions, p, detector.HeadEnsemble)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := noRefTeacher.Probabilities(&detector.Regions{Boxes: withCrops.Boxes[:5], ImageEmbeddings: withCrops.CropEmbeddings}, p, detector.HeadImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := noRef.Probabilities(&withCrops, p, detector.HeadEnsemble)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 * len(vocab.Classes) {
+		mu := 0.6
+		if vocab.Classes[i%len(vocab.Classes)].Base {
+			mu = 0.25
+		}
+		if want := math.Pow(float64(plain[i]), 1-mu) * math.Pow(float64(pc[i]), mu); !closeProb(float64(got[i]), want) {
+			t.Fatalf("no reference, entry %d: %v, want %v", i, got[i], want)
+		}
+	}
 	// more crop embeddings than regions, or a bad setting, is an error
 	bad := withCrops
 	bad.CropEmbeddings = append(slices.Clone(withCrops.CropEmbeddings), make([][]float32, 8)...)

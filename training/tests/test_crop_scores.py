@@ -14,6 +14,7 @@ from PIL import Image
 
 from test_detector import tiny_clip
 from test_export import bundle  # noqa: F401  (the tiny exported bundle fixture)
+from test_image_temperature import cases, copy, detections  # noqa: F401  (copy: a fixture)
 from vildtrain.export import image_encoder as ie
 from vildtrain.export.crop_scores import set_crop_scores
 from vildtrain.models.infer import Vocabulary, fold_crops
@@ -22,22 +23,10 @@ from vildtrain.models.losses import crop_embeddings
 CROPS = {"regions": 10, "temperature": 0.04, "lambda_base": 0.0, "lambda_novel": 2 / 3}
 
 
-def detections(out, case):
-    with open(os.path.join(out, "golden", case, "detections.json")) as f:
-        return json.load(f)
-
-
-def cases(out):
-    return [c for c in sorted(os.listdir(os.path.join(out, "golden")))
-            if os.path.exists(os.path.join(out, "golden", c, "meta.json"))]
-
-
 @pytest.fixture()
-def with_encoder(bundle, tmp_path):  # noqa: F811
-    out = str(tmp_path / "bundle")
-    shutil.copytree(bundle[0], out)
-    ie.add_image_encoder(out, clip=tiny_clip(), gap_scenes=3)
-    return out
+def with_encoder(copy):  # noqa: F811
+    ie.add_image_encoder(copy, clip=tiny_clip(), gap_scenes=3)
+    return copy
 
 
 def test_crops_are_written_and_rescore(with_encoder):
