@@ -29,6 +29,11 @@ head's 28x28 probabilities pasted into the image, >= 0.5), and mask AP
 
     python3 -m vildtrain evaluate --checkpoint runs/from-bundle/detector.pt \
         --mask-head runs/mask-head/mask_head.pt --sets seen --methods ensemble --out runs/mask-head/eval
+
+A detector rebuilt from a bundle whose ensemble asks the teacher about the best
+regions' crops (``embedding.crops``, docs/decisions/0031; ``detector_from_bundle``
+keeps the setting in the checkpoint) is scored that way too, as the Go
+pipeline scores it; ``--no-crops`` leaves them out (ViLD's two heads).
 """
 from __future__ import annotations
 
@@ -93,11 +98,17 @@ def ensure_set(data_dir: str, name: str, count: int) -> SceneSet:
 @torch.no_grad()
 def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_proposals: int,
             methods: list[tuple[str, str]] = METHODS, log_every: int = 50,
-            labels_per_box: int | None = None, mask=None) -> dict[str, dict]:
+            labels_per_box: int | None = None, mask=None, crops: dict | None = None) -> dict[str, dict]:
     """Detections of every method on every image of a set -> {method: dts}; with
     ``mask`` = (mask head, mask pooler) also {method + SEGM: mask detections} for
-    the heads other than "clip" (masks as COCO RLE)."""
-    from vildtrain.models.infer import detect, regions
+    the heads other than "clip" (masks as COCO RLE); with ``crops`` (a bundle's
+    ``embedding.crops``) the ensemble asks the teacher, ``clip``'s image encoder
+    with the bundle's int8 weights, about the first regions' crops."""
+    from vildtrain.models.infer import detect, region_crop_embeddings, regions
+    graph = None
+    if crops and any(m == "ensemble" for _, m in methods):
+        from vildtrain.export.image_encoder import encoder_graph
+        graph = encoder_graph(clip)
     dts: dict[str, dict] = {m: {} for _, m in methods}
     if mask is not None:
         dts.update({m + SEGM: {} for _, m in methods if m != "clip"})
@@ -105,6 +116,8 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
     for i, im in enumerate(s.images):
         img = Image.open(os.path.join(s.root, "images", im["file_name"])).convert("RGB")
         r = regions(model, img)
+        if graph is not None:
+            r.extra["crop_embeddings"] = region_crop_embeddings(model, r, graph, clip.image_size, crops["regions"])
         for _, head in methods:
             if head == "clip":
                 # the top proposals by objectness (they come sorted) keep the crop cost bounded
@@ -113,7 +126,7 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
                                  "proposal_logits": r.proposal_logits[:n]})
                 dets = detect(model, sub, vocab, "clip", clip=clip, labels_per_box=labels_per_box)
             else:
-                dets = detect(model, r, vocab, head, labels_per_box=labels_per_box)
+                dets = detect(model, r, vocab, head, labels_per_box=labels_per_box, crops=crops)
             dts[head][im["id"]] = [(name_to_id[d.label], [d.box[0], d.box[1], d.box[2] - d.box[0],
                                                           d.box[3] - d.box[1]], d.score) for d in dets]
             if mask is not None and head != "clip":
@@ -188,7 +201,7 @@ def markdown(results: dict, sets: list[tuple[str, str]], methods: list[tuple[str
 def _shard(job: tuple) -> dict[str, dict]:
     """One process's share of a set (run under ``ProcessPoolExecutor``)."""
     (checkpoint, miniclip, labels, embeddings, base, s, name_to_id, clip_proposals, threads, labels_per_box,
-     methods, mask_head) = job
+     methods, mask_head, crops) = job
     torch.set_num_threads(threads)
     from vildtrain.models.detector import load_checkpoint
     from vildtrain.models.infer import Vocabulary
@@ -197,7 +210,7 @@ def _shard(job: tuple) -> dict[str, dict]:
     clip = load_miniclip(miniclip)
     vocab = Vocabulary(labels, torch.from_numpy(embeddings), base)
     return run_set(model, clip, s, vocab, name_to_id, clip_proposals, methods=methods, labels_per_box=labels_per_box,
-                   mask=load_mask(mask_head, model) if mask_head else None)
+                   mask=load_mask(mask_head, model) if mask_head else None, crops=crops)
 
 
 def load_mask(path: str, model):
@@ -210,7 +223,7 @@ def load_mask(path: str, model):
 def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, name_to_id: dict[str, int],
                      clip_proposals: int, procs: int, threads: int = 1,
                      labels_per_box: int | None = None, methods: list[tuple[str, str]] = METHODS,
-                     mask_head: str | None = None) -> dict[str, dict]:
+                     mask_head: str | None = None, crops: dict | None = None) -> dict[str, dict]:
     """:func:`run_set` over ``procs`` processes, each taking every procs-th image."""
     import concurrent.futures
     import multiprocessing
@@ -218,7 +231,7 @@ def run_set_parallel(checkpoint: str, miniclip: str | None, s: SceneSet, vocab, 
     for r in range(procs):
         part = SceneSet(f"{s.name}[{r}]", s.root, s.images[r::procs], {})
         jobs.append((checkpoint, miniclip, vocab.labels, vocab.embeddings.numpy(), vocab.base, part, name_to_id,
-                     clip_proposals, threads, labels_per_box, methods, mask_head))
+                     clip_proposals, threads, labels_per_box, methods, mask_head, crops))
     merged: dict[str, dict] = {}
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
@@ -247,6 +260,9 @@ def main(argv: list[str]) -> int:
                     help="heads to score with, of " + ", ".join(m for _, m in METHODS))
     ap.add_argument("--mask-head", default=None,
                     help="a trained mask head (mask_head.pt): adds mask AP for the text, image and ensemble heads")
+    ap.add_argument("--no-crops", action="store_true",
+                    help="leave the teacher's crops out of the ensemble of a detector rebuilt from a bundle that "
+                         "has them (embedding.crops, docs/decisions/0031): ViLD's two heads")
     ap.add_argument("--out", default="training/runs/eval")
     args = ap.parse_args(argv)
     methods = [(label, m) for label, m in METHODS if m in args.methods.split(",")]
@@ -262,6 +278,8 @@ def main(argv: list[str]) -> int:
     from vildtrain.models.miniclip import load_teacher, miniclip_digest
     model, extra = load_checkpoint(args.checkpoint)
     clip, clip_path = load_teacher(extra, args.miniclip)
+    # a detector rebuilt from a bundle carries the bundle's embedding.crops
+    crops = None if args.no_crops else extra.get("crops")
     cats = load_categories()
     vocab = category_vocabulary(cats, clip.text_embeddings([c.name for c in cats]).float())
     name_to_id = {c.name: c.id for c in cats}
@@ -275,11 +293,11 @@ def main(argv: list[str]) -> int:
         if args.procs > 1:
             dts = run_set_parallel(args.checkpoint, clip_path, s, vocab, name_to_id, args.clip_proposals,
                                    args.procs, labels_per_box=args.labels_per_box, methods=methods,
-                                   mask_head=args.mask_head)
+                                   mask_head=args.mask_head, crops=crops)
         else:
             dts = run_set(model, clip, s, vocab, name_to_id, args.clip_proposals, methods=methods,
                           labels_per_box=args.labels_per_box,
-                          mask=load_mask(args.mask_head, model) if args.mask_head else None)
+                          mask=load_mask(args.mask_head, model) if args.mask_head else None, crops=crops)
         results[key] = {}
         for _, m in methods:
             ap_per_cat = evaluate_detections(s.gts, dts[m], [c.id for c in cats])
@@ -297,7 +315,7 @@ def main(argv: list[str]) -> int:
             "command": "python3 -m vildtrain evaluate " + " ".join(argv), "eval_seconds": round(time.time() - t0, 1),
             "train_seconds": extra.get("train_seconds"), "training_command": extra.get("command"),
             "training_steps": extra.get("steps"), "images_seen": extra.get("images_seen"),
-            "methods": [m for _, m in methods], "mask_head": args.mask_head}
+            "methods": [m for _, m in methods], "mask_head": args.mask_head, "crops": crops}
     if args.mask_head:
         from vildtrain.models.mask_head import load_mask_head
         mextra = load_mask_head(args.mask_head)[1]

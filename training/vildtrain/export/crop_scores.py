@@ -35,15 +35,13 @@ import math
 import os
 import sys
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.ops import boxes as box_ops
 
 from vildtrain.export.export import _write_manifest, save_npy
-from vildtrain.export.image_encoder import encoder_graph, normalise
+from vildtrain.export.image_encoder import encoder_graph
 from vildtrain.export.image_temperature import _tensor, set_image_temperature
-from vildtrain.models.losses import crop_images
+from vildtrain.models.infer import teacher_crop_embeddings
 
 GOLDEN_FILE = "crop_embeddings.npy"
 
@@ -62,13 +60,8 @@ def case_crop_embeddings(case_dir: str, man: dict, graph, regions: int) -> torch
     deltas = _tensor(os.path.join(case_dir, "box_deltas.npy"))[:regions]
     boxes = box_ops.clip_boxes_to_image(coder.decode_single(deltas, proposals), (h, w))
     enc = man["image_encoder"]
-    acc = None
-    with torch.no_grad():
-        for s in enc["crop_scales"]:
-            crops = normalise(crop_images(image01, [boxes], enc["input_size"], s), enc["mean"], enc["std"])
-            emb = graph(crops)
-            acc = emb if acc is None else acc + emb
-    return F.normalize(acc, dim=-1)
+    return teacher_crop_embeddings(graph, image01, boxes, enc["input_size"], enc["mean"], enc["std"],
+                                   tuple(enc["crop_scales"]))
 
 
 def set_crop_scores(bundle: str, crops: dict | None, mask_head: str | None = None, miniclip: str | None = None,

@@ -163,8 +163,12 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 1
     with open(os.path.join(args.bundle, "manifest.json")) as f:
-        training = json.load(f).get("training", {})
+        man = json.load(f)
+    training = man.get("training", {})
+    # the ensemble's teacher crops (embedding.crops), a scoring setting outside the
+    # detector's config: evaluate reads it from the checkpoint's extras
+    crops = {"crops": man["embedding"]["crops"]} if man["embedding"].get("crops") else {}
     save_checkpoint(args.out, model, extra={k: v for k, v in training.items() if k != "detector"}
-                    | {"from_bundle": os.path.abspath(args.bundle)})
+                    | {"from_bundle": os.path.abspath(args.bundle)} | crops)
     print(f"wrote {args.out}")
     return 0

@@ -33,7 +33,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 
 from vildtrain.models.detector import BackboneGraph, DetectorConfig, VildDetector, backbone_output_names
-from vildtrain.models.losses import crop_embeddings
+from vildtrain.models.losses import CROP_SCALES, crop_embeddings
 
 HEADS: tuple[str, ...] = ("text", "image", "ensemble", "clip")
 
@@ -190,6 +190,33 @@ def class_probabilities(r: Regions, vocab: Vocabulary, background: Tensor, head:
     return torch.where(base, p_base, p_other)
 
 
+@torch.no_grad()
+def teacher_crop_embeddings(graph, image01: Tensor, boxes: Tensor, size: int, mean, std,
+                            scales: tuple[float, ...] = CROP_SCALES) -> Tensor:
+    """The teacher's embeddings [N,D] of boxes [N,4] of a [1,3,h,w] picture in [0,1]
+    (its pixels): square crops at each scale (``losses.crop_images``), normalised
+    with mean and std, run through ``graph`` (the image encoder, normalised crops ->
+    unit embeddings), summed over the scales and L2-normalised (docs/bundle.md
+    "image_encoder" and "scoring", ``embedding.crops``)."""
+    from vildtrain.models.losses import crop_images
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    acc = None
+    for sc in scales:
+        emb = graph((crop_images(image01, [boxes], size, sc) - m) / s)
+        acc = emb if acc is None else acc + emb
+    return F.normalize(acc, dim=-1)
+
+
+def region_crop_embeddings(model: VildDetector, r: Regions, graph, size: int, regions: int) -> Tensor:
+    """The teacher's embeddings of the first ``regions`` regions of r: their refined
+    boxes in resized-image pixels, cut from the resized picture (as the Go pipeline)."""
+    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD
+    coder = BoxCoder(tuple(model.cfg.box_coder_weights))
+    k = min(regions, int(r.proposals.shape[0]))
+    boxes = box_ops.clip_boxes_to_image(coder.decode_single(r.box_deltas[:k], r.proposals[:k]), r.prepared.resized)
+    return teacher_crop_embeddings(graph, r.prepared.image01, boxes, size, IMAGE_MEAN, IMAGE_STD)
+
+
 def fold_crops(probs: Tensor, crop_embeddings: Tensor, vocab: Vocabulary, crops: dict) -> Tensor:
     """The ensemble's probabilities [N,K] with the teacher's view of the first
     ``crop_embeddings.shape[0]`` regions folded in (docs/bundle.md "scoring",
@@ -280,8 +307,11 @@ def clip_crop_scores(clip, r: Regions, vocab: Vocabulary, temperature: float) ->
 def detect(model: VildDetector, r: Regions, vocab: Vocabulary, head: str = "ensemble", clip=None,
            score_threshold: float | None = None, nms_iou: float | None = None,
            max_detections: int | None = None, runners_up: int = 0,
-           labels_per_box: int | None = None) -> list[Detection]:
-    """Score regions against a vocabulary and post-process (docs/bundle.md "scoring")."""
+           labels_per_box: int | None = None, crops: dict | None = None) -> list[Detection]:
+    """Score regions against a vocabulary and post-process (docs/bundle.md "scoring").
+    With ``crops`` (a manifest's ``embedding.crops``) the ensemble folds in the
+    teacher's embeddings of the first regions' crops, ``r.extra["crop_embeddings"]``
+    (:func:`region_crop_embeddings`)."""
     cfg = model.cfg
     if head == "clip":
         if clip is None:
@@ -290,6 +320,8 @@ def detect(model: VildDetector, r: Regions, vocab: Vocabulary, head: str = "ense
     else:
         probs = class_probabilities(r, vocab, model.background_embedding(), head, cfg.temperature,
                                     cfg.ensemble_lambda, cfg.image_temperature)
+        if head == "ensemble" and crops:
+            probs = fold_crops(probs, r.extra["crop_embeddings"], vocab, crops)
         boxes = r.boxes
     probs, labels = label_probabilities(probs, vocab)
     return postprocess(boxes, probs, labels,
