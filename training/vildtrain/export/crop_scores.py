@@ -21,8 +21,8 @@ weights), and rewrites its ``detections.json``
 mask head, its mask goldens. ``--off`` removes the section (and the files).
 
     cd training
-    python3 -m vildtrain crop_scores --bundle ../models/default --regions 300 --temperature 0.03 \\
-        --lambda-base 0 --lambda-novel 0.5 --mask-head checkpoints/mask_head.pt
+    python3 -m vildtrain crop_scores --bundle ../models/default --regions 100 --temperature 0.04 \\
+        --lambda-base 0 --lambda-novel 0.6666666666666666 --mask-head checkpoints/mask_head.pt
 
 experiments/crops/ measures the settings (chosen on a tuning split, then
 measured once on the held-out scenes).
@@ -112,10 +112,11 @@ def set_crop_scores(bundle: str, crops: dict | None, mask_head: str | None = Non
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="vildtrain crop_scores", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", required=True)
-    ap.add_argument("--regions", type=int, default=300, help="regions per picture whose crops the teacher sees")
-    ap.add_argument("--temperature", type=float, default=0.03, help="softmax temperature of the teacher's probabilities")
+    # defaults: the embedded bundle's setting (training/experiments/crops)
+    ap.add_argument("--regions", type=int, default=100, help="regions per picture whose crops the teacher sees")
+    ap.add_argument("--temperature", type=float, default=0.04, help="softmax temperature of the teacher's probabilities")
     ap.add_argument("--lambda-base", type=float, default=0.0, help="the teacher's weight for base categories")
-    ap.add_argument("--lambda-novel", type=float, default=0.5, help="the teacher's weight for the other categories")
+    ap.add_argument("--lambda-novel", type=float, default=2 / 3, help="the teacher's weight for the other categories")
     ap.add_argument("--off", action="store_true", help="remove embedding.crops and its golden files")
     ap.add_argument("--mask-head", default=None,
                     help="the bundle's trained mask head (mask_head.pt), required when the bundle has one")
