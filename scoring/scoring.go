@@ -474,17 +474,17 @@ func (m *Model) withCrops(r *detector.Regions, p *Prepared, scores detector.Scor
 	if err != nil {
 		return fmt.Errorf("scoring: crops: %w", err)
 	}
-	for k := range p.k {
-		mu := float64(m.Crops.LambdaNovel)
+	mu := make([]float64, p.k)
+	for k := range mu {
+		mu[k] = float64(m.Crops.LambdaNovel)
 		if p.base[k] {
-			mu = float64(m.Crops.LambdaBase)
+			mu[k] = float64(m.Crops.LambdaBase)
 		}
-		if mu == 0 {
-			continue
-		}
-		for i := range kc {
-			j := i*p.k + k
-			out[j] = float32(math.Pow(float64(out[j]), 1-mu) * math.Pow(float64(pc[j]), mu))
+	}
+	// row by row, as both matrices are laid out
+	for j := range kc * p.k {
+		if w := mu[j%p.k]; w != 0 {
+			out[j] = float32(math.Pow(float64(out[j]), 1-w) * math.Pow(float64(pc[j]), w))
 		}
 	}
 	return nil

@@ -222,7 +222,10 @@ def fold_crops(probs: Tensor, crop_embeddings: Tensor, vocab: Vocabulary, crops:
     ``crop_embeddings.shape[0]`` regions folded in (docs/bundle.md "scoring",
     the manifest's ``embedding.crops``): p^(1-mu) * p_crop^mu, p_crop the softmax
     over the vocabulary of crop . class / crops["temperature"], mu
-    crops["lambda_base"] for base classes and crops["lambda_novel"] for the others."""
+    crops["lambda_base"] for base classes and crops["lambda_novel"] for the others.
+    The Go pipeline normalises p_crop over the bundle's own categories in either
+    scores mode; with the whole category list as the vocabulary (the goldens, the
+    evaluation) that is this softmax."""
     k = int(crop_embeddings.shape[0])
     if k == 0:
         return probs
