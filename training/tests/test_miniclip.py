@@ -219,8 +219,57 @@ def test_init_with_frozen_text_teaches_only_the_image_tower(tmp_path):
     assert metrics["init"]["freeze_text"] and "openmoji" in metrics["styles"] and "fluent3d" not in metrics["styles"]
 
 
+def test_mixstyle_mixes_feature_statistics_only_while_training():
+    """MixStyle is the identity in eval mode and at p = 0; at p = 1 in training each
+    sample's per-channel mean and deviation become a mix of its own and another's,
+    and what is normalised away is the sample's own statistics."""
+    torch.manual_seed(0)
+    mix = miniclip_module.MixStyle(p=1.0, alpha=0.1)
+    x = torch.randn(6, 4, 8, 8) * torch.arange(1, 7).view(6, 1, 1, 1) + torch.arange(6).view(6, 1, 1, 1)
+    assert torch.equal(mix.eval()(x), x)
+    assert torch.equal(miniclip_module.MixStyle(p=0.0).train()(x), x)
+    mix.train()
+    torch.manual_seed(1)
+    y = mix(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    mu, sig = x.mean(dim=(2, 3)), (x.var(dim=(2, 3)) + 1e-6).sqrt()
+    ymu, ysig = y.mean(dim=(2, 3)), (y.var(dim=(2, 3)) + 1e-6).sqrt()
+    # every output statistic lies between the sample's own and some other sample's
+    lo_mu, hi_mu = mu.min(0).values, mu.max(0).values
+    assert bool(((ymu >= lo_mu - 1e-4) & (ymu <= hi_mu + 1e-4)).all())
+    assert bool(((ysig >= sig.min(0).values - 1e-4) & (ysig <= sig.max(0).values + 1e-4)).all())
+    # the normalised content is kept: y standardised per channel equals x standardised
+    assert torch.allclose((y - ymu[..., None, None]) / ysig[..., None, None],
+                          (x - mu[..., None, None]) / sig[..., None, None], atol=1e-3)
+    # an encoder's mixstyle does nothing to its saved weights or its eval output
+    model = MiniClip(tiny_config()).eval()
+    img = torch.rand(4, 3, 32, 32)
+    before = model.encode_image(img)
+    model.image.mixstyle.p = 1.0
+    assert torch.equal(model.encode_image(img), before)
+    assert not any("mixstyle" in k for k in model.state_dict())
+
+
+def test_coarsened_crops_keep_only_coarse_shape_and_colour():
+    from vildtrain.train.clipdata import coarsen
+    x = torch.rand(5, 3, 32, 32)
+    assert torch.equal(coarsen(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = coarsen(x, 1.0, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.equal(y, coarsen(x, 1.0, torch.Generator().manual_seed(0)))
+    # noise averages away: far less fine detail, the same mean colour per crop
+    assert float((y[..., 1:] - y[..., :-1]).abs().mean()) < 0.5 * float((x[..., 1:] - x[..., :-1]).abs().mean())
+    assert torch.allclose(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.02)
+
+
+def test_training_with_mixstyle_coarse_crops_and_jitter_runs(tmp_path):
+    out = str(tmp_path / "mix")
+    assert train_clip.main(TINY + ["--steps", "6", "--out", out, "--checkpoint", out + "/m.pt",
+                                   "--mixstyle", "1", "--coarse", "0.5", "--jitter", "0.3"]) == 0
+    assert "--mixstyle" in json.load(open(os.path.join(out, "metrics.json")))["command"]
+
+
 @pytest.mark.parametrize("extra", [["--freeze-text"], ["--styles", "fluent3d"], ["--styles", "noto,comic"],
-                                   ["--init", "/nonexistent/m.pt"]])
+                                   ["--init", "/nonexistent/m.pt"], ["--mixstyle", "1.5"], ["--coarse", "-1"], ["--jitter", "-0.1"]])
 def test_bad_teacher_options_are_refused(tmp_path, extra, capsys):
     assert train_clip.main(TINY + ["--out", str(tmp_path / "x")] + extra) == 2
     assert "train_clip:" in capsys.readouterr().err

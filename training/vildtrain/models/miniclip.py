@@ -67,8 +67,35 @@ class ResidualBlock(nn.Module):
         return F.relu(y + self.skip(x), inplace=True)
 
 
+class MixStyle(nn.Module):
+    """MixStyle (Zhou et al., "Domain Generalization with MixStyle", ICLR 2021):
+    while training, with probability ``p`` per batch, each sample's per-channel
+    feature mean and standard deviation are mixed with another sample's (weight
+    ~ Beta(alpha, alpha)), so the layers above see the same object in new
+    "styles". No parameters; the identity in eval mode and while ``p`` is 0 (the
+    default), so a saved or exported encoder is unchanged by it."""
+
+    def __init__(self, p: float = 0.0, alpha: float = 0.1, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.alpha, self.eps = p, alpha, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0 or x.shape[0] < 2 or float(torch.rand(1)) >= self.p:
+            return x
+        n = x.shape[0]
+        mu = x.mean(dim=(2, 3), keepdim=True).detach()
+        sig = (x.var(dim=(2, 3), keepdim=True) + self.eps).sqrt().detach()
+        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((n, 1, 1, 1)).to(x.dtype)
+        perm = torch.randperm(n)
+        mu_mix = mu * lam + mu[perm] * (1 - lam)
+        sig_mix = sig * lam + sig[perm] * (1 - lam)
+        return (x - mu) / sig * sig_mix + mu_mix
+
+
 class ImageEncoder(nn.Module):
-    """A small ResNet: stride-2 stem, three stages (stride 2 each), attention-free pooling."""
+    """A small ResNet: stride-2 stem, three stages (stride 2 each), attention-free pooling.
+    ``mixstyle.p`` > 0 mixes feature statistics after the stem and the first stage
+    while training (:class:`MixStyle`)."""
 
     def __init__(self, cfg: MiniClipConfig) -> None:
         super().__init__()
@@ -82,12 +109,14 @@ class ImageEncoder(nn.Module):
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.proj = nn.Linear(cin, cfg.embed_dim)
+        self.mixstyle = MixStyle()
         self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        x = self.blocks(self.stem(x))
+        x = self.mixstyle(self.stem(x))
+        x = self.blocks[2:](self.mixstyle(self.blocks[:2](x)))
         x = x.mean(dim=(2, 3))
         return self.proj(x)
 

@@ -184,6 +184,21 @@ def synthesize(bank: ArtBank, indices: torch.Tensor, backgrounds: torch.Tensor, 
     return out.clamp_(0, 1)
 
 
+def coarsen(crops: torch.Tensor, p: float, g: torch.Generator, sides: tuple[int, int] = (6, 16)) -> torch.Tensor:
+    """Each crop, with probability ``p``, shrunk to a side drawn from ``sides`` (area
+    average) and enlarged back (bilinear): only its coarse shape and colours are
+    left, the cues that carry across art styles, not one style's outlines."""
+    n, s = crops.shape[0], crops.shape[-1]
+    pick = torch.rand(n, generator=g) < p
+    sizes = torch.randint(sides[0], sides[1] + 1, (n,), generator=g)
+    out = crops.clone()
+    for k in torch.nonzero(pick).flatten().tolist():
+        r = int(sizes[k])
+        small = F.interpolate(crops[k:k + 1], size=(r, r), mode="area")
+        out[k:k + 1] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Crops cut from generated scenes.
 

@@ -203,6 +203,15 @@ def main(argv: list[str]) -> int:
                     help="share of art tiles added again with pseudo-3D lighting (scenes.shade_sprite) and of "
                          "scene-bank objects drawn with it: rendered-looking art without showing a 3D style; "
                          "0 = none")
+    ap.add_argument("--mixstyle", type=float, default=0.0,
+                    help="probability per batch of mixing the image tower's feature statistics between crops "
+                         "after its stem and first stage (MixStyle, a domain-generalisation regulariser: new "
+                         "styles of the same objects); 0 = off")
+    ap.add_argument("--coarse", type=float, default=0.0,
+                    help="share of crops shrunk to 6-16 px and enlarged back (clipdata.coarsen): coarse shape "
+                         "and colour, which carry across art styles; 0 = none")
+    ap.add_argument("--jitter", type=float, default=clipdata.CropConfig.jitter,
+                    help="brightness, contrast and saturation jitter amplitude of synthesised crops")
     ap.add_argument("--procs", type=int, default=2,
                     help="data-parallel processes (gradients averaged every step); each uses --threads threads")
     args = ap.parse_args(argv)
@@ -217,6 +226,10 @@ def main(argv: list[str]) -> int:
         return 2
     if args.init and not os.path.exists(args.init):
         print(f"train_clip: --init {args.init}: no such file", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.mixstyle <= 1.0 or not 0.0 <= args.coarse <= 1.0 or not 0.0 <= args.jitter < 1.0:
+        print(f"train_clip: --mixstyle {args.mixstyle} / --coarse {args.coarse} / --jitter {args.jitter}: need "
+              f"0 <= share <= 1 and 0 <= jitter < 1", file=sys.stderr)
         return 2
     if not 0.0 <= args.scene_crops <= 1.0:
         print(f"train_clip: --scene-crops {args.scene_crops}: need 0 <= share <= 1", file=sys.stderr)
@@ -416,6 +429,8 @@ def _draw_batch(args: argparse.Namespace, step: int, rank: int, world: int, batc
         flip = torch.rand(cut.shape[0], generator=g_local) < 0.5
         cut[flip] = cut[flip].flip(-1)
         crops[from_scene] = cut
+    if args.coarse > 0:
+        crops = clipdata.coarsen(crops, args.coarse, g_local)
     crops = crops.contiguous(memory_format=torch.channels_last)
     return classes, crops, trim(ids[torch.tensor(rows)])
 
@@ -511,7 +526,8 @@ def _run(rank: int, world: int, port: int, args: argparse.Namespace, argv: list[
     log = open(os.path.join(args.out, "log.jsonl"), "a") if lead else None
     fixed_start = fixed_batch_loss(model, data.train_bank, data.eval_backgrounds, captions[0], captions[1],
                                    cfg.image_size, min(args.batch, len(data.categories)))
-    crop_cfg = clipdata.CropConfig(size=cfg.image_size)
+    crop_cfg = clipdata.CropConfig(size=cfg.image_size, jitter=args.jitter)
+    model.image.mixstyle.p = args.mixstyle
     batch = min(args.batch, len(data.categories))
     batch -= batch % world
     t_last, s_last = time.time(), step
