@@ -55,19 +55,16 @@ from vildtrain.evaluate.evaluate import EVAL_LABELS_PER_BOX  # noqa: E402
 from vildtrain.models.infer import postprocess  # noqa: E402
 
 
-def crop_cache(bundle: str, folder: str, count: int, cache: str, regions, top: int,
-               teacher: str = "") -> list[torch.Tensor]:
-    """Teacher embeddings [min(top, N), D] of each picture's first regions (1x + 1.5x square crops),
-    by the committed mini-CLIP or, with teacher, that saved one (cached under its digest)."""
-    from vildtrain.models.miniclip import DEFAULT_CHECKPOINT, load_miniclip, miniclip_digest
-    clip = load_miniclip(teacher or DEFAULT_CHECKPOINT).eval()
-    tag = f"_{miniclip_digest(clip)}" if teacher else ""
-    path = os.path.join(cache, os.path.basename(os.path.normpath(folder)) + f"_{count}_crops{top}{tag}.pt")
+def crop_cache(bundle: str, folder: str, count: int, cache: str, regions, top: int) -> list[torch.Tensor]:
+    """Teacher embeddings [min(top, N), D] of each picture's first regions (1x + 1.5x square crops)."""
+    path = os.path.join(cache, os.path.basename(os.path.normpath(folder)) + f"_{count}_crops{top}.pt")
     if os.path.exists(path):
         return torch.load(path)
     from vildtrain.models.detector import DetectorConfig
     from vildtrain.models.infer import preprocess
     from vildtrain.models.losses import crop_embeddings
+    from vildtrain.models.miniclip import load_miniclip, DEFAULT_CHECKPOINT
+    clip = load_miniclip(DEFAULT_CHECKPOINT).eval()
     cfg = DetectorConfig()
     ann = json.load(open(os.path.join(folder, "annotations.json")))
     out = []
@@ -112,11 +109,11 @@ def measure(s: Set, crops, mode: str, mu_base: float, mu_novel: float, t_crop: f
     return summarize(evaluate_detections(s.gts, dts, list(range(len(s.cats)))), s.groups)
 
 
-def load(bundle, folder, count, cache, top, teacher=""):
+def load(bundle, folder, count, cache, top):
     s = Set(bundle, folder, count, cache)
     man = json.load(open(os.path.join(bundle, "manifest.json")))
     s.Ti = man["embedding"].get("image_temperature") or s.T
-    return s, crop_cache(bundle, folder, count, cache, s.regions, top, teacher)
+    return s, crop_cache(bundle, folder, count, cache, s.regions, top)
 
 
 def row(name: str, r: dict) -> str:
@@ -139,14 +136,11 @@ def main() -> int:
     ap.add_argument("--k", type=int, nargs="*", default=[300],
                     help="regions re-scored per picture (the first k by objectness, at most --top)")
     ap.add_argument("--tie", type=float, default=0.002)
-    ap.add_argument("--teacher", default="",
-                    help="a saved mini-CLIP to crop with instead of the committed one (its text tower must be "
-                         "the committed one's: the categories' embeddings are the bundle's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
-    tune, tc = load(args.bundle, args.tune, args.tune_count, args.cache, args.top, args.teacher)
+    tune, tc = load(args.bundle, args.tune, args.tune_count, args.cache, args.top)
     ref = measure(tune, tc, "ensemble", 0, 0, 0, 1)
     text = measure(tune, tc, "text", 0, 0, 0, 1)
     print(f"tune: text novel AP {text['novel']['AP']:.4f}, ensemble {ref['novel']['AP']:.4f} "
@@ -164,7 +158,7 @@ def main() -> int:
     print(f"tune: chosen {best}", file=sys.stderr, flush=True)
     lines, held = [], {}
     for folder in args.eval:
-        s, c = load(args.bundle, folder, args.eval_count, args.cache, args.top, args.teacher)
+        s, c = load(args.bundle, folder, args.eval_count, args.cache, args.top)
         res = {"ViLD-text": measure(s, c, "text", 0, 0, 0, 1),
                "ViLD-ensemble (bundle)": measure(s, c, "ensemble", 0, 0, 0, 1),
                f"mini-CLIP on the top {best['k']} regions": measure(s, c, "crop", 0, 1, s.T * best["t_crop_scale"], 0, best["k"]),

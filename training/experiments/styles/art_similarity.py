@@ -11,7 +11,7 @@ resized to 32 px and laid on white. Printed:
   image embedding space.
 
     cd training
-    python3 experiments/styles/art_similarity.py checkpoints/miniclip.pt runs/miniclip-coarse/miniclip.pt
+    python3 experiments/styles/art_similarity.py checkpoints/miniclip.pt runs/miniclip-mix/miniclip.pt runs/miniclip-coarse/miniclip.pt
 """
 from __future__ import annotations
 
