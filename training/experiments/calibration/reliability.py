@@ -1,0 +1,83 @@
+"""Reliability of the shipped default scores at each vocabulary size (issue 29).
+
+The embedded bundle's default: stable scores (every name against the model's
+own categories) with the teacher's crops folded in (manifest
+`embedding.crops`, docs/decisions/0031). On the cached regions and crops of
+explore.py and experiments/crops/explore.py, with explore.py's protocol (each
+image's ground-truth names plus seeded random others, one label per region,
+score >= 0.05, per-label NMS 0.5, greedy matching at IoU 0.5), prints for 10,
+100 and 703 names the summary and, per 15-bin score bin, the detections, the
+mean score and the share correct: where the scores are calibrated at every
+size and where the share correct moves with the vocabulary.
+
+    cd training
+    python3 experiments/calibration/reliability.py --eval runs/heldout/seen --cache /tmp/calib-cache
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
+
+import explore as calib  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default="../models/default")
+    ap.add_argument("--eval", default="runs/heldout/seen")
+    ap.add_argument("--eval-count", type=int, default=500)
+    ap.add_argument("--cache", default="/tmp/calib-cache")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    D = calib.Data(args.bundle, args.eval, args.eval_count, args.cache)
+    man = json.load(open(os.path.join(args.bundle, "manifest.json")))
+    cr = man["embedding"]["crops"]
+    # the crops' teacher embeddings, cached by experiments/crops/explore.py (the first 300 regions)
+    from importlib.util import module_from_spec, spec_from_file_location
+    spec = spec_from_file_location("crops_explore", os.path.join(HERE, "..", "crops", "explore.py"))
+    ce = module_from_spec(spec)
+    spec.loader.exec_module(ce)
+    s, crops = ce.load(args.bundle, args.eval, args.eval_count, args.cache, 300)
+    emb = np.load(os.path.join(args.bundle, "category_embeddings.npy")).astype(np.float32)
+    for d, c in zip(D.images, crops):
+        d["Sc"] = c[:cr["regions"]].float().numpy() @ emb.T
+    soft = calib.softmax_mode(D)
+    every = np.arange(len(D.cats))
+    mu = np.where(D.base, cr["lambda_base"], cr["lambda_novel"])[None, :]
+
+    def default(d, V):
+        P = soft(d, every).copy()
+        k = d["Sc"].shape[0]
+        pc = np.exp(calib.log_softmax(d["Sc"] / cr["temperature"]))
+        P[:k] = P[:k] ** (1 - mu) * pc ** mu
+        return P[:, V]
+
+    print(f"{man['name']} ({args.bundle}), {len(D.images)} scenes of {args.eval}: stable scores with the teacher's crops\n")
+    for size in (10, 100, len(D.cats)):
+        Z, C, G, ngt = calib.detections(D, default, size)
+        m = calib.metrics(Z, C, G, ngt)
+        print(f"{size} names: median true-box score {m['median']:.3f}, recall at 0.3 {m['recall03']:.3f}, "
+              f"ECE {m['ece']:.3f}, pooled AP50 {m['ap50']:.3f}, {m['n']} detections\n")
+        keep = Z >= 0.05
+        z, c = Z[keep], C[keep]
+        bins = np.minimum((z * 15).astype(int), 14)
+        print("| bin | detections | mean score | share correct |\n|---|---:|---:|---:|")
+        for b in range(15):
+            w = bins == b
+            if w.any():
+                print(f"| {b / 15:.2f}-{(b + 1) / 15:.2f} | {w.sum()} | {z[w].mean():.3f} | {c[w].mean():.3f} |")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
