@@ -8,10 +8,14 @@ resized to 32 px and laid on white. Printed:
   its own category, among the 696; Noto to Twemoji for scale;
 - for each mini-CLIP given: its zero-shot top-1 over all 703 names on the
   Fluent 3D, Noto and Twemoji tiles, and the same nearest neighbour in its
-  image embedding space.
+  image embedding space; and its Fluent 3D top-1 by how many of the eight
+  teacher styles (`--styles teacher`) draw the category: a teacher taught
+  more drawings of a name should name those categories' Fluent 3D tiles
+  better than the others.
 
     cd training
-    python3 experiments/styles/art_similarity.py checkpoints/miniclip.pt runs/miniclip-mix/miniclip.pt runs/miniclip-coarse/miniclip.pt
+    python3 experiments/styles/art_similarity.py checkpoints/miniclip.pt runs/miniclip-teacher/miniclip.pt \
+        runs/miniclip-mix/miniclip.pt runs/miniclip-coarse/miniclip.pt
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from vildtrain.data.art import ArtLibrary  # noqa: E402
+from vildtrain.data.art import STYLES_TEACHER, ArtLibrary  # noqa: E402
 from vildtrain.data.categories import load_categories  # noqa: E402
 from vildtrain.models.miniclip import load_miniclip  # noqa: E402
 
@@ -44,7 +48,7 @@ def nearest_is_own(q: torch.Tensor, refs: list[torch.Tensor]) -> float:
 def main(paths: list[str]) -> int:
     torch.set_num_threads(1)
     cats = load_categories()
-    lib = ArtLibrary(styles=["noto", "twemoji", "fluent3d"])
+    lib = ArtLibrary(styles=("fluent3d",) + STYLES_TEACHER)
     ids = [c.id for c in cats if all(lib.has(c.id, s) for s in ("fluent3d", "noto", "twemoji"))]
     fl, no, tw = (torch.stack([tile(lib, i, s) for i in ids]) for s in ("fluent3d", "noto", "twemoji"))
     print(f"{len(ids)} categories in all three styles")
@@ -52,6 +56,10 @@ def main(paths: list[str]) -> int:
         print(f"pixel nearest neighbour at {name}: Fluent 3D -> seen {nearest_is_own(f(fl), [f(no), f(tw)]):.3f}, "
               f"Noto -> Twemoji {nearest_is_own(f(no), [f(tw)]):.3f}")
     col = torch.tensor([[c.id for c in cats].index(i) for i in ids])
+    drawings = torch.tensor([sum(lib.has(i, s) for s in STYLES_TEACHER) for i in ids])
+    groups = [(2, 4), (5, 6), (7, 8)]
+    print("categories drawn in 2-4 / 5-6 / 7-8 teacher styles: " +
+          " / ".join(str(int(((drawings >= a) & (drawings <= b)).sum())) for a, b in groups))
     for path in paths:
         m = load_miniclip(path).eval()
         with torch.no_grad():
@@ -61,6 +69,9 @@ def main(paths: list[str]) -> int:
         print(f"{path}: zero-shot top-1 Fluent 3D {top1[0]:.3f}, Noto {top1[1]:.3f}, Twemoji {top1[2]:.3f}; "
               f"image nearest neighbour Fluent 3D -> seen {nearest_is_own(ef, [en, et]):.3f}, "
               f"Noto -> Twemoji {nearest_is_own(en, [et]):.3f}")
+        right = ((ef @ text.T).argmax(1) == col).float()
+        print("  Fluent 3D top-1 by teacher styles drawing the category, 2-4 / 5-6 / 7-8: " +
+              " / ".join(f"{right[(drawings >= a) & (drawings <= b)].mean().item():.3f}" for a, b in groups))
     return 0
 
 
