@@ -205,11 +205,10 @@ def main(argv: list[str]) -> int:
                          "0 = none")
     ap.add_argument("--mixstyle", type=float, default=0.0,
                     help="probability per batch of mixing the image tower's feature statistics between crops "
-                         "after its stem and first stage (MixStyle, a domain-generalisation regulariser: new "
-                         "styles of the same objects); 0 = off")
+                         "after its stem and first stage (MixStyle, a domain-generalisation regulariser); 0 = off")
     ap.add_argument("--coarse", type=float, default=0.0,
-                    help="share of crops shrunk to 6-16 px and enlarged back (clipdata.coarsen): coarse shape "
-                         "and colour, which carry across art styles; 0 = none")
+                    help="share of crops shrunk to 6-16 px and enlarged back (clipdata.coarsen): only coarse "
+                         "shape and colour left; 0 = none")
     ap.add_argument("--jitter", type=float, default=clipdata.CropConfig.jitter,
                     help="brightness, contrast and saturation jitter amplitude of synthesised crops")
     ap.add_argument("--procs", type=int, default=2,
