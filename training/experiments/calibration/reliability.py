@@ -41,25 +41,25 @@ def main() -> int:
     D = calib.Data(args.bundle, args.eval, args.eval_count, args.cache)
     man = json.load(open(os.path.join(args.bundle, "manifest.json")))
     cr = man["embedding"]["crops"]
-    # the crops' teacher embeddings, cached by experiments/crops/explore.py (the first 300 regions)
+    # the crops' teacher embeddings, cached by experiments/crops/explore.py (its first 300 regions)
     from importlib.util import module_from_spec, spec_from_file_location
     spec = spec_from_file_location("crops_explore", os.path.join(HERE, "..", "crops", "explore.py"))
     ce = module_from_spec(spec)
     spec.loader.exec_module(ce)
-    s, crops = ce.load(args.bundle, args.eval, args.eval_count, args.cache, 300)
-    emb = np.load(os.path.join(args.bundle, "category_embeddings.npy")).astype(np.float32)
-    for d, c in zip(D.images, crops):
-        d["Sc"] = c[:cr["regions"]].float().numpy() @ emb.T
+    boxes = [(None, None, None, torch.from_numpy(d["boxes"])) for d in D.images]
+    crops = ce.crop_cache(args.bundle, args.eval, args.eval_count, args.cache, boxes, 300)
+    from vildtrain.models.infer import Vocabulary, fold_crops
+    emb = torch.from_numpy(np.load(os.path.join(args.bundle, "category_embeddings.npy")).astype(np.float32))
+    vocab = Vocabulary([c["name"] for c in D.cats], emb, D.base.tolist())
     soft = calib.softmax_mode(D)
     every = np.arange(len(D.cats))
-    mu = np.where(D.base, cr["lambda_base"], cr["lambda_novel"])[None, :]
+    for i, d in enumerate(D.images):
+        d["index"] = i
 
     def default(d, V):
-        P = soft(d, every).copy()
-        k = d["Sc"].shape[0]
-        pc = np.exp(calib.log_softmax(d["Sc"] / cr["temperature"]))
-        P[:k] = P[:k] ** (1 - mu) * pc ** mu
-        return P[:, V]
+        """Stable scores (over every category) with the teacher's crops, the names V."""
+        k = crops[d["index"]][:cr["regions"]].float()
+        return fold_crops(torch.from_numpy(soft(d, every)), k, vocab, cr).numpy()[:, V]
 
     print(f"{man['name']} ({args.bundle}), {len(D.images)} scenes of {args.eval}: stable scores with the teacher's crops\n")
     for size in (10, 100, len(D.cats)):
