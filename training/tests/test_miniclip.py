@@ -261,15 +261,33 @@ def test_coarsened_crops_keep_only_coarse_shape_and_colour():
     assert torch.allclose(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.02)
 
 
+def test_random_convolutions_change_surfaces_and_keep_where_things_are():
+    from vildtrain.train.clipdata import randconv
+    x = torch.rand(6, 3, 32, 32)
+    assert torch.equal(randconv(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = randconv(x, 1.0, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.equal(y, randconv(x, 1.0, torch.Generator().manual_seed(0)))
+    assert float(y.min()) >= 0 and float(y.max()) <= 1 and float((y - x).abs().mean()) > 0.01
+    # a 1x1 kernel maps colours pixel by pixel: a square of one colour on another stays a square
+    sq = torch.zeros(4, 3, 32, 32)
+    sq[:, :, 8:24, 8:24] = torch.tensor([0.9, 0.6, 0.1])[:, None, None]
+    sq[:, :, :, :8] += 0.3
+    z = randconv(sq, 1.0, torch.Generator().manual_seed(1), kernels=(1,))
+    for k in range(4):
+        inside, left = z[k, :, 8:24, 8:24].flatten(1), z[k, :, :, :8].flatten(1)
+        assert float((inside - inside[:, :1]).abs().max()) < 1e-5 and float((left - left[:, :1]).abs().max()) < 1e-5
+
+
 def test_training_with_mixstyle_coarse_crops_and_jitter_runs(tmp_path):
     out = str(tmp_path / "mix")
     assert train_clip.main(TINY + ["--steps", "6", "--out", out, "--checkpoint", out + "/m.pt",
-                                   "--mixstyle", "1", "--coarse", "0.5", "--jitter", "0.3"]) == 0
+                                   "--mixstyle", "1", "--coarse", "0.5", "--randconv", "0.5", "--jitter", "0.3"]) == 0
     assert "--mixstyle" in json.load(open(os.path.join(out, "metrics.json")))["command"]
 
 
 @pytest.mark.parametrize("extra", [["--freeze-text"], ["--styles", "fluent3d"], ["--styles", "noto,comic"],
-                                   ["--init", "/nonexistent/m.pt"], ["--mixstyle", "1.5"], ["--coarse", "-1"], ["--jitter", "-0.1"]])
+                                   ["--init", "/nonexistent/m.pt"], ["--mixstyle", "1.5"], ["--coarse", "-1"], ["--randconv", "2"],
+                                   ["--jitter", "-0.1"]])
 def test_bad_teacher_options_are_refused(tmp_path, extra, capsys):
     assert train_clip.main(TINY + ["--out", str(tmp_path / "x")] + extra) == 2
     assert "train_clip:" in capsys.readouterr().err

@@ -199,6 +199,27 @@ def coarsen(crops: torch.Tensor, p: float, g: torch.Generator, sides: tuple[int,
     return out
 
 
+def randconv(crops: torch.Tensor, p: float, g: torch.Generator, kernels: tuple[int, ...] = (1, 3, 5, 7)) -> torch.Tensor:
+    """Each crop, with probability ``p``, filtered by a random 3-to-3 convolution
+    (random convolutions, Xu et al. 2021): a kernel side drawn from ``kernels``,
+    weights drawn from N(0, 1/(3 k^2)), the result given the crop's mean and
+    spread and blended with the crop by a weight drawn from [0, 1]. Local
+    texture and colour are randomised, shapes kept: one style's surfaces stop
+    being a cue."""
+    n = crops.shape[0]
+    pick = torch.rand(n, generator=g) < p
+    out = crops.clone()
+    for k in torch.nonzero(pick).flatten().tolist():
+        side = kernels[int(torch.randint(0, len(kernels), (1,), generator=g))]
+        w = torch.randn(3, 3, side, side, generator=g) / math.sqrt(3 * side * side)
+        x = crops[k:k + 1]
+        y = F.conv2d(x, w, padding=side // 2)
+        y = (y - y.mean()) / (y.std() + 1e-6) * x.std() + x.mean()
+        a = float(torch.rand(1, generator=g))
+        out[k:k + 1] = (a * x + (1 - a) * y).clamp(0, 1)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Crops cut from generated scenes.
 

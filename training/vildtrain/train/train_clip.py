@@ -209,6 +209,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--coarse", type=float, default=0.0,
                     help="share of crops shrunk to 6-16 px and enlarged back (clipdata.coarsen): only coarse "
                          "shape and colour left; 0 = none")
+    ap.add_argument("--randconv", type=float, default=0.0,
+                    help="share of crops filtered by a random convolution blended with the crop "
+                         "(clipdata.randconv): texture and colour randomised, shapes kept; 0 = none")
     ap.add_argument("--jitter", type=float, default=clipdata.CropConfig.jitter,
                     help="brightness, contrast and saturation jitter amplitude of synthesised crops")
     ap.add_argument("--procs", type=int, default=2,
@@ -226,8 +229,9 @@ def main(argv: list[str]) -> int:
     if args.init and not os.path.exists(args.init):
         print(f"train_clip: --init {args.init}: no such file", file=sys.stderr)
         return 2
-    if not 0.0 <= args.mixstyle <= 1.0 or not 0.0 <= args.coarse <= 1.0 or not 0.0 <= args.jitter < 1.0:
-        print(f"train_clip: --mixstyle {args.mixstyle} / --coarse {args.coarse} / --jitter {args.jitter}: need "
+    if not all(0.0 <= v <= 1.0 for v in (args.mixstyle, args.coarse, args.randconv)) or not 0.0 <= args.jitter < 1.0:
+        print(f"train_clip: --mixstyle {args.mixstyle} / --coarse {args.coarse} / --randconv {args.randconv} / "
+              f"--jitter {args.jitter}: need "
               f"0 <= share <= 1 and 0 <= jitter < 1", file=sys.stderr)
         return 2
     if not 0.0 <= args.scene_crops <= 1.0:
@@ -430,6 +434,8 @@ def _draw_batch(args: argparse.Namespace, step: int, rank: int, world: int, batc
         crops[from_scene] = cut
     if args.coarse > 0:
         crops = clipdata.coarsen(crops, args.coarse, g_local)
+    if args.randconv > 0:
+        crops = clipdata.randconv(crops, args.randconv, g_local)
     crops = crops.contiguous(memory_format=torch.channels_last)
     return classes, crops, trim(ids[torch.tensor(rows)])
 
