@@ -55,16 +55,22 @@ from vildtrain.evaluate.evaluate import EVAL_LABELS_PER_BOX  # noqa: E402
 from vildtrain.models.infer import postprocess  # noqa: E402
 
 
-def crop_cache(bundle: str, folder: str, count: int, cache: str, regions, top: int) -> list[torch.Tensor]:
-    """Teacher embeddings [min(top, N), D] of each picture's first regions (1x + 1.5x square crops)."""
-    path = os.path.join(cache, os.path.basename(os.path.normpath(folder)) + f"_{count}_crops{top}.pt")
+def crop_cache(bundle: str, folder: str, count: int, cache: str, regions, top: int,
+               teacher: str = "") -> list[torch.Tensor]:
+    """Teacher embeddings [min(top, N), D] of each picture's first regions (1x + 1.5x square crops);
+    the teacher is the committed mini-CLIP, or the checkpoint ``teacher`` (cached by its digest)."""
+    suffix = ""
+    if teacher:
+        import hashlib
+        suffix = "_" + hashlib.sha256(open(teacher, "rb").read()).hexdigest()[:12]
+    path = os.path.join(cache, os.path.basename(os.path.normpath(folder)) + f"_{count}_crops{top}{suffix}.pt")
     if os.path.exists(path):
         return torch.load(path)
     from vildtrain.models.detector import DetectorConfig
     from vildtrain.models.infer import preprocess
     from vildtrain.models.losses import crop_embeddings
     from vildtrain.models.miniclip import load_miniclip, DEFAULT_CHECKPOINT
-    clip = load_miniclip(DEFAULT_CHECKPOINT).eval()
+    clip = load_miniclip(teacher or DEFAULT_CHECKPOINT).eval()
     cfg = DetectorConfig()
     ann = json.load(open(os.path.join(folder, "annotations.json")))
     out = []
