@@ -61,12 +61,14 @@ class GraphModel:
         buf, off, self.weights = open(bin_path, "rb").read(), 0, {}
         for spec in m["weightsManifest"][0]["weights"]:
             n = int(np.prod(spec["shape"])) if spec["shape"] else 1
-            q = (spec.get("quantization") or {}).get("dtype")
-            dtype = {"float16": np.float16, None: np.int32 if spec["dtype"] == "int32" else np.float32}[q]
-            a = np.frombuffer(buf, dtype, n, off)
+            stored = (spec.get("quantization") or {}).get("dtype") or spec["dtype"]
+            if stored not in ("float16", "float32", "int32"):
+                raise ValueError(f"{spec['name']}: weights stored as {stored} are not read here")
+            a = np.frombuffer(buf, stored, n, off)
             off += a.nbytes
-            self.weights[spec["name"]] = torch.from_numpy(a.astype(np.float32 if dtype != np.int32 else np.int32)
-                                                          .reshape(spec["shape"]))
+            if stored == "float16":
+                a = a.astype(np.float32)
+            self.weights[spec["name"]] = torch.from_numpy(a.copy().reshape(spec["shape"]))
 
     def _attr(self, node: dict, key: str):
         a = node.get("attr", {}).get(key, {})
