@@ -523,6 +523,9 @@ def test_box_positive_fraction_sets_the_labelled_share_of_sampled_rois(tmp_path)
         with pytest.raises(ValueError, match="box-positive-fraction"):
             train(_args(tmp_path / bad, "--steps", "1", "--box-positive-fraction", bad), clip=tiny_clip(),
                   categories=cats, cfg=TINY)
+    for flag in ("--shade", "--randconv"):
+        with pytest.raises(ValueError, match=flag):
+            train(_args(tmp_path / flag, "--steps", "1", flag, "1.5"), clip=tiny_clip(), categories=cats, cfg=TINY)
     for bad in ("0", "-8"):
         with pytest.raises(ValueError, match="box-rois"):
             train(_args(tmp_path / f"rois{bad}", "--steps", "1", "--box-rois", bad), clip=tiny_clip(),
@@ -755,7 +758,7 @@ def test_box_iou_is_torchvision_bit_for_bit():
 def test_train_continues_from_a_detector_checkpoint_on_more_styles(tmp_path):
     """--init PATH starts every weight from a trained detector (e.g. the bundle's,
     rebuilt by detector_from_bundle); --styles teacher draws scenes from every
-    style but Fluent 3D. A checkpoint of another architecture is refused."""
+    style but Fluent 3D, --shade and --randconv restyle a share of the objects. A checkpoint of another architecture is refused."""
     from vildtrain.data.categories import load_categories
     from vildtrain.models.detector import save_checkpoint
     from vildtrain.train.detector_run import train
@@ -764,11 +767,11 @@ def test_train_continues_from_a_detector_checkpoint_on_more_styles(tmp_path):
     torch.manual_seed(5)
     start = build_detector(TINY).eval()
     save_checkpoint(str(tmp_path / "start.pt"), start)
-    out = train(_args(tmp_path / "a", "--steps", "2", "--init", str(tmp_path / "start.pt"), "--styles", "teacher"),
-                clip=clip, categories=cats, cfg=TINY)
+    out = train(_args(tmp_path / "a", "--steps", "2", "--init", str(tmp_path / "start.pt"), "--styles", "teacher",
+                      "--shade", "0.5", "--randconv", "0.5"), clip=clip, categories=cats, cfg=TINY)
     assert out["done"]
     trained, extra = load_checkpoint(str(tmp_path / "a" / "detector.pt"))
-    assert extra["settings"]["styles"] == "teacher"
+    assert (extra["settings"]["styles"], extra["settings"]["shade"], extra["settings"]["randconv"]) == ("teacher", 0.5, 0.5)
     # two small steps from the start's weights: every weight near its start, the trained ones moved
     fresh = build_detector(TINY)
     moved = 0

@@ -181,6 +181,34 @@ def test_bench_counts_labelled_objects_of_grid_and_ordinary_scenes():
     assert single <= 1 and grid >= 6, (single, grid)
 
 
+def test_random_convolution_of_a_sprite_changes_its_colours_and_keeps_its_outline():
+    """randconv_p=0 draws nothing more from the generator; randconv_p=1 convolves
+    every sprite: the alpha is the sprite's own, the colours inside it change,
+    keep the sprite's mean, and stay in 0-255."""
+    import numpy as np
+    from PIL import Image
+
+    from vildtrain.data.scenes import make_sprite, randconv_sprite
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    im.paste((200, 60, 60, 255), (8, 8, 32, 56))
+    im.paste((40, 160, 220, 255), (32, 8, 56, 56))
+    r0, r1 = np.random.default_rng(4), np.random.default_rng(4)
+    a = make_sprite(r0, im, 48, randconv_p=0.0)
+    b = make_sprite(r1, im, 48)
+    assert np.array_equal(a[0], b[0]) and r0.random() == r1.random()
+    plain, alpha = make_sprite(np.random.default_rng(4), im, 48, rotate_p=0, jitter=0, blur_p=0)
+    conv, alpha2 = make_sprite(np.random.default_rng(4), im, 48, rotate_p=0, jitter=0, blur_p=0, randconv_p=1.0)
+    assert np.array_equal(alpha, alpha2)
+    inside = alpha > 0.99
+    changed = [randconv_sprite(np.random.default_rng(seed), plain, alpha) for seed in range(8)]
+    for out in changed:
+        assert out.shape == plain.shape and out.dtype == np.float32
+        assert out.min() >= 0 and out.max() <= 255
+        assert abs(out[inside].mean() - plain[inside].mean()) < 25
+    assert max(np.abs(out[inside] - plain[inside]).mean() for out in changed) > 10
+    assert not np.array_equal(conv, plain)
+
+
 def test_shading_is_an_opt_in_that_leaves_other_scenes_alone():
     """shade_p=0 draws nothing more from the generator (every set generated before
     the augmentation existed is unchanged); shade_p=1 lights every sprite: same

@@ -336,12 +336,40 @@ def shade_sprite(rng: np.random.Generator, rgb: np.ndarray, alpha: np.ndarray) -
     return out.astype(np.float32)
 
 
+def randconv_sprite(rng: np.random.Generator, rgb: np.ndarray, alpha: np.ndarray,
+                    kernels: tuple[int, ...] = (1, 3, 5, 7)) -> np.ndarray:
+    """A random 3-to-3 convolution of a sprite's colours (random convolutions, Xu
+    et al. 2021; the pasted-object counterpart of ``clipdata.randconv``, which
+    the teacher's crops get): a kernel side drawn from ``kernels``, weights from
+    N(0, 1/(3 k^2)), the result given the sprite's own mean and spread (over its
+    alpha) and blended with it by a weight drawn from [0, 1]. Surfaces and
+    colours change, the outline (alpha) stays. Returns the new rgb (0-255)."""
+    side = int(kernels[int(rng.integers(0, len(kernels)))])
+    w = rng.standard_normal((3, 3, side, side)).astype(np.float32) / math.sqrt(3 * side * side)
+    h, wd = alpha.shape
+    r = side // 2
+    pad = np.pad(rgb.astype(np.float32), ((r, r), (r, r), (0, 0)))
+    y = np.zeros_like(rgb, dtype=np.float32)
+    for dy in range(side):
+        for dx in range(side):
+            y += pad[dy:dy + h, dx:dx + wd] @ w[:, :, dy, dx].T
+    m = alpha > 0.5
+    if not m.any():
+        return rgb
+    x_mean, x_std = rgb[m].mean(), rgb[m].std()
+    y = (y - y[m].mean()) / (y[m].std() + 1e-6) * x_std + x_mean
+    a = float(rng.random())
+    return np.clip(a * rgb + (1 - a) * y, 0, 255).astype(np.float32)
+
+
 def make_sprite(rng: np.random.Generator, im: Image.Image, target: float,
                 rotate_p: float = 0.5, max_angle: float = 30, blur_p: float = 0.1,
-                jitter: float = 1.0, shade_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                jitter: float = 1.0, shade_p: float = 0.0, randconv_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Scale (longer side = target px), flip, rotate, blur, shade (with ``shade_p``
-    > 0: :func:`shade_sprite` on that share; 0 draws nothing more from ``rng``, so
-    scenes made without it are unchanged) and colour-jitter an RGBA image.
+    > 0: :func:`shade_sprite` on that share), convolve (with ``randconv_p`` > 0:
+    :func:`randconv_sprite` on that share) and colour-jitter an RGBA image. A
+    share of 0 draws nothing more from ``rng``, so scenes made without it are
+    unchanged.
 
     Returns (rgb float32 HxWx3, alpha float32 HxW in [0, 1]).
     """
@@ -360,6 +388,8 @@ def make_sprite(rng: np.random.Generator, im: Image.Image, target: float,
     rgb, alpha = a[..., :3], a[..., 3] * (1 / 255)
     if shade_p > 0 and rng.random() < shade_p:
         rgb = shade_sprite(rng, rgb, alpha)
+    if randconv_p > 0 and rng.random() < randconv_p:
+        rgb = randconv_sprite(rng, rgb, alpha)
     if jitter > 0 and rng.random() < 0.8:
         rgb = _jitter_rgb(rng, rgb, jitter)
     return rgb, alpha
@@ -463,7 +493,7 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
                    size: int = 384, label_novel: bool = False, *,
                    min_objects: int = 1, max_objects: int = 12, min_px: float = 16, max_px: float = 160,
                    max_distractors: int = 3, tier_weights: dict[str, float] | None = None,
-                   jpeg_p: float = 0.5, effects: bool = True, shade_p: float = 0.0,
+                   jpeg_p: float = 0.5, effects: bool = True, shade_p: float = 0.0, randconv_p: float = 0.0,
                    background: Callable[[np.random.Generator, int, int], np.ndarray] | None = None,
                    ) -> tuple[Image.Image, list[SceneObject]]:
     """One scene: (RGB image size x size, visible objects in paste order).
@@ -473,7 +503,8 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
     unless ``label_novel``. ``tier_weights`` (e.g. {"frequent": 4, "common": 2,
     "rare": 1}) makes frequent categories more common; default uniform.
     ``effects=False`` (no colour jitter, blur or noise) and ``jpeg_p=0`` switch off the effects;
-    ``shade_p`` is the share of sprites given pseudo-3D lighting (:func:`shade_sprite`);
+    ``shade_p`` is the share of sprites given pseudo-3D lighting (:func:`shade_sprite`),
+    ``randconv_p`` the share given a random convolution (:func:`randconv_sprite`);
     ``background`` overrides the background generator (returns float HxWx3).
     """
     pool = _eligible(art, categories, styles)
@@ -507,7 +538,7 @@ def generate_scene(rng: np.random.Generator, art: ArtLibrary, categories: list[C
                 continue
             cid, im = 0, dl[int(rng.integers(0, len(dl)))]
         rgb, alpha = make_sprite(rng, im, target, blur_p=0.1 if effects else 0.0, jitter=1.0 if effects else 0.0,
-                                     shade_p=shade_p)
+                                     shade_p=shade_p, randconv_p=randconv_p)
         h, w = alpha.shape
         x = int(rng.integers(-w // 4, max(size - w + w // 4, -w // 4 + 1)))
         y = int(rng.integers(-h // 4, max(size - h + h // 4, -h // 4 + 1)))
@@ -524,7 +555,8 @@ def generate_grid_scene(rng: np.random.Generator, art: ArtLibrary, categories: l
                         styles: Sequence[str], size: int = 384, label_novel: bool = False, *,
                         sides: Sequence[int] = GRID_SIDES, fill: tuple[float, float] = (0.5, 0.95),
                         empty_p: float = 0.1, distractor_p: float = 0.1, jpeg_p: float = 0.5,
-                        effects: bool = True, shade_p: float = 0.0) -> tuple[Image.Image, list[SceneObject]]:
+                        effects: bool = True, shade_p: float = 0.0,
+                        randconv_p: float = 0.0) -> tuple[Image.Image, list[SceneObject]]:
     """A dense training scene: one object per cell of an n x n grid (n drawn from
     ``sides``), each ``fill`` of its cell's side and placed at random inside it,
     over the same backgrounds and with the same sprite and image effects as
@@ -560,7 +592,7 @@ def generate_grid_scene(rng: np.random.Generator, art: ArtLibrary, categories: l
                 style = ss[int(rng.integers(0, len(ss)))]
                 im = art.image(cid, style)
             rgb, alpha = make_sprite(rng, im, target, blur_p=0.1 if effects else 0.0, jitter=1.0 if effects else 0.0,
-                                     shade_p=shade_p)
+                                     shade_p=shade_p, randconv_p=randconv_p)
             h, w = alpha.shape
             x = int(c * cell + rng.uniform(0, max(0.0, cell - w)))
             y = int(r * cell + rng.uniform(0, max(0.0, cell - h)))

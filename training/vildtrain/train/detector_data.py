@@ -39,7 +39,7 @@ class SceneStream(Dataset):
                  categories=None, styles: tuple[str, ...] | None = None,
                  objects: tuple[int, int] = (1, 12), grid_fraction: float = 0.0,
                  grid_novel: bool = False, grid_sides: tuple[int, ...] | None = None,
-                 shade_p: float = 0.0) -> None:
+                 shade_p: float = 0.0, randconv_p: float = 0.0) -> None:
         from vildtrain.data.categories import load_categories
         from vildtrain.data.scenes import GRID_SIDES, TRAIN_STYLES
         if not 1 <= objects[0] <= objects[1]:
@@ -57,7 +57,7 @@ class SceneStream(Dataset):
         self.grid_categories = (self.categories if grid_novel
                                 else [c for c in self.categories if c.id in base_index])
         self._art = None
-        self.shade_p = shade_p
+        self.shade_p, self.randconv_p = shade_p, randconv_p
 
     def __len__(self) -> int:
         return self.length
@@ -75,11 +75,12 @@ class SceneStream(Dataset):
         if self.is_grid(i):
             img, objs = generate_grid_scene(scene_rng(self.seed, i), self._art, self.grid_categories, self.styles,
                                             size=self.size, label_novel=False, sides=self.grid_sides,
-                                            shade_p=self.shade_p)
+                                            shade_p=self.shade_p, randconv_p=self.randconv_p)
         else:
             img, objs = generate_scene(scene_rng(self.seed, i), self._art, self.categories, self.styles,
                                        size=self.size, label_novel=False, min_objects=self.objects[0],
-                                       max_objects=self.objects[1], shade_p=self.shade_p)
+                                       max_objects=self.objects[1], shade_p=self.shade_p,
+                                       randconv_p=self.randconv_p)
         boxes, labels = [], []
         for o in objs:
             if not o.labelled:

@@ -75,6 +75,9 @@ def _check_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"train_detector: --batch {args.batch} is not a multiple of --procs {args.procs}")
     if not 0.0 < args.box_positive_fraction <= 1.0:
         raise ValueError(f"train_detector: --box-positive-fraction {args.box_positive_fraction}: need 0 < f <= 1")
+    for flag, share in (("--shade", getattr(args, "shade", 0.0)), ("--randconv", getattr(args, "randconv", 0.0))):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"train_detector: {flag} {share}: need a share 0 <= p <= 1")
     if args.rpn_train_proposals <= 0:
         raise ValueError(f"train_detector: --rpn-train-proposals {args.rpn_train_proposals}: need > 0")
     if args.box_rois is not None and args.box_rois <= 0:
@@ -389,7 +392,7 @@ def _train(rank: int, world: int, args: argparse.Namespace, shared: tuple, argv,
     from vildtrain.data.art import training_styles
     dataset = SceneStream(args.seed, 10 ** 9, base_index, size=args.size, categories=categories,
                           styles=training_styles(getattr(args, "styles", "train")),
-                          shade_p=getattr(args, "shade", 0.0),
+                          shade_p=getattr(args, "shade", 0.0), randconv_p=getattr(args, "randconv", 0.0),
                           objects=(args.min_objects, args.max_objects), grid_fraction=args.grid_scenes,
                           grid_novel=args.grid_novel, grid_sides=args.grid_sides)
 

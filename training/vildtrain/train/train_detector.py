@@ -122,6 +122,10 @@ def _add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--shade", type=float, default=0.0,
                     help="share of pasted objects given pseudo-3D lighting (scenes.shade_sprite), an "
                          "augmentation towards rendered styles; 0 = none")
+    ap.add_argument("--randconv", type=float, default=0.0,
+                    help="share of pasted objects filtered by a random convolution (scenes.randconv_sprite, the "
+                         "counterpart of train_clip --randconv): surfaces and colours randomised, outlines kept; "
+                         "0 = none")
     ap.add_argument("--styles", type=_styles, default="train",
                     help="art of the training scenes: 'train' (Noto and Twemoji), 'teacher' (every style but "
                          "Fluent 3D: also OpenMoji and the Iconify sets) or a comma-separated list (a style named twice "
