@@ -5,6 +5,7 @@ the Go harness (go test ./exemplar), which has the runtime."""
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -74,6 +75,19 @@ def test_graph_stores_int8_weights_equal_to_the_models(exported):
     model = sorted(float(p.abs().sum()) for p in graph.parameters() if p.numel() >= ie.INT8_MIN_ELEMENTS)
     np.testing.assert_allclose(stored, model, rtol=1e-5)
     assert [i.name for i in m.graph.input] == ["image"] and [o.name for o in m.graph.output] == ["image_embeddings"]
+
+
+def test_the_graph_rebuilds_as_the_models_encoder(exported, tmp_path):
+    """encoder_from_bundle: the graph's int8 weights, back in a folded image tower of
+    the manifest's configuration, compute what encoder_graph computes."""
+    clip, out, _, man = exported
+    shutil.copy(out / "image_encoder.onnx", tmp_path / "image_encoder.onnx")
+    man = dict(man, training=dict(man["training"], miniclip=dict(clip.cfg.__dict__)))
+    (tmp_path / "manifest.json").write_text(json.dumps(man), encoding="utf-8")
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        got, want = ie.encoder_from_bundle(str(tmp_path))(x), ie.encoder_graph(clip)(x)
+    assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_golden_is_the_teachers_crop_embedding_shifted(exported):

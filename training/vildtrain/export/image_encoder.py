@@ -137,6 +137,31 @@ def encoder_graph(clip) -> ImageEncoderGraph:
     return g
 
 
+def encoder_from_bundle(bundle: str) -> ImageEncoderGraph:
+    """The bundle's image encoder back as PyTorch: ``image_encoder.onnx``'s int8
+    weights times their scales, loaded into a BatchNorm-folded mini-CLIP image tower
+    of the manifest's configuration. It is the :func:`encoder_graph` the bundle was
+    exported from, so a bundle's teacher crops need no mini-CLIP checkpoint."""
+    from onnx import numpy_helper
+    from vildtrain.models.miniclip import MiniClip, MiniClipConfig
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        man = json.load(f)
+    cfg = dict(man["training"]["miniclip"], widths=tuple(man["training"]["miniclip"]["widths"]))
+    g = ImageEncoderGraph(MiniClip(MiniClipConfig(**cfg))).eval()
+    fold_batchnorm(g)
+    graph = onnx.load(os.path.join(bundle, man["image_encoder"]["file"])).graph
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    values = {n: a.astype(np.float32) for n, a in arrays.items() if a.dtype == np.float32}
+    for name, q in arrays.items():   # int8 values and per-output-channel scales (store_int8)
+        if name.endswith("_i8"):
+            values[name[:-3]] = q.astype(np.float32) * arrays[name[:-3] + "_scale"]
+    for node in graph.node:   # the exporter names equal initializers' copies through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    g.load_state_dict({name: torch.from_numpy(values[name]) for name in g.state_dict()})
+    return g
+
+
 def exemplar_crops(img01: torch.Tensor, boxes: list[tuple[float, float, float, float]], size: int,
                    scales=CROP_SCALES) -> torch.Tensor:
     """Crops [len(boxes) * len(scales), 3, size, size] in [0,1], box-major, scale-minor,

@@ -168,7 +168,10 @@ def main(argv: list[str]) -> int:
     # the ensemble's teacher crops (embedding.crops), a scoring setting outside the
     # detector's config: evaluate reads it from the checkpoint's extras
     crops = {"crops": man["embedding"]["crops"]} if man["embedding"].get("crops") else {}
+    # the teacher the bundle was distilled from, by digest: evaluate and infer then
+    # refuse any other mini-CLIP (miniclip.load_teacher)
+    teacher = {"teacher": {"digest": training["miniclip_digest"]}} if training.get("miniclip_digest") else {}
     save_checkpoint(args.out, model, extra={k: v for k, v in training.items() if k != "detector"}
-                    | {"from_bundle": os.path.abspath(args.bundle)} | crops)
+                    | {"from_bundle": os.path.abspath(args.bundle)} | crops | teacher)
     print(f"wrote {args.out}")
     return 0
