@@ -215,6 +215,12 @@ func TestValidate(t *testing.T) {
 		{"crop lambda", func(m *Manifest) {
 			m.Embedding.Crops = &Crops{Regions: 100, Temperature: 0.03, LambdaNovel: 1.5}
 		}, "lambda_novel 1.5"},
+		{"crop scales empty", func(m *Manifest) {
+			m.Embedding.Crops = &Crops{Regions: 100, Temperature: 0.03, LambdaNovel: 0.5, Scales: []float32{}}
+		}, "embedding.crops.scales: 0 scales"},
+		{"crop scale", func(m *Manifest) {
+			m.Embedding.Crops = &Crops{Regions: 100, Temperature: 0.03, LambdaNovel: 0.5, Scales: []float32{1.25, 8}}
+		}, "embedding.crops.scales: 8 not in [0.5, 4]"},
 		{"template", func(m *Manifest) { m.Text.Templates = []string{"no slot"} }, "templates"},
 		{"split", func(m *Manifest) { m.Categories[0].Split = "rare" }, "split"},
 		{"duplicate category", func(m *Manifest) { m.Categories[1].Name = "cat" }, "duplicate"},
@@ -279,4 +285,17 @@ func FuzzParseManifest(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCropViews(t *testing.T) {
+	enc := &ImageEncoder{CropScales: []float32{1, 1.5}}
+	if got := (&Crops{}).Views(enc); len(got) != 2 || got[0] != 1 || got[1] != 1.5 {
+		t.Errorf("no scales of its own: %v, want the image encoder's [1 1.5]", got)
+	}
+	if got := (&Crops{Scales: []float32{1.25}}).Views(enc); len(got) != 1 || got[0] != 1.25 {
+		t.Errorf("its own scales: %v, want [1.25]", got)
+	}
+	if got := (&Crops{}).Views(nil); got != nil {
+		t.Errorf("no image encoder: %v, want none", got)
+	}
 }

@@ -115,12 +115,28 @@ type Embedding struct {
 // as exemplars are, without the modality shift; p_crop is the softmax over
 // the vocabulary of their similarities divided by Temperature; a class's
 // ensemble probability p becomes p^(1-μ)·p_crop^μ, μ = LambdaBase for base
-// classes and LambdaNovel for the others.
+// classes and LambdaNovel for the others. Scales and Mirror say which views
+// of a region the teacher sees (absent: the image encoder's crop scales,
+// unmirrored); their embeddings are summed and L2-normalised.
 type Crops struct {
 	Regions     int     `json:"regions"`
 	Temperature float32 `json:"temperature"`
 	LambdaBase  float32 `json:"lambda_base"`
 	LambdaNovel float32 `json:"lambda_novel"`
+	// Scales are the square crops of each region, as multiples of its
+	// longer side (absent: ImageEncoder.CropScales).
+	Scales []float32 `json:"scales,omitempty"`
+	// Mirror embeds each crop mirrored left to right as well.
+	Mirror bool `json:"mirror,omitempty"`
+}
+
+// Views returns the crop scales of the teacher's view of a region: the
+// section's own, else the image encoder's (enc may be nil).
+func (c *Crops) Views(enc *ImageEncoder) []float32 {
+	if len(c.Scales) > 0 || enc == nil {
+		return c.Scales
+	}
+	return enc.CropScales
 }
 
 // Postprocess holds the default detection post-processing settings.
@@ -345,6 +361,9 @@ func (m *Manifest) Validate() error {
 		if !(c.LambdaBase >= 0 && c.LambdaBase <= 1) || !(c.LambdaNovel >= 0 && c.LambdaNovel <= 1) {
 			bad("embedding.crops.lambda_base %v and lambda_novel %v must be in [0, 1]", c.LambdaBase, c.LambdaNovel)
 		}
+		if c.Scales != nil {
+			checkCropScales("embedding.crops.scales", c.Scales, bad)
+		}
 	}
 	if !(m.Postprocess.ScoreThreshold >= 0 && m.Postprocess.ScoreThreshold <= 1) {
 		bad("postprocess.score_threshold %v not in [0, 1]", m.Postprocess.ScoreThreshold)
@@ -399,14 +418,7 @@ func (m *Manifest) Validate() error {
 				bad("image_encoder.std[%d] must be > 0", i)
 			}
 		}
-		if len(e.CropScales) == 0 || len(e.CropScales) > 4 {
-			bad("image_encoder.crop_scales: %d scales, want 1 to 4", len(e.CropScales))
-		}
-		for _, s := range e.CropScales {
-			if !finite(s) || s < 0.5 || s > 4 {
-				bad("image_encoder.crop_scales: %v not in [0.5, 4]", s)
-			}
-		}
+		checkCropScales("image_encoder.crop_scales", e.CropScales, bad)
 		if e.Shift != "" {
 			if _, ok := m.SHA256[e.Shift]; !ok || !validPath(e.Shift) {
 				bad("image_encoder.shift %q: not a checksummed file of the bundle", e.Shift)
@@ -510,4 +522,17 @@ func validPath(name string) bool {
 		}
 	}
 	return true
+}
+
+// checkCropScales reports a list of crop scales that is not 1 to 4 finite
+// multiples in [0.5, 4].
+func checkCropScales(field string, scales []float32, bad func(string, ...any)) {
+	if len(scales) == 0 || len(scales) > 4 {
+		bad("%s: %d scales, want 1 to 4", field, len(scales))
+	}
+	for _, s := range scales {
+		if math.IsNaN(float64(s)) || s < 0.5 || s > 4 {
+			bad("%s: %v not in [0.5, 4]", field, s)
+		}
+	}
 }

@@ -174,19 +174,31 @@ func (e *Encoder) align(feat roialign.Feature, squares [][4]float32, workers int
 	return out, nil
 }
 
+// Views are the crops of a region the teacher sees: a square at each of
+// Scales about its centre, and with Mirror each also mirrored left to right.
+type Views struct {
+	Scales []float32
+	Mirror bool
+}
+
 // EmbedRegions embeds a detector's regions as exemplars are embedded, before
 // the shift, from a picture already in planes: rgb is [3, H, W] in [0, 1]
 // (Scale 1), boxes are in its pixels and may have any size (a square of side
-// at least the crop scale is cut; zeros outside the picture). workers bounds
-// the goroutines of the crops.
-func (e *Encoder) EmbedRegions(ctx context.Context, rgb roialign.Feature, boxes [][4]float32, workers int) ([][]float32, error) {
+// at least the crop scale is cut; zeros outside the picture). Each region's
+// embedding is the unit sum of its views' (views.Scales empty: the image
+// encoder's crop scales). workers bounds the goroutines of the crops.
+func (e *Encoder) EmbedRegions(ctx context.Context, rgb roialign.Feature, boxes [][4]float32, views Views, workers int) ([][]float32, error) {
 	if len(boxes) == 0 {
 		return nil, nil
 	}
-	s := len(e.cfg.CropScales)
+	scales := views.Scales
+	if len(scales) == 0 {
+		scales = e.cfg.CropScales
+	}
+	s := len(scales)
 	squares := make([][4]float32, 0, len(boxes)*s)
 	for _, box := range boxes {
-		for _, sc := range e.cfg.CropScales {
+		for _, sc := range scales {
 			squares = append(squares, squareCrop(box, sc))
 		}
 	}
@@ -194,15 +206,34 @@ func (e *Encoder) EmbedRegions(ctx context.Context, rgb roialign.Feature, boxes 
 	if err != nil {
 		return nil, err
 	}
+	if views.Mirror {
+		crops = append(crops, mirrored(crops, e.cfg.InputSize)...)
+	}
 	per, err := e.Run(ctx, crops)
 	if err != nil {
 		return nil, err
 	}
 	out := make([][]float32, len(boxes))
 	for i := range boxes {
-		out[i] = vocabulary.MeanEmbedding(per[i*s : (i+1)*s])
+		own := per[i*s : (i+1)*s]
+		if views.Mirror {
+			own = append(own[:s:s], per[(len(boxes)+i)*s:(len(boxes)+i+1)*s]...)
+		}
+		out[i] = vocabulary.MeanEmbedding(own)
 	}
 	return out, nil
+}
+
+// mirrored returns crops [N, 3, S, S] with every row reversed: each crop
+// mirrored left to right.
+func mirrored(crops []float32, size int) []float32 {
+	out := make([]float32, len(crops))
+	for r := 0; r < len(crops); r += size {
+		for j := range size {
+			out[r+j] = crops[r+size-1-j]
+		}
+	}
+	return out
 }
 
 // squareCrop is losses.crop_boxes: a square of side max(w, h)·scale about the

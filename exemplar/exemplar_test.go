@@ -15,6 +15,8 @@ import (
 	"github.com/vild/vild/bundle"
 	"github.com/vild/vild/internal/testbundle"
 	"github.com/vild/vild/ort"
+	"github.com/vild/vild/roialign"
+	"github.com/vild/vild/vocabulary"
 )
 
 // Tolerances (max abs difference) against the exporter's PyTorch numbers,
@@ -224,4 +226,147 @@ func TestCropsReadTheBox(t *testing.T) {
 	if _, err := New(cfg, 4, fakeSession{n: 8}); err == nil {
 		t.Error("a graph of another dimension was accepted")
 	}
+}
+
+// halvesSession embeds a crop as the mean of channel 0 over its left half,
+// over its right half, and a constant: it tells a crop from its mirror image.
+type halvesSession struct{ fakeSession }
+
+func (s halvesSession) Run(_ context.Context, in map[string]ort.Tensor) (map[string]ort.Tensor, error) {
+	x := in[InputImage]
+	n := int(s.n)
+	k := int(x.Shape[0])
+	out := make([]float32, 0, 3*k)
+	for i := range k {
+		var left, right float32
+		for r := range n {
+			for c := range n {
+				v := x.F32[i*3*n*n+r*n+c]
+				if c < n/2 {
+					left += v
+				} else {
+					right += v
+				}
+			}
+		}
+		out = append(out, left/float32(n*n/2), right/float32(n*n/2), 0.1)
+	}
+	return map[string]ort.Tensor{OutputImageEmbeddings: {Shape: []int64{int64(k), 3}, F32: out}}, nil
+}
+
+func TestEmbedRegionsViews(t *testing.T) {
+	cfg := bundle.ImageEncoder{File: bundle.ImageEncoderFile, InputSize: 8, Std: [3]float32{1, 1, 1},
+		CropScales: []float32{1}, Crop: "square"}
+	e, err := New(cfg, 3, halvesSession{fakeSession{n: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A 32x32 picture whose left half is bright in channel 0.
+	const side = 32
+	rgb := roialign.Feature{Data: make([]float32, 3*side*side), Channels: 3, Height: side, Width: side, Scale: 1}
+	for y := range side {
+		for x := range side / 2 {
+			rgb.Data[y*side+x] = 1
+		}
+	}
+	box := [][4]float32{{0, 0, side, side}}
+	ctx := context.Background()
+	plain, err := e.EmbedRegions(ctx, rgb, box, Views{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(plain[0][0] > 0.9 && plain[0][1] < 0.1) {
+		t.Errorf("unmirrored view %v: want the bright left half in the first component", plain[0])
+	}
+	both, err := e.EmbedRegions(ctx, rgb, box, Views{Mirror: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(float64(both[0][0]-both[0][1])) > 1e-6 || both[0][0] < 0.5 {
+		t.Errorf("a view and its mirror %v: want equal halves", both[0])
+	}
+	// Views.Scales replace the encoder's: at 2x the box's square reaches
+	// outside the picture (zeros), so the bright share of the crop falls.
+	wide, err := e.EmbedRegions(ctx, rgb, box, Views{Scales: []float32{2}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cosine(wide[0], plain[0]) > 0.999 {
+		t.Errorf("2x view %v embeds as the 1x view %v", wide[0], plain[0])
+	}
+	if got := mirrored([]float32{1, 2, 3, 4, 5, 6, 7, 8, 9}, 3); !slicesEqual(got, []float32{3, 2, 1, 6, 5, 4, 9, 8, 7}) {
+		t.Errorf("mirrored rows: %v", got)
+	}
+}
+
+// TestMirrorIsTheMirroredPicture checks, with a real image encoder, that a
+// region's mirrored view embeds as the same region of the mirrored picture.
+func TestMirrorIsTheMirroredPicture(t *testing.T) {
+	rt := testbundle.Runtime(t, ort.Config{})
+	var b *bundle.Bundle
+	for _, c := range testbundle.All(t) {
+		if c.Manifest.ImageEncoder != nil {
+			b = c
+			break
+		}
+	}
+	if b == nil {
+		t.Skip("no bundle with an image encoder")
+	}
+	e, err := Open(b, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	const w, h = 96, 64
+	pic := roialign.Feature{Data: make([]float32, 3*w*h), Channels: 3, Height: h, Width: w, Scale: 1}
+	flip := roialign.Feature{Data: make([]float32, 3*w*h), Channels: 3, Height: h, Width: w, Scale: 1}
+	for c := range 3 {
+		for y := range h {
+			for x := range w {
+				v := float32(math.Abs(math.Sin(float64(x*(c+1))/7+float64(y)/5))) * float32(x) / w
+				pic.Data[(c*h+y)*w+x] = v
+				flip.Data[(c*h+y)*w+(w-1-x)] = v
+			}
+		}
+	}
+	boxes := [][4]float32{{10, 8, 50, 40}, {40, 20, 90, 60}}
+	flipped := make([][4]float32, len(boxes))
+	for i, b := range boxes {
+		flipped[i] = [4]float32{w - b[2], b[1], w - b[0], b[3]}
+	}
+	ctx := context.Background()
+	views := Views{Scales: []float32{1.25}}
+	mirror, err := e.EmbedRegions(ctx, pic, boxes, Views{Scales: views.Scales, Mirror: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.EmbedRegions(ctx, pic, boxes, views, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.EmbedRegions(ctx, flip, flipped, views, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range boxes {
+		if d, _ := testbundle.MaxAbsDiff(mirror[i], vocabulary.MeanEmbedding([][]float32{a[i], m[i]})); d > 1e-5 {
+			t.Errorf("region %d: mirrored view differs from the mirrored picture's by %.3g", i, d)
+		}
+		if cosine(a[i], m[i]) > 0.9999 {
+			t.Errorf("region %d: the view and its mirror embed alike (cosine %v); the test shows nothing", i, cosine(a[i], m[i]))
+		}
+	}
+}
+
+func slicesEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -358,12 +358,22 @@ func (p *Pipeline) Run(ctx context.Context, image ort.Tensor, resize imageio.Res
 	if p.crops != nil {
 		t0 = time.Now()
 		k := min(p.m.Embedding.Crops.Regions, n)
-		if r.CropEmbeddings, err = p.crops.EmbedRegions(ctx, p.resizedRGB(image, resize), resized[:k], p.workers); err != nil {
+		if r.CropEmbeddings, err = p.crops.EmbedRegions(ctx, p.resizedRGB(image, resize), resized[:k], cropViews(p.m), p.workers); err != nil {
 			return nil, runError("crops", ctx, err)
 		}
 		tm.Crops = time.Since(t0)
 	}
 	return tr, nil
+}
+
+// cropViews are the views of each region the teacher sees, as manifest m's
+// embedding.crops names them (absent scales: the image encoder's).
+func cropViews(m *bundle.Manifest) exemplar.Views {
+	c := m.Embedding.Crops
+	if c == nil {
+		return exemplar.Views{}
+	}
+	return exemplar.Views{Scales: c.Views(m.ImageEncoder), Mirror: c.Mirror}
 }
 
 // resizedRGB is the resized picture in [0, 1] (the backbone's input before

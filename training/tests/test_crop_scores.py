@@ -72,13 +72,43 @@ def test_crops_are_written_and_rescore(with_encoder):
             assert abs(g["score"] - w["score"]) <= 1e-5 * max(1.0, w["score"])
 
 
+def test_views_are_written(with_encoder):
+    """--scales and --mirror: the manifest names the views and the golden crops
+    are the teacher's embeddings of exactly those views, each crop also mirrored."""
+    views = {**CROPS, "scales": [1.25], "mirror": True}
+    set_crop_scores(with_encoder, views, clip=tiny_clip())
+    with open(os.path.join(with_encoder, "manifest.json")) as f:
+        man = json.load(f)
+    assert man["embedding"]["crops"] == views
+    graph = ie.encoder_graph(tiny_clip())
+    enc = man["image_encoder"]
+    case = os.path.join(with_encoder, "golden", "exact")
+    img = Image.open(os.path.join(case, "input.png")).convert("RGB")
+    img01 = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    boxes = torch.from_numpy(np.load(os.path.join(case, "boxes.npy")))[:CROPS["regions"]]
+    one = SimpleNamespace(image_size=enc["input_size"], embed_dim=man["embedding"]["dim"],
+                          encode_image=lambda x: graph(ie.normalise(x, enc["mean"], enc["std"])))
+    mirrored = SimpleNamespace(image_size=enc["input_size"], embed_dim=man["embedding"]["dim"],
+                               encode_image=lambda x: graph(ie.normalise(x.flip(-1), enc["mean"], enc["std"])))
+    want = torch.nn.functional.normalize(crop_embeddings(one, img01, [boxes], scales=(1.25,))
+                                         + crop_embeddings(mirrored, img01, [boxes], scales=(1.25,)), dim=-1)
+    got = np.load(os.path.join(case, "crop_embeddings.npy"))
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
+    # the bundle's own two views give other crops
+    set_crop_scores(with_encoder, CROPS, clip=tiny_clip())
+    assert np.abs(np.load(os.path.join(case, "crop_embeddings.npy")) - got).max() > 1e-3
+    with open(os.path.join(with_encoder, "manifest.json")) as f:
+        assert json.load(f)["embedding"]["crops"] == CROPS
+
+
 def test_refusals(bundle, with_encoder, tmp_path):  # noqa: F811
     plain = str(tmp_path / "plain")
     shutil.copytree(bundle[0], plain)
     with pytest.raises(ValueError, match="no image_encoder"):
         set_crop_scores(plain, CROPS, clip=tiny_clip())
     for bad, match in [({"regions": 0}, "regions"), ({"temperature": 0.0}, "temperature"),
-                       ({"lambda_novel": 1.5}, "lambda_novel")]:
+                       ({"lambda_novel": 1.5}, "lambda_novel"), ({"scales": []}, "scales"),
+                       ({"scales": [1, 1.5, 2, 3, 4]}, "scales"), ({"scales": [0.25]}, "scales")]:
         with pytest.raises(ValueError, match=match):
             set_crop_scores(with_encoder, {**CROPS, **bad}, clip=tiny_clip())
     with pytest.raises(FileNotFoundError):

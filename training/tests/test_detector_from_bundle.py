@@ -68,12 +68,15 @@ def test_the_committed_bundle_rebuilds_within_the_stated_tolerance(tmp_path):
     with open(os.path.join(DEFAULT, "manifest.json")) as f:
         man = json.load(f)
     crops = man["embedding"]["crops"]
-    assert extra["crops"] == crops
+    # the section with its views resolved: its own scales, else the image encoder's
+    assert extra["crops"] == crops | {"scales": crops.get("scales", man["image_encoder"]["crop_scales"]),
+                                      "mirror": crops.get("mirror", False)}
     graph = encoder_from_bundle(DEFAULT)   # the teacher as the bundle carries it
     for case in ("exact", "upscale"):
         gold = os.path.join(DEFAULT, "golden", case)
         r = regions(model, Image.open(os.path.join(gold, "input.png")).convert("RGB"))
-        got = region_crop_embeddings(model, r, graph, man["image_encoder"]["input_size"], crops["regions"]).numpy()
+        got = region_crop_embeddings(model, r, graph, man["image_encoder"]["input_size"], crops["regions"],
+                                     tuple(extra["crops"]["scales"]), extra["crops"]["mirror"]).numpy()
         want = np.load(os.path.join(gold, "crop_embeddings.npy"))
         assert got.shape == want.shape == (crops["regions"], 256)
         # the rebuilt detector's boxes and picture differ from the golden ones by float rounding

@@ -105,6 +105,7 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
     ``embedding.crops``) the ensemble asks the teacher, ``clip``'s image encoder
     with the bundle's int8 weights, about the first regions' crops."""
     from vildtrain.models.infer import detect, region_crop_embeddings, regions
+    from vildtrain.models.losses import CROP_SCALES
     graph = None
     if crops and any(m == "ensemble" for _, m in methods):
         from vildtrain.export.image_encoder import encoder_graph
@@ -117,7 +118,9 @@ def run_set(model, clip, s: SceneSet, vocab, name_to_id: dict[str, int], clip_pr
         img = Image.open(os.path.join(s.root, "images", im["file_name"])).convert("RGB")
         r = regions(model, img)
         if graph is not None:
-            r.extra["crop_embeddings"] = region_crop_embeddings(model, r, graph, clip.image_size, crops["regions"])
+            r.extra["crop_embeddings"] = region_crop_embeddings(
+                model, r, graph, clip.image_size, crops["regions"],
+                tuple(crops.get("scales") or CROP_SCALES), bool(crops.get("mirror", False)))
         for _, head in methods:
             if head == "clip":
                 # the top proposals by objectness (they come sorted) keep the crop cost bounded

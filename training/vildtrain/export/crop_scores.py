@@ -46,7 +46,8 @@ from vildtrain.models.infer import teacher_crop_embeddings
 GOLDEN_FILE = "crop_embeddings.npy"
 
 
-def case_crop_embeddings(case_dir: str, man: dict, graph, regions: int) -> torch.Tensor:
+def case_crop_embeddings(case_dir: str, man: dict, graph, regions: int, scales: tuple[float, ...] | None = None,
+                         mirror: bool = False) -> torch.Tensor:
     """The teacher's embeddings [min(regions, N), D] of one golden case's first regions."""
     from torchvision.models.detection._utils import BoxCoder
     meta = json.load(open(os.path.join(case_dir, "meta.json")))
@@ -61,13 +62,13 @@ def case_crop_embeddings(case_dir: str, man: dict, graph, regions: int) -> torch
     boxes = box_ops.clip_boxes_to_image(coder.decode_single(deltas, proposals), (h, w))
     enc = man["image_encoder"]
     return teacher_crop_embeddings(graph, image01, boxes, enc["input_size"], enc["mean"], enc["std"],
-                                   tuple(enc["crop_scales"]))
+                                   tuple(scales or enc["crop_scales"]), mirror)
 
 
 def set_crop_scores(bundle: str, crops: dict | None, mask_head: str | None = None, miniclip: str | None = None,
                     clip=None) -> dict:
-    """Write ``crops`` ({"regions", "temperature", "lambda_base", "lambda_novel"}; None:
-    remove the section) into the bundle at ``bundle``, its golden crop embeddings and
+    """Write ``crops`` ({"regions", "temperature", "lambda_base", "lambda_novel"}, and
+    optionally "scales" and "mirror", the views of each region; None: remove the section) into the bundle at ``bundle``, its golden crop embeddings and
     detections; returns {case: number of detections}. The mini-CLIP is ``clip``, or
     loaded from ``miniclip`` (default: the committed one)."""
     from vildtrain.models.miniclip import load_miniclip, miniclip_digest
@@ -95,13 +96,18 @@ def set_crop_scores(bundle: str, crops: dict | None, mask_head: str | None = Non
         for key in ("lambda_base", "lambda_novel"):
             if not 0 <= crops[key] <= 1:
                 raise ValueError(f"crop_scores: {key} {crops[key]} must be in [0, 1]")
+        scales = crops.get("scales")
+        if scales is not None and not (1 <= len(scales) <= 4 and all(0.5 <= x <= 4 for x in scales)):
+            raise ValueError(f"crop_scores: scales {scales}: 1 to 4 scales, each in [0.5, 4]")
+        crops = {k: v for k, v in crops.items() if not (k == "scales" and v is None) and not (k == "mirror" and not v)}
         clip = clip if clip is not None else load_miniclip(miniclip)
         want, got = man["image_encoder"].get("miniclip_digest"), miniclip_digest(clip)
         if want and want != got:
             raise ValueError(f"crop_scores: the bundle's image encoder is mini-CLIP {want}, not {got} ({clip.source})")
         graph = encoder_graph(clip)
         for c in cases:
-            save_npy(os.path.join(golden, c, GOLDEN_FILE), case_crop_embeddings(os.path.join(golden, c), man, graph, k))
+            save_npy(os.path.join(golden, c, GOLDEN_FILE), case_crop_embeddings(
+                os.path.join(golden, c), man, graph, k, crops.get("scales"), crops.get("mirror", False)))
         man["embedding"]["crops"] = dict(crops)
     man.pop("sha256", None)
     _write_manifest(bundle, man)
@@ -117,13 +123,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--temperature", type=float, default=0.04, help="softmax temperature of the teacher's probabilities")
     ap.add_argument("--lambda-base", type=float, default=0.0, help="the teacher's weight for base categories")
     ap.add_argument("--lambda-novel", type=float, default=2 / 3, help="the teacher's weight for the other categories")
+    ap.add_argument("--scales", type=float, nargs="+", default=None,
+                    help="the square crops of each region (default: the image encoder's crop_scales, 1 1.5)")
+    ap.add_argument("--mirror", action="store_true", help="also embed each crop mirrored left to right")
     ap.add_argument("--off", action="store_true", help="remove embedding.crops and its golden files")
     ap.add_argument("--mask-head", default=None,
                     help="the bundle's trained mask head (mask_head.pt), required when the bundle has one")
     ap.add_argument("--miniclip", default=None, help="the mini-CLIP checkpoint (default: the committed one)")
     args = ap.parse_args(argv)
     crops = None if args.off else {"regions": args.regions, "temperature": args.temperature,
-                                   "lambda_base": args.lambda_base, "lambda_novel": args.lambda_novel}
+                                   "lambda_base": args.lambda_base, "lambda_novel": args.lambda_novel,
+                                   "scales": args.scales, "mirror": args.mirror}
     counts = set_crop_scores(args.bundle, crops, args.mask_head, args.miniclip)
     print(f"crop_scores: {args.bundle}: crops {crops or 'removed'}; golden detections rewritten: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)

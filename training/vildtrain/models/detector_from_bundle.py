@@ -167,7 +167,12 @@ def main(argv: list[str]) -> int:
     training = man.get("training", {})
     # the ensemble's teacher crops (embedding.crops), a scoring setting outside the
     # detector's config: evaluate reads it from the checkpoint's extras
-    crops = {"crops": man["embedding"]["crops"]} if man["embedding"].get("crops") else {}
+    # with its views resolved (its own scales, absent: the image encoder's)
+    crops = {}
+    if man["embedding"].get("crops"):
+        from vildtrain.models.infer import crop_views
+        scales, mirror = crop_views(man["embedding"]["crops"], man["image_encoder"])
+        crops = {"crops": man["embedding"]["crops"] | {"scales": list(scales), "mirror": mirror}}
     # the teacher the bundle was distilled from, by digest: evaluate and infer then
     # refuse any other mini-CLIP (miniclip.load_teacher)
     teacher = {"teacher": {"digest": training["miniclip_digest"]}} if training.get("miniclip_digest") else {}

@@ -192,29 +192,40 @@ def class_probabilities(r: Regions, vocab: Vocabulary, background: Tensor, head:
 
 @torch.no_grad()
 def teacher_crop_embeddings(graph, image01: Tensor, boxes: Tensor, size: int, mean, std,
-                            scales: tuple[float, ...] = CROP_SCALES) -> Tensor:
+                            scales: tuple[float, ...] = CROP_SCALES, mirror: bool = False) -> Tensor:
     """The teacher's embeddings [N,D] of boxes [N,4] of a [1,3,h,w] picture in [0,1]
     (its pixels): square crops at each scale (``losses.crop_images``), normalised
     with mean and std, run through ``graph`` (the image encoder, normalised crops ->
-    unit embeddings), summed over the scales and L2-normalised (docs/bundle.md
-    "image_encoder" and "scoring", ``embedding.crops``)."""
+    unit embeddings), with ``mirror`` each crop also mirrored left to right,
+    summed over the views and L2-normalised (docs/bundle.md "image_encoder" and
+    "scoring", ``embedding.crops``)."""
     from vildtrain.models.losses import crop_images
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
     acc = None
     for sc in scales:
-        emb = graph((crop_images(image01, [boxes], size, sc) - m) / s)
+        crops = (crop_images(image01, [boxes], size, sc) - m) / s
+        emb = graph(crops)
+        if mirror:
+            emb = emb + graph(crops.flip(-1))
         acc = emb if acc is None else acc + emb
     return F.normalize(acc, dim=-1)
 
 
-def region_crop_embeddings(model: VildDetector, r: Regions, graph, size: int, regions: int) -> Tensor:
+def crop_views(crops: dict, image_encoder: dict) -> tuple[tuple[float, ...], bool]:
+    """(scales, mirror) of a manifest's ``embedding.crops``: its own ``scales``
+    (absent: the image encoder's ``crop_scales``) and ``mirror`` (absent: false)."""
+    return tuple(crops.get("scales") or image_encoder["crop_scales"]), bool(crops.get("mirror", False))
+
+
+def region_crop_embeddings(model: VildDetector, r: Regions, graph, size: int, regions: int,
+                           scales: tuple[float, ...] = CROP_SCALES, mirror: bool = False) -> Tensor:
     """The teacher's embeddings of the first ``regions`` regions of r: their refined
     boxes in resized-image pixels, cut from the resized picture (as the Go pipeline)."""
     from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD
     coder = BoxCoder(tuple(model.cfg.box_coder_weights))
     k = min(regions, int(r.proposals.shape[0]))
     boxes = box_ops.clip_boxes_to_image(coder.decode_single(r.box_deltas[:k], r.proposals[:k]), r.prepared.resized)
-    return teacher_crop_embeddings(graph, r.prepared.image01, boxes, size, IMAGE_MEAN, IMAGE_STD)
+    return teacher_crop_embeddings(graph, r.prepared.image01, boxes, size, IMAGE_MEAN, IMAGE_STD, scales, mirror)
 
 
 def fold_crops(probs: Tensor, crop_embeddings: Tensor, vocab: Vocabulary, crops: dict) -> Tensor:
