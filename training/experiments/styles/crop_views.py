@@ -21,7 +21,6 @@ set are embedded once and cached in --cache by the teacher's digest.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -37,10 +36,9 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "calibration"))
 sys.path.insert(0, HERE)
 
-from teacher_crops import crops_module  # noqa: E402
+from teacher_crops import crops_module, fold_ap, fold_set, open_teacher  # noqa: E402
 
 from vildtrain.models.losses import crop_images  # noqa: E402
-from vildtrain.models.miniclip import load_miniclip  # noqa: E402
 
 VIEWS = [(1.0, False), (1.25, False), (1.5, False), (1.0, True), (1.25, True), (1.5, True)]
 PROBE_VIEWS = [(0.8, False), (2.0, False)] + VIEWS
@@ -82,15 +80,10 @@ def main() -> int:
     ap.add_argument("--probe", type=int, default=150)
     ap.add_argument("--cache", default="/tmp/calib-cache")
     args = ap.parse_args()
-    if not os.path.exists(args.teacher):
-        print(f"crop_views: no such checkpoint: {args.teacher} (make miniclip builds it)", file=sys.stderr)
+    opened = open_teacher("crop_views", args.teacher, args.bundle)
+    if opened is None:
         return 2
-    torch.set_num_threads(2)
-    man = json.load(open(os.path.join(args.bundle, "manifest.json")))
-    index = {c["name"]: i for i, c in enumerate(man["categories"])}
-    names = torch.from_numpy(np.load(os.path.join(args.bundle, "category_embeddings.npy")).astype(np.float32))
-    clip = load_miniclip(args.teacher).eval()
-    digest = hashlib.sha256(open(args.teacher, "rb").read()).hexdigest()[:12]
+    man, index, names, clip, digest = opened
     print(f"{man['name']}, teacher {args.teacher} ({digest})\n")
 
     print("Naming the true boxes, top-1 over 703 names:\n")
@@ -126,8 +119,7 @@ def main() -> int:
           "| set | views | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n"
           "|---|---|---:|---:|---:|---:|---:|---:|")
     for folder in args.sets:
-        s = ce.Set(args.bundle, folder, args.count, args.cache)
-        s.Ti = man["embedding"].get("image_temperature") or s.T
+        s = fold_set(ce, args.bundle, man, folder, args.count, args.cache)
         path = os.path.join(args.cache, f"{os.path.basename(os.path.normpath(folder))}_{args.count}_views{fold['regions']}_{digest}.pt")
         if os.path.exists(path):
             views = torch.load(path)
@@ -141,10 +133,7 @@ def main() -> int:
             torch.save(views, path)
         for label, idx in COMBINATIONS.items():
             crops = [F.normalize(v[idx].float().sum(0), dim=1) for v in views]
-            r = ce.measure(s, crops, "fused", fold["lambda_base"], fold["lambda_novel"], fold["temperature"], 1,
-                           fold["regions"])
-            print(f"| {os.path.basename(os.path.normpath(folder))} | {label} | "
-                  + " | ".join(f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50")) + " |",
+            print(f"| {os.path.basename(os.path.normpath(folder))} | {label} | {fold_ap(ce, s, crops, fold)} |",
                   flush=True)
     return 0
 

@@ -37,7 +37,6 @@ take about 2.5 minutes more).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -55,7 +54,7 @@ sys.path.insert(0, HERE)
 
 from art_similarity import tile  # noqa: E402
 from explore import load_regions  # noqa: E402  (experiments/calibration's region cache)
-from teacher_crops import crops_module  # noqa: E402
+from teacher_crops import crops_module, fold_ap, fold_set, open_teacher  # noqa: E402
 
 from vildtrain.data.art import STYLES_TEACHER, ArtLibrary  # noqa: E402
 from vildtrain.data.categories import load_categories  # noqa: E402
@@ -64,7 +63,6 @@ from vildtrain.data.scenes import generate_scene, scene_rng  # noqa: E402
 from vildtrain.models.detector import DetectorConfig  # noqa: E402
 from vildtrain.models.infer import preprocess  # noqa: E402
 from vildtrain.models.losses import crop_embeddings  # noqa: E402
-from vildtrain.models.miniclip import load_miniclip  # noqa: E402
 
 SCENE_SEED = 4242
 
@@ -160,18 +158,13 @@ def main() -> int:
     ap.add_argument("--blend", type=float, nargs="*", default=[0.5, 1.0])
     ap.add_argument("--cache", default="/tmp/calib-cache")
     args = ap.parse_args()
-    if not os.path.exists(args.teacher):
-        print(f"prototypes: no such checkpoint: {args.teacher} (make miniclip builds it)", file=sys.stderr)
+    opened = open_teacher("prototypes", args.teacher, args.bundle)
+    if opened is None:
         return 2
-    torch.set_num_threads(2)
-    man = json.load(open(os.path.join(args.bundle, "manifest.json")))
-    index = {c["name"]: i for i, c in enumerate(man["categories"])}
-    names = torch.from_numpy(np.load(os.path.join(args.bundle, "category_embeddings.npy")).astype(np.float32))
+    man, index, names, clip, digest = opened
     shift = torch.from_numpy(np.load(os.path.join(args.bundle, "image_encoder_shift.npy")).astype(np.float32))
     cats = load_categories()
     rows = {c.id: index[c.name] for c in cats}
-    clip = load_miniclip(args.teacher).eval()
-    digest = hashlib.sha256(open(args.teacher, "rb").read()).hexdigest()[:12]
     n = len(index)
 
     lib = ArtLibrary(styles=("fluent3d",) + STYLES_TEACHER, categories=cats)
@@ -215,19 +208,15 @@ def main() -> int:
           "| set | image-side classifier | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n"
           "|---|---|---:|---:|---:|---:|---:|---:|")
     for folder in args.sets:
-        s = ce.Set(args.bundle, folder, args.count, args.cache)
-        s.Ti = man["embedding"].get("image_temperature") or s.T
+        s = fold_set(ce, args.bundle, man, folder, args.count, args.cache)
         crops = ce.crop_cache(args.bundle, folder, args.count, args.cache, s.regions, fold["regions"], args.teacher)
         regions, _, _ = load_regions(args.bundle, folder, args.count, args.cache)
         for a in [0.0] + list(args.blend):
             c = names if a == 0 else F.normalize(names + a * F.normalize(p_scene + shift, dim=1), dim=1)
             s.emb = c
             s.regions = [(sb, st, ie @ c.T, boxes) for (sb, st, _, boxes), (_, ie, _) in zip(s.regions, regions)]
-            r = ce.measure(s, crops, "fused", fold["lambda_base"], fold["lambda_novel"], fold["temperature"], 1,
-                           fold["regions"])
             label = "names (the bundle)" if a == 0 else f"names + {a:g} × scene prototypes"
-            print(f"| {os.path.basename(os.path.normpath(folder))} | {label} | "
-                  + " | ".join(f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50")) + " |",
+            print(f"| {os.path.basename(os.path.normpath(folder))} | {label} | {fold_ap(ce, s, crops, fold)} |",
                   flush=True)
     return 0
 

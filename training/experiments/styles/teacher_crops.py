@@ -43,6 +43,38 @@ def crops_module():
     return module
 
 
+def fold_set(ce, bundle: str, man: dict, folder: str, count: int, cache: str):
+    """experiments/ensemble's Set of one scene folder, the image head at the bundle's temperature."""
+    s = ce.Set(bundle, folder, count, cache)
+    s.Ti = man["embedding"].get("image_temperature") or s.T
+    return s
+
+
+def fold_ap(ce, s, crops, fold: dict) -> str:
+    """The table cells (novel, base, all; AP and AP50) of the pipeline with ``crops`` folded in as ``fold`` says."""
+    r = ce.measure(s, crops, "fused", fold["lambda_base"], fold["lambda_novel"], fold["temperature"], 1,
+                   fold["regions"])
+    return " | ".join(f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50"))
+
+
+def open_teacher(prog: str, teacher: str, bundle: str):
+    """(manifest, name -> row, the bundle's category embeddings [C, D], the teacher, its file digest);
+    None, after saying so, when the checkpoint is missing."""
+    import hashlib
+
+    import numpy as np
+    from vildtrain.models.miniclip import load_miniclip
+    if not os.path.exists(teacher):
+        print(f"{prog}: no such checkpoint: {teacher} (make miniclip builds it)", file=sys.stderr)
+        return None
+    torch.set_num_threads(2)
+    man = json.load(open(os.path.join(bundle, "manifest.json")))
+    index = {c["name"]: i for i, c in enumerate(man["categories"])}
+    names = torch.from_numpy(np.load(os.path.join(bundle, "category_embeddings.npy")).astype(np.float32))
+    digest = hashlib.sha256(open(teacher, "rb").read()).hexdigest()[:12]
+    return man, index, names, load_miniclip(teacher).eval(), digest
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("teachers", nargs="+", help="mini-CLIP checkpoints (text tower the committed one's)")
@@ -63,14 +95,10 @@ def main() -> int:
     print("| teacher | set | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n"
           "|---|---|---:|---:|---:|---:|---:|---:|")
     for folder in args.sets:
-        s = ce.Set(args.bundle, folder, args.count, args.cache)
-        s.Ti = man["embedding"].get("image_temperature") or s.T
+        s = fold_set(ce, args.bundle, man, folder, args.count, args.cache)
         for teacher in args.teachers:
             crops = ce.crop_cache(args.bundle, folder, args.count, args.cache, s.regions, fold["regions"], teacher)
-            r = ce.measure(s, crops, "fused", fold["lambda_base"], fold["lambda_novel"], fold["temperature"], 1,
-                           fold["regions"])
-            print(f"| {teacher} | {os.path.basename(os.path.normpath(folder))} | "
-                  + " | ".join(f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50")) + " |",
+            print(f"| {teacher} | {os.path.basename(os.path.normpath(folder))} | {fold_ap(ce, s, crops, fold)} |",
                   flush=True)
     return 0
 
