@@ -132,8 +132,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--miniclip", default=None, help="the mini-CLIP checkpoint (default: the committed one)")
     args = ap.parse_args(argv)
     crops = None if args.off else {"regions": args.regions, "temperature": args.temperature,
-                                   "lambda_base": args.lambda_base, "lambda_novel": args.lambda_novel,
-                                   "scales": args.scales, "mirror": args.mirror}
+                                   "lambda_base": args.lambda_base, "lambda_novel": args.lambda_novel}
+    if crops is not None and args.scales:
+        crops["scales"] = args.scales
+    if crops is not None and args.mirror:
+        crops["mirror"] = True
     counts = set_crop_scores(args.bundle, crops, args.mask_head, args.miniclip)
     print(f"crop_scores: {args.bundle}: crops {crops or 'removed'}; golden detections rewritten: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
