@@ -80,39 +80,13 @@ func BenchmarkDefaultBundle(b *testing.B) {
 			in := map[string]ort.Tensor{InputImage: {Shape: shape[:], F32: data}}
 			loop(b, func() error { _, err := p.backbone.Run(ctx, in); return err })
 		})
-		regions := func(p *Pipeline) func(b *testing.B) {
-			return func(b *testing.B) {
-				var sum detector.Timings
-				loop(b, func() error {
-					r, err := p.Regions(ctx, img)
-					if err == nil {
-						t := r.Timings
-						sum.Preprocess += t.Preprocess
-						sum.Backbone += t.Backbone
-						sum.Proposals += t.Proposals
-						sum.RoIAlign += t.RoIAlign
-						sum.BoxHead += t.BoxHead
-						sum.Crops += t.Crops
-					}
-					return err
-				})
-				// Where a detection's time goes, stage by stage (mean wall ms).
-				for _, st := range []struct {
-					name string
-					d    time.Duration
-				}{{"preprocess", sum.Preprocess}, {"backbone", sum.Backbone}, {"proposals", sum.Proposals},
-					{"roialign", sum.RoIAlign}, {"boxhead", sum.BoxHead}, {"crops", sum.Crops}} {
-					b.ReportMetric(float64(st.d)/float64(b.N)/1e6, st.name+"-ms")
-				}
-			}
-		}
-		b.Run(prefix+"regions", regions(p))
+		b.Run(prefix+"regions", benchRegions(ctx, p, img))
 		if bun.Manifest.Embedding.Crops != nil {
 			q, err := Open(bun, testbundle.Runtime(b, ort.Config{IntraOpThreads: threads}), Config{Workers: 1, NoCrops: true})
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Run(prefix+"regions-no-crops", regions(q))
+			b.Run(prefix+"regions-no-crops", benchRegions(ctx, q, img))
 			q.Close()
 		}
 		r, err := p.Regions(ctx, img)
@@ -144,6 +118,35 @@ func BenchmarkDefaultBundle(b *testing.B) {
 			})
 		}
 		p.Close()
+	}
+}
+
+// benchRegions times p.Regions on img, with each stage's mean wall time as a
+// metric (preprocess-ms, ..., boxhead-ms, crops-ms: detector.Timings).
+func benchRegions(ctx context.Context, p *Pipeline, img image.Image) func(b *testing.B) {
+	return func(b *testing.B) {
+		var sum detector.Timings
+		loop(b, func() error {
+			r, err := p.Regions(ctx, img)
+			if err == nil {
+				t := r.Timings
+				sum.Preprocess += t.Preprocess
+				sum.Backbone += t.Backbone
+				sum.Proposals += t.Proposals
+				sum.RoIAlign += t.RoIAlign
+				sum.BoxHead += t.BoxHead
+				sum.Crops += t.Crops
+			}
+			return err
+		})
+		// Where a detection's time goes, stage by stage (mean wall ms).
+		for _, st := range []struct {
+			name string
+			d    time.Duration
+		}{{"preprocess", sum.Preprocess}, {"backbone", sum.Backbone}, {"proposals", sum.Proposals},
+			{"roialign", sum.RoIAlign}, {"boxhead", sum.BoxHead}, {"crops", sum.Crops}} {
+			b.ReportMetric(float64(st.d)/float64(b.N)/1e6, st.name+"-ms")
+		}
 	}
 }
 

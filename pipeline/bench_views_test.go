@@ -56,17 +56,7 @@ func BenchmarkCropViews(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Run(fmt.Sprintf("intra-op=%d/views=%s", threads, v.name), func(b *testing.B) {
-				var crops float64
-				loop(b, func() error {
-					r, err := p.Regions(ctx, img)
-					if err == nil {
-						crops += float64(r.Timings.Crops)
-					}
-					return err
-				})
-				b.ReportMetric(crops/float64(b.N)/1e6, "crops-ms")
-			})
+			b.Run(fmt.Sprintf("intra-op=%d/views=%s", threads, v.name), benchRegions(ctx, p, img))
 			p.Close()
 		}
 	}
