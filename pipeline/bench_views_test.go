@@ -37,9 +37,9 @@ func BenchmarkCropViews(b *testing.B) {
 		mirror bool
 		off    bool
 	}{
-		{name: "bundle"}, // its own views
+		{name: "bundle"}, // its own views: 1.25x and mirrored since decision 0033
+		{name: "1x+1.5x", scales: []float32{1, 1.5}}, // the image encoder's, the bundle's before
 		{name: "1.25x", scales: []float32{1.25}},
-		{name: "1.25x-mirrored", scales: []float32{1.25}, mirror: true},
 		{name: "no-crops", off: true},
 	}
 	for _, threads := range []int{1, runtime.GOMAXPROCS(0)} {
