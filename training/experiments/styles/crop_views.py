@@ -20,7 +20,6 @@ set are embedded once and cached in --cache by the teacher's digest.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "calibration"))
 sys.path.insert(0, HERE)
 
-from teacher_crops import crops_module, fold_ap, fold_set, open_teacher  # noqa: E402
+from teacher_crops import crops_module, fold_ap, fold_set, open_teacher, teacher_parser  # noqa: E402
 
 from vildtrain.models.losses import crop_images  # noqa: E402
 
@@ -72,10 +71,7 @@ def image01(folder: str, file_name: str) -> torch.Tensor:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("teacher", help="the bundle's teacher (make miniclip: runs/teacher/miniclip.pt)")
-    ap.add_argument("--bundle", default="../models/default")
-    ap.add_argument("--sets", nargs="+", default=["runs/heldout/fluent3d", "runs/heldout/seen"])
+    ap = teacher_parser(__doc__)
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--probe", type=int, default=150)
     ap.add_argument("--cache", default="/tmp/calib-cache")

@@ -21,7 +21,6 @@ About 4 minutes on two cores with the default 150 scenes per set.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
-from teacher_crops import open_teacher  # noqa: E402
+from teacher_crops import open_teacher, teacher_parser  # noqa: E402
 
 from vildtrain.models.losses import crop_embeddings  # noqa: E402
 
@@ -80,10 +79,7 @@ def probe(clip, folder: str, count: int, index: dict[str, int], names: torch.Ten
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("teacher", help="the bundle's teacher (make miniclip: runs/teacher/miniclip.pt)")
-    ap.add_argument("--bundle", default="../models/default")
-    ap.add_argument("--sets", nargs="+", default=["runs/heldout/fluent3d", "runs/heldout/seen"])
+    ap = teacher_parser(__doc__)
     ap.add_argument("--probe", type=int, default=150, help="scenes per set")
     args = ap.parse_args()
     opened = open_teacher("flatten", args.teacher, args.bundle)

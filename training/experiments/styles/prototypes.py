@@ -36,7 +36,6 @@ take about 2.5 minutes more).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -54,7 +53,7 @@ sys.path.insert(0, HERE)
 
 from art_similarity import tile  # noqa: E402
 from explore import load_regions  # noqa: E402  (experiments/calibration's region cache)
-from teacher_crops import crops_module, fold_ap, fold_set, open_teacher  # noqa: E402
+from teacher_crops import crops_module, fold_ap, fold_set, open_teacher, teacher_parser  # noqa: E402
 
 from vildtrain.data.art import STYLES_TEACHER, ArtLibrary  # noqa: E402
 from vildtrain.data.categories import load_categories  # noqa: E402
@@ -148,10 +147,7 @@ def top1(e: torch.Tensor, classifier: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("teacher", help="the bundle's teacher (make miniclip: runs/teacher/miniclip.pt)")
-    ap.add_argument("--bundle", default="../models/default")
-    ap.add_argument("--sets", nargs="+", default=["runs/heldout/fluent3d", "runs/heldout/seen"])
+    ap = teacher_parser(__doc__)
     ap.add_argument("--count", type=int, default=500, help="scenes per set for AP")
     ap.add_argument("--probe", type=int, default=150, help="scenes per set for the naming of true boxes")
     ap.add_argument("--scenes", type=int, default=400, help="generated scenes per teacher style for the prototypes")

@@ -57,6 +57,15 @@ def fold_ap(ce, s, crops, fold: dict) -> str:
     return " | ".join(f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50"))
 
 
+def teacher_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments the one-teacher scripts share: the teacher, --bundle and --sets."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("teacher", help="the bundle's teacher (make miniclip: runs/teacher/miniclip.pt)")
+    ap.add_argument("--bundle", default="../models/default")
+    ap.add_argument("--sets", nargs="+", default=["runs/heldout/fluent3d", "runs/heldout/seen"])
+    return ap
+
+
 def open_teacher(prog: str, teacher: str, bundle: str):
     """(manifest, name -> row, the bundle's category embeddings [C, D], the teacher, its file digest);
     None, after saying so, when the checkpoint is missing."""
