@@ -9,8 +9,8 @@ the teacher and needs no training: a filter that helped could run on the
 crops at inference.
 
 For each filter, the whole scene is filtered, then the ground-truth boxes of
-the first --probe scenes of each set are cropped as the teacher crops
-regions (1x + 1.5x squares, averaged) and named over the 703 names (top-1,
+the first --probe scenes of each set are cropped as the detector's teacher
+targets are cut (1x + 1.5x squares, averaged) and named over the 703 names (top-1,
 and top-5) by the bundle's category embeddings.
 
     cd training
