@@ -127,12 +127,17 @@ func CheckBox(box [4]float32, width, height int) error {
 // Crops returns the encoder's input for one box: [len(crop_scales), 3, S, S]
 // normalised crops, scale by scale. The box is in img's pixels (CheckBox).
 func (e *Encoder) Crops(img image.Image, box [4]float32) ([]float32, error) {
+	return e.cropsAt(img, box, e.cfg.CropScales)
+}
+
+// cropsAt is Crops at the given scales.
+func (e *Encoder) cropsAt(img image.Image, box [4]float32, scales []float32) ([]float32, error) {
 	b := img.Bounds()
 	if err := CheckBox(box, b.Dx(), b.Dy()); err != nil {
 		return nil, err
 	}
-	scaled := make([][4]float32, len(e.cfg.CropScales))
-	for i, s := range e.cfg.CropScales {
+	scaled := make([][4]float32, len(scales))
+	for i, s := range scales {
 		scaled[i] = squareCrop(box, s)
 	}
 	// Only the pixels the largest crop reads, plus a margin of 2 that keeps
@@ -206,18 +211,25 @@ func (e *Encoder) EmbedRegions(ctx context.Context, rgb roialign.Feature, boxes 
 	if err != nil {
 		return nil, err
 	}
-	if views.Mirror {
+	return e.fold(ctx, crops, len(boxes), s, views.Mirror)
+}
+
+// fold embeds crops [n·s, 3, S, S], s per box in box order, and with
+// mirror each also mirrored; each box's embedding is the unit sum of its
+// views'.
+func (e *Encoder) fold(ctx context.Context, crops []float32, n, s int, mirror bool) ([][]float32, error) {
+	if mirror {
 		crops = append(crops, mirrored(crops, e.cfg.InputSize)...)
 	}
 	per, err := e.Run(ctx, crops)
 	if err != nil {
 		return nil, err
 	}
-	out := make([][]float32, len(boxes))
-	for i := range boxes {
+	out := make([][]float32, n)
+	for i := range n {
 		own := per[i*s : (i+1)*s]
-		if views.Mirror {
-			own = append(own[:s:s], per[(len(boxes)+i)*s:(len(boxes)+i+1)*s]...)
+		if mirror {
+			own = append(own[:s:s], per[(n+i)*s:(n+i+1)*s]...)
 		}
 		out[i] = vocabulary.MeanEmbedding(own)
 	}
@@ -290,25 +302,30 @@ func (e *Encoder) Shift(v []float32) []float32 {
 // EmbedUnshifted returns the embedding of each box of img before the shift:
 // the normalised sum of its crops' embeddings over the crop scales.
 func (e *Encoder) EmbedUnshifted(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
+	return e.EmbedUnshiftedViews(ctx, img, boxes, Views{})
+}
+
+// EmbedUnshiftedViews is EmbedUnshifted with other views of each box: a
+// square at each of views.Scales (empty: the encoder's crop scales) and,
+// with views.Mirror, each also mirrored left to right, all the views'
+// embeddings summed and normalised, as EmbedRegions embeds a region.
+// Exemplars are embedded with the encoder's views; `vild exemplars-eval
+// --exemplar-views crops` measures them with the teacher's crops' views.
+func (e *Encoder) EmbedUnshiftedViews(ctx context.Context, img image.Image, boxes [][4]float32, views Views) ([][]float32, error) {
 	if len(boxes) == 0 {
 		return nil, nil
 	}
+	scales := views.Scales
+	if len(scales) == 0 {
+		scales = e.cfg.CropScales
+	}
 	var crops []float32
 	for _, box := range boxes {
-		c, err := e.Crops(img, box)
+		c, err := e.cropsAt(img, box, scales)
 		if err != nil {
 			return nil, err
 		}
 		crops = append(crops, c...)
 	}
-	per, err := e.Run(ctx, crops)
-	if err != nil {
-		return nil, err
-	}
-	s := len(e.cfg.CropScales)
-	out := make([][]float32, len(boxes))
-	for i := range boxes {
-		out[i] = vocabulary.MeanEmbedding(per[i*s : (i+1)*s])
-	}
-	return out, nil
+	return e.fold(ctx, crops, len(boxes), len(scales), views.Mirror)
 }

@@ -299,9 +299,11 @@ func TestEmbedRegionsViews(t *testing.T) {
 	}
 }
 
-// TestMirrorIsTheMirroredPicture checks, with a real image encoder, that a
-// region's mirrored view embeds as the same region of the mirrored picture.
-func TestMirrorIsTheMirroredPicture(t *testing.T) {
+// realEncoder opens the image encoder of the first bundle that has one (the
+// default bundle, or $VILD_TEST_BUNDLES), closed when the test ends; it
+// skips the test when there is none.
+func realEncoder(t *testing.T) *Encoder {
+	t.Helper()
 	rt := testbundle.Runtime(t, ort.Config{})
 	var b *bundle.Bundle
 	for _, c := range testbundle.All(t) {
@@ -317,7 +319,14 @@ func TestMirrorIsTheMirroredPicture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// TestMirrorIsTheMirroredPicture checks, with a real image encoder, that a
+// region's mirrored view embeds as the same region of the mirrored picture.
+func TestMirrorIsTheMirroredPicture(t *testing.T) {
+	e := realEncoder(t)
 	const w, h = 96, 64
 	pic := roialign.Feature{Data: make([]float32, 3*w*h), Channels: 3, Height: h, Width: w, Scale: 1}
 	flip := roialign.Feature{Data: make([]float32, 3*w*h), Channels: 3, Height: h, Width: w, Scale: 1}
@@ -369,4 +378,56 @@ func slicesEqual(a, b []float32) bool {
 		}
 	}
 	return true
+}
+
+// TestEmbedUnshiftedViews checks, with a real image encoder, that an
+// exemplar embedded with other views (EmbedUnshiftedViews, windowed crops of
+// an image) equals the same box embedded as a region with those views
+// (EmbedRegions on the whole picture), and that empty views are the
+// encoder's own (EmbedUnshifted).
+func TestEmbedUnshiftedViews(t *testing.T) {
+	e := realEncoder(t)
+	const w, h = 96, 64
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	pic := roialign.Feature{Data: make([]float32, 3*w*h), Channels: 3, Height: h, Width: w, Scale: 1}
+	for y := range h {
+		for x := range w {
+			var px [3]uint8
+			for c := range 3 {
+				px[c] = uint8(255 * math.Abs(math.Sin(float64(x*(c+1))/7+float64(y)/5)) * float64(x) / w)
+				pic.Data[(c*h+y)*w+x] = float32(px[c]) / 255
+			}
+			img.SetRGBA(x, y, color.RGBA{px[0], px[1], px[2], 255})
+		}
+	}
+	boxes := [][4]float32{{10, 8, 50, 40}, {40, 20, 90, 60}, {2, 2, 20, 60}}
+	ctx := context.Background()
+	for _, views := range []Views{{}, {Scales: []float32{1.25}, Mirror: true}, {Scales: []float32{1, 1.5}, Mirror: true}} {
+		got, err := e.EmbedUnshiftedViews(ctx, img, boxes, views)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := e.EmbedRegions(ctx, pic, boxes, views, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range boxes {
+			if d, _ := testbundle.MaxAbsDiff(got[i], want[i]); d > 1e-5 {
+				t.Errorf("views %+v, box %d: as an exemplar and as a region differ by %.3g", views, i, d)
+			}
+		}
+	}
+	own, err := e.EmbedUnshifted(ctx, img, boxes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirrored, err := e.EmbedUnshiftedViews(ctx, img, boxes, Views{Mirror: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range boxes {
+		if d, _ := testbundle.MaxAbsDiff(own[i], mirrored[i]); d < 1e-4 {
+			t.Errorf("box %d: mirroring changed its embedding by only %.3g", i, d)
+		}
+	}
 }

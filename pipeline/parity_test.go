@@ -361,7 +361,7 @@ func goldenCase(t *testing.T, p *Pipeline, b *bundle.Bundle, dir string) {
 		for i := range k {
 			inResized[i] = boxes.Clip(p.coder.Decode(asBox(deltas.F32[4*i:4*i+4]), props[i]), rw, rh)
 		}
-		got, err := p.crops.EmbedRegions(ctx, p.resizedRGB(imageTensor, resize), inResized, cropViews(m), 0)
+		got, err := p.crops.EmbedRegions(ctx, p.resizedRGB(imageTensor, resize), inResized, CropViews(m), 0)
 		if err != nil {
 			t.Fatal(err)
 		}

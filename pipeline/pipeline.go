@@ -358,7 +358,7 @@ func (p *Pipeline) Run(ctx context.Context, image ort.Tensor, resize imageio.Res
 	if p.crops != nil {
 		t0 = time.Now()
 		k := min(p.m.Embedding.Crops.Regions, n)
-		if r.CropEmbeddings, err = p.crops.EmbedRegions(ctx, p.resizedRGB(image, resize), resized[:k], cropViews(p.m), p.workers); err != nil {
+		if r.CropEmbeddings, err = p.crops.EmbedRegions(ctx, p.resizedRGB(image, resize), resized[:k], CropViews(p.m), p.workers); err != nil {
 			return nil, runError("crops", ctx, err)
 		}
 		tm.Crops = time.Since(t0)
@@ -368,7 +368,7 @@ func (p *Pipeline) Run(ctx context.Context, image ort.Tensor, resize imageio.Res
 
 // cropViews are the views of each region the teacher sees, as manifest m's
 // embedding.crops names them (absent scales: the image encoder's).
-func cropViews(m *bundle.Manifest) exemplar.Views {
+func CropViews(m *bundle.Manifest) exemplar.Views {
 	c := m.Embedding.Crops
 	if c == nil {
 		return exemplar.Views{}

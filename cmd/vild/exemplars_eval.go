@@ -34,9 +34,13 @@ type exemplarsEvalConfig struct {
 	MinSide                     float64 // pool objects smaller than this (either side, px) are not used
 	Limit                       int     // first N evaluated images; 0 = all
 	LabelsPerBox                int
-	JSON                        bool
-	ProgressEvery               int
-	Model                       modelConfig
+	// ExemplarViews is how exemplars are cropped: "encoder", the image
+	// encoder's crop scales, as the server embeds them; or "crops", the
+	// views of a region the ensemble's teacher sees (embedding.crops).
+	ExemplarViews string
+	JSON          bool
+	ProgressEvery int
+	Model         modelConfig
 }
 
 func parseExemplarsEvalConfig(args []string, getenv func(string) string, stderr io.Writer) (exemplarsEvalConfig, error) {
@@ -53,6 +57,7 @@ func parseExemplarsEvalConfig(args []string, getenv func(string) string, stderr 
 	fs.Float64Var(&c.MinSide, "min-side", 16, "smallest box side, in pixels, of a pool object used as an exemplar")
 	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 20, "labels one region may be reported with (20: COCO-style per-class output, as vild eval)")
+	fs.StringVar(&c.ExemplarViews, "exemplar-views", "encoder", "how exemplars are cropped: encoder (the image encoder's crop scales, as the server does) or crops (the views of a region the ensemble's teacher sees, embedding.crops)")
 	fs.BoolVar(&c.JSON, "json", false, "print a JSON report instead of the table")
 	fs.IntVar(&c.ProgressEvery, "progress-every", 50, "images between progress lines on stderr (0: none)")
 	addModelFlags(fs, env, &c.Model)
@@ -76,6 +81,9 @@ func parseExemplarsEvalConfig(args []string, getenv func(string) string, stderr 
 		c.Shots = append(c.Shots, n)
 	}
 	sort.Ints(c.Shots)
+	if c.ExemplarViews != "encoder" && c.ExemplarViews != "crops" {
+		errs = append(errs, fmt.Errorf("--exemplar-views: %q is neither encoder nor crops", c.ExemplarViews))
+	}
 	if c.Limit < 0 || c.ProgressEvery < 0 || c.LabelsPerBox < 1 || !(c.MinSide >= 1) {
 		errs = append(errs, errors.New("--limit and --progress-every must not be negative, --labels-per-box and --min-side at least 1"))
 	}
@@ -106,6 +114,9 @@ func runExemplarsEval(ctx context.Context, args []string, stdout io.Writer) erro
 	if m.Exemplars == nil {
 		return fmt.Errorf("exemplars-eval: %w", vocabulary.ErrExemplarsUnsupported)
 	}
+	if cfg.ExemplarViews == "crops" && len(m.CropViews.Scales) == 0 {
+		return errors.New("exemplars-eval: --exemplar-views crops: the model's ensemble has no teacher's crops (embedding.crops)")
+	}
 	rep, err := evaluateExemplars(ctx, cfg, gt, pool, m, os.Stderr)
 	if err != nil {
 		return err
@@ -129,11 +140,13 @@ type exemplarsReport struct {
 	Novel           int    `json:"novel_categories"`
 	// Short are the novel categories the pool had fewer objects of than the
 	// largest shot count: they use what there is.
-	Short        []string      `json:"short,omitempty"`
-	Seed         uint64        `json:"seed"`
-	LabelsPerBox int           `json:"labels_per_box"`
-	Seconds      float64       `json:"seconds"`
-	Rows         []exemplarRow `json:"rows"`
+	Short        []string `json:"short,omitempty"`
+	Seed         uint64   `json:"seed"`
+	LabelsPerBox int      `json:"labels_per_box"`
+	// ExemplarViews is --exemplar-views; only "crops" is named in the table.
+	ExemplarViews string        `json:"exemplar_views"`
+	Seconds       float64       `json:"seconds"`
+	Rows          []exemplarRow `json:"rows"`
 }
 
 type exemplarRow struct {
@@ -170,7 +183,11 @@ func evaluateExemplars(ctx context.Context, cfg exemplarsEvalConfig, gt, pool *e
 		return nil, errors.New("exemplars-eval: the annotations mark no category novel")
 	}
 	most := cfg.Shots[len(cfg.Shots)-1]
-	raw, short, err := poolExemplars(ctx, cfg, pool, novel, most, m.Exemplars, stderr)
+	var views exemplar.Views // the encoder's own
+	if cfg.ExemplarViews == "crops" {
+		views = m.CropViews
+	}
+	raw, short, err := poolExemplars(ctx, cfg, pool, novel, most, m.Exemplars, views, stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +243,7 @@ func evaluateExemplars(ctx context.Context, cfg exemplarsEvalConfig, gt, pool *e
 	}
 	rep := &exemplarsReport{Model: m.Info.ID, Annotations: cfg.Annotations, PoolAnnotations: cfg.PoolAnnotations,
 		Images: len(gt.Images), Categories: len(gt.Categories), Novel: len(novel), Short: short, Seed: cfg.Seed,
-		LabelsPerBox: cfg.LabelsPerBox}
+		LabelsPerBox: cfg.LabelsPerBox, ExemplarViews: cfg.ExemplarViews}
 	for v, x := range variants {
 		rep.Rows = append(rep.Rows, exemplarRow{Method: x.method, Head: x.head, Summary: eval.Evaluate(gt, dets[v]).Summary})
 	}
@@ -247,7 +264,7 @@ type poolObject struct {
 // one decode per pool image.
 // It returns each category's embeddings and the categories with fewer than n.
 func poolExemplars(ctx context.Context, cfg exemplarsEvalConfig, pool *eval.COCO, novel []string, n int,
-	enc *exemplar.Encoder, stderr io.Writer) (map[string][][]float32, []string, error) {
+	enc *exemplar.Encoder, views exemplar.Views, stderr io.Writer) (map[string][][]float32, []string, error) {
 	catName := map[int64]string{}
 	for _, c := range pool.Categories {
 		catName[c.ID] = c.Name
@@ -309,7 +326,7 @@ func poolExemplars(ctx context.Context, cfg exemplarsEvalConfig, pool *eval.COCO
 		for k, o := range slots {
 			boxes[k] = o.box
 		}
-		embs, err := enc.EmbedUnshifted(ctx, img.Image, boxes)
+		embs, err := enc.EmbedUnshiftedViews(ctx, img.Image, boxes, views)
 		if err != nil {
 			return nil, nil, fmt.Errorf("exemplars-eval: %s: %w", path, err)
 		}
@@ -408,8 +425,12 @@ func exemplarVariants(ctx context.Context, shots []int, names, base, novel []str
 // table is the report as a Markdown table.
 func (r *exemplarsReport) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d images, %d categories (%d novel); exemplars from %s (seed %d); model %s; %d labels per box\n\n",
-		r.Annotations, r.Images, r.Categories, r.Novel, r.PoolAnnotations, r.Seed, r.Model, r.LabelsPerBox)
+	cropped := ""
+	if r.ExemplarViews == "crops" {
+		cropped = ", cropped as the teacher's crops"
+	}
+	fmt.Fprintf(&b, "%s: %d images, %d categories (%d novel); exemplars from %s (seed %d%s); model %s; %d labels per box\n\n",
+		r.Annotations, r.Images, r.Categories, r.Novel, r.PoolAnnotations, r.Seed, cropped, r.Model, r.LabelsPerBox)
 	b.WriteString("| novel categories defined by | head | novel AP50 | base AP50 | all AP50 | novel AP |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|\n")
 	for _, row := range r.Rows {

@@ -14,6 +14,7 @@ import (
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/models"
 	"github.com/vild/vild/ort"
+	"github.com/vild/vild/pipeline"
 	"github.com/vild/vild/vocabulary"
 )
 
@@ -24,7 +25,7 @@ func TestParseExemplarsEvalConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(c.Shots, []int{1, 5}) || c.Seed != 3 || c.MinSide != 16 || c.LabelsPerBox != 20 {
+	if !reflect.DeepEqual(c.Shots, []int{1, 5}) || c.Seed != 3 || c.MinSide != 16 || c.LabelsPerBox != 20 || c.ExemplarViews != "encoder" {
 		t.Errorf("config %+v", c)
 	}
 	for _, args := range [][]string{
@@ -32,6 +33,7 @@ func TestParseExemplarsEvalConfig(t *testing.T) {
 		{"--annotations", "a", "--images", "i", "--pool-annotations", "p", "--pool-images", "q", "--shots", "0"},
 		{"--annotations", "a", "--images", "i", "--pool-annotations", "p", "--pool-images", "q", "--shots", "9"},
 		{"--annotations", "a", "--images", "i", "--pool-annotations", "p", "--pool-images", "q", "--min-side", "0"},
+		{"--annotations", "a", "--images", "i", "--pool-annotations", "p", "--pool-images", "q", "--exemplar-views", "regions"},
 	} {
 		if _, err := parseExemplarsEvalConfig(args, env, io.Discard); err == nil || !strings.Contains(err.Error(), "exemplars-eval") {
 			t.Errorf("%v: err = %v", args, err)
@@ -128,6 +130,9 @@ func TestDefaultModelFindsItsExemplar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(tiny.CropViews.Scales) != 0 {
+		t.Errorf("the fixture bundle has no teacher's crops, but the model has views %+v", tiny.CropViews)
+	}
 	if tiny.Exemplars != nil || tiny.Info.Exemplars {
 		t.Error("the fixture bundle has no image encoder, but the model says it takes exemplars")
 	}
@@ -145,6 +150,13 @@ func TestDefaultModelFindsItsExemplar(t *testing.T) {
 	defer m.Close()
 	if m.Exemplars == nil || !m.Info.Exemplars {
 		t.Fatal("the default bundle's image encoder was not loaded")
+	}
+	def, err := models.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := pipeline.CropViews(def.Manifest); len(want.Scales) == 0 || !reflect.DeepEqual(m.CropViews, want) {
+		t.Errorf("the model's crop views %+v, want the default bundle's %+v", m.CropViews, want)
 	}
 	raw, err := os.ReadFile(filepath.Join("..", "..", "models", "default", "golden", "exact", "input.png"))
 	if err != nil {

@@ -30,6 +30,9 @@ type model struct {
 	Embedder vocabulary.Embedder
 	// Exemplars is the bundle's image encoder; nil when it has none.
 	Exemplars *exemplar.Encoder
+	// CropViews are the views of a region the ensemble's teacher sees
+	// (embedding.crops, pipeline.CropViews); zero when the bundle has none.
+	CropViews exemplar.Views
 	Info      api.Model
 	// NameError is the embedder's sentinel for names it cannot encode.
 	NameError error
@@ -123,7 +126,8 @@ func loadModel(ctx context.Context, cfg modelConfig) (*model, error) {
 		return nil
 	}
 	return &model{
-		Detector: p, Embedder: embedder, Exemplars: enc, Info: info, NameError: textbank.ErrName, Warmup: warm,
+		Detector: p, Embedder: embedder, Exemplars: enc, CropViews: pipeline.CropViews(b.Manifest), Info: info,
+		NameError: textbank.ErrName, Warmup: warm,
 		Close: func() error {
 			var encErr error
 			if enc != nil {
