@@ -383,8 +383,9 @@ func slicesEqual(a, b []float32) bool {
 // TestEmbedUnshiftedViews checks, with a real image encoder, that an
 // exemplar embedded with other views (EmbedUnshiftedViews, windowed crops of
 // an image) equals the same box embedded as a region with those views
-// (EmbedRegions on the whole picture), and that empty views are the
-// encoder's own (EmbedUnshifted).
+// (EmbedRegions on the whole picture), and that the mirror changes an
+// exemplar's embedding (EmbedUnshifted against the mirrored views), so the
+// comparison can fail.
 func TestEmbedUnshiftedViews(t *testing.T) {
 	e := realEncoder(t)
 	const w, h = 96, 64

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "calibration"))
 sys.path.insert(0, HERE)
 
-from teacher_crops import crops_module, fold_ap, fold_set, open_teacher, teacher_parser  # noqa: E402
+from teacher_crops import crops_module, fold_ap, fold_header, fold_set, open_teacher, teacher_parser  # noqa: E402
 
 from vildtrain.models.losses import crop_images  # noqa: E402
 
@@ -112,8 +112,7 @@ def main() -> int:
     ce = crops_module()
     fold = man["embedding"]["crops"]
     print("\nAP with the crops of each set of views folded in as the bundle folds its own:\n\n"
-          "| set | views | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|")
+          + fold_header("set", "views"))
     for folder in args.sets:
         s = fold_set(ce, args.bundle, man, folder, args.count, args.cache)
         path = os.path.join(args.cache, f"{os.path.basename(os.path.normpath(folder))}_{args.count}_views{fold['regions']}_{digest}.pt")

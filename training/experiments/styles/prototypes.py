@@ -53,7 +53,7 @@ sys.path.insert(0, HERE)
 
 from art_similarity import tile  # noqa: E402
 from explore import load_regions  # noqa: E402  (experiments/calibration's region cache)
-from teacher_crops import crops_module, fold_ap, fold_set, open_teacher, teacher_parser  # noqa: E402
+from teacher_crops import crops_module, fold_ap, fold_header, fold_set, open_teacher, teacher_parser  # noqa: E402
 
 from vildtrain.data.art import STYLES_TEACHER, ArtLibrary  # noqa: E402
 from vildtrain.data.categories import load_categories  # noqa: E402
@@ -201,8 +201,7 @@ def main() -> int:
     ce = crops_module()
     fold = man["embedding"]["crops"]
     print("\nAP in the bundle's pipeline (image head and crops against the classifier, text head against the names):\n\n"
-          "| set | image-side classifier | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|")
+          + fold_header("set", "image-side classifier"))
     for folder in args.sets:
         s = fold_set(ce, args.bundle, man, folder, args.count, args.cache)
         crops = ce.crop_cache(args.bundle, folder, args.count, args.cache, s.regions, fold["regions"], args.teacher)

@@ -57,6 +57,12 @@ def fold_ap(ce, s, crops, fold: dict) -> str:
     return " | ".join(f"{r[g][k]:.3f}" for g in ("novel", "base", "all") for k in ("AP", "AP50"))
 
 
+def fold_header(*first: str) -> str:
+    """The Markdown header of a table whose rows end in fold_ap's cells, after the columns ``first``."""
+    cols = list(first) + [f"{g} {k}" for g in ("novel", "base", "all") for k in ("AP", "AP50")]
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(first) + "---:|" * 6
+
+
 def teacher_parser(doc: str) -> argparse.ArgumentParser:
     """The arguments the one-teacher scripts share: the teacher, --bundle and --sets."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,8 +107,7 @@ def main() -> int:
     man = json.load(open(os.path.join(args.bundle, "manifest.json")))
     fold = man["embedding"]["crops"]
     print(f"{man['name']} ({args.bundle}), crops folded as its manifest says: {json.dumps(fold)}\n")
-    print("| teacher | set | novel AP | novel AP50 | base AP | base AP50 | all AP | all AP50 |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|")
+    print(fold_header("teacher", "set"))
     for folder in args.sets:
         s = fold_set(ce, args.bundle, man, folder, args.count, args.cache)
         for teacher in args.teachers:
