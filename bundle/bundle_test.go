@@ -171,13 +171,14 @@ func validImageEncoder() *ImageEncoder {
 func TestOpenImageEncoder(t *testing.T) {
 	m := validManifest()
 	m.ImageEncoder = validImageEncoder()
+	m.ImageEncoder.Mirror = true
 	files := runtimeFiles(t)
 	files[ImageEncoderFile] = "graph d"
 	b, err := OpenFS(testFS(t, m, files), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := b.Manifest.ImageEncoder; e == nil || e.InputSize != 32 || len(e.CropScales) != 2 {
+	if e := b.Manifest.ImageEncoder; e == nil || e.InputSize != 32 || len(e.CropScales) != 2 || !e.Mirror {
 		t.Fatalf("image encoder %+v", e)
 	}
 	if got, err := b.ReadFile(ImageEncoderFile); err != nil || string(got) != "graph d" {

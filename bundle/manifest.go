@@ -158,18 +158,20 @@ type Text struct {
 // ImageEncoder says how an exemplar (an image and a box) becomes an embedding
 // in the embedding space: crop the box square at each of CropScales about its
 // centre (RoIAlign, aligned, adaptive sampling, zeros outside the image) at
-// InputSize × InputSize, normalise with Mean and Std, run File, sum the unit
-// embeddings over the scales and L2-normalise; then, when Shift names a file,
-// add that [D] vector (the modality gap) and L2-normalise again
-// (docs/bundle.md).
+// InputSize × InputSize, normalise with Mean and Std, run File (with Mirror,
+// on each crop mirrored left to right as well), sum the unit embeddings over
+// the views and L2-normalise; then, when Shift names a file, add that [D]
+// vector (the modality gap) and L2-normalise again (docs/bundle.md).
 type ImageEncoder struct {
 	File       string     `json:"file"`
 	InputSize  int        `json:"input_size"`
 	Mean       [3]float32 `json:"mean"`
 	Std        [3]float32 `json:"std"`
 	CropScales []float32  `json:"crop_scales"`
-	Crop       string     `json:"crop"`
-	Shift      string     `json:"shift,omitempty"`
+	// Mirror embeds each exemplar crop mirrored left to right as well.
+	Mirror bool   `json:"mirror,omitempty"`
+	Crop   string `json:"crop"`
+	Shift  string `json:"shift,omitempty"`
 	// Gap records how the exporter measured the shift (provenance only).
 	Gap            json.RawMessage `json:"gap,omitempty"`
 	MiniCLIPDigest string          `json:"miniclip_digest,omitempty"`

@@ -1,13 +1,14 @@
 // Package exemplar turns example crops (an image and a box) into embeddings in
 // the detector's embedding space, with a bundle's mini-CLIP image encoder
-// (docs/bundle.md, "image_encoder"). The embedding is the one the detector's
-// image head was distilled towards: the box is cropped square at each of the
-// manifest's crop scales about its centre (RoIAlign with aligned sampling and
-// an adaptive grid, zeros outside the image), resized to the encoder's input
-// size, normalised, run through the graph, and the unit embeddings summed over
-// the scales and L2-normalised, then moved across the modality gap by the
-// bundle's shift vector (when it has one) and L2-normalised again. Several exemplars of a category are averaged
-// into the category's embedding by vocabulary.Build.
+// (docs/bundle.md, "image_encoder"). The embedding is the teacher's view of
+// the box: it is cropped square at each of the manifest's crop scales about
+// its centre (RoIAlign with aligned sampling and an adaptive grid, zeros
+// outside the image), resized to the encoder's input size, normalised, run
+// through the graph (with the manifest's mirror, each crop mirrored left to
+// right as well), and the unit embeddings summed over the views and
+// L2-normalised, then moved across the modality gap by the bundle's shift
+// vector (when it has one) and L2-normalised again. Several exemplars of a
+// category are averaged into the category's embedding by vocabulary.Build.
 package exemplar
 
 import (
@@ -300,9 +301,16 @@ func (e *Encoder) Shift(v []float32) []float32 {
 }
 
 // EmbedUnshifted returns the embedding of each box of img before the shift:
-// the normalised sum of its crops' embeddings over the crop scales.
+// the normalised sum of its crops' embeddings over the encoder's views (its
+// crop scales, and mirrored with its mirror).
 func (e *Encoder) EmbedUnshifted(ctx context.Context, img image.Image, boxes [][4]float32) ([][]float32, error) {
-	return e.EmbedUnshiftedViews(ctx, img, boxes, Views{})
+	return e.EmbedUnshiftedViews(ctx, img, boxes, e.Views())
+}
+
+// Views are the encoder's own views of an exemplar: the manifest's crop
+// scales and mirror.
+func (e *Encoder) Views() Views {
+	return Views{Scales: e.cfg.CropScales, Mirror: e.cfg.Mirror}
 }
 
 // EmbedUnshiftedViews is EmbedUnshifted with other views of each box: a

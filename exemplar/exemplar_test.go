@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"math"
 	"path"
+	"slices"
 	"testing"
 
 	"github.com/vild/vild/bundle"
@@ -383,9 +384,10 @@ func slicesEqual(a, b []float32) bool {
 // TestEmbedUnshiftedViews checks, with a real image encoder, that an
 // exemplar embedded with other views (EmbedUnshiftedViews, windowed crops of
 // an image) equals the same box embedded as a region with those views
-// (EmbedRegions on the whole picture), and that the mirror changes an
-// exemplar's embedding (EmbedUnshifted against the mirrored views), so the
-// comparison can fail.
+// (EmbedRegions on the whole picture), that EmbedUnshifted uses the
+// encoder's own views, and that the mirror changes an exemplar's embedding
+// (the encoder's views against them with the other mirror setting), so the
+// comparisons can fail.
 func TestEmbedUnshiftedViews(t *testing.T) {
 	e := realEncoder(t)
 	const w, h = 96, 64
@@ -418,16 +420,30 @@ func TestEmbedUnshiftedViews(t *testing.T) {
 			}
 		}
 	}
+	// An exemplar is embedded at the encoder's own views (the manifest's crop
+	// scales and mirror), and the other mirror setting embeds it differently.
 	own, err := e.EmbedUnshifted(ctx, img, boxes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mirrored, err := e.EmbedUnshiftedViews(ctx, img, boxes, Views{Mirror: true})
+	views := e.Views()
+	if !slices.Equal(views.Scales, e.cfg.CropScales) || views.Mirror != e.cfg.Mirror {
+		t.Fatalf("Views() = %+v, want the manifest's crop scales %v and mirror %v", views, e.cfg.CropScales, e.cfg.Mirror)
+	}
+	same, err := e.EmbedUnshiftedViews(ctx, img, boxes, views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	views.Mirror = !views.Mirror
+	other, err := e.EmbedUnshiftedViews(ctx, img, boxes, views)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range boxes {
-		if d, _ := testbundle.MaxAbsDiff(own[i], mirrored[i]); d < 1e-4 {
+		if d, _ := testbundle.MaxAbsDiff(own[i], same[i]); d != 0 {
+			t.Errorf("box %d: EmbedUnshifted and the encoder's own views differ by %.3g", i, d)
+		}
+		if d, _ := testbundle.MaxAbsDiff(own[i], other[i]); d < 1e-4 {
 			t.Errorf("box %d: mirroring changed its embedding by only %.3g", i, d)
 		}
 	}

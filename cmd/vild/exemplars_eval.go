@@ -57,7 +57,7 @@ func parseExemplarsEvalConfig(args []string, getenv func(string) string, stderr 
 	fs.Float64Var(&c.MinSide, "min-side", 16, "smallest box side, in pixels, of a pool object used as an exemplar")
 	fs.IntVar(&c.Limit, "limit", 0, "evaluate the first `N` images only (0: all)")
 	fs.IntVar(&c.LabelsPerBox, "labels-per-box", 20, "labels one region may be reported with (20: COCO-style per-class output, as vild eval)")
-	fs.StringVar(&c.ExemplarViews, "exemplar-views", "encoder", "how exemplars are cropped: encoder (the image encoder's crop scales, as the server does) or crops (the views of a region the ensemble's teacher sees, embedding.crops)")
+	fs.StringVar(&c.ExemplarViews, "exemplar-views", "encoder", "how exemplars are cropped: encoder (the image encoder's views, as the server embeds exemplars) or crops (the views of a region the ensemble's teacher sees, embedding.crops)")
 	fs.BoolVar(&c.JSON, "json", false, "print a JSON report instead of the table")
 	fs.IntVar(&c.ProgressEvery, "progress-every", 50, "images between progress lines on stderr (0: none)")
 	addModelFlags(fs, env, &c.Model)
@@ -183,7 +183,7 @@ func evaluateExemplars(ctx context.Context, cfg exemplarsEvalConfig, gt, pool *e
 		return nil, errors.New("exemplars-eval: the annotations mark no category novel")
 	}
 	most := cfg.Shots[len(cfg.Shots)-1]
-	var views exemplar.Views // the encoder's own
+	views := m.Exemplars.Views() // the encoder's own, as the server embeds exemplars
 	if cfg.ExemplarViews == "crops" {
 		views = m.CropViews
 	}

@@ -120,6 +120,139 @@ def test_golden_is_the_teachers_crop_embedding_shifted(exported):
     assert np.allclose(crops[3, 0, 0, 0], -0.485 / 0.229, atol=1e-6)
 
 
+def _rebuildable_copy(exported, tmp_path):
+    """A copy of the exported bundle whose manifest names the mini-CLIP's
+    configuration, as an exported bundle's does (encoder_from_bundle reads it)."""
+    clip, out, _, man = exported
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    man = json.loads(json.dumps(man))   # a deep copy: the fixture's manifest stays as exported
+    man["training"]["miniclip"] = dict(clip.cfg.__dict__)
+    (tmp_path / "manifest.json").write_text(manifest_text(man), encoding="utf-8")
+    return clip, man
+
+
+def test_from_bundle_recuts_the_exemplars_and_keeps_the_graph(exported, tmp_path):
+    """--from-bundle --scales 1.25 --mirror: the graph stays byte for byte; the section
+    names the views; the shift is measured at them; the golden embeddings are the
+    sum over each crop and its mirror, shifted; the golden crops are the unmirrored ones."""
+    clip, before = _rebuildable_copy(exported, tmp_path)
+    graph_bytes = (tmp_path / "image_encoder.onnx").read_bytes()
+    man = ie.set_exemplar_views(str(tmp_path), [1.25], True)
+    assert (tmp_path / "image_encoder.onnx").read_bytes() == graph_bytes
+    enc = man["image_encoder"]
+    assert enc["crop_scales"] == [1.25] and enc["mirror"] is True
+    assert list(enc) == ["file", "input_size", "mean", "std", "crop_scales", "mirror", "crop", "shift", "gap",
+                         "miniclip_digest"]
+    assert {k: v for k, v in enc.items() if k not in ("crop_scales", "mirror")} == \
+        {k: v for k, v in before["image_encoder"].items() if k != "crop_scales"}
+    assert json.loads((tmp_path / "manifest.json").read_text()) == man
+    for rel in ("image_encoder_shift.npy", "golden/exemplar/crops.npy", "golden/exemplar/embeddings.npy"):
+        assert man["sha256"][rel] == hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+    graph = ie.encoder_graph(clip)
+    meta = json.loads((tmp_path / "golden/exemplar/exemplars.json").read_text())
+    crops = torch.from_numpy(np.load(tmp_path / "golden/exemplar/crops.npy"))
+    assert crops.shape == (len(meta["boxes"]), 3, 32, 32)
+    shift = torch.from_numpy(np.load(tmp_path / "image_encoder_shift.npy"))
+    text = torch.from_numpy(np.load(tmp_path / "category_embeddings.npy"))
+    gap = ie.mean_crop_embedding(graph, 32, scenes=3, scales=[1.25], mirror=True)
+    np.testing.assert_allclose(shift, text.mean(0) - gap, atol=1e-6)
+    with torch.no_grad():
+        raw = F.normalize(graph(crops) + graph(crops.flip(-1)), dim=-1)
+    np.testing.assert_allclose(np.load(tmp_path / "golden/exemplar/embeddings.npy"),
+                               F.normalize(raw + shift, dim=-1), atol=1e-5)
+    # mirroring changes the embedding: the golden is not the unmirrored one
+    with torch.no_grad():
+        plain = F.normalize(F.normalize(graph(crops), dim=-1) + shift, dim=-1)
+    assert not np.allclose(np.load(tmp_path / "golden/exemplar/embeddings.npy"), plain, atol=1e-3)
+
+
+def test_from_bundle_at_the_same_views_rewrites_the_same_numbers(exported, tmp_path):
+    """Re-cut at the views it was exported with, the bundle's own graph gives back the
+    shift and golden case the export wrote (to float32 rounding)."""
+    _, out, _, _ = exported
+    _rebuildable_copy(exported, tmp_path)
+    ie.set_exemplar_views(str(tmp_path), [1.0, 1.5], False)
+    for rel in ("image_encoder_shift.npy", "golden/exemplar/crops.npy", "golden/exemplar/crop_embeddings.npy",
+                "golden/exemplar/embeddings.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / rel), np.load(out / rel), atol=1e-6)
+    assert "mirror" not in json.loads((tmp_path / "manifest.json").read_text())["image_encoder"]
+
+
+def test_shift_scale_multiplies_the_shift_and_is_recorded(exported, tmp_path):
+    """--shift-scale 1.3: the shift is 1.3 times the measured one, the golden
+    embeddings move by it, and gap.scale records it (absent again at 1)."""
+    _, out, _, _ = exported
+    _rebuildable_copy(exported, tmp_path)
+    man = ie.set_exemplar_views(str(tmp_path), [1.0, 1.5], False, 1.3)
+    assert man["image_encoder"]["gap"] == {"scenes": 3, "seed": ie.GAP_SEED, "min_side": ie.GAP_MIN_SIDE, "scale": 1.3}
+    base = np.load(out / "image_encoder_shift.npy")
+    shift = np.load(tmp_path / "image_encoder_shift.npy")
+    np.testing.assert_allclose(shift, 1.3 * base, atol=1e-6)
+    crop_emb = torch.from_numpy(np.load(tmp_path / "golden/exemplar/crop_embeddings.npy"))
+    raw = F.normalize(crop_emb.view(3, 2, -1).sum(1), dim=-1)
+    np.testing.assert_allclose(np.load(tmp_path / "golden/exemplar/embeddings.npy"),
+                               F.normalize(raw + torch.from_numpy(shift), dim=-1), atol=1e-6)
+    man = ie.set_exemplar_views(str(tmp_path), [1.0, 1.5], False, 1.0)
+    assert "scale" not in man["image_encoder"]["gap"]
+    np.testing.assert_allclose(np.load(tmp_path / "image_encoder_shift.npy"), base, atol=1e-6)
+    for bad in (0.0, -1.0, 5.0):
+        with pytest.raises(ValueError, match="shift scale"):
+            ie.set_exemplar_views(str(tmp_path), [1.0, 1.5], False, bad)
+
+
+def test_refuses_bad_views(exported, tmp_path):
+    _rebuildable_copy(exported, tmp_path)
+    before = (tmp_path / "manifest.json").read_text()
+    for scales in ([], [1, 1, 1, 1, 1], [0.2], [5.0]):
+        with pytest.raises(ValueError, match="1 to 4 scales"):
+            ie.set_exemplar_views(str(tmp_path), scales, False)
+    assert (tmp_path / "manifest.json").read_text() == before
+    with pytest.raises(ValueError, match="1 to 4 scales"):
+        ie.add_image_encoder(str(tmp_path), clip=exported[0], scales=[9.0])
+
+
+def test_from_bundle_keeps_what_is_not_given(exported, tmp_path):
+    """Views and shift scale left out (None) keep the bundle's own: after a re-cut at
+    1.25x mirrored, x1.3, a run with nothing given writes the same numbers."""
+    _rebuildable_copy(exported, tmp_path)
+    man = ie.set_exemplar_views(str(tmp_path), [1.25], True, 1.3)
+    shift = np.load(tmp_path / "image_encoder_shift.npy")
+    again = ie.set_exemplar_views(str(tmp_path))
+    assert again["image_encoder"] == man["image_encoder"]
+    np.testing.assert_allclose(np.load(tmp_path / "image_encoder_shift.npy"), shift, atol=1e-7)
+    only_scale = ie.set_exemplar_views(str(tmp_path), shift_scale=1.0)
+    assert only_scale["image_encoder"]["crop_scales"] == [1.25] and only_scale["image_encoder"]["mirror"] is True
+    assert "scale" not in only_scale["image_encoder"]["gap"]
+
+
+def test_from_bundle_refuses_to_move_crops_that_follow_the_encoder(exported, tmp_path):
+    """A bundle whose embedding.crops has no scales of its own takes the encoder's:
+    new exemplar scales would change its detections, so they are refused; its
+    mirror and shift may change."""
+    _, man = _rebuildable_copy(exported, tmp_path)
+    man["embedding"]["crops"] = {"regions": 10, "temperature": 0.04, "lambda_base": 0, "lambda_novel": 0.5}
+    (tmp_path / "manifest.json").write_text(manifest_text(man), encoding="utf-8")
+    with pytest.raises(ValueError, match="give the crops their own"):
+        ie.set_exemplar_views(str(tmp_path), [1.25])
+    ie.set_exemplar_views(str(tmp_path), [1.0, 1.5], True, 1.15)
+
+
+def test_cli_from_bundle_refuses_a_miniclip(exported, tmp_path):
+    _rebuildable_copy(exported, tmp_path)
+    (tmp_path / "a.npy").write_bytes(b"")   # the fixture manifest's stand-in file, which the CLI sizes
+    with pytest.raises(SystemExit):
+        ie.main(["--bundle", str(tmp_path), "--from-bundle", "--miniclip", "x.pt"])
+    assert ie.main(["--bundle", str(tmp_path), "--from-bundle", "--shift-scale", "1.15"]) == 0
+    enc = json.loads((tmp_path / "manifest.json").read_text())["image_encoder"]
+    assert enc["crop_scales"] == [1.0, 1.5] and "mirror" not in enc and enc["gap"]["scale"] == 1.15
+
+
+def test_from_bundle_needs_an_image_encoder(tmp_path):
+    _bundle(tmp_path, tiny_clip())
+    with pytest.raises(ValueError, match="has no image encoder"):
+        ie.set_exemplar_views(str(tmp_path), [1.25], True)
+
+
 def test_refuses_another_mini_clip(tmp_path):
     clip = tiny_clip()
     _bundle(tmp_path, clip, digest="0123456789abcdef")

@@ -1,12 +1,14 @@
 """Add the mini-CLIP image encoder to an existing bundle, for exemplar categories.
 
 An exemplar category is defined by example crops (an image and a box) instead of,
-or along with, a name. Its embedding is what the detector's image head was
-distilled towards: the mini-CLIP image embedding of the box's crops at 1x and
-1.5x (square, RoIAlign, averaged and renormalised, ``losses.crop_embeddings``).
-The embedding is then moved across the modality gap: plus the mean text
-embedding of the bundle's categories minus the mean crop embedding of the
-objects of generated training-style scenes (``image_encoder_shift.npy``).
+or along with, a name. Its embedding is the teacher's view of the box: the
+mini-CLIP image embedding of its square crops at each of the exemplar views'
+scales (RoIAlign; by default 1x and 1.5x, what the detector's image head was
+distilled towards, ``losses.crop_embeddings``), with ``--mirror`` each crop also
+mirrored left to right, summed and renormalised. The embedding is then moved
+across the modality gap: plus the mean text embedding of the bundle's categories
+minus the mean exemplar embedding, at the same views, of the objects of
+generated training-style scenes (``image_encoder_shift.npy``).
 This command exports the mini-CLIP image tower as ``image_encoder.onnx``, writes
 the shift, a golden case (crops of ``golden/exact/input.png`` -> embeddings) and
 an ``image_encoder`` section of the manifest, without retraining or re-exporting
@@ -16,6 +18,16 @@ the detector:
 
 The mini-CLIP must be the one the bundle's detector was distilled from (the
 manifest's ``training.miniclip_digest``); another is refused.
+
+``--from-bundle`` changes only the exemplar views and the shift's length of a
+bundle that has an image encoder: with its own ``image_encoder.onnx``
+(:func:`encoder_from_bundle`, left as it is, so no mini-CLIP checkpoint is
+needed) it measures the shift again at the views, rewrites the golden case and
+the section's ``crop_scales``, ``mirror`` and ``gap.scale``; what is not given
+keeps the bundle's value (docs/decisions/0034-exemplar-views-and-shift.md):
+
+    python3 -m vildtrain image_encoder --bundle ../models/default --from-bundle --shift-scale 1.15
+    python3 -m vildtrain image_encoder --bundle ../models/default --from-bundle --scales 1.25 --mirror
 
 Weights are stored as int8 with one float32 scale per output channel (symmetric,
 each read through ``Cast`` and ``Mul`` back to float32, which ONNX Runtime folds
@@ -175,25 +187,37 @@ def normalise(crops01: torch.Tensor, mean, std) -> torch.Tensor:
     return (crops01 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def mean_crop_embedding(graph: ImageEncoderGraph, size: int, scenes: int = GAP_SCENES, seed: int = GAP_SEED) -> torch.Tensor:
-    """The mean exemplar embedding (before any shift) of the objects of ``scenes``
-    generated training-style scenes, novel categories included."""
+def exemplar_embeddings(graph: ImageEncoderGraph, img01: torch.Tensor, boxes: list[tuple[float, float, float, float]],
+                        size: int, scales=CROP_SCALES, mirror: bool = False) -> torch.Tensor:
+    """Unit exemplar embeddings [len(boxes), D] before the shift: each box's crops at
+    ``scales`` (and, with ``mirror``, each also mirrored left to right) through
+    ``graph``, summed and renormalised (``infer.teacher_crop_embeddings``, as the
+    bundle's teacher crops are embedded)."""
+    from vildtrain.models.infer import teacher_crop_embeddings
+    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD
+    with torch.no_grad():
+        return teacher_crop_embeddings(graph, img01[None], torch.tensor(boxes, dtype=torch.float32), size,
+                                       IMAGE_MEAN, IMAGE_STD, tuple(scales), mirror)
+
+
+def mean_crop_embedding(graph: ImageEncoderGraph, size: int, scenes: int = GAP_SCENES, seed: int = GAP_SEED,
+                        scales=CROP_SCALES, mirror: bool = False, min_side: int = GAP_MIN_SIDE) -> torch.Tensor:
+    """The mean exemplar embedding (before any shift, at the views ``scales`` and
+    ``mirror``) of the objects of ``scenes`` generated training-style scenes, novel
+    categories included, both box sides at least ``min_side``."""
     from vildtrain.data.art import STYLES_TRAIN, ArtLibrary
     from vildtrain.data.categories import load_categories
     from vildtrain.data.scenes import generate_scene, scene_rng
-    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD
     cats = load_categories()
     art = ArtLibrary(styles=STYLES_TRAIN, categories=cats)
     total, n = None, 0
     for i in range(scenes):
         img, objs = generate_scene(scene_rng(seed, i), art, cats, STYLES_TRAIN, size=384, label_novel=True)
-        boxes = [(x, y, x + w, y + h) for x, y, w, h in (o.bbox for o in objs) if w >= GAP_MIN_SIDE and h >= GAP_MIN_SIDE]
+        boxes = [(x, y, x + w, y + h) for x, y, w, h in (o.bbox for o in objs) if w >= min_side and h >= min_side]
         if not boxes:
             continue
         x01 = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-        with torch.no_grad():
-            emb = graph(normalise(exemplar_crops(x01, boxes, size), IMAGE_MEAN, IMAGE_STD))
-        emb = F.normalize(emb.view(len(boxes), len(CROP_SCALES), -1).sum(dim=1), dim=-1)
+        emb = exemplar_embeddings(graph, x01, boxes, size, scales, mirror)
         total = emb.sum(dim=0) if total is None else total + emb.sum(dim=0)
         n += len(boxes)
     if not n:
@@ -201,15 +225,34 @@ def mean_crop_embedding(graph: ImageEncoderGraph, size: int, scenes: int = GAP_S
     return total / n
 
 
+def check_scales(scales) -> list[float]:
+    """The exemplar views' scales as floats; ValueError unless 1 to 4, each in [0.5, 4]
+    (the manifest's limits, docs/bundle.md)."""
+    out = [float(x) for x in scales]
+    if not (1 <= len(out) <= 4 and all(0.5 <= x <= 4 for x in out)):
+        raise ValueError(f"image_encoder: scales {out}: 1 to 4 scales, each in [0.5, 4]")
+    return out
+
+
+def check_shift_scale(scale: float) -> None:
+    """ValueError unless the shift's factor is in (0, 4]."""
+    if not 0 < scale <= 4:
+        raise ValueError(f"image_encoder: shift scale {scale} must be in (0, 4]")
+
+
 def shifted(emb: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Exemplar embeddings [N,D] moved by the modality-gap shift [D], unit length again."""
     return F.normalize(emb + shift, dim=-1)
 
 
-def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None, gap_scenes: int = GAP_SCENES) -> dict:
+def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None, gap_scenes: int = GAP_SCENES,
+                      scales=CROP_SCALES, mirror: bool = False, shift_scale: float = 1.0) -> dict:
     """Export the image encoder of ``clip`` (default: loaded from ``miniclip``) into
-    ``bundle`` and rewrite its manifest; returns the manifest."""
+    ``bundle``, with exemplars cut at the views ``scales`` and ``mirror`` and the
+    shift times ``shift_scale``, and rewrite its manifest; returns the manifest."""
     from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD, load_miniclip, miniclip_digest
+    check_scales(scales)
+    check_shift_scale(shift_scale)
     path = os.path.join(bundle, "manifest.json")
     with open(path, encoding="utf-8") as f:
         man = json.load(f)
@@ -231,39 +274,93 @@ def add_image_encoder(bundle: str, miniclip: str | None = None, clip=None, gap_s
                           dynamic_axes={"image": {0: "N"}, "image_embeddings": {0: "N"}}, do_constant_folding=True)
     store_int8(out)
 
+    section = {"file": GRAPH, "input_size": size, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
+               "crop_scales": [], "crop": "square", "shift": SHIFT,
+               "gap": {"scenes": gap_scenes, "seed": GAP_SEED, "min_side": GAP_MIN_SIDE}, "miniclip_digest": got}
+    return _write_views(bundle, man, graph, section, scales, mirror, shift_scale, [GRAPH])
+
+
+def set_exemplar_views(bundle: str, scales=None, mirror: bool | None = None, shift_scale: float | None = None) -> dict:
+    """Cut ``bundle``'s exemplars at the views ``scales`` and ``mirror`` with its own
+    image encoder (``image_encoder.onnx`` unchanged): the shift measured again at those
+    views on the manifest's gap scenes (times ``shift_scale``), the golden case and
+    the section rewritten; returns the manifest. What is None keeps the section's
+    own value (its ``crop_scales``, ``mirror`` and ``gap.scale``)."""
+    path = os.path.join(bundle, "manifest.json")
+    with open(path, encoding="utf-8") as f:
+        man = json.load(f)
+    section = man.get("image_encoder")
+    if section is None:
+        raise ValueError(f"image_encoder: {bundle} has no image encoder to re-cut exemplars with "
+                         f"(python3 -m vildtrain image_encoder --bundle {bundle})")
+    section = dict(section)
+    section["gap"] = dict(section.get("gap") or {"scenes": GAP_SCENES, "seed": GAP_SEED, "min_side": GAP_MIN_SIDE})
+    scales = check_scales(section["crop_scales"] if scales is None else scales)
+    mirror = bool(section.get("mirror", False)) if mirror is None else mirror
+    shift_scale = float(section["gap"].get("scale", 1.0)) if shift_scale is None else shift_scale
+    check_shift_scale(shift_scale)
+    crops = man.get("embedding", {}).get("crops")
+    if crops is not None and not crops.get("scales") and scales != [float(x) for x in section["crop_scales"]]:
+        raise ValueError(f"image_encoder: {bundle}'s embedding.crops takes its views from image_encoder.crop_scales, "
+                         f"so new exemplar scales would change its detections; give the crops their own first "
+                         f"(python3 -m vildtrain crop_scores --bundle {bundle} --scales "
+                         f"{' '.join(f'{x:g}' for x in section['crop_scales'])} ...)")
+    return _write_views(bundle, man, encoder_from_bundle(bundle), section, scales, mirror, shift_scale, [])
+
+
+def _write_views(bundle: str, man: dict, graph: ImageEncoderGraph, section: dict, scales, mirror: bool,
+                 shift_scale: float, written: list[str]) -> dict:
+    """Measure the shift of ``graph`` at the views (times ``shift_scale``), write it
+    and the golden case, set the views and the scale in ``section`` and write it as
+    the manifest's ``image_encoder`` (with the digests of ``written`` and of what this
+    writes); returns the manifest."""
+    scales = check_scales(scales)
+    size = section["input_size"]
+    gap = {k: v for k, v in section["gap"].items() if k != "scale"}
+    if shift_scale != 1:
+        gap["scale"] = float(shift_scale)
+    section["gap"] = gap
     text = torch.from_numpy(np.load(os.path.join(bundle, "category_embeddings.npy")))
-    shift = (text.mean(dim=0) - mean_crop_embedding(graph, size, gap_scenes)).float()
+    gap_mean = mean_crop_embedding(graph, size, gap["scenes"], gap["seed"], scales, mirror, gap["min_side"])
+    shift = (float(shift_scale) * (text.mean(dim=0) - gap_mean)).float()
     save_npy(os.path.join(bundle, SHIFT), shift)
 
+    from vildtrain.models.miniclip import IMAGE_MEAN, IMAGE_STD
     img = Image.open(os.path.join(bundle, GOLDEN_IMAGE)).convert("RGB")
     img01 = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    crops = normalise(exemplar_crops(img01, GOLDEN_BOXES, size), IMAGE_MEAN, IMAGE_STD)
+    crops = normalise(exemplar_crops(img01, GOLDEN_BOXES, size, scales), IMAGE_MEAN, IMAGE_STD)
     with torch.no_grad():
         crop_emb = graph(crops)
-    emb = shifted(F.normalize(crop_emb.view(len(GOLDEN_BOXES), len(CROP_SCALES), -1).sum(dim=1), dim=-1), shift)
+    emb = shifted(exemplar_embeddings(graph, img01, GOLDEN_BOXES, size, scales, mirror), shift)
     gdir = os.path.join(bundle, GOLDEN_DIR)
     shutil.rmtree(gdir, ignore_errors=True)
     os.makedirs(gdir)
-    save_npy(os.path.join(gdir, "crops.npy"), crops)
+    save_npy(os.path.join(gdir, "crops.npy"), crops)   # the unmirrored crops, box-major, scale-minor
     save_npy(os.path.join(gdir, "crop_embeddings.npy"), crop_emb)
     save_npy(os.path.join(gdir, "embeddings.npy"), emb)
     with open(os.path.join(gdir, GOLDEN_CASE), "w", encoding="utf-8") as f:
         json.dump({"image": GOLDEN_IMAGE, "boxes": [list(b) for b in GOLDEN_BOXES]}, f, indent=1)
         f.write("\n")
 
-    man["image_encoder"] = {"file": GRAPH, "input_size": size, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
-                            "crop_scales": list(CROP_SCALES), "crop": "square", "shift": SHIFT,
-                            "gap": {"scenes": gap_scenes, "seed": GAP_SEED, "min_side": GAP_MIN_SIDE},
-                            "miniclip_digest": got}
+    # the views after crop_scales ("mirror" only when set), the section's other keys in their order
+    out = {}
+    for k, v in section.items():
+        if k == "mirror":
+            continue
+        out[k] = scales if k == "crop_scales" else v
+        if k == "crop_scales" and mirror:
+            out["mirror"] = True
+    new = "image_encoder" not in man
+    man["image_encoder"] = out
     files = dict(man.get("sha256", {}))
-    for rel in [GRAPH, SHIFT] + [f"{GOLDEN_DIR}/{n}" for n in ("crops.npy", "crop_embeddings.npy", "embeddings.npy",
-                                                         GOLDEN_CASE)]:
+    for rel in written + [SHIFT] + [f"{GOLDEN_DIR}/{n}" for n in ("crops.npy", "crop_embeddings.npy", "embeddings.npy",
+                                                                 GOLDEN_CASE)]:
         files[rel] = sha256(os.path.join(bundle, rel))
     man["sha256"] = {k: files[k] for k in sorted(files)}
-    # the manifest's keys keep their order; image_encoder goes before sha256
+    # the manifest's keys keep their order; a new image_encoder goes before sha256
     order = [k for k in man if k not in ("image_encoder", "sha256")] + ["image_encoder", "sha256"]
-    man = {k: man[k] for k in order}
-    with open(path, "w", encoding="utf-8") as f:
+    man = {k: man[k] for k in (order if new else [k for k in man if k != "sha256"] + ["sha256"])}
+    with open(os.path.join(bundle, "manifest.json"), "w", encoding="utf-8") as f:
         f.write(manifest_text(man))
     return man
 
@@ -303,6 +400,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--bundle", required=True, help="bundle directory (e.g. ../models/default)")
     ap.add_argument("--miniclip", default=None,
                     help="mini-CLIP checkpoint (default: training/checkpoints/miniclip.pt; it must be the bundle's)")
+    ap.add_argument("--scales", type=float, nargs="+", default=None,
+                    help="the square crops of each exemplar, as multiples of its box's longer side "
+                         "(default: 1 1.5; with --from-bundle, the bundle's)")
+    ap.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                    help="also embed each exemplar crop mirrored left to right (default: no; with --from-bundle, "
+                         "as the bundle does)")
+    ap.add_argument("--shift-scale", type=float, default=None,
+                    help="multiply the modality-gap shift by this factor (default 1; with --from-bundle, the "
+                         "bundle's gap.scale; docs/exemplars.md)")
+    ap.add_argument("--from-bundle", action="store_true",
+                    help="keep the bundle's image_encoder.onnx and change only the exemplar views and shift "
+                         "(the shift and the golden case are recomputed with it; no mini-CLIP is read)")
     ap.add_argument("--compare", default=None, metavar="COCO_DIR",
                     help="instead of exporting: the cosine between the float and the int8 tower's embeddings of the "
                          "ground-truth boxes of the first 40 scenes of a COCO set (e.g. runs/heldout/seen)")
@@ -313,13 +422,22 @@ def main(argv: list[str]) -> int:
         print(f"image_encoder: int8 against float32 weights over {n} boxes of {args.compare}: "
               f"cosine mean {mean:.5f}, min {low:.5f}")
         return 0
+    if args.from_bundle and args.miniclip:
+        ap.error("--from-bundle uses the bundle's own image encoder; --miniclip is for an export")
     try:
-        man = add_image_encoder(args.bundle, args.miniclip)
+        if args.from_bundle:
+            man = set_exemplar_views(args.bundle, args.scales, args.mirror, args.shift_scale)
+        else:
+            man = add_image_encoder(args.bundle, args.miniclip, scales=args.scales or CROP_SCALES,
+                                    mirror=bool(args.mirror), shift_scale=args.shift_scale or 1.0)
     except (OSError, ValueError) as e:
         print(e, file=sys.stderr)
         return 1
     size = os.path.getsize(os.path.join(args.bundle, GRAPH)) / 1e6
     total = sum(os.path.getsize(os.path.join(args.bundle, f)) for f in man["sha256"]) / 1e6
-    print(f"image_encoder: wrote {args.bundle}/{GRAPH} ({size:.2f} MB) and {GOLDEN_DIR}; "
-          f"bundle {total:.1f} MB", file=sys.stderr)
+    enc = man["image_encoder"]
+    views = " ".join(f"{x:g}x" for x in enc["crop_scales"]) + (", mirrored" if enc.get("mirror") else "")
+    what = "kept" if args.from_bundle else "wrote"
+    print(f"image_encoder: {what} {args.bundle}/{GRAPH} ({size:.2f} MB); exemplars at {views}: wrote "
+          f"{SHIFT} and {GOLDEN_DIR}; bundle {total:.1f} MB", file=sys.stderr)
     return 0
