@@ -133,8 +133,38 @@ test("upload a scene, type categories, see the boxes drawn", async () => {
 // The page's samples on a real `vild serve` with the embedded default model:
 // each sample is a held-out pictogram scene, and the model finds the objects
 // web/static/samples/README.md lists, and nothing absent.
+// realVild starts the real server once for the tests that need it.
+let realStarted;
+function realVild() {
+  realStarted ??= startVild();
+  return realStarted;
+}
+
+// dragOnCanvas drags the mouse over a box given in the picture's pixels.
+async function dragOnCanvas(box) {
+  const at = await page.evaluate(([x1, y1, x2, y2]) => {
+    const c = document.getElementById("canvas");
+    const r = c.getBoundingClientRect();
+    const s = c.width / window.vild.lastResponse.image.width; // the page's drawing scale
+    const px = (x) => r.left + x * s * r.width / c.width, py = (y) => r.top + y * s * r.height / c.height;
+    return [px(x1), py(y1), px(x2), py(y2)];
+  }, box);
+  await page.mouse.move(at[0], at[1]);
+  await page.mouse.down();
+  await page.mouse.move((at[0] + at[2]) / 2, (at[1] + at[3]) / 2, { steps: 3 });
+  await page.mouse.move(at[2], at[3], { steps: 3 });
+  await page.mouse.up();
+}
+
+function iou(a, b) {
+  const w = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
+  const h = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const area = (r) => (r[2] - r[0]) * (r[3] - r[1]);
+  return (w * h) / (area(a) + area(b) - w * h);
+}
+
 test("a sample scene on the embedded model is one click away", async () => {
-  const real = await startVild();
+  const real = await realVild();
   const want = {
     "samples/scene-000008.png": ["lady beetle", "pine decoration"],
     "samples/scene-000023.png": ["house", "ice cream", "straight ruler"],
@@ -168,6 +198,76 @@ test("a sample scene on the embedded model is one click away", async () => {
   await page.uncheck("#masks");
   await page.waitForFunction(() => window.vild.drawnMasks === 0 && window.vild.lastResponse.detections.every((d) => !d.mask));
 });
+
+test("a category defined by a box drawn on the picture, on the embedded model", async () => {
+  const real = await realVild();
+  await page.goto(real + "/");
+  await page.click('button.sample[data-src="samples/scene-000008.png"]');
+  await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2" &&
+    window.vild.lastResponse.image.width === 384);
+  const beetle = await page.evaluate(() => window.vild.lastResponse.detections.find((d) => d.label === "lady beetle").box);
+
+  // Drawing needs a label first.
+  assert.equal(await page.getAttribute("#example-draw", "aria-pressed"), "false");
+  await page.click("#example-draw");
+  assert.match(await shownErrorText(), /label first/);
+  assert.equal(await page.getAttribute("#example-draw", "aria-pressed"), "false");
+
+  // "spotted bug" is no name the model knows: the drawn box defines it. With
+  // the beetle's name gone from the categories, the example finds the beetle.
+  await page.fill("#categories", "pine decoration");
+  await page.fill("#example-label", "spotted bug");
+  await page.click("#example-draw");
+  assert.equal(await page.getAttribute("#example-draw", "aria-pressed"), "true");
+  await dragOnCanvas(beetle);
+  await page.waitForFunction(() => (window.vild.lastResponse.detections || []).some((d) => d.label === "spotted bug"));
+  const resp = await page.evaluate(() => window.vild.lastResponse);
+  assert.deepEqual(resp.detections.map((d) => d.label).sort(), ["pine decoration", "spotted bug"]);
+  const bug = resp.detections.find((d) => d.label === "spotted bug");
+  assert.ok(iou(bug.box, beetle) > 0.7, `spotted bug at ${bug.box}, the beetle at ${beetle}`);
+  assert.ok(bug.score >= 0.3, "score " + bug.score);
+  assert.equal(await page.getAttribute("#example-draw", "aria-pressed"), "false");
+  assert.equal(await page.evaluate(() => window.vild.drawnExamples), 1);
+  const items = await page.$$eval("#examples li", (lis) => lis.map((li) => li.textContent));
+  assert.equal(items.length, 1);
+  assert.match(items[0], /^spotted bug \[/);
+  const rows = await page.$$eval("#detections tbody tr", (trs) => trs.map((tr) => tr.children[1].textContent));
+  assert.deepEqual(rows.sort(), ["pine decoration", "spotted bug"]);
+
+  // Another picture keeps the example (its own picture travels with it).
+  await page.click('button.sample[data-src="samples/scene-000023.png"]');
+  await page.waitForFunction(() => window.vild.lastResponse.detections && window.vild.lastResponse.image.height === 384 &&
+    document.getElementById("status").textContent.includes("detection") && window.vild.drawnExamples === 0);
+  assert.match(await page.textContent("#examples li"), /another picture/);
+  assert.equal(await page.isVisible("#error"), false);
+
+  // Removed, the page asks as before: the sample's own labels only.
+  await page.click("#examples li button");
+  await page.waitForFunction(() => document.querySelectorAll("#examples li").length === 0 &&
+    window.vild.lastResponse.detections.length === 3 &&
+    window.vild.lastResponse.detections.every((d) => d.label !== "spotted bug"));
+});
+
+test("a model without an image encoder says so when a box is drawn", async () => {
+  await detectWith("red square, blue circle", path.join(root, "web/e2e/testdata/shapes.png"));
+  await page.fill("#example-label", "thing");
+  await page.click("#example-draw");
+  await dragOnCanvas([10, 10, 60, 60]);
+  assert.match(await shownErrorText(), /422/);
+  assert.equal(await page.evaluate(() => document.getElementById("canvas").dataset.boxes), "0");
+  // A click without a drag is no box.
+  await page.click("#examples li button");
+  await page.waitForFunction(() => document.getElementById("canvas").dataset.boxes === "2");
+  await page.click("#example-draw");
+  await dragOnCanvas([20, 20, 20.5, 20.5]);
+  assert.match(await shownErrorText(), /too small/);
+  assert.equal(await page.$$eval("#examples li", (l) => l.length), 0);
+});
+
+async function shownErrorText() {
+  await page.waitForSelector("#error:not([hidden])");
+  return page.textContent("#error");
+}
 
 test("the threshold slider re-detects", async () => {
   await page.goto(base + "/");

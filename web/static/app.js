@@ -1,17 +1,21 @@
 // vild's page: one image, a category list and a threshold go to POST
 // /v1/detect as multipart; the boxes come back and are drawn on a canvas,
 // with the instance masks (COCO RLE) tinted in when the toggle asks for them.
+// Boxes drawn on the picture define categories by example: with any, the
+// request is JSON and carries them as exemplars (each with the picture it
+// was drawn on, so it keeps working on other pictures).
 // A server that answers 401 needs an API key: the page asks for one, keeps
 // it in sessionStorage (this tab only) and sends it as a Bearer token.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
-  const state = { file: null, img: null, timer: null, seq: 0 };
+  const state = { file: null, img: null, timer: null, seq: 0, imageId: 0, b64: null,
+    detections: [], examples: [], drawing: null };
   const ANSWER_TIMEOUT_MS = 60000; // the page never waits longer than this for an answer
   // Exposed for the browser test and the curious: the last answer and the
   // boxes as drawn, in canvas pixels.
-  window.vild = { lastResponse: null, lastError: null, drawnBoxes: [], drawnMasks: 0 };
+  window.vild = { lastResponse: null, lastError: null, drawnBoxes: [], drawnMasks: 0, drawnExamples: 0 };
   const MASK_ALPHA = 0.45;
 
   // rleCounts is pycocotools' rleFrString: a COCO RLE's compressed counts.
@@ -100,7 +104,11 @@
       URL.revokeObjectURL(url);
       state.file = blob;
       state.img = img;
+      state.imageId++;
+      state.b64 = null;
       $("detect").disabled = false;
+      $("example-draw").disabled = false;
+      showExamples();
       draw([]);
       detect();
     };
@@ -109,6 +117,8 @@
       state.file = null;
       state.img = null;
       $("detect").disabled = true;
+      setDrawing(false);
+      $("example-draw").disabled = true;
       clearCanvas();
       fail("This file is not an image the browser can show: pick a JPEG, PNG, GIF or WebP.");
     };
@@ -121,10 +131,13 @@
     window.vild.drawnBoxes = [];
   }
 
+  function drawScale() { return Math.min(1, 900 / state.img.naturalWidth); }
+
   function draw(detections) {
     const img = state.img;
     if (!img) return;
-    const scale = Math.min(1, 900 / img.naturalWidth);
+    state.detections = detections;
+    const scale = drawScale();
     canvas.width = Math.round(img.naturalWidth * scale);
     canvas.height = Math.round(img.naturalHeight * scale);
     ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
@@ -156,6 +169,18 @@
       window.vild.drawnBoxes.push({ label: d.label, color, box: [x1, y1, x2, y2], lineWidth: lw });
     }
     canvas.dataset.boxes = String(detections.length);
+    // The examples drawn on this picture, dashed, and the box being drawn.
+    const dashed = state.examples.filter((e) => e.imageId === state.imageId).map((e) => e.box.map((v) => v * scale));
+    if (state.drawing && state.drawing.to) dashed.push(rect(state.drawing.from, state.drawing.to));
+    ctx.setLineDash([6, 4]);
+    ctx.strokeStyle = "#000";
+    for (const [x1, y1, x2, y2] of dashed) ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.setLineDash([]);
+    window.vild.drawnExamples = dashed.length;
+  }
+
+  function rect(a, b) {
+    return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
   }
 
   // fillTable lists the detections; an empty list says "no detections", null
@@ -212,11 +237,8 @@
     return msg;
   }
 
-  async function detect() {
-    if (!state.file) return;
-    const seq = ++state.seq;
-    showError("");
-    $("status").textContent = "Detecting…";
+  // formBody is the multipart request: the picture and the text fields.
+  function formBody() {
     const form = new FormData();
     form.append("image", state.file, "image");
     // Blank: no categories field, so the server uses the model's own
@@ -224,15 +246,156 @@
     if ($("categories").value.replace(/[\s,]/g, "") !== "") form.append("categories", $("categories").value);
     form.append("score_threshold", $("threshold").value);
     if ($("masks").checked) form.append("masks", "rle");
+    return form;
+  }
+
+  // jsonBody is the JSON request with the examples as exemplars, grouped by
+  // label. Without categories, the examples' labels are the vocabulary.
+  async function jsonBody() {
+    const req = { image: await pictureBase64(), score_threshold: Number($("threshold").value) };
+    const names = $("categories").value.split(",").map((c) => c.trim()).filter((c) => c !== "");
+    if (names.length) req.categories = names;
+    if ($("masks").checked) req.masks = "rle";
+    const byLabel = new Map();
+    for (const e of state.examples) {
+      if (!byLabel.has(e.label)) byLabel.set(e.label, []);
+      byLabel.get(e.label).push({ image: e.image, box: e.box.map((v) => Math.round(v * 10) / 10) });
+    }
+    req.exemplars = Array.from(byLabel, ([label, exemplars]) => ({ label, exemplars }));
+    return JSON.stringify(req);
+  }
+
+  // pictureBase64 is the current picture's file in base64, read once.
+  function pictureBase64() {
+    if (!state.b64) {
+      const file = state.file;
+      state.b64 = new Promise((resolve, reject) => {
+        const r = new FileReader();
+        r.onload = () => resolve(String(r.result).slice(String(r.result).indexOf(",") + 1));
+        r.onerror = () => reject(r.error || new Error("read failed"));
+        r.readAsDataURL(file);
+      });
+    }
+    return state.b64;
+  }
+
+  // ---- categories by example: drag a box on the picture ----
+  function setDrawing(on) {
+    $("example-draw").setAttribute("aria-pressed", String(on));
+    canvas.classList.toggle("drawing", on);
+    if (!on) state.drawing = null;
+  }
+
+  // canvasPoint is an event's position in canvas pixels.
+  function canvasPoint(e) {
+    const r = canvas.getBoundingClientRect();
+    return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height];
+  }
+
+  async function addExample(label, canvasBox) {
+    const s = drawScale(), w = state.img.naturalWidth, h = state.img.naturalHeight;
+    const clamp = (v, hi) => Math.min(hi, Math.max(0, v));
+    const box = [clamp(canvasBox[0] / s, w), clamp(canvasBox[1] / s, h), clamp(canvasBox[2] / s, w), clamp(canvasBox[3] / s, h)];
+    if (box[2] - box[0] < 2 || box[3] - box[1] < 2) {
+      showError("The example's box is too small: drag a box at least 2 pixels on each side.");
+      draw(state.detections);
+      return;
+    }
+    try {
+      state.examples.push({ label, box, image: await pictureBase64(), imageId: state.imageId });
+    } catch (e) {
+      fail("The picture could not be read (" + e.message + ").");
+      return;
+    }
+    showExamples();
+    detect();
+  }
+
+  function showExamples() {
+    const list = $("examples");
+    list.replaceChildren();
+    state.examples.forEach((e, i) => {
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = colorFor(e.label);
+      const text = document.createElement("span");
+      text.textContent = e.label + " [" + e.box.map((v) => v.toFixed(0)).join(", ") + "]" +
+        (e.imageId === state.imageId ? "" : " (another picture)");
+      const rm = document.createElement("button");
+      rm.type = "button";
+      rm.textContent = "✕";
+      rm.title = "remove this example";
+      rm.setAttribute("aria-label", "remove the example of " + e.label);
+      rm.addEventListener("click", () => {
+        state.examples.splice(i, 1);
+        showExamples();
+        draw(state.detections);
+        detect();
+      });
+      li.append(sw, text, rm);
+      list.append(li);
+    });
+  }
+
+  $("example-draw").addEventListener("click", () => {
+    const on = $("example-draw").getAttribute("aria-pressed") !== "true";
+    if (on && $("example-label").value.trim() === "") {
+      showError("Type the example's label first.");
+      $("example-label").focus();
+      return;
+    }
+    showError("");
+    setDrawing(on);
+  });
+  $("example-label").addEventListener("keydown", (e) => { if (e.key === "Enter") $("example-draw").click(); });
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!canvas.classList.contains("drawing") || !state.img) return;
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    state.drawing = { from: canvasPoint(e), to: null };
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!state.drawing) return;
+    state.drawing.to = canvasPoint(e);
+    draw(state.detections);
+  });
+  canvas.addEventListener("pointerup", (e) => {
+    if (!state.drawing) return;
+    const box = rect(state.drawing.from, canvasPoint(e));
+    setDrawing(false);
+    addExample($("example-label").value.trim(), box);
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && canvas.classList.contains("drawing")) {
+      setDrawing(false);
+      draw(state.detections);
+    }
+  });
+
+  async function detect() {
+    if (!state.file) return;
+    const seq = ++state.seq;
+    showError("");
+    $("status").textContent = "Detecting…";
+    let body;
+    try {
+      body = state.examples.length ? await jsonBody() : formBody();
+    } catch (e) {
+      if (seq === state.seq) fail("The picture could not be read (" + e.message + ").");
+      return;
+    }
+    if (seq !== state.seq) return;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), ANSWER_TIMEOUT_MS);
-    let resp, body;
+    let resp, answer;
     try {
       const headers = { Accept: "application/json" };
+      if (typeof body === "string") headers["Content-Type"] = "application/json";
       const key = apiKey();
       if (key) headers.Authorization = "Bearer " + key;
-      resp = await fetch("/v1/detect", { method: "POST", body: form, headers, signal: abort.signal });
-      body = await readAnswer(resp);
+      resp = await fetch("/v1/detect", { method: "POST", body, headers, signal: abort.signal });
+      answer = await readAnswer(resp);
     } catch (e) {
       if (seq === state.seq) {
         fail(abort.signal.aborted
@@ -244,9 +407,9 @@
       clearTimeout(timer);
     }
     if (seq !== state.seq) return; // a newer request is on its way
-    window.vild.lastResponse = body;
+    window.vild.lastResponse = answer;
     if (!resp.ok) {
-      let msg = problemMessage(resp, body);
+      let msg = problemMessage(resp, answer);
       if (resp.status === 401) {
         askForKey();
         msg += apiKey() ? " Check the API key." : " Enter an API key.";
@@ -254,20 +417,20 @@
       fail(msg);
       return;
     }
-    if (!body || !Array.isArray(body.detections)) {
+    if (!answer || !Array.isArray(answer.detections)) {
       fail("The server's answer could not be read (HTTP " + resp.status + ").");
       return;
     }
     try {
-      draw(body.detections);
-      fillTable(body.detections);
+      draw(answer.detections);
+      fillTable(answer.detections);
     } catch (e) {
       fail("The server's answer could not be shown (" + e.message + ").");
       return;
     }
-    const t = body.timings_ms || {};
-    const n = body.detections.length;
-    $("status").textContent = (n === 0 ? "No detections" : n + " detection(s)") + " in " + (t.total || 0).toFixed(0) + " ms · " + body.model;
+    const t = answer.timings_ms || {};
+    const n = answer.detections.length;
+    $("status").textContent = (n === 0 ? "No detections" : n + " detection(s)") + " in " + (t.total || 0).toFixed(0) + " ms · " + answer.model;
   }
 
   function later() { clearTimeout(state.timer); state.timer = setTimeout(detect, 250); }
