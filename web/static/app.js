@@ -106,6 +106,7 @@
       state.img = img;
       state.imageId++;
       state.b64 = null;
+      state.drawing = null; // a drag in progress was on the previous picture
       $("detect").disabled = false;
       $("example-draw").disabled = false;
       showExamples();
@@ -265,34 +266,61 @@
     return JSON.stringify(req);
   }
 
-  // pictureBase64 is the current picture's file in base64, read once.
+  // pictureBase64 is the current picture's file in base64, read once (a
+  // failed read is tried again next time).
   function pictureBase64() {
     if (!state.b64) {
       const file = state.file;
-      state.b64 = new Promise((resolve, reject) => {
+      const p = new Promise((resolve, reject) => {
         const r = new FileReader();
         r.onload = () => resolve(String(r.result).slice(String(r.result).indexOf(",") + 1));
         r.onerror = () => reject(r.error || new Error("read failed"));
         r.readAsDataURL(file);
       });
+      p.catch(() => { if (state.b64 === p) state.b64 = null; });
+      state.b64 = p;
     }
     return state.b64;
   }
 
   // ---- categories by example: drag a box on the picture ----
+  // The server's limits (docs/api.md "Limits"): checked here so that an
+  // example the server would refuse is not kept.
+  const MAX_EXAMPLE_IMAGE_BYTES = 4 << 20, MAX_EXAMPLES_PER_LABEL = 8, MAX_EXAMPLES = 32;
+
   function setDrawing(on) {
     $("example-draw").setAttribute("aria-pressed", String(on));
     canvas.classList.toggle("drawing", on);
     if (!on) state.drawing = null;
   }
 
-  // canvasPoint is an event's position in canvas pixels.
-  function canvasPoint(e) {
-    const r = canvas.getBoundingClientRect();
-    return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height];
+  // startDrawing turns drawing on, or says why it cannot.
+  function startDrawing() {
+    const label = $("example-label").value.trim();
+    let why = "";
+    if (label === "") why = "Type the example's label first.";
+    else if (state.file.size > MAX_EXAMPLE_IMAGE_BYTES) why = "Examples can be drawn on pictures of up to 4 MiB; this one is " + (state.file.size / 1048576).toFixed(1) + " MiB.";
+    else if (state.examples.length >= MAX_EXAMPLES) why = "At most " + MAX_EXAMPLES + " examples in all: remove one first.";
+    else if (state.examples.filter((e) => e.label === label).length >= MAX_EXAMPLES_PER_LABEL) why = "At most " + MAX_EXAMPLES_PER_LABEL + " examples of one label.";
+    if (why) {
+      showError(why);
+      if (label === "") $("example-label").focus();
+      return;
+    }
+    showError("");
+    setDrawing(true);
   }
 
-  async function addExample(label, canvasBox) {
+  // canvasPoint is an event's position in canvas pixels (inside the border).
+  function canvasPoint(e) {
+    const r = canvas.getBoundingClientRect();
+    return [(e.clientX - r.left - canvas.clientLeft) * canvas.width / canvas.clientWidth,
+      (e.clientY - r.top - canvas.clientTop) * canvas.height / canvas.clientHeight];
+  }
+
+  // addExample keeps a box drawn on the picture imageId (canvas pixels) as an
+  // example of label, then detects with it.
+  async function addExample(label, imageId, canvasBox) {
     const s = drawScale(), w = state.img.naturalWidth, h = state.img.naturalHeight;
     const clamp = (v, hi) => Math.min(hi, Math.max(0, v));
     const box = [clamp(canvasBox[0] / s, w), clamp(canvasBox[1] / s, h), clamp(canvasBox[2] / s, w), clamp(canvasBox[3] / s, h)];
@@ -301,12 +329,15 @@
       draw(state.detections);
       return;
     }
+    let image;
     try {
-      state.examples.push({ label, box, image: await pictureBase64(), imageId: state.imageId });
+      image = await pictureBase64();
     } catch (e) {
       fail("The picture could not be read (" + e.message + ").");
       return;
     }
+    if (imageId !== state.imageId) return; // the picture changed meanwhile
+    state.examples.push({ label, box, image, imageId });
     showExamples();
     detect();
   }
@@ -319,17 +350,18 @@
       const sw = document.createElement("span");
       sw.className = "swatch";
       sw.style.background = colorFor(e.label);
+      const where = "[" + e.box.map((v) => v.toFixed(0)).join(", ") + "]";
       const text = document.createElement("span");
-      text.textContent = e.label + " [" + e.box.map((v) => v.toFixed(0)).join(", ") + "]" +
-        (e.imageId === state.imageId ? "" : " (another picture)");
+      text.textContent = e.label + " " + where + (e.imageId === state.imageId ? "" : " (another picture)");
       const rm = document.createElement("button");
       rm.type = "button";
       rm.textContent = "✕";
       rm.title = "remove this example";
-      rm.setAttribute("aria-label", "remove the example of " + e.label);
+      rm.setAttribute("aria-label", "remove the example of " + e.label + " at " + where);
       rm.addEventListener("click", () => {
         state.examples.splice(i, 1);
         showExamples();
+        $("example-label").focus();
         draw(state.detections);
         detect();
       });
@@ -339,21 +371,21 @@
   }
 
   $("example-draw").addEventListener("click", () => {
-    const on = $("example-draw").getAttribute("aria-pressed") !== "true";
-    if (on && $("example-label").value.trim() === "") {
-      showError("Type the example's label first.");
-      $("example-label").focus();
-      return;
-    }
-    showError("");
-    setDrawing(on);
+    if ($("example-draw").getAttribute("aria-pressed") === "true") setDrawing(false);
+    else startDrawing();
+    draw(state.detections);
   });
-  $("example-label").addEventListener("keydown", (e) => { if (e.key === "Enter") $("example-draw").click(); });
+  $("example-label").addEventListener("keydown", (e) => {
+    if (e.key !== "Enter") return;
+    if (!state.img) showError("Load a picture first, then draw a box around an example in it.");
+    else if ($("example-draw").getAttribute("aria-pressed") !== "true") startDrawing();
+  });
   canvas.addEventListener("pointerdown", (e) => {
-    if (!canvas.classList.contains("drawing") || !state.img) return;
+    if (!canvas.classList.contains("drawing") || !state.img || !e.isPrimary || e.button !== 0) return;
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
-    state.drawing = { from: canvasPoint(e), to: null };
+    // The label and the picture are those of the moment the drag starts.
+    state.drawing = { from: canvasPoint(e), to: null, label: $("example-label").value.trim(), imageId: state.imageId };
   });
   canvas.addEventListener("pointermove", (e) => {
     if (!state.drawing) return;
@@ -361,10 +393,19 @@
     draw(state.detections);
   });
   canvas.addEventListener("pointerup", (e) => {
-    if (!state.drawing) return;
-    const box = rect(state.drawing.from, canvasPoint(e));
+    const d = state.drawing;
+    if (!d) return;
     setDrawing(false);
-    addExample($("example-label").value.trim(), box);
+    if (d.imageId !== state.imageId || d.label === "") {
+      draw(state.detections);
+      return;
+    }
+    addExample(d.label, d.imageId, rect(d.from, canvasPoint(e)));
+  });
+  canvas.addEventListener("pointercancel", () => {
+    if (!state.drawing) return;
+    setDrawing(false);
+    draw(state.detections);
   });
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && canvas.classList.contains("drawing")) {
@@ -413,6 +454,8 @@
       if (resp.status === 401) {
         askForKey();
         msg += apiKey() ? " Check the API key." : " Enter an API key.";
+      } else if (state.examples.length && answer && /exemplar/.test(answer.type || "")) {
+        msg += " Remove the example (✕) to detect without it.";
       }
       fail(msg);
       return;
