@@ -10,9 +10,12 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/imageio"
+	"github.com/vild/vild/request"
 	"github.com/vild/vild/vocabulary"
 )
 
@@ -41,6 +45,42 @@ type detectConfig struct {
 	Head           string
 	Masks          detector.Masks  // instance masks: none, rle or polygon
 	Scores         detector.Scores // stable or softmax; empty: the model's default
+	Exemplars      []exemplarArg   // categories defined by example crops (--exemplar)
+}
+
+// exemplarArg is one --exemplar LABEL=IMAGE:X1,Y1,X2,Y2: an example crop of
+// the category LABEL, the box in IMAGE's pixels (docs/exemplars.md).
+type exemplarArg struct {
+	Label string
+	Path  string
+	Box   [4]float32
+}
+
+// parseExemplarArg reads LABEL=IMAGE:X1,Y1,X2,Y2 (the label up to the first
+// "=", the box after the last ":").
+func parseExemplarArg(s string) (exemplarArg, error) {
+	const form = "LABEL=IMAGE:X1,Y1,X2,Y2"
+	label, rest, ok := strings.Cut(s, "=")
+	colon := strings.LastIndex(rest, ":")
+	if !ok || colon < 0 {
+		return exemplarArg{}, fmt.Errorf("%q is not %s", s, form)
+	}
+	e := exemplarArg{Label: strings.TrimSpace(label), Path: rest[:colon]}
+	if e.Label == "" || e.Path == "" {
+		return exemplarArg{}, fmt.Errorf("%q is not %s: the label and the image must not be empty", s, form)
+	}
+	parts := strings.Split(rest[colon+1:], ",")
+	if len(parts) != 4 {
+		return exemplarArg{}, fmt.Errorf("%q is not %s: the box is four numbers", s, form)
+	}
+	for i, p := range parts {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 32)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return exemplarArg{}, fmt.Errorf("%q is not %s: %q is not a number", s, form, p)
+		}
+		e.Box[i] = float32(v)
+	}
+	return e, nil
 }
 
 // Where `vild detect` writes (detectConfig.Format).
@@ -79,6 +119,14 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.Head, "head", "ensemble", "ensemble, text or image")
 	scores := fs.String("scores", "", "what a score is a probability over: stable (each name against the model's own categories, whatever the other names) or softmax (over the given names); empty: the model's default")
 	masks := fs.String("masks", "", "instance masks of the detections: rle or polygon (a model with a mask head; empty: none)")
+	fs.Func("exemplar", "`LABEL=IMAGE:X1,Y1,X2,Y2`: define the category LABEL by an example, the box in IMAGE's pixels (repeat it: up to 8 per label, 32 in all; a label that is one of --categories adds to that name; without --categories the examples' labels are the vocabulary)",
+		func(v string) error {
+			e, err := parseExemplarArg(v)
+			if err == nil {
+				c.Exemplars = append(c.Exemplars, e)
+			}
+			return err
+		})
 	fs.StringVar(&c.Server, "server", getenv("VILD_SERVER"), "detect through the vild server at `URL` (e.g. http://127.0.0.1:8080) instead of loading the model here (env VILD_SERVER)")
 	fs.StringVar(&c.APIKey, "api-key", "", "the server's API key, vild_… (default: env VILD_API_KEY)")
 	addModelFlags(fs, env, &c.Model)
@@ -119,6 +167,15 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 		if s = strings.TrimSpace(s); s != "" {
 			c.Categories = append(c.Categories, s)
 		}
+	}
+	perLabel := map[string]int{}
+	for _, e := range c.Exemplars {
+		if perLabel[e.Label]++; perLabel[e.Label] > vocabulary.MaxExemplarsPerCategory {
+			return c, fmt.Errorf("detect: --exemplar: at most %d examples of one label (%q)", vocabulary.MaxExemplarsPerCategory, e.Label)
+		}
+	}
+	if len(c.Exemplars) > vocabulary.MaxExemplars {
+		return c, fmt.Errorf("detect: --exemplar: at most %d examples in all", vocabulary.MaxExemplars)
 	}
 	switch detector.Head(c.Head) {
 	case detector.HeadEnsemble, detector.HeadText, detector.HeadImage:
@@ -219,15 +276,25 @@ func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *
 		return fmt.Errorf("detect: --out %s takes one image, not %d; use --out results.json for many", cfg.Out, len(inputs))
 	}
 	names := cfg.Categories
-	if len(names) == 0 {
+	if len(names) == 0 && len(cfg.Exemplars) == 0 {
 		names = m.Info.Categories
 	}
-	if len(names) == 0 {
+	if len(names) == 0 && len(cfg.Exemplars) == 0 {
 		return errors.New("detect: give --categories (the model has no default vocabulary)")
 	}
 	names = dedupe(names)
-	vocab, err := vocabulary.Build(ctx, m.Embedder, vocabulary.BaseNames(m.Info.BaseCategories),
-		vocabulary.Spec{Categories: names})
+	spec := vocabulary.Spec{Categories: names}
+	if len(cfg.Exemplars) > 0 {
+		ex, err := embedExemplars(ctx, m.Embedder, cfg.Exemplars)
+		if err != nil {
+			return err
+		}
+		if spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: names, Exemplars: ex},
+			vocabulary.Limits{MaxNames: len(names) + len(ex), MaxNameLength: maxNameLength}); err != nil {
+			return fmt.Errorf("detect: %w", err)
+		}
+	}
+	vocab, err := vocabulary.Build(ctx, m.Embedder, vocabulary.BaseNames(m.Info.BaseCategories), spec)
 	if err != nil {
 		return fmt.Errorf("detect: %w", err)
 	}
@@ -256,7 +323,7 @@ func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *
 		opts.Scores = cfg.Scores
 	}
 	det := localDetector{det: m.Detector, vocab: vocab, opts: opts, limits: imageio.DefaultLimits}
-	fp := runFingerprint{Model: m.Info.ID, VocabularyDigest: vocab.Digest, Categories: names, Head: opts.Head,
+	fp := runFingerprint{Model: m.Info.ID, VocabularyDigest: vocab.Digest, Categories: withExampleLabels(names, cfg.Exemplars), Head: opts.Head,
 		ScoreThreshold: opts.ScoreThreshold, NMSIoU: opts.NMSIoU, MaxDetections: opts.MaxDetections,
 		LabelsPerBox: opts.LabelsPerBox, RunnersUp: opts.RunnersUp, Masks: opts.Masks, Scores: cfg.Scores}
 	b := batch{cfg: cfg, inputs: inputs, det: det, fp: fp, stderr: stderr}
@@ -264,6 +331,104 @@ func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *
 		return b.toFile(ctx)
 	}
 	return b.toStdout(ctx, stdout)
+}
+
+// withExampleLabels is the labels a run reports: the names, then each
+// example's label that is not one of them (its own category).
+func withExampleLabels(names []string, ex []exemplarArg) []string {
+	out := slices.Clone(names)
+	for _, e := range ex {
+		out = append(out, e.Label)
+	}
+	return dedupe(out)
+}
+
+// maxNameLength is the API's limit on a category name or label, in characters.
+const maxNameLength = 128
+
+// groupByLabel runs each over the --exemplar arguments and groups the
+// results by label, in the order the labels first appear, as the API takes
+// exemplar categories.
+func groupByLabel[T any](args []exemplarArg, each func(exemplarArg) (T, error)) (labels []string, groups [][]T, err error) {
+	at := map[string]int{}
+	for _, e := range args {
+		v, err := each(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		i, ok := at[e.Label]
+		if !ok {
+			i = len(labels)
+			at[e.Label] = i
+			labels, groups = append(labels, e.Label), append(groups, nil)
+		}
+		groups[i] = append(groups[i], v)
+	}
+	return labels, groups, nil
+}
+
+// readExemplars reads the --exemplar images, for a server to embed.
+func readExemplars(args []exemplarArg) ([]api.ExemplarCategory, error) {
+	labels, groups, err := groupByLabel(args, func(e exemplarArg) (api.Exemplar, error) {
+		data, err := readExemplarImage(e.Path)
+		return api.Exemplar{Image: data, Box: e.Box}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.ExemplarCategory, len(labels))
+	for i, l := range labels {
+		out[i] = api.ExemplarCategory{Label: l, Exemplars: groups[i]}
+	}
+	return out, nil
+}
+
+func readExemplarImage(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("detect: --exemplar: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, request.MaxExemplarImageBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("detect: --exemplar %s: %w", path, err)
+	}
+	if len(data) > request.MaxExemplarImageBytes {
+		return nil, fmt.Errorf("detect: --exemplar %s: an example image is at most %d bytes", path, request.MaxExemplarImageBytes)
+	}
+	return data, nil
+}
+
+// embedExemplars embeds the --exemplar crops with the model's image encoder
+// (decoded within the server's image limits, as the server decodes them).
+func embedExemplars(ctx context.Context, emb vocabulary.Embedder, args []exemplarArg) ([]vocabulary.ExemplarCategory, error) {
+	enc, ok := emb.(vocabulary.ExemplarEmbedder)
+	if !ok {
+		return nil, fmt.Errorf("detect: --exemplar: %w", vocabulary.ErrExemplarsUnsupported)
+	}
+	labels, groups, err := groupByLabel(args, func(e exemplarArg) ([]float32, error) {
+		data, err := readExemplarImage(e.Path)
+		if err != nil {
+			return nil, err
+		}
+		img, err := imageio.Decode(data, imageio.DefaultLimits)
+		if err != nil {
+			return nil, fmt.Errorf("detect: --exemplar %s: %w", e.Path, err)
+		}
+		v, err := enc.EmbedExemplars(ctx, img.Image, [][4]float32{e.Box})
+		if err != nil {
+			return nil, fmt.Errorf("detect: --exemplar %s: %w", e.Path, err)
+		}
+		return v[0], nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]vocabulary.ExemplarCategory, len(labels))
+	for i, l := range labels {
+		out[i] = vocabulary.ExemplarCategory{Label: l, Embeddings: groups[i]}
+	}
+	return out, nil
 }
 
 // batch is one `vild detect` over its inputs.

@@ -23,7 +23,7 @@ type remoteDetector struct {
 }
 
 func (r remoteDetector) Detect(ctx context.Context, name string, data []byte) (*imageResult, error) {
-	resp, err := r.client.Detect(ctx, data, r.opts)
+	resp, err := detectOne(ctx, r.client, data, r.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -32,6 +32,28 @@ func (r remoteDetector) Detect(ctx context.Context, name string, data []byte) (*
 		out.Width, out.Height = resp.Image.Width, resp.Image.Height
 	}
 	return out, nil
+}
+
+// detectOne detects in one image: as multipart, or, when the options carry
+// exemplar images (more than a multipart options field holds), as JSON, a
+// batch of one whose result is returned as a single image's answer.
+func detectOne(ctx context.Context, c *client.Client, data []byte, opts api.DetectOptions) (*api.DetectResponse, error) {
+	if len(opts.Exemplars) == 0 {
+		return c.Detect(ctx, data, opts)
+	}
+	resp, err := c.DetectBatch(ctx, [][]byte{data}, opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Results) != 1 {
+		return nil, fmt.Errorf("the server answered %d results for one image", len(resp.Results))
+	}
+	res := resp.Results[0]
+	if res.Error != nil {
+		return nil, &client.Error{Problem: *res.Error, Method: "POST", Path: "/v1/detect"}
+	}
+	return &api.DetectResponse{Model: resp.Model, VocabularyDigest: resp.VocabularyDigest, Image: res.Image,
+		Detections: res.Detections, TimingsMS: res.TimingsMS}, nil
 }
 
 // detectRemote runs `vild detect` against the server at cfg.Server: the
@@ -59,17 +81,22 @@ func detectRemote(ctx context.Context, cfg detectConfig, inputs []batchInput, st
 	}
 	info := list.Models[0]
 	names := cfg.Categories
-	if len(names) == 0 {
+	if len(names) == 0 && len(cfg.Exemplars) == 0 {
 		for _, cat := range info.CategoryList {
 			names = append(names, cat.Name)
 		}
 	}
-	if len(names) == 0 {
+	if len(names) == 0 && len(cfg.Exemplars) == 0 {
 		return errors.New("detect: give --categories (the server's model has no default vocabulary)")
 	}
 	names = dedupe(names)
 	req := api.DetectOptions{Categories: names, Head: cfg.Head, RunnersUp: ptr(3), Masks: string(cfg.Masks), Scores: string(cfg.Scores)}
-	fp := runFingerprint{Model: info.ID, Categories: names, Head: detector.Head(cfg.Head), RunnersUp: 3,
+	if len(cfg.Exemplars) > 0 { // sent with every image; the server embeds them
+		if req.Exemplars, err = readExemplars(cfg.Exemplars); err != nil {
+			return err
+		}
+	}
+	fp := runFingerprint{Model: info.ID, Categories: withExampleLabels(names, cfg.Exemplars), Head: detector.Head(cfg.Head), RunnersUp: 3,
 		ScoreThreshold: -1, Masks: cfg.Masks, Scores: cfg.Scores}
 	if cfg.ScoreThreshold >= 0 {
 		req.ScoreThreshold = ptr(float32(cfg.ScoreThreshold))
@@ -83,7 +110,7 @@ func detectRemote(ctx context.Context, cfg detectConfig, inputs []batchInput, st
 	}
 	// One small image first: the server checks the options and names the
 	// vocabulary's digest (recorded with the run) before the folder starts.
-	probe, err := c.Detect(ctx, probeImage(), req)
+	probe, err := detectOne(ctx, c, probeImage(), req)
 	if err != nil {
 		return fmt.Errorf("detect: %s: %w", cfg.Server, err)
 	}
