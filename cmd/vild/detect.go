@@ -22,6 +22,7 @@ import (
 	"github.com/vild/vild/annotate"
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
+	"github.com/vild/vild/exemplar"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/request"
 	"github.com/vild/vild/vocabulary"
@@ -57,7 +58,7 @@ type exemplarArg struct {
 }
 
 // parseExemplarArg reads LABEL=IMAGE:X1,Y1,X2,Y2 (the label up to the first
-// "=", the box after the last ":").
+// "=", so a label holds no "="; the box after the last ":").
 func parseExemplarArg(s string) (exemplarArg, error) {
 	const form = "LABEL=IMAGE:X1,Y1,X2,Y2"
 	label, rest, ok := strings.Cut(s, "=")
@@ -65,7 +66,7 @@ func parseExemplarArg(s string) (exemplarArg, error) {
 	if !ok || colon < 0 {
 		return exemplarArg{}, fmt.Errorf("%q is not %s", s, form)
 	}
-	e := exemplarArg{Label: strings.TrimSpace(label), Path: rest[:colon]}
+	e := exemplarArg{Label: strings.TrimSpace(label), Path: strings.TrimSpace(rest[:colon])}
 	if e.Label == "" || e.Path == "" {
 		return exemplarArg{}, fmt.Errorf("%q is not %s: the label and the image must not be empty", s, form)
 	}
@@ -168,9 +169,10 @@ func parseDetectConfig(args []string, getenv func(string) string, stderr io.Writ
 			c.Categories = append(c.Categories, s)
 		}
 	}
-	perLabel := map[string]int{}
+	perLabel := map[string]int{} // labels match as the API matches them: case and spaces aside
 	for _, e := range c.Exemplars {
-		if perLabel[e.Label]++; perLabel[e.Label] > vocabulary.MaxExemplarsPerCategory {
+		k := vocabulary.NormName(e.Label)
+		if perLabel[k]++; perLabel[k] > vocabulary.MaxExemplarsPerCategory {
 			return c, fmt.Errorf("detect: --exemplar: at most %d examples of one label (%q)", vocabulary.MaxExemplarsPerCategory, e.Label)
 		}
 	}
@@ -356,10 +358,11 @@ func groupByLabel[T any](args []exemplarArg, each func(exemplarArg) (T, error)) 
 		if err != nil {
 			return nil, nil, err
 		}
-		i, ok := at[e.Label]
+		k := vocabulary.NormName(e.Label) // one label whatever its case, in its first spelling
+		i, ok := at[k]
 		if !ok {
 			i = len(labels)
-			at[e.Label] = i
+			at[k] = i
 			labels, groups = append(labels, e.Label), append(groups, nil)
 		}
 		groups[i] = append(groups[i], v)
@@ -367,20 +370,54 @@ func groupByLabel[T any](args []exemplarArg, each func(exemplarArg) (T, error)) 
 	return labels, groups, nil
 }
 
-// readExemplars reads the --exemplar images, for a server to embed.
+// maxRemoteExemplarBytes bounds the example images sent with every image
+// through --server: their base64 and the image's must fit the server's
+// JSON body cap (28 MiB by default, docs/api.md "Limits"), so this leaves
+// 8 MiB of it to the image.
+const maxRemoteExemplarBytes = 15 << 20
+
+// readExemplars reads the --exemplar images, for a server to embed, each
+// decoded and its box checked here first, so that a bad one is named by its
+// file before the folder starts.
 func readExemplars(args []exemplarArg) ([]api.ExemplarCategory, error) {
+	total := 0
 	labels, groups, err := groupByLabel(args, func(e exemplarArg) (api.Exemplar, error) {
-		data, err := readExemplarImage(e.Path)
+		data, _, err := decodeExemplar(e)
+		total += len(data)
 		return api.Exemplar{Image: data, Box: e.Box}, err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if total > maxRemoteExemplarBytes {
+		return nil, fmt.Errorf("detect: --exemplar: the example images hold %.1f MiB, and through --server they travel with every image, "+
+			"within the server's JSON body cap: at most %d MiB together (crop them, or detect in this process without --server)",
+			float64(total)/(1<<20), maxRemoteExemplarBytes>>20)
 	}
 	out := make([]api.ExemplarCategory, len(labels))
 	for i, l := range labels {
 		out[i] = api.ExemplarCategory{Label: l, Exemplars: groups[i]}
 	}
 	return out, nil
+}
+
+// decodeExemplar reads and decodes an --exemplar image within the server's
+// default image limits (EXIF orientation applied, as the server does) and
+// checks its box; it returns the file and the picture.
+func decodeExemplar(e exemplarArg) ([]byte, image.Image, error) {
+	data, err := readExemplarImage(e.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := imageio.Decode(data, imageio.DefaultLimits)
+	if err != nil {
+		return nil, nil, fmt.Errorf("detect: --exemplar %s: %w", e.Path, err)
+	}
+	b := img.Image.Bounds()
+	if err := exemplar.CheckBox(e.Box, b.Dx(), b.Dy()); err != nil {
+		return nil, nil, fmt.Errorf("detect: --exemplar %s (%dx%d): %w", e.Path, b.Dx(), b.Dy(), err)
+	}
+	return data, img.Image, nil
 }
 
 func readExemplarImage(path string) ([]byte, error) {
@@ -407,15 +444,11 @@ func embedExemplars(ctx context.Context, emb vocabulary.Embedder, args []exempla
 		return nil, fmt.Errorf("detect: --exemplar: %w", vocabulary.ErrExemplarsUnsupported)
 	}
 	labels, groups, err := groupByLabel(args, func(e exemplarArg) ([]float32, error) {
-		data, err := readExemplarImage(e.Path)
+		_, img, err := decodeExemplar(e)
 		if err != nil {
 			return nil, err
 		}
-		img, err := imageio.Decode(data, imageio.DefaultLimits)
-		if err != nil {
-			return nil, fmt.Errorf("detect: --exemplar %s: %w", e.Path, err)
-		}
-		v, err := enc.EmbedExemplars(ctx, img.Image, [][4]float32{e.Box})
+		v, err := enc.EmbedExemplars(ctx, img, [][4]float32{e.Box})
 		if err != nil {
 			return nil, fmt.Errorf("detect: --exemplar %s: %w", e.Path, err)
 		}

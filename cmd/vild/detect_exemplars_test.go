@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"image"
+	"image/png"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,6 +77,65 @@ func TestDetectExemplarsRefused(t *testing.T) {
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != 422 || !strings.HasSuffix(ce.Type, "exemplars-unsupported") {
 		t.Errorf("through the server: %v", err)
+	}
+	// Checked here before anything is sent: a box outside its picture, named
+	// by its file, and more example bytes than every request can carry.
+	err = runDetect(context.Background(), []string{one, "--exemplar", "thing=" + one + ":0,0,9999,20", "--server", url}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), filepath.Base(one)) || !strings.Contains(err.Error(), "inside the image") {
+		t.Errorf("a box outside its picture, through the server: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "noise.png")
+	writeNoisePNG(t, big, 1100) // about 3.6 MB: five are more than 15 MiB
+	args := []string{one, "--server", url}
+	for range 5 {
+		args = append(args, "--exemplar", "thing="+big+":1,1,50,50")
+	}
+	if err := runDetect(context.Background(), args, io.Discard); err == nil || !strings.Contains(err.Error(), "at most 15 MiB together") {
+		t.Errorf("too many example bytes through the server: %v", err)
+	}
+}
+
+// Labels that differ in case are one label, as the API takes them: their
+// examples are counted and grouped together under the first spelling.
+func TestExemplarLabelsIgnoreCase(t *testing.T) {
+	_, images := writeColourSet(t)
+	one := filepath.Join(images, mustFirst(t, images))
+	got, err := readExemplars([]exemplarArg{{"Bug", one, [4]float32{1, 1, 20, 20}}, {"other", one, [4]float32{1, 1, 9, 9}},
+		{" bug", one, [4]float32{2, 2, 20, 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Label != "Bug" || len(got[0].Exemplars) != 2 || got[0].Exemplars[1].Box[0] != 2 || got[1].Label != "other" {
+		t.Errorf("grouped %+v", got)
+	}
+	args := []string{"a.png"}
+	for i := range 9 {
+		args = append(args, "--exemplar", []string{"Bug", "bug", "BUG"}[i%3]+"=e.png:1,2,3,4")
+	}
+	if _, err := parseDetectConfig(args, env(), io.Discard); err == nil || !strings.Contains(err.Error(), "at most 8 examples of one label") {
+		t.Errorf("nine of one label in three spellings: %v", err)
+	}
+}
+
+// writeNoisePNG writes a side×side picture of random pixels (which PNG
+// cannot compress).
+func writeNoisePNG(t *testing.T, path string, side int) {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, side, side))
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(r.Uint32())
+		if i%4 == 3 {
+			img.Pix[i] = 255
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
 	}
 }
 
