@@ -197,6 +197,11 @@ type batchRun struct {
 // errInterrupted marks a run stopped by its context (Ctrl-C, SIGTERM).
 var errInterrupted = errors.New("interrupted")
 
+// errRunChanged, from a detector, stops the whole run: what detects is no
+// longer what the run started with (a server upgraded under it), so no later
+// image could be trusted either.
+var errRunChanged = errors.New("the detector changed during the run")
+
 // run detects every input. A failed image (unreadable, undecodable, refused by
 // the detector) is an outcome with Err, not the end of the run; the context's
 // end stops the run with errInterrupted, the images in flight not counted as
@@ -245,6 +250,11 @@ func (b batchRun) run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil && o.Err != nil {
 			continue // stopped by the interruption, not a bad image
+		}
+		if errors.Is(o.Err, errRunChanged) {
+			firstErr = o.Err
+			cancel()
+			continue
 		}
 		if b.Completed != nil {
 			if err := b.Completed(o); err != nil {

@@ -20,12 +20,20 @@ import (
 type remoteDetector struct {
 	client *client.Client
 	opts   api.DetectOptions
+	// model and digest are the probe's answer: every image's must be the
+	// same, or the run stops (errRunChanged).
+	model, digest string
 }
 
 func (r remoteDetector) Detect(ctx context.Context, name string, data []byte) (*imageResult, error) {
 	resp, err := detectOne(ctx, r.client, data, r.opts)
 	if err != nil {
 		return nil, err
+	}
+	if resp.Model != r.model || resp.VocabularyDigest != r.digest {
+		return nil, fmt.Errorf("%w: the server answered with model %s and vocabulary %s, the run started with %s and %s "+
+			"(upgraded while it ran?); the images finished before are kept (with --out, in its journal, which the new model cannot resume: delete it to start over)",
+			errRunChanged, resp.Model, resp.VocabularyDigest, r.model, r.digest)
 	}
 	out := &imageResult{Detections: resp.Detections}
 	if resp.Image != nil {
@@ -114,8 +122,12 @@ func detectRemote(ctx context.Context, cfg detectConfig, inputs []batchInput, st
 	if err != nil {
 		return fmt.Errorf("detect: %s: %w", cfg.Server, err)
 	}
+	if probe.Model != info.ID {
+		return fmt.Errorf("detect: %s: %w: GET /v1/models named %s, the first detection %s", cfg.Server, errRunChanged, info.ID, probe.Model)
+	}
 	fp.VocabularyDigest = probe.VocabularyDigest
-	b := batch{cfg: cfg, inputs: inputs, det: remoteDetector{client: c, opts: req}, fp: fp, stderr: stderr}
+	b := batch{cfg: cfg, inputs: inputs, fp: fp, stderr: stderr,
+		det: remoteDetector{client: c, opts: req, model: probe.Model, digest: probe.VocabularyDigest}}
 	if cfg.Format == formatCOCO || cfg.Format == formatJSONL {
 		return b.toFile(ctx)
 	}

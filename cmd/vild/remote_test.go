@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/vild/vild/api"
 	"github.com/vild/vild/client"
 	"github.com/vild/vild/handlers/handlerstest"
 )
@@ -118,4 +124,48 @@ func equalJSON(t *testing.T, a, b any) bool {
 		t.Fatal(err1, err2)
 	}
 	return bytes.Equal(x, y)
+}
+
+// A server that changes its model during a run (a rolling upgrade behind a
+// load balancer) stops the run: no image is written as detected by a model
+// the run did not start with. The server here is a stand-in that answers
+// with the first model for the first three detections (the probe and two
+// images) and the next one after.
+func TestDetectThroughServerStopsWhenTheModelChanges(t *testing.T) {
+	_, images := writeColourSet(t)
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/models" {
+			json.NewEncoder(w).Encode(api.ModelList{Models: []api.Model{{ID: "m@1"}}})
+			return
+		}
+		mu.Lock()
+		calls++
+		model := "m@1"
+		if calls > 3 {
+			model = "m@2"
+		}
+		mu.Unlock()
+		json.NewEncoder(w).Encode(api.DetectResponse{Model: model, VocabularyDigest: "sha256:v",
+			Image: &api.ImageSize{Width: 10, Height: 10}})
+	}))
+	defer srv.Close()
+	out := filepath.Join(t.TempDir(), "r.json")
+	err := runDetect(context.Background(), []string{images, "--categories", "red", "--server", srv.URL, "--workers", "1",
+		"--progress=false", "--out", out}, io.Discard)
+	if !errors.Is(err, errRunChanged) || !strings.Contains(err.Error(), "m@2") {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("results were written for a run whose model changed")
+	}
+	journal := readFile(t, out+".journal")
+	if n := strings.Count(journal, `"file_name"`); n != 2 {
+		t.Errorf("the journal holds %d finished images, want the 2 detected by m@1:\n%s", n, journal)
+	}
+	if strings.Contains(journal, "m@2") {
+		t.Error("the journal names the second model")
+	}
 }
