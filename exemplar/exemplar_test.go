@@ -10,7 +10,6 @@ import (
 	"image/png"
 	"math"
 	"path"
-	"slices"
 	"testing"
 
 	"github.com/vild/vild/bundle"
@@ -427,7 +426,7 @@ func TestEmbedUnshiftedViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	views := e.Views()
-	if !slices.Equal(views.Scales, e.cfg.CropScales) || views.Mirror != e.cfg.Mirror {
+	if !slicesEqual(views.Scales, e.cfg.CropScales) || views.Mirror != e.cfg.Mirror {
 		t.Fatalf("Views() = %+v, want the manifest's crop scales %v and mirror %v", views, e.cfg.CropScales, e.cfg.Mirror)
 	}
 	same, err := e.EmbedUnshiftedViews(ctx, img, boxes, views)

@@ -23,6 +23,7 @@ import (
 	"github.com/vild/vild/api"
 	"github.com/vild/vild/detector"
 	"github.com/vild/vild/exemplar"
+	"github.com/vild/vild/handlers"
 	"github.com/vild/vild/imageio"
 	"github.com/vild/vild/request"
 	"github.com/vild/vild/vocabulary"
@@ -292,7 +293,7 @@ func detectFiles(ctx context.Context, cfg detectConfig, inputs []batchInput, m *
 			return err
 		}
 		if spec, err = vocabulary.Normalize(vocabulary.Spec{Categories: names, Exemplars: ex},
-			vocabulary.Limits{MaxNames: len(names) + len(ex), MaxNameLength: maxNameLength}); err != nil {
+			vocabulary.Limits{MaxNames: len(names) + len(ex), MaxNameLength: handlers.DefaultConfig().MaxCategoryLength}); err != nil {
 			return fmt.Errorf("detect: %w", err)
 		}
 	}
@@ -345,9 +346,6 @@ func withExampleLabels(names []string, ex []exemplarArg) []string {
 	return dedupe(out)
 }
 
-// maxNameLength is the API's limit on a category name or label, in characters.
-const maxNameLength = 128
-
 // groupByLabel runs each over the --exemplar arguments and groups the
 // results by label, in the order the labels first appear, as the API takes
 // exemplar categories.
@@ -371,10 +369,10 @@ func groupByLabel[T any](args []exemplarArg, each func(exemplarArg) (T, error)) 
 }
 
 // maxRemoteExemplarBytes bounds the example images sent with every image
-// through --server: their base64 and the image's must fit the server's
-// JSON body cap (28 MiB by default, docs/api.md "Limits"), so this leaves
-// 8 MiB of it to the image.
-const maxRemoteExemplarBytes = 15 << 20
+// through --server: their base64 (4/3 of their bytes) and the image's must
+// fit the server's JSON body cap (28 MiB by default, docs/api.md "Limits"),
+// so this leaves 8 MiB of it to the image: 15 MiB.
+var maxRemoteExemplarBytes = int((handlers.DefaultConfig().MaxJSONImageBytes - 8<<20) * 3 / 4)
 
 // readExemplars reads the --exemplar images, for a server to embed, each
 // decoded and its box checked here first, so that a bad one is named by its

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vild/vild/boxes"
 	"github.com/vild/vild/client"
 	"github.com/vild/vild/handlers/handlerstest"
 	"github.com/vild/vild/models"
@@ -181,7 +182,7 @@ func TestDetectWithExemplarsOnTheDefaultModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	labels, bug := labelsOf(out)
-	if !slices.Equal(labels, []string{"pine decoration", "spotted bug"}) || iouOf(bug, beetle) < 0.7 {
+	if !slices.Equal(labels, []string{"pine decoration", "spotted bug"}) || boxes.IoU(bug, beetle) < 0.7 {
 		t.Errorf("with the example: %v, spotted bug at %v (the beetle at %v)", labels, bug, beetle)
 	}
 	// Without --categories the examples' labels are the vocabulary.
@@ -238,11 +239,4 @@ func TestDetectWithExemplarsOnTheDefaultModel(t *testing.T) {
 	if len(ds.Categories) != 3 || ds.Categories[2].Name != "spotted bug" {
 		t.Errorf("dataset categories %+v", ds.Categories)
 	}
-}
-
-func iouOf(a, b [4]float32) float32 {
-	w := max(0, min(a[2], b[2])-max(a[0], b[0]))
-	h := max(0, min(a[3], b[3])-max(a[1], b[1]))
-	inter := w * h
-	return inter / ((a[2]-a[0])*(a[3]-a[1]) + (b[2]-b[0])*(b[3]-b[1]) - inter)
 }

@@ -26,7 +26,7 @@ type remoteDetector struct {
 }
 
 func (r remoteDetector) Detect(ctx context.Context, name string, data []byte) (*imageResult, error) {
-	resp, err := detectOne(ctx, r.client, data, r.opts)
+	resp, err := detectRemoteImage(ctx, r.client, data, r.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -42,10 +42,10 @@ func (r remoteDetector) Detect(ctx context.Context, name string, data []byte) (*
 	return out, nil
 }
 
-// detectOne detects in one image: as multipart, or, when the options carry
+// detectRemoteImage detects in one image: as multipart, or, when the options carry
 // exemplar images (more than a multipart options field holds), as JSON, a
 // batch of one whose result is returned as a single image's answer.
-func detectOne(ctx context.Context, c *client.Client, data []byte, opts api.DetectOptions) (*api.DetectResponse, error) {
+func detectRemoteImage(ctx context.Context, c *client.Client, data []byte, opts api.DetectOptions) (*api.DetectResponse, error) {
 	if len(opts.Exemplars) == 0 {
 		return c.Detect(ctx, data, opts)
 	}
@@ -118,7 +118,7 @@ func detectRemote(ctx context.Context, cfg detectConfig, inputs []batchInput, st
 	}
 	// One small image first: the server checks the options and names the
 	// vocabulary's digest (recorded with the run) before the folder starts.
-	probe, err := detectOne(ctx, c, probeImage(), req)
+	probe, err := detectRemoteImage(ctx, c, probeImage(), req)
 	if err != nil {
 		return fmt.Errorf("detect: %s: %w", cfg.Server, err)
 	}
